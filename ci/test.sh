@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Runs every test of Fun: installs what is missing, builds, runs ctest, then builds the unit
+# tests and fuzz targets again with clang + ASan + UBSan and runs them (fuzz targets replay
+# their seed corpora). Exit status is non-zero if anything fails.
+#
+#   ci/test.sh              everything
+#   FUN_SKIP_SANITIZE=1 ci/test.sh   only the normal build (quicker, for local iteration)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+bash ci/setup.sh
+
+jobs=${FUN_JOBS:-$(nproc)}
+gen=()
+command -v ninja >/dev/null && gen=(-G Ninja)
+
+step() { printf '\n==== %s\n' "$*"; }
+
+step "build (g++, warnings as errors)"
+cmake -S . -B build "${gen[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFUN_WERROR=ON \
+  -DFUN_BUILD_TESTS=ON -DFUN_BUILD_BENCHMARKS=ON
+cmake --build build -j "$jobs"
+
+status=0
+step "tests (ctest, normal build)"
+ctest --test-dir build --output-on-failure -j "$jobs" || status=1
+
+if [ "${FUN_SKIP_SANITIZE:-0}" != 1 ]; then
+  step "build (clang, ASan + UBSan, fuzz targets)"
+  cmake -S . -B build-asan "${gen[@]}" -DCMAKE_BUILD_TYPE=Debug -DFUN_WERROR=ON \
+    -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
+    -DFUN_SANITIZE="address;undefined" -DFUN_BUILD_FUZZERS=ON -DFUN_BUILD_BENCHMARKS=OFF
+  cmake --build build-asan -j "$jobs"
+  step "tests (ctest, ASan + UBSan: unit tests and fuzz corpus replay)"
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+    ctest --test-dir build-asan --output-on-failure -j "$jobs" -L 'unit|fuzz' || status=1
+fi
+
+step "result"
+if [ $status = 0 ]; then echo "ci/test.sh: all tests passed"; else echo "ci/test.sh: FAILED"; fi
+exit $status
