@@ -1,0 +1,72 @@
+// socket.h: stream sockets (TCP over IPv4/IPv6, unix) with errors as Status, for every room
+// that listens or dials: the 9P server, port forwards, the agent channel.
+//
+//   FUN_ASSIGN_OR_RETURN(auto addr, fun::ParseSocketAddress("tcp:127.0.0.1:0"));
+//   FUN_ASSIGN_OR_RETURN(fun::UniqueFd lfd, fun::Listen(addr));
+//   std::string bound = fun::LocalAddress(lfd.get()).value_or("?");  // "tcp:127.0.0.1:41234"
+//   FUN_ASSIGN_OR_RETURN(fun::UniqueFd c, fun::Accept(lfd.get()));
+//
+// Addresses are written "tcp:HOST:PORT" (IPv6 as "tcp:[::1]:PORT") or "unix:PATH".
+// Thread-safety: functions are safe to call concurrently; a UniqueFd is owned by one thread.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include "lib/base/status.h"
+
+namespace fun {
+
+// Owns a file descriptor and closes it.
+class UniqueFd {
+ public:
+  UniqueFd() = default;
+  explicit UniqueFd(int fd) : fd_(fd) {}
+  ~UniqueFd() { reset(); }
+  UniqueFd(UniqueFd&& o) noexcept : fd_(o.release()) {}
+  UniqueFd& operator=(UniqueFd&& o) noexcept {
+    if (this != &o) reset(o.release());
+    return *this;
+  }
+  UniqueFd(const UniqueFd&) = delete;
+  UniqueFd& operator=(const UniqueFd&) = delete;
+
+  int get() const { return fd_; }
+  bool valid() const { return fd_ >= 0; }
+  int release() { return std::exchange(fd_, -1); }
+  void reset(int fd = -1);
+
+ private:
+  int fd_ = -1;
+};
+
+struct SocketAddress {
+  enum class Kind { kTcp, kUnix } kind = Kind::kTcp;
+  std::string host;  // tcp: an IPv4 or IPv6 literal, or "localhost"
+  uint16_t port = 0;
+  std::string path;  // unix
+  std::string ToString() const;
+};
+
+// Parses "tcp:HOST:PORT", "tcp:[V6]:PORT" or "unix:PATH". Errors say what form is expected.
+StatusOr<SocketAddress> ParseSocketAddress(std::string_view spec);
+
+// Binds and listens (SO_REUSEADDR for TCP). For unix sockets, a stale socket file left by a
+// dead server is replaced, but a live one (something accepts on it) is AddressInUse-style
+// AlreadyExists; the socket file gets `unix_mode` (default 0600: only this user).
+StatusOr<UniqueFd> Listen(const SocketAddress& addr, int backlog = 128, unsigned unix_mode = 0600);
+// The bound address of a listening or connected socket, in ParseSocketAddress form.
+StatusOr<std::string> LocalAddress(int fd);
+// Accepts one connection (retries EINTR). The new fd is close-on-exec.
+StatusOr<UniqueFd> Accept(int listen_fd, std::string* peer = nullptr);
+StatusOr<UniqueFd> Connect(const SocketAddress& addr);
+
+// Writes all of `data` (retries short writes and EINTR; no SIGPIPE).
+Status WriteAll(int fd, std::string_view data);
+// Reads exactly n bytes into buf. A clean EOF before the first byte is OutOfRange "EOF"; an EOF
+// part-way is DataLoss.
+Status ReadExactly(int fd, char* buf, size_t n);
+
+}  // namespace fun
