@@ -96,22 +96,24 @@ int ShowConfig(const std::vector<std::string>& args, const PathsInput& env, std:
   auto paths = ResolvePaths(env);
   if (!paths.ok()) return Fail(err, paths.status());
 
+  // The name becomes a path: refuse a bad one before building any.
+  if (Status s = ValidateInstanceName(name); !s.ok()) return Usage(err, s);
   InstanceConfig defaults = DefaultInstanceConfig(
       {.is_macos = env.os == Os::kMacos, .is_arm64 = IsArm64(), .home_dir = paths->home});
   defaults.name = name;
-  // Validate the name through the same rules as config.json, so a bad one is refused before
-  // it becomes a path.
-  auto named =
-      ParseInstanceConfig(nlohmann::json{{"name", name}}.dump(), defaults, "instance name");
-  if (!named.ok()) return Usage(err, named.status());
 
   std::string file = paths->InstanceFile(name, InstanceFileKind::kConfig);
-  struct stat st {};
+  struct stat st{};
   bool exists = ::stat(file.c_str(), &st) == 0;
-  InstanceConfig cfg = *named;
+  InstanceConfig cfg = defaults;
   if (exists) {
     auto loaded = LoadInstanceConfigFile(file, defaults);
     if (!loaded.ok()) return Fail(err, loaded.status());
+    if (loaded->name != name) {
+      return Fail(err, FailedPreconditionError(
+                           file + ": name: \"" + loaded->name + "\" does not match its directory \"" +
+                           name + "\": remove the name key or make it match"));
+    }
     cfg = *loaded;
   }
   if (json) {

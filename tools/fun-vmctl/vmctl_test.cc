@@ -27,7 +27,7 @@ class VmctlTest : public ::testing::Test {
   int Call(std::vector<std::string> args) {
     out_.str("");
     err_.str("");
-    return Run(args, env_, out_, err_);
+    return ::fun::vmctl::Run(args, env_, out_, err_);
   }
 
   std::string home_;
@@ -78,6 +78,14 @@ TEST_F(VmctlTest, ConfigReadsTheFileAndReportsItsErrors) {
   EXPECT_EQ(Call({"config", "dev"}), 1);
   EXPECT_THAT(err_.str(), HasSubstr("cpus"));
   EXPECT_THAT(err_.str(), HasSubstr("400"));
+}
+
+TEST_F(VmctlTest, ConfigNameMustMatchItsDirectory) {
+  std::string dir = home_ + "/state/instances/dev";
+  ASSERT_EQ(std::system(("mkdir -p '" + dir + "'").c_str()), 0);  // NOLINT
+  std::ofstream(dir + "/config.json") << "{\"name\": \"prod\"}";
+  EXPECT_EQ(Call({"config", "dev"}), 1);
+  EXPECT_THAT(err_.str(), HasSubstr("does not match its directory"));
 }
 
 TEST_F(VmctlTest, BadInstanceNameIsRefusedBeforeTouchingPaths) {
