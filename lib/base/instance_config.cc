@@ -984,8 +984,15 @@ Status ValidateInstanceName(std::string_view name) {
 
 StatusOr<InstanceConfig> NormalizeInstanceConfig(InstanceConfig config) {
   FUN_RETURN_IF_ERROR(CheckFields(config));
-  for (Share& s : config.shares) {
-    if (s.guest_path.empty()) s.guest_path = s.host_path;
+  for (size_t i = 0; i < config.shares.size(); ++i) {
+    Share& s = config.shares[i];
+    if (!s.guest_path.empty()) continue;
+    // A derived guest path must pass the guest rules too (sharing "/" needs an explicit
+    // guest_path), or the config would not survive a save and a load.
+    s.guest_path = s.host_path;
+    FUN_RETURN_IF_ERROR_CTX(
+        CheckPath(fmt::format("shares[{}].guest_path", i), s.guest_path, /*is_guest=*/true),
+        fmt::format("shares[{}].host_path is used as the guest path", i));
   }
   FUN_RETURN_IF_ERROR(CheckCrossFields(config));
   std::set<std::string> taken;

@@ -919,3 +919,22 @@ TEST(ParsePortSpecTest, FormatPortSpec) {
 
 }  // namespace
 }  // namespace fun
+
+namespace fun {
+namespace {
+
+// Found by fuzz/instance_config_fuzzer: sharing "/" without a guest_path derived the guest path
+// "/", which the parser refuses when it is written out, so the config could not be reloaded.
+TEST(ParseInstanceConfigErrorTest, SharingRootNeedsAnExplicitGuestPath) {
+  auto defaults = DefaultInstanceConfig({.is_macos = false, .is_arm64 = false, .home_dir = ""});
+  auto r = ParseInstanceConfig(R"({"shares":[{"host_path":"/"}]})", defaults);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("shares[0].host_path is used as the guest path"),
+            std::string::npos)
+      << r.status().message();
+  auto ok = ParseInstanceConfig(R"({"shares":[{"host_path":"/","guest_path":"/host"}]})", defaults);
+  EXPECT_TRUE(ok.ok()) << ok.status();
+}
+
+}  // namespace
+}  // namespace fun
