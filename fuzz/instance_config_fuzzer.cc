@@ -15,8 +15,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (auto port = fun::ParsePortSpec(text); port.ok()) {
     auto back = fun::ParsePortSpec(fun::FormatPortSpec(*port));
     if (!back.ok() || !(*back == *port)) {
-      std::fprintf(stderr, "port spec round trip failed: %s\n",
-                   fun::FormatPortSpec(*port).c_str());
+      std::fprintf(stderr, "port spec round trip failed: %s\n", fun::FormatPortSpec(*port).c_str());
       __builtin_trap();
     }
   }
