@@ -1,0 +1,77 @@
+#include "lib/vm/qemu_command.h"
+
+#include <fmt/format.h>
+
+namespace fun::vm {
+
+Status ValidateQemuSpec(const QemuSpec& s) {
+  auto need = [](const std::string& v, std::string_view what) {
+    return v.empty() ? InvalidArgumentError(fmt::format("qemu spec: no {}", what)) : OkStatus();
+  };
+  FUN_RETURN_IF_ERROR(need(s.binary, "qemu binary"));
+  FUN_RETURN_IF_ERROR(need(s.kernel, "kernel"));
+  FUN_RETURN_IF_ERROR(need(s.initrd, "initrd"));
+  FUN_RETURN_IF_ERROR(need(s.console_log, "console log"));
+  FUN_RETURN_IF_ERROR(need(s.qmp_socket, "QMP socket"));
+  FUN_RETURN_IF_ERROR(need(s.secret_file, "secret file"));
+  if (s.machine != "q35" && s.machine != "pc" && s.machine != "microvm") {
+    return InvalidArgumentError("qemu spec: machine must be q35, pc or microvm, not " + s.machine);
+  }
+  if (s.accel != Accel::kTcg && s.accel != Accel::kKvm && s.accel != Accel::kHvf) {
+    return InvalidArgumentError("qemu spec: accel must be resolved to kvm, hvf or tcg");
+  }
+  if (s.qmp_socket.size() > 107) {
+    return InvalidArgumentError(fmt::format(
+        "the QMP socket path is {} bytes, unix sockets allow 107: {} (set FUN_HOME to a shorter "
+        "directory)",
+        s.qmp_socket.size(), s.qmp_socket));
+  }
+  if (s.agent_host_port == 0) return InvalidArgumentError("qemu spec: no agent host port");
+  if (s.cpus < 1 || s.memory_mib < 128) return InvalidArgumentError("qemu spec: cpus/memory");
+  for (const std::string* p :
+       {&s.kernel, &s.initrd, &s.data_disk, &s.console_log, &s.secret_file, &s.pid_file}) {
+    // QEMU's option parser splits on ','; a path with one would be misread.
+    if (p->find(',') != std::string::npos) {
+      return InvalidArgumentError("a path with ',' cannot be given to QEMU: " + *p);
+    }
+  }
+  return OkStatus();
+}
+
+std::vector<std::string> BuildQemuArgs(const QemuSpec& s) {
+  const bool mmio = s.machine == "microvm";
+  auto dev = [mmio](std::string_view name) {
+    return fmt::format("{}-{}", name, mmio ? "device" : "pci");
+  };
+  std::vector<std::string> a;
+  auto add = [&a](std::initializer_list<std::string> items) { a.insert(a.end(), items); };
+  std::string accel = s.accel == Accel::kKvm ? "kvm" : s.accel == Accel::kHvf ? "hvf" : "tcg";
+  std::string machine = s.machine;
+  if (mmio) machine += ",rtc=on";  // the guest sets its clock from the RTC at boot
+  add({"-machine", machine, "-accel", accel});
+  // TCG: "max" gives the guest every feature TCG emulates; with hardware, the host's CPU.
+  add({"-cpu", s.accel == Accel::kTcg ? "max" : "host"});
+  add({"-smp", std::to_string(s.cpus), "-m", fmt::format("{}M", s.memory_mib)});
+  add({"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"});
+  add({"-rtc", "base=utc,clock=host"});
+  add({"-kernel", s.kernel, "-initrd", s.initrd, "-append", s.cmdline});
+  add({"-chardev", fmt::format("file,id=console,path={}", s.console_log), "-serial",
+       "chardev:console"});
+  add({"-qmp", fmt::format("unix:{},server=on,wait=off", s.qmp_socket)});
+  if (!s.pid_file.empty()) add({"-pidfile", s.pid_file});
+  add({"-netdev",
+       fmt::format("user,id=net0,hostfwd=tcp:127.0.0.1:{}-:{}", s.agent_host_port,
+                   s.agent_guest_port),
+       "-device", dev("virtio-net") + ",netdev=net0"});
+  if (!s.data_disk.empty()) {
+    add({"-drive",
+         fmt::format("if=none,id=data,file={},format=raw,discard=unmap,cache=writeback",
+                     s.data_disk),
+         "-device", dev("virtio-blk") + ",drive=data"});
+  }
+  add({"-device", dev("virtio-rng")});
+  add({"-fw_cfg", fmt::format("name=opt/fun/secret,file={}", s.secret_file)});
+  return a;
+}
+
+}  // namespace fun::vm

@@ -1,0 +1,49 @@
+// qemu_command.h: the QEMU command line for an instance, as a pure function of a spec, so every
+// flag is unit-tested and the doctor can show exactly what runs.
+//
+//   QemuSpec spec{.accel = Accel::kTcg, .cpus = 2, .memory_mib = 2048, ...};
+//   std::vector<std::string> argv = BuildQemuArgs(spec);   // without the binary itself
+//
+// Devices: virtio-net on QEMU's user-mode network (slirp: the guest is 10.0.2.15, the host's
+// loopback 10.0.2.2, DNS 10.0.2.3) with one hostfwd from 127.0.0.1:<agent_host_port> to the
+// guest agent's port — the agent channel, authenticated by the per-instance token; virtio-blk
+// for the data disk; virtio-rng; the token as fw_cfg file opt/fun/secret (never on a command
+// line); the serial console to console.log; QMP on a unix socket; no firmware menus, no
+// display, no default devices.
+//
+// Thread-safety: pure.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "lib/base/instance_config.h"
+#include "lib/base/status.h"
+
+namespace fun::vm {
+
+struct QemuSpec {
+  std::string binary = "qemu-system-x86_64";
+  std::string machine = "q35";  // "q35", "pc" (PCI devices) or "microvm" (virtio-mmio)
+  Accel accel = Accel::kTcg;
+  int cpus = 2;
+  int memory_mib = 2048;
+  std::string kernel;       // fun-kernel
+  std::string initrd;       // fun-initrd.img
+  std::string cmdline;      // fun-cmdline's contents
+  std::string data_disk;    // raw image; empty: none (the guest keeps containerd on tmpfs)
+  std::string console_log;  // serial console output
+  std::string qmp_socket;   // unix socket path
+  std::string pid_file;
+  std::string secret_file;  // the agent token (32 bytes)
+  uint16_t agent_host_port = 0;
+  uint16_t agent_guest_port = 7070;
+};
+
+// Refuses specs that cannot work (missing kernel, no secret, unix paths over 107 bytes, ...).
+Status ValidateQemuSpec(const QemuSpec& spec);
+
+std::vector<std::string> BuildQemuArgs(const QemuSpec& spec);
+
+}  // namespace fun::vm

@@ -1,0 +1,102 @@
+#include "lib/vm/qemu_command.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+
+namespace fun::vm {
+namespace {
+
+using ::testing::HasSubstr;
+
+QemuSpec Good() {
+  return {.accel = Accel::kTcg,
+          .cpus = 2,
+          .memory_mib = 2048,
+          .kernel = "/img/fun-kernel",
+          .initrd = "/img/fun-initrd.img",
+          .cmdline = "console=ttyS0 quiet",
+          .data_disk = "/inst/data.img",
+          .console_log = "/inst/console.log",
+          .qmp_socket = "/inst/qmp.sock",
+          .pid_file = "/inst/qemu.pid",
+          .secret_file = "/inst/secret",
+          .agent_host_port = 41234};
+}
+
+// The value following `flag` (the first occurrence after `from`), or "".
+std::string After(const std::vector<std::string>& a, const std::string& flag, size_t nth = 0) {
+  for (size_t i = 0; i + 1 < a.size(); ++i) {
+    if (a[i] == flag && nth-- == 0) return a[i + 1];
+  }
+  return "";
+}
+
+TEST(QemuCommandTest, CoreFlags) {
+  auto a = BuildQemuArgs(Good());
+  EXPECT_EQ(After(a, "-accel"), "tcg");
+  EXPECT_EQ(After(a, "-cpu"), "max");
+  EXPECT_EQ(After(a, "-smp"), "2");
+  EXPECT_EQ(After(a, "-m"), "2048M");
+  EXPECT_EQ(After(a, "-kernel"), "/img/fun-kernel");
+  EXPECT_EQ(After(a, "-append"), "console=ttyS0 quiet");
+  EXPECT_EQ(After(a, "-qmp"), "unix:/inst/qmp.sock,server=on,wait=off");
+  EXPECT_EQ(After(a, "-netdev"), "user,id=net0,hostfwd=tcp:127.0.0.1:41234-:7070");
+  EXPECT_EQ(After(a, "-fw_cfg"), "name=opt/fun/secret,file=/inst/secret");
+  EXPECT_THAT(After(a, "-drive"), HasSubstr("file=/inst/data.img,format=raw"));
+  EXPECT_NE(std::find(a.begin(), a.end(), "-no-reboot"), a.end());
+  EXPECT_NE(std::find(a.begin(), a.end(), "-nodefaults"), a.end());
+  EXPECT_EQ(After(a, "-device"), "virtio-net-pci,netdev=net0");
+}
+
+TEST(QemuCommandTest, TheSecretIsNeverOnTheCommandLine) {
+  // Only the path of the secret file is, which is 0600 in the instance dir.
+  for (const auto& arg : BuildQemuArgs(Good()))
+    EXPECT_THAT(arg, ::testing::Not(HasSubstr("token")));
+}
+
+TEST(QemuCommandTest, HardwareAcceleratorsUseTheHostCpu) {
+  QemuSpec s = Good();
+  s.accel = Accel::kKvm;
+  auto a = BuildQemuArgs(s);
+  EXPECT_EQ(After(a, "-accel"), "kvm");
+  EXPECT_EQ(After(a, "-cpu"), "host");
+}
+
+TEST(QemuCommandTest, MicrovmUsesMmioDevices) {
+  QemuSpec s = Good();
+  s.machine = "microvm";
+  auto a = BuildQemuArgs(s);
+  EXPECT_EQ(After(a, "-machine"), "microvm,rtc=on");
+  EXPECT_EQ(After(a, "-device"), "virtio-net-device,netdev=net0");
+}
+
+TEST(QemuCommandTest, NoDataDiskNoDrive) {
+  QemuSpec s = Good();
+  s.data_disk.clear();
+  auto a = BuildQemuArgs(s);
+  EXPECT_EQ(std::find(a.begin(), a.end(), "-drive"), a.end());
+}
+
+TEST(QemuCommandTest, Validation) {
+  EXPECT_TRUE(ValidateQemuSpec(Good()).ok());
+  QemuSpec s = Good();
+  s.kernel.clear();
+  EXPECT_THAT(ValidateQemuSpec(s).message(), HasSubstr("no kernel"));
+  s = Good();
+  s.qmp_socket = "/" + std::string(120, 'x');
+  EXPECT_THAT(ValidateQemuSpec(s).message(), HasSubstr("set FUN_HOME to a shorter"));
+  s = Good();
+  s.data_disk = "/a,b/data.img";
+  EXPECT_THAT(ValidateQemuSpec(s).message(), HasSubstr("','"));
+  s = Good();
+  s.accel = Accel::kAuto;
+  EXPECT_FALSE(ValidateQemuSpec(s).ok());
+  s = Good();
+  s.machine = "virt";
+  EXPECT_FALSE(ValidateQemuSpec(s).ok());
+}
+
+}  // namespace
+}  // namespace fun::vm
