@@ -641,12 +641,13 @@ TEST(ParseInstanceConfigErrorTest, OddKeysAreQuotedInPaths) {
 
 TEST(NormalizeInstanceConfigTest, FillsGuestPathAndTag) {
   InstanceConfig c;
-  c.shares = {Share{.host_path = "/"}, Share{.host_path = "/srv/Project Files"},
+  c.shares = {Share{.host_path = "/", .guest_path = "/host"},
+              Share{.host_path = "/srv/Project Files"},
               Share{.host_path = "/a/very/long/path/with/many/components/inside/it"}};
   StatusOr<InstanceConfig> n = NormalizeInstanceConfig(c);
   ASSERT_TRUE(n.ok()) << n.status();
   EXPECT_EQ(n->shares[0].tag, "root");
-  EXPECT_EQ(n->shares[0].guest_path, "/");  // A host root is fine; it lands at "/" only if asked.
+  EXPECT_EQ(n->shares[0].guest_path, "/host");  // A host root needs a guest path of its own.
   EXPECT_EQ(n->shares[1].tag, "srv-project-files");
   EXPECT_EQ(n->shares[1].guest_path, "/srv/Project Files");
   // Long paths keep their most specific end.
