@@ -56,6 +56,13 @@ function(fun_test name)
   add_executable(${name} ${A_SOURCES})
   target_link_libraries(${name} PRIVATE fun_warnings ${A_DEPS} GTest::gmock GTest::gtest_main)
   set_target_properties(${name} PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${FUN_TEST_OUTPUT_DIRECTORY})
-  gtest_discover_tests(${name} DISCOVERY_TIMEOUT 60
-    PROPERTIES LABELS "${A_LABELS}" TIMEOUT ${A_TIMEOUT})
+  gtest_discover_tests(${name} DISCOVERY_TIMEOUT 60 PROPERTIES TIMEOUT ${A_TIMEOUT})
+  # Labels are set once ctest has read the discovered list: handed to gtest_discover_tests'
+  # PROPERTIES, a list of labels ("unit;interop") would be flattened into separate properties.
+  set(_labels_file ${CMAKE_CURRENT_BINARY_DIR}/${name}_labels.cmake)
+  file(WRITE ${_labels_file}
+    "foreach(_t IN LISTS ${name}_TESTS)\n"
+    "  set_tests_properties(\"\${_t}\" PROPERTIES LABELS \"${A_LABELS}\")\n"
+    "endforeach()\n")
+  set_property(DIRECTORY APPEND PROPERTY TEST_INCLUDE_FILES ${_labels_file})
 endfunction()

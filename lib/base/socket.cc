@@ -17,11 +17,6 @@
 
 namespace fun {
 
-void UniqueFd::reset(int fd) {
-  if (fd_ >= 0) ::close(fd_);
-  fd_ = fd;
-}
-
 std::string SocketAddress::ToString() const {
   if (kind == Kind::kUnix) return "unix:" + path;
   if (host.find(':') != std::string::npos) return fmt::format("tcp:[{}]:{}", host, port);

@@ -13,34 +13,11 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
-#include <utility>
 
 #include "lib/base/status.h"
+#include "lib/base/unique_fd.h"
 
 namespace fun {
-
-// Owns a file descriptor and closes it.
-class UniqueFd {
- public:
-  UniqueFd() = default;
-  explicit UniqueFd(int fd) : fd_(fd) {}
-  ~UniqueFd() { reset(); }
-  UniqueFd(UniqueFd&& o) noexcept : fd_(o.release()) {}
-  UniqueFd& operator=(UniqueFd&& o) noexcept {
-    if (this != &o) reset(o.release());
-    return *this;
-  }
-  UniqueFd(const UniqueFd&) = delete;
-  UniqueFd& operator=(const UniqueFd&) = delete;
-
-  int get() const { return fd_; }
-  bool valid() const { return fd_ >= 0; }
-  int release() { return std::exchange(fd_, -1); }
-  void reset(int fd = -1);
-
- private:
-  int fd_ = -1;
-};
 
 struct SocketAddress {
   enum class Kind { kTcp, kUnix } kind = Kind::kTcp;

@@ -1,10 +1,10 @@
 #include "lib/p9/codec.h"
 
+#include <fmt/format.h>
+
 #include <array>
 #include <cstring>
 #include <utility>
-
-#include <fmt/format.h>
 
 namespace fun::p9 {
 namespace {
@@ -173,22 +173,28 @@ Status Malformed(uint8_t type, std::string_view why) {
 std::string MsgTypeName(uint8_t type) {
   switch (static_cast<MsgType>(type)) {
 #define FUN_P9_NAME(N) \
-  case MsgType::k##N: return #N;
-    FUN_P9_NAME(Tlerror) FUN_P9_NAME(Rlerror) FUN_P9_NAME(Tstatfs) FUN_P9_NAME(Rstatfs)
-    FUN_P9_NAME(Tlopen) FUN_P9_NAME(Rlopen) FUN_P9_NAME(Tlcreate) FUN_P9_NAME(Rlcreate)
-    FUN_P9_NAME(Tsymlink) FUN_P9_NAME(Rsymlink) FUN_P9_NAME(Tmknod) FUN_P9_NAME(Rmknod)
-    FUN_P9_NAME(Trename) FUN_P9_NAME(Rrename) FUN_P9_NAME(Treadlink) FUN_P9_NAME(Rreadlink)
-    FUN_P9_NAME(Tgetattr) FUN_P9_NAME(Rgetattr) FUN_P9_NAME(Tsetattr) FUN_P9_NAME(Rsetattr)
-    FUN_P9_NAME(Txattrwalk) FUN_P9_NAME(Rxattrwalk) FUN_P9_NAME(Txattrcreate)
-    FUN_P9_NAME(Rxattrcreate) FUN_P9_NAME(Treaddir) FUN_P9_NAME(Rreaddir) FUN_P9_NAME(Tfsync)
-    FUN_P9_NAME(Rfsync) FUN_P9_NAME(Tlock) FUN_P9_NAME(Rlock) FUN_P9_NAME(Tgetlock)
-    FUN_P9_NAME(Rgetlock) FUN_P9_NAME(Tlink) FUN_P9_NAME(Rlink) FUN_P9_NAME(Tmkdir)
-    FUN_P9_NAME(Rmkdir) FUN_P9_NAME(Trenameat) FUN_P9_NAME(Rrenameat) FUN_P9_NAME(Tunlinkat)
-    FUN_P9_NAME(Runlinkat) FUN_P9_NAME(Tversion) FUN_P9_NAME(Rversion) FUN_P9_NAME(Tauth)
-    FUN_P9_NAME(Rauth) FUN_P9_NAME(Tattach) FUN_P9_NAME(Rattach) FUN_P9_NAME(Rerror)
-    FUN_P9_NAME(Tflush) FUN_P9_NAME(Rflush) FUN_P9_NAME(Twalk) FUN_P9_NAME(Rwalk)
-    FUN_P9_NAME(Tread) FUN_P9_NAME(Rread) FUN_P9_NAME(Twrite) FUN_P9_NAME(Rwrite)
-    FUN_P9_NAME(Tclunk) FUN_P9_NAME(Rclunk) FUN_P9_NAME(Tremove) FUN_P9_NAME(Rremove)
+  case MsgType::k##N:  \
+    return #N;
+    FUN_P9_NAME(Tlerror)
+    FUN_P9_NAME(Rlerror) FUN_P9_NAME(Tstatfs) FUN_P9_NAME(Rstatfs) FUN_P9_NAME(Tlopen) FUN_P9_NAME(
+        Rlopen) FUN_P9_NAME(Tlcreate) FUN_P9_NAME(Rlcreate) FUN_P9_NAME(Tsymlink)
+        FUN_P9_NAME(Rsymlink) FUN_P9_NAME(Tmknod) FUN_P9_NAME(Rmknod) FUN_P9_NAME(
+            Trename) FUN_P9_NAME(Rrename) FUN_P9_NAME(Treadlink) FUN_P9_NAME(Rreadlink)
+            FUN_P9_NAME(Tgetattr) FUN_P9_NAME(Rgetattr) FUN_P9_NAME(Tsetattr) FUN_P9_NAME(
+                Rsetattr) FUN_P9_NAME(Txattrwalk) FUN_P9_NAME(Rxattrwalk) FUN_P9_NAME(Txattrcreate)
+                FUN_P9_NAME(Rxattrcreate) FUN_P9_NAME(Treaddir) FUN_P9_NAME(Rreaddir)
+                    FUN_P9_NAME(Tfsync) FUN_P9_NAME(Rfsync) FUN_P9_NAME(Tlock) FUN_P9_NAME(Rlock)
+                        FUN_P9_NAME(Tgetlock) FUN_P9_NAME(Rgetlock) FUN_P9_NAME(Tlink) FUN_P9_NAME(
+                            Rlink) FUN_P9_NAME(Tmkdir) FUN_P9_NAME(Rmkdir) FUN_P9_NAME(Trenameat)
+                            FUN_P9_NAME(Rrenameat) FUN_P9_NAME(Tunlinkat) FUN_P9_NAME(Runlinkat)
+                                FUN_P9_NAME(Tversion) FUN_P9_NAME(Rversion) FUN_P9_NAME(Tauth)
+                                    FUN_P9_NAME(Rauth) FUN_P9_NAME(Tattach) FUN_P9_NAME(Rattach)
+                                        FUN_P9_NAME(Rerror) FUN_P9_NAME(Tflush) FUN_P9_NAME(Rflush)
+                                            FUN_P9_NAME(Twalk) FUN_P9_NAME(Rwalk) FUN_P9_NAME(Tread)
+                                                FUN_P9_NAME(Rread) FUN_P9_NAME(Twrite)
+                                                    FUN_P9_NAME(Rwrite) FUN_P9_NAME(Tclunk)
+                                                        FUN_P9_NAME(Rclunk) FUN_P9_NAME(Tremove)
+                                                            FUN_P9_NAME(Rremove)
 #undef FUN_P9_NAME
   }
   return fmt::format("type {}", type);
@@ -200,9 +206,8 @@ MsgType TypeOf(const Message& m) {
 
 StatusOr<Header> DecodeHeader(std::string_view bytes) {
   if (bytes.size() < kHeaderSize) {
-    return InvalidArgumentError(
-        fmt::format("malformed 9P message: {} bytes, shorter than the 7-byte header",
-                    bytes.size()));
+    return InvalidArgumentError(fmt::format(
+        "malformed 9P message: {} bytes, shorter than the 7-byte header", bytes.size()));
   }
   Header h;
   h.size = static_cast<uint32_t>(GetLe(bytes.data(), 4));
@@ -214,8 +219,8 @@ StatusOr<Header> DecodeHeader(std::string_view bytes) {
 StatusOr<Frame> Decode(std::string_view bytes) {
   FUN_ASSIGN_OR_RETURN(Header h, DecodeHeader(bytes));
   if (h.size != bytes.size()) {
-    return Malformed(h.type, fmt::format("size field says {} bytes, the message has {}", h.size,
-                                         bytes.size()));
+    return Malformed(
+        h.type, fmt::format("size field says {} bytes, the message has {}", h.size, bytes.size()));
   }
   DecodeFn fn = kDecodeTable[h.type];
   if (fn == nullptr) return Malformed(h.type, "unknown message type");
@@ -248,10 +253,10 @@ Status Encode(uint16_t tag, const Message& msg, std::string* out) {
   if (!w.err.empty()) {
     out->resize(start);
     return InvalidArgumentError(
-        fmt::format("cannot encode {}: {}", MsgTypeName(static_cast<uint8_t>(TypeOf(msg))),
-                    w.err));
+        fmt::format("cannot encode {}: {}", MsgTypeName(static_cast<uint8_t>(TypeOf(msg))), w.err));
   }
-  for (int i = 0; i < 4; ++i) (*out)[start + static_cast<size_t>(i)] = static_cast<char>((size >> (8 * i)) & 0xff);
+  for (int i = 0; i < 4; ++i)
+    (*out)[start + static_cast<size_t>(i)] = static_cast<char>((size >> (8 * i)) & 0xff);
   return OkStatus();
 }
 
@@ -264,8 +269,7 @@ StatusOr<std::optional<uint32_t>> NextMessageSize(std::string_view buffered, uin
   }
   if (size > max_size) {
     return InvalidArgumentError(
-        fmt::format("malformed 9P stream: a message of {} bytes exceeds msize {}", size,
-                    max_size));
+        fmt::format("malformed 9P stream: a message of {} bytes exceeds msize {}", size, max_size));
   }
   return std::optional<uint32_t>(size);
 }
@@ -318,10 +322,22 @@ struct Describer {
   void Sep() {
     if (!out.empty()) out += ' ';
   }
-  void operator()(const uint8_t& v) { Sep(); out += std::to_string(v); }
-  void operator()(const uint16_t& v) { Sep(); out += std::to_string(v); }
-  void operator()(const uint32_t& v) { Sep(); out += std::to_string(v); }
-  void operator()(const uint64_t& v) { Sep(); out += std::to_string(v); }
+  void operator()(const uint8_t& v) {
+    Sep();
+    out += std::to_string(v);
+  }
+  void operator()(const uint16_t& v) {
+    Sep();
+    out += std::to_string(v);
+  }
+  void operator()(const uint32_t& v) {
+    Sep();
+    out += std::to_string(v);
+  }
+  void operator()(const uint64_t& v) {
+    Sep();
+    out += std::to_string(v);
+  }
   void operator()(const std::string& s) {
     Sep();
     out += '"';

@@ -1,9 +1,9 @@
 #include "lib/p9/codec.h"
 
-#include <string>
-
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include <string>
 
 namespace fun::p9 {
 namespace {
@@ -26,9 +26,7 @@ struct Filler {
     q.version = static_cast<uint32_t>(next++);
     q.path = 0xdeadbeef00ull + next++;
   }
-  void operator()(std::vector<std::string>& names) {
-    names = {"a", "bb", std::string(300, 'c')};
-  }
+  void operator()(std::vector<std::string>& names) { names = {"a", "bb", std::string(300, 'c')}; }
   void operator()(std::vector<Qid>& qids) {
     qids.resize(3);
     for (auto& q : qids) (*this)(q);
@@ -74,17 +72,17 @@ TEST(CodecTest, EveryTypeHasAName) {
 TEST(CodecTest, TversionGoldenBytes) {
   std::string wire;
   ASSERT_TRUE(Encode(kNoTag, Tversion{.msize = 131072, .version = "9P2000.L"}, &wire).ok());
-  const unsigned char expected[] = {0x15, 0, 0, 0, 100, 0xff, 0xff, 0x00, 0x00, 0x02, 0x00,
-                                    0x08, 0x00, '9', 'P', '2', '0', '0', '0', '.', 'L'};
+  const unsigned char expected[] = {0x15, 0,    0,   0,   100, 0xff, 0xff, 0x00, 0x00, 0x02, 0x00,
+                                    0x08, 0x00, '9', 'P', '2', '0',  '0',  '0',  '.',  'L'};
   EXPECT_EQ(wire, std::string(reinterpret_cast<const char*>(expected), sizeof(expected)));
 }
 
 TEST(CodecTest, RwalkGoldenBytes) {
   std::string wire;
-  ASSERT_TRUE(Encode(1, Rwalk{.wqids = {Qid{.type = kQidDir, .version = 2, .path = 3}}}, &wire)
-                  .ok());
-  const unsigned char expected[] = {22, 0, 0, 0, 111, 1, 0, 1, 0, 0x80, 2, 0, 0, 0,
-                                    3,  0, 0, 0, 0,   0, 0, 0};
+  ASSERT_TRUE(
+      Encode(1, Rwalk{.wqids = {Qid{.type = kQidDir, .version = 2, .path = 3}}}, &wire).ok());
+  const unsigned char expected[] = {22, 0, 0, 0, 111, 1, 0, 1, 0, 0x80, 2,
+                                    0,  0, 0, 3, 0,   0, 0, 0, 0, 0,    0};
   EXPECT_EQ(wire, std::string(reinterpret_cast<const char*>(expected), sizeof(expected)));
 }
 
