@@ -1,0 +1,877 @@
+#include "tools/doctor/checks.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <charconv>
+
+namespace fun::doctor {
+namespace {
+
+using R = CheckResult;
+
+std::string DocFor(std::string_view id) { return fmt::format("docs/troubleshooting/{}.md", id); }
+
+std::string Upper(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return out;
+}
+
+std::string FirstLine(std::string_view s) {
+  auto nl = s.find('\n');
+  return SanitizeLine(nl == std::string_view::npos ? s : s.substr(0, nl));
+}
+
+std::string LastLine(std::string_view s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.remove_suffix(1);
+  auto nl = s.rfind('\n');
+  return SanitizeLine(nl == std::string_view::npos ? s : s.substr(nl + 1));
+}
+
+// Fills detail with the config note, when the checks run on assumed defaults.
+std::vector<std::string> ConfigDetail(DoctorContext& ctx) {
+  std::vector<std::string> d;
+  if (!ctx.ConfigNote().empty()) d.push_back(ctx.ConfigNote());
+  return d;
+}
+
+std::string InstanceMissing(DoctorContext& ctx) {
+  return fmt::format("instance {} does not exist yet (`fun-vmctl start {}` creates it)",
+                     ctx.instance(), ctx.instance());
+}
+
+// --- FUN0001 --------------------------------------------------------------------------------
+
+CheckResult ProbeHypervisor(DoctorContext& ctx) {
+  const InstanceConfig& cfg = ctx.Config();
+  std::vector<std::string> detail = ConfigDetail(ctx);
+  if (cfg.backend == Backend::kNative) {
+    return R::Skip("backend native runs no hypervisor (it uses the host's containerd)",
+                   std::move(detail));
+  }
+  auto candidates =
+      HypervisorCandidates(ctx.os(), ctx.Host().arch, cfg.backend, ctx.env().ExecutableDir());
+  if (candidates.empty()) {
+    return R::Fail(fmt::format("backend {} does not run on {}", BackendName(cfg.backend),
+                               OsName(ctx.os())),
+                   std::move(detail))
+        .WithHint("set \"backend\": \"qemu\" in the instance's config.json");
+  }
+  std::string found;
+  std::vector<std::string> not_executable;
+  for (const auto& c : candidates) {
+    if (c.search_path) {
+      auto p = ctx.env().FindProgram(c.program);
+      if (p.ok()) {
+        found = *p;
+        detail.push_back(fmt::format("found {} in $PATH: {}", c.program, *p));
+        break;
+      }
+      if (p.status().code() == Code::kPermissionDenied) {
+        not_executable.push_back(fmt::format("{} in $PATH is not executable", c.program));
+      }
+      detail.push_back(fmt::format("looked for {} in $PATH: {}", c.program, p.status().message()));
+      continue;
+    }
+    auto st = ctx.env().Stat(c.program);
+    if (!st.ok()) {
+      detail.push_back(fmt::format("looked at {} ({}): {}", c.program, c.why,
+                                   st.status().code() == Code::kNotFound ? std::string("not there")
+                                                                         : st.status().message()));
+      continue;
+    }
+    Status x = ctx.env().Access(c.program, X_OK);
+    if (st->type == FileType::kDirectory || !x.ok()) {
+      not_executable.push_back(fmt::format("{} is not executable ({} {})", c.program,
+                                           FileTypeName(st->type), FormatMode(st->mode)));
+      detail.push_back(not_executable.back());
+      continue;
+    }
+    found = c.program;
+    detail.push_back(fmt::format("found {} ({})", c.program, c.why));
+    break;
+  }
+  if (found.empty()) {
+    std::string what =
+        candidates.front().search_path
+            ? candidates.front().program
+            : candidates.front().program.substr(candidates.front().program.rfind('/') + 1);
+    if (!not_executable.empty()) {
+      return R::Fail(not_executable.front(), std::move(detail))
+          .WithHint("make it executable (chmod +x), or reinstall the hypervisor");
+    }
+    return R::Fail(fmt::format("{} not found", what), std::move(detail));
+  }
+  if (cfg.backend == Backend::kHyperkit) {
+    // hyperkit's version flag is not verified here (no macOS): existing + executable is all.
+    return R::Pass(found, std::move(detail));
+  }
+  Command cmd{.program = found, .args = {"--version"}};
+  cmd.timeout = kVersionTimeout;
+  cmd.kill_grace = std::chrono::milliseconds(200);
+  auto run = ctx.env().RunCommand(cmd);
+  if (!run.ok()) {
+    return R::Fail(fmt::format("{} cannot be started: {}", found, run.status().message()),
+                   std::move(detail));
+  }
+  if (!run->ok()) {
+    std::string why = run->Describe();
+    std::string err = LastLine(run->stderr_data);
+    if (!err.empty()) why += ": " + err;
+    return R::Fail(fmt::format("`{} --version` {}", found, why), std::move(detail))
+        .WithHint(fmt::format(
+            "the hypervisor is installed but broken (a missing library?): reinstall it, then run "
+            "`{} --version` yourself",
+            found));
+  }
+  return R::Pass(fmt::format("{} ({})", found, FirstLine(run->stdout_data)), std::move(detail));
+}
+
+// --- FUN0002 --------------------------------------------------------------------------------
+
+std::vector<std::string> FactsDetail(const vm::HostFacts& f) {
+  std::vector<std::string> d;
+  if (f.os == Os::kMacos) {
+    d.push_back(fmt::format("kern.hv_support: {}", f.hvf_supported ? 1 : 0));
+    return d;
+  }
+  d.push_back(fmt::format(
+      "/dev/kvm: {}", !f.dev_kvm_exists  ? "missing"
+                      : f.dev_kvm_usable ? "present, opens read-write"
+                                         : "present, cannot be opened (" + f.dev_kvm_error + ")"));
+  d.push_back(fmt::format("kvm_intel/kvm_amd loaded: {}; kvm_pvm loaded: {}",
+                          f.kvm_standard ? "yes" : "no", f.kvm_pvm ? "yes" : "no"));
+  return d;
+}
+
+CheckResult ProbeAccelerator(DoctorContext& ctx) {
+  const InstanceConfig& cfg = ctx.Config();
+  vm::HostFacts facts = ctx.env().ProbeHostFacts();
+  std::vector<std::string> detail = ConfigDetail(ctx);
+  for (auto& l : FactsDetail(facts)) detail.push_back(std::move(l));
+  detail.push_back(
+      fmt::format("config: backend {}, accel {}", BackendName(cfg.backend), AccelName(cfg.accel)));
+  const vm::InstanceStatus& st = ctx.Instance();
+  if (st.phase == "running" && st.state && !st.state->accel.empty()) {
+    detail.push_back(
+        fmt::format("the running VM uses {} ({})", st.state->accel, st.state->accel_reason));
+  }
+  auto choice = vm::ChooseAccel(cfg.accel, cfg.backend, facts);
+  if (!choice.ok()) return R::Fail(choice.status().message(), std::move(detail));
+  std::string summary = fmt::format("{}: {}", Upper(AccelName(choice->accel)), choice->reason);
+  if (choice->accel == Accel::kTcg) {
+    std::string hint =
+        ctx.os() == Os::kMacos
+            ? "TCG works but is 10-50x slower: HVF needs a Mac with hardware virtualization "
+              "(not a VM without nested virtualization)"
+            : "TCG works but is 10-50x slower: for KVM load kvm_intel or kvm_amd and make "
+              "/dev/kvm usable (`sudo usermod -aG kvm $USER`, log in again); in a VM, enable "
+              "nested virtualization";
+    return R::Warn(std::move(summary), std::move(detail)).WithHint(std::move(hint));
+  }
+  return R::Pass(std::move(summary), std::move(detail));
+}
+
+// --- FUN0003 --------------------------------------------------------------------------------
+
+CheckResult ProbeMemory(DoctorContext& ctx) {
+  auto total = ctx.env().TotalMemoryBytes();
+  if (!total.ok()) {
+    return R::Warn("could not read the host's memory size: " + total.status().message());
+  }
+  const InstanceConfig& cfg = ctx.Config();
+  uint64_t asked = static_cast<uint64_t>(cfg.memory_mib) << 20;
+  std::vector<std::string> detail = ConfigDetail(ctx);
+  detail.push_back(
+      fmt::format("instance {} is given {} MiB (memory_mib)", ctx.instance(), cfg.memory_mib));
+  std::string have = fmt::format("{} of RAM", FormatBytes(*total));
+  if (*total < kMinMemoryBytes) {
+    return R::Fail(fmt::format("{}; at least {} is needed", have, FormatBytes(kMinMemoryBytes)),
+                   std::move(detail));
+  }
+  if (asked >= *total) {
+    return R::Fail(fmt::format("{}, but instance {} is given {} MiB: more than the host has", have,
+                               ctx.instance(), cfg.memory_mib),
+                   std::move(detail))
+        .WithHint(
+            "lower memory_mib in config.json, e.g. `fun-vmctl start {instance} --memory "
+            "2048`");
+  }
+  if (*total < kRecommendedMemoryBytes) {
+    return R::Warn(fmt::format("{}; {} is recommended", have, FormatBytes(kRecommendedMemoryBytes)),
+                   std::move(detail));
+  }
+  return R::Pass(have, std::move(detail));
+}
+
+// --- FUN0004 --------------------------------------------------------------------------------
+
+CheckResult ProbeDisk(DoctorContext& ctx) {
+  const std::string& state = ctx.paths().state_dir;
+  std::string where = NearestExisting(ctx.env(), state);
+  std::vector<std::string> detail;
+  detail.push_back(where == state
+                       ? fmt::format("state dir: {}", state)
+                       : fmt::format("state dir {} does not exist yet; measured {}", state, where));
+  auto free = ctx.env().FreeDiskBytes(where);
+  if (!free.ok()) {
+    return R::Warn(
+        fmt::format("could not measure free space at {}: {}", where, free.status().message()),
+        std::move(detail));
+  }
+  std::string have = fmt::format("{} free at {}", FormatBytes(*free), where);
+  if (*free < kMinFreeDiskBytes) {
+    return R::Fail(fmt::format("{}; at least {} is needed", have, FormatBytes(kMinFreeDiskBytes)),
+                   std::move(detail));
+  }
+  const InstanceConfig& cfg = ctx.Config();
+  uint64_t disk = static_cast<uint64_t>(cfg.disk_gib) << 30;
+  // data.img is sparse: what it already uses is part of "used", what it may still grow is not.
+  uint64_t used = 0;
+  if (auto img = ctx.env().Stat(ctx.instance_file(InstanceFileKind::kDataImage)); img.ok()) {
+    used = img->size;  // apparent size: an upper bound of what it holds
+  }
+  if (disk > used && disk - used > *free) {
+    detail.push_back(fmt::format("instance {}'s data disk may grow to {} GiB (disk_gib)",
+                                 ctx.instance(), cfg.disk_gib));
+    return R::Warn(fmt::format("{}: less than the instance's data disk may grow to ({} GiB)", have,
+                               cfg.disk_gib),
+                   std::move(detail))
+        .WithHint(
+            "free some space, or give the instance a smaller disk_gib before its first "
+            "start");
+  }
+  return R::Pass(have, std::move(detail));
+}
+
+// --- FUN0005 --------------------------------------------------------------------------------
+
+CheckResult ProbeHostOs(DoctorContext& ctx) {
+  const HostOs& h = ctx.Host();
+  if (ctx.os() == Os::kMacos) {
+    std::string what =
+        fmt::format("macOS {} on {}", h.version.empty() ? "(unknown)" : h.version, h.arch);
+    auto v = ParseMacosVersion(h.version);
+    if (!v.ok()) {
+      return R::Fail(fmt::format("{}: cannot tell the version ({}); 10.14 or later is needed", what,
+                                 v.status().message()));
+    }
+    if (*v < kMinMacosVersion) {
+      return R::Fail(fmt::format("{}: macOS 10.14 (Mojave) or later is needed", what))
+          .WithHint("update macOS to 10.14 or later");
+    }
+    if (h.arch != "x86_64" && h.arch != "arm64") {
+      return R::Fail(
+          fmt::format("{}: only x86_64 (Intel) and arm64 (Apple Silicon) Macs are "
+                      "supported",
+                      what));
+    }
+    return R::Pass(what, {h.arch == "arm64" ? "Apple Silicon: backend qemu with HVF"
+                                            : "Intel: backend hyperkit (or qemu) with HVF"});
+  }
+  std::string what = fmt::format("Linux {} on {}", h.version, h.arch);
+  if (h.arch != "x86_64") {
+    return R::Warn(fmt::format("{}: Fun's VM is x86_64 and is tested on x86_64 hosts only", what))
+        .WithHint("expect QEMU to emulate the whole VM (TCG), or use the native backend");
+  }
+  return R::Pass(what);
+}
+
+// --- FUN0006 --------------------------------------------------------------------------------
+
+CheckResult ProbeImage(DoctorContext& ctx) {
+  std::vector<std::string> dirs = ctx.env().ImageSearchPath(ctx.paths());
+  std::vector<std::string> detail;
+  for (const auto& d : dirs) {
+    auto st = ctx.env().Stat(d);
+    if (!st.ok()) {
+      detail.push_back(fmt::format("{}: {}", d,
+                                   st.status().code() == Code::kNotFound
+                                       ? std::string("does not exist")
+                                       : st.status().message()));
+      continue;
+    }
+    std::vector<std::string> missing;
+    std::vector<std::string> sizes;
+    for (const char* f : {"fun-kernel", "fun-initrd.img", "fun-cmdline"}) {
+      std::string p = d + "/" + f;
+      auto fs = ctx.env().Stat(p);
+      if (!fs.ok() || !ctx.env().Access(p, R_OK).ok()) {
+        missing.push_back(fs.ok() ? fmt::format("{} (unreadable)", f) : std::string(f));
+      } else if (fs->size == 0 && std::string_view(f) != "fun-cmdline") {
+        missing.push_back(fmt::format("{} (empty)", f));
+      } else {
+        sizes.push_back(fmt::format("{} {}", f, FormatBytes(fs->size)));
+      }
+    }
+    if (missing.empty()) {
+      detail.push_back(fmt::format("{}: {}", d, fmt::join(sizes, ", ")));
+      return R::Pass(d, std::move(detail));
+    }
+    detail.push_back(fmt::format("{}: missing {}", d, fmt::join(missing, ", ")));
+  }
+  return R::Fail(fmt::format("no VM image in the {} places searched", dirs.size()),
+                 std::move(detail));
+}
+
+// --- FUN0007 --------------------------------------------------------------------------------
+
+CheckResult ProbePermissions(DoctorContext& ctx) {
+  std::string dir = ctx.instance_dir();
+  auto st = ctx.env().Stat(dir);
+  if (!st.ok()) {
+    if (st.status().code() == Code::kNotFound) return R::Skip(InstanceMissing(ctx));
+    return R::Fail(fmt::format("cannot look at {}: {}", dir, st.status().message()));
+  }
+  uid_t me = ctx.env().Uid();
+  std::vector<std::string> problems, fine, detail, missing, fixes;
+  bool foreign = false;
+  auto look = [&](const std::string& path, FileType want, unsigned mode, bool required) {
+    auto fs = path == dir ? st : ctx.env().Stat(path);
+    if (!fs.ok()) {
+      if (fs.status().code() != Code::kNotFound) {
+        problems.push_back(fmt::format("{}: {}", path, fs.status().message()));
+      } else if (required) {
+        missing.push_back(path);
+        detail.push_back(fmt::format("{} is missing (`fun-vmctl start` makes a new one)", path));
+      }
+      return;
+    }
+    if (fs->type != want) {
+      problems.push_back(fmt::format("{} is a {}, expected a {}", path, FileTypeName(fs->type),
+                                     FileTypeName(want)));
+      return;
+    }
+    bool ok = true;
+    if (fs->mode != mode) {
+      problems.push_back(
+          fmt::format("{} has mode {}, expected {}", path, FormatMode(fs->mode), FormatMode(mode)));
+      fixes.push_back(fmt::format("chmod {} {}", FormatMode(mode), path));
+      ok = false;
+    }
+    if (fs->owner != me) {
+      problems.push_back(
+          fmt::format("{} is owned by uid {}, not by you (uid {})", path, fs->owner, me));
+      foreign = true;
+      ok = false;
+    }
+    if (ok)
+      fine.push_back(fmt::format("{} {}", path.substr(path.rfind('/') + 1), FormatMode(fs->mode)));
+  };
+  look(dir, FileType::kDirectory, 0700, true);
+  look(dir + "/secret", FileType::kRegular, 0600, true);
+  look(ctx.instance_file(InstanceFileKind::kContainerdSock), FileType::kSocket, 0600, false);
+  for (const auto& p : problems) detail.push_back(p);
+  if (!problems.empty()) {
+    std::vector<std::string> steps;
+    if (foreign) {
+      steps.push_back(
+          fmt::format("take it back (it was made by another user, e.g. with sudo): "
+                      "`sudo chown -R \"$(id -un)\" {}`",
+                      dir));
+    }
+    if (!fixes.empty()) steps.push_back(fmt::format("`{}`", fmt::join(fixes, " && ")));
+    std::string hint = fmt::format("{}", fmt::join(steps, "; then "));
+    return R::Fail(problems.front() + (problems.size() > 1
+                                           ? fmt::format(" (and {} more)", problems.size() - 1)
+                                           : std::string()),
+                   std::move(detail))
+        .WithHint(std::move(hint));
+  }
+  if (!missing.empty()) {
+    return R::Warn(fmt::format("missing: {}", fmt::join(missing, ", ")), std::move(detail))
+        .WithHint("`fun-vmctl start {instance}` makes a new one");
+  }
+  return R::Pass(fmt::format("{}, owned by you", fmt::join(fine, ", ")), std::move(detail));
+}
+
+// --- FUN0008 --------------------------------------------------------------------------------
+
+CheckResult ProbeStale(DoctorContext& ctx) {
+  const vm::InstanceStatus& st = ctx.Instance();
+  if (!st.exists) return R::Skip(InstanceMissing(ctx));
+  std::vector<std::string> stale, detail;
+  auto pid = [&](const char* name, const vm::PidFileState& p) {
+    switch (p.status) {
+      case vm::PidStatus::kMissing:
+        detail.push_back(fmt::format("{}: none", name));
+        break;
+      case vm::PidStatus::kAlive:
+        detail.push_back(fmt::format("{}: pid {}, alive and ours", name, p.pid));
+        break;
+      case vm::PidStatus::kStale:
+      case vm::PidStatus::kCorrupt:
+        stale.push_back(name);
+        detail.push_back(fmt::format("{}: {} ({})", name, vm::PidStatusName(p.status), p.detail));
+        break;
+    }
+  };
+  pid("hostd.pid", st.hostd);
+  pid("vm.pid", st.vm);
+  bool hostd_alive = st.hostd.status == vm::PidStatus::kAlive;
+  for (const std::string& sock :
+       {ctx.instance_file(InstanceFileKind::kContainerdSock), ctx.instance_dir() + "/qmp.sock"}) {
+    auto fs = ctx.env().Stat(sock);
+    std::string name = sock.substr(sock.rfind('/') + 1);
+    if (!fs.ok()) continue;
+    if (hostd_alive) {
+      detail.push_back(fmt::format("{}: served by fun-hostd (pid {})", name, st.hostd.pid));
+    } else {
+      stale.push_back(name);
+      detail.push_back(fmt::format("{}: left behind, no fun-hostd serves it", name));
+    }
+  }
+  if (stale.empty()) return R::Pass("no stale pid files or sockets", std::move(detail));
+  return R::Warn(fmt::format("stale: {}", fmt::join(stale, ", ")), std::move(detail));
+}
+
+// --- FUN0009 --------------------------------------------------------------------------------
+
+std::string Uptime(double s) {
+  auto t = static_cast<long long>(s);
+  if (t < 120) return fmt::format("{} s", t);
+  if (t < 7200) return fmt::format("{} min", t / 60);
+  return fmt::format("{} h {} min", t / 3600, (t % 3600) / 60);
+}
+
+CheckResult ProbeRunning(DoctorContext& ctx) {
+  const vm::InstanceStatus& st = ctx.Instance();
+  if (!st.exists) {
+    return R::Warn(InstanceMissing(ctx)).WithHint("`fun-vmctl start {instance}`");
+  }
+  bool hostd = st.hostd.status == vm::PidStatus::kAlive;
+  bool vm = st.vm.status == vm::PidStatus::kAlive;
+  std::vector<std::string> detail;
+  detail.push_back(fmt::format("phase: {} (state.json and the pid files)", st.phase));
+  auto pid_line = [](std::string_view who, const vm::PidFileState& p) {
+    if (p.status == vm::PidStatus::kAlive) return fmt::format("{}: pid {}, alive", who, p.pid);
+    return fmt::format("{}: {}{}", who, vm::PidStatusName(p.status),
+                       p.detail.empty() ? std::string() : " (" + p.detail + ")");
+  };
+  detail.push_back(pid_line("fun-hostd", st.hostd));
+  detail.push_back(pid_line("VM", st.vm));
+  const std::string restart =
+      "`fun-vmctl stop {instance}`, then `fun-vmctl start {instance}`; if it fails again, see "
+      "FUN0010 (console) and hostd.log";
+  if (vm && !hostd) {
+    return R::Fail(fmt::format("the VM (pid {}) runs without its fun-hostd: nothing serves its "
+                               "sockets",
+                               st.vm.pid),
+                   std::move(detail))
+        .WithHint("`fun-vmctl stop {instance}` stops the orphaned VM");
+  }
+  if (st.phase == "running") {
+    if (!vm) {
+      return R::Fail("fun-hostd runs but the VM process is gone", std::move(detail))
+          .WithHint(restart);
+    }
+    std::string summary = fmt::format("running (fun-hostd {}, VM {})", st.hostd.pid, st.vm.pid);
+    if (st.uptime_s) summary += fmt::format(", up {}", Uptime(*st.uptime_s));
+    if (st.state && !st.state->accel.empty()) summary += ", accel " + st.state->accel;
+    return R::Pass(std::move(summary), std::move(detail));
+  }
+  if (st.phase == "crashed") {
+    std::string why = "fun-hostd was killed (or the host rebooted) before it recorded why";
+    if (st.state && st.state->last_exit && st.state->last_exit->at_ms >= st.state->started_at_ms &&
+        st.state->started_at_ms > 0) {
+      why = st.state->last_exit->reason;
+    } else if (st.state && st.state->last_exit) {
+      detail.push_back("last recorded exit, from an earlier run: " + st.state->last_exit->reason);
+    }
+    return R::Fail(fmt::format("crashed: state.json says {} but fun-hostd is gone: {}",
+                               st.state ? PhaseName(st.state->phase) : "running", why),
+                   std::move(detail))
+        .WithHint(restart);
+  }
+  if (st.phase == "failed") {
+    std::string why = st.state && !st.state->error.empty() ? st.state->error
+                      : st.state && st.state->last_exit    ? st.state->last_exit->reason
+                                                           : "no reason recorded";
+    return R::Fail("the last start failed: " + why, std::move(detail)).WithHint(restart);
+  }
+  if (st.phase == "starting" || st.phase == "stopping") {
+    return R::Warn(fmt::format("{} (fun-hostd pid {})", st.phase, st.hostd.pid), std::move(detail))
+        .WithHint(
+            "wait a moment and run fun-doctor again; a start that never finishes: see "
+            "FUN0010 (console)");
+  }
+  std::string summary = "stopped";
+  if (st.state && st.state->last_exit)
+    summary += " (last exit: " + st.state->last_exit->reason + ")";
+  return R::Warn(std::move(summary), std::move(detail)).WithHint("`fun-vmctl start {instance}`");
+}
+
+// --- FUN0010 --------------------------------------------------------------------------------
+
+CheckResult ProbeConsole(DoctorContext& ctx) {
+  std::string path = ctx.instance_file(InstanceFileKind::kConsoleLog);
+  if (!ctx.Instance().exists) return R::Skip(InstanceMissing(ctx));
+  auto text = ctx.env().ReadFileTail(path, kConsoleScanBytes);
+  if (!text.ok()) {
+    if (text.status().code() == Code::kNotFound) {
+      return R::Skip(fmt::format("no {} yet: the instance has not booted", path));
+    }
+    return R::Fail(fmt::format("cannot read {}: {}", path, text.status().message()))
+        .WithHint("see FUN0007 (instance directory permissions)");
+  }
+  std::vector<std::string> detail;
+  std::string_view body = *text;
+  auto fs = ctx.env().Stat(path);
+  if (fs.ok() && fs->size > body.size()) {
+    // Read from the middle of the file: drop the partial first line, and say so.
+    auto nl = body.find('\n');
+    body = nl == std::string_view::npos ? std::string_view() : body.substr(nl + 1);
+    detail.push_back(fmt::format("{} is {}: scanned its last {} (line numbers count from there)",
+                                 path, FormatBytes(fs->size), FormatBytes(body.size())));
+  }
+  std::vector<ConsoleMatch> matches = ScanConsole(body);
+  if (matches.empty()) {
+    size_t lines = static_cast<size_t>(std::count(body.begin(), body.end(), '\n'));
+    if (size_t pos = body.rfind("fun-init: containerd ready after");
+        pos != std::string_view::npos) {
+      auto end = body.find('\n', pos);
+      detail.push_back("last boot: " + SanitizeLine(body.substr(
+                                           pos, end == std::string_view::npos ? end : end - pos)));
+    }
+    return R::Pass(fmt::format("no known errors in {} lines of {}", lines, path),
+                   std::move(detail));
+  }
+  // Summary: the kinds found, with counts, in order of first appearance.
+  std::vector<std::pair<std::string, size_t>> kinds;
+  std::vector<std::string_view> hints;
+  for (const auto& m : matches) {
+    auto it =
+        std::find_if(kinds.begin(), kinds.end(), [&](const auto& k) { return k.first == m.kind; });
+    if (it == kinds.end()) {
+      kinds.emplace_back(m.kind, 1);
+      hints.push_back(m.hint);
+    } else {
+      ++it->second;
+    }
+  }
+  std::vector<std::string> parts;
+  for (const auto& [k, n] : kinds) parts.push_back(fmt::format("{} ({}x)", k, n));
+  for (size_t i = 0; i < matches.size() && i < kMaxConsoleLinesShown; ++i) {
+    detail.push_back(fmt::format("console.log:{}: {}", matches[i].line, matches[i].text));
+  }
+  if (matches.size() > kMaxConsoleLinesShown) {
+    detail.push_back(
+        fmt::format("... and {} more matching lines", matches.size() - kMaxConsoleLinesShown));
+  }
+  std::string hint;
+  for (auto h : hints) {
+    if (hint.find(h) == std::string::npos) hint += (hint.empty() ? "" : "; ") + std::string(h);
+  }
+  return R::Fail(fmt::format("{}: {}", path.substr(path.rfind('/') + 1), fmt::join(parts, ", ")),
+                 std::move(detail))
+      .WithHint(std::move(hint));
+}
+
+// --- FUN0011 --------------------------------------------------------------------------------
+
+CheckResult ProbeCri(DoctorContext& ctx) {
+  const vm::InstanceStatus& st = ctx.Instance();
+  if (!st.exists) return R::Skip(InstanceMissing(ctx));
+  if (st.phase != "running" || st.hostd.status != vm::PidStatus::kAlive ||
+      st.vm.status != vm::PidStatus::kAlive) {
+    return R::Skip(fmt::format("the VM is not running ({}; see FUN0009)", st.phase));
+  }
+  std::string sock = ctx.instance_file(InstanceFileKind::kContainerdSock);
+  if (auto fs = ctx.env().Stat(sock); !fs.ok()) {
+    return R::Fail(fmt::format("{} is missing although fun-hostd runs: {}", sock,
+                               fs.status().message()))
+        .WithHint(
+            "see hostd.log (FUN0012); `fun-vmctl stop {instance}` then `fun-vmctl start "
+            "{instance}`");
+  }
+  Clock& clock = ctx.env().clock();
+  auto t0 = clock.MonotonicNow();
+  auto v = ctx.env().CriVersion(sock, kCriDeadline);
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(clock.MonotonicNow() - t0);
+  if (!v.ok()) {
+    const Status& s = v.status();
+    std::string why = s.code() == Code::kDeadlineExceeded
+                          ? fmt::format("no answer within {} ms", kCriDeadline.count())
+                      : s.code() == Code::kUnimplemented
+                          ? "containerd answers but its CRI plugin is not serving"
+                          : s.message();
+    return R::Fail(fmt::format("CRI Version through {}: {}", sock, why),
+                   {fmt::format("{}: {}", CodeName(s.code()), SanitizeLine(s.message(), 300))})
+        .WithHint(
+            "the guest's containerd (or the agent channel) is not up: look at the console "
+            "(FUN0010) and hostd.log; `fun-vmctl stop {instance}` then `fun-vmctl start "
+            "{instance}`");
+  }
+  return R::Pass(
+      fmt::format("{} {} answered CRI Version ({}) in {} ms", SanitizeLine(v->runtime_name, 40),
+                  SanitizeLine(v->runtime_version, 60), SanitizeLine(v->runtime_api_version, 20),
+                  ms.count()),
+      {fmt::format("socket: {}", sock)});
+}
+
+// --- FUN0012 --------------------------------------------------------------------------------
+
+CheckResult ProbeLogs(DoctorContext& ctx) {
+  const vm::InstanceStatus& st = ctx.Instance();
+  if (!st.exists) return R::Skip(InstanceMissing(ctx));
+  struct Log {
+    std::string label;
+    std::string path;
+  };
+  std::vector<Log> logs = {{"console", ctx.instance_file(InstanceFileKind::kConsoleLog)},
+                           {"fun-hostd", ctx.instance_file(InstanceFileKind::kHostdLog)}};
+  std::string user_console = ctx.paths().ConsoleLogForUser(ctx.instance());
+  if (user_console != logs[0].path) logs.push_back({"console copy", user_console});
+  std::vector<std::string> detail, missing, unreadable;
+  for (const auto& l : logs) {
+    auto fs = ctx.env().Stat(l.path);
+    if (!fs.ok()) {
+      if (fs.status().code() == Code::kNotFound) {
+        missing.push_back(l.path);
+        detail.push_back(fmt::format("{}: {} (not there)", l.label, l.path));
+      } else {
+        unreadable.push_back(l.path);
+        detail.push_back(fmt::format("{}: {}: {}", l.label, l.path, fs.status().message()));
+      }
+      continue;
+    }
+    if (Status a = ctx.env().Access(l.path, R_OK); !a.ok()) {
+      unreadable.push_back(l.path);
+      detail.push_back(fmt::format("{}: {}: {}", l.label, l.path, a.message()));
+      continue;
+    }
+    detail.push_back(fmt::format("{}: {} ({})", l.label, l.path, FormatBytes(fs->size)));
+  }
+  std::string previous = logs[0].path + ".1";
+  if (auto fs = ctx.env().Stat(previous); fs.ok()) {
+    detail.push_back(
+        fmt::format("previous boot's console: {} ({})", previous, FormatBytes(fs->size)));
+  }
+  if (!unreadable.empty()) {
+    return R::Fail(fmt::format("cannot read {}", fmt::join(unreadable, ", ")), std::move(detail))
+        .WithHint("see FUN0007 (instance directory permissions)");
+  }
+  if (missing.size() == logs.size()) {
+    return R::Warn("no logs yet: the instance has not started", std::move(detail))
+        .WithHint("`fun-vmctl start {instance}` writes them");
+  }
+  if (!missing.empty()) {
+    return R::Warn(fmt::format("missing: {}", fmt::join(missing, ", ")), std::move(detail))
+        .WithHint(ctx.os() == Os::kMacos && missing.back() == user_console
+                      ? "the copy under ~/Library/Logs/Fun is written by fun-hostd on macOS (not "
+                        "verified in this build); the console itself is in the instance dir"
+                      : "they appear with the next `fun-vmctl start {instance}`");
+  }
+  return R::Pass(fmt::format("console and fun-hostd logs in {}", ctx.instance_dir()),
+                 std::move(detail));
+}
+
+std::vector<Check> BuildCatalog() {
+  std::vector<Check> c;
+  auto add = [&](std::string id, std::string title, std::string hint, bool fatal,
+                 CheckResult (*probe)(DoctorContext&)) {
+    std::string doc = DocFor(id);
+    c.push_back(Check{.id = std::move(id),
+                      .title = std::move(title),
+                      .hint = std::move(hint),
+                      .doc = std::move(doc),
+                      .fatal = fatal,
+                      .probe = probe});
+  };
+  add("FUN0001", "Hypervisor present and executable",
+      "install QEMU (Debian/Ubuntu: `sudo apt-get install qemu-system-x86`; macOS: the bundled "
+      "one, or `brew install qemu`); hyperkit: reinstall Fun",
+      true, ProbeHypervisor);
+  add("FUN0002", "Accelerator usable",
+      "set \"accel\": \"auto\" in config.json to let Fun pick one that works", true,
+      ProbeAccelerator);
+  add("FUN0003", "Host memory",
+      "Fun needs 4 GB of RAM (8 GB recommended): close memory-hungry programs or use a bigger "
+      "machine",
+      true, ProbeMemory);
+  add("FUN0004", "Free disk space for the state dir",
+      "free at least 10 GB on the disk holding the state dir, or move it there with FUN_HOME", true,
+      ProbeDisk);
+  add("FUN0005", "Host OS version and architecture",
+      "Fun runs on macOS 10.14+ (x86_64, arm64) and on x86_64 Linux", true, ProbeHostOs);
+  add("FUN0006", "VM image present",
+      "build one with linuxkit/build.sh, or point FUN_IMAGE_DIR at a directory with fun-kernel, "
+      "fun-initrd.img and fun-cmdline",
+      true, ProbeImage);
+  add("FUN0007", "Instance directory permissions",
+      "`chmod 700` the instance dir and `chmod 600` its secret and containerd.sock", false,
+      ProbePermissions);
+  add("FUN0008", "Stale pid files and sockets",
+      "`fun-vmctl stop {instance}` removes them (it signals only processes its pid files still "
+      "name)",
+      false, ProbeStale);
+  add("FUN0009", "VM running", "`fun-vmctl start {instance}`", false, ProbeRunning);
+  add("FUN0010", "Boot console free of known errors",
+      "read the whole console: `fun-vmctl logs {instance} --console`", false, ProbeConsole);
+  add("FUN0011", "containerd answers CRI",
+      "look at the console (FUN0010) and hostd.log; restart the instance", false, ProbeCri);
+  add("FUN0012", "Log files", "`fun-vmctl logs {instance}` shows them", false, ProbeLogs);
+  return c;
+}
+
+}  // namespace
+
+const std::vector<Check>& AllChecks() {
+  static const std::vector<Check> catalog = BuildCatalog();
+  return catalog;
+}
+
+const Check* FindCheck(std::string_view id) {
+  std::string want = Upper(id);
+  for (const Check& c : AllChecks()) {
+    if (c.id == want) return &c;
+  }
+  return nullptr;
+}
+
+std::vector<HypervisorCandidate> HypervisorCandidates(Os os, std::string_view arch, Backend backend,
+                                                      const std::string& exe_dir) {
+  switch (backend) {
+    case Backend::kNative:
+      return {};
+    case Backend::kHyperkit:
+      if (os != Os::kMacos) return {};
+      return {{exe_dir + "/hyperkit", false, "bundled next to the tools"},
+              {"/usr/local/bin/hyperkit", false, "Docker's / Homebrew's location"}};
+    case Backend::kQemu:
+      break;
+  }
+  if (os == Os::kMacos) {
+    // HVF accelerates only the host's own architecture.
+    std::string name =
+        arch == "arm64" || arch == "aarch64" ? "qemu-system-aarch64" : "qemu-system-x86_64";
+    return {{exe_dir + "/" + name, false, "bundled next to the tools"}, {name, true, "in $PATH"}};
+  }
+  return {{"qemu-system-x86_64", true, "in $PATH"}};
+}
+
+const std::vector<ConsolePattern>& ConsolePatterns() {
+  static const std::vector<ConsolePattern> patterns = {
+      {"no init",
+       {"No working init found"},
+       "the initrd has no usable /init: rebuild the image (linuxkit/build.sh)"},
+      {"no init",
+       {"not syncing: No init"},
+       "the initrd has no usable /init: rebuild the image "
+       "(linuxkit/build.sh)"},
+      {"kernel panic",
+       {"Kernel panic"},
+       "the guest kernel panicked: read the lines before it in the console; rebuild the image if "
+       "it is the image's fault"},
+      {"out of memory",
+       {"Out of memory"},
+       "the VM ran out of memory: raise memory_mib (`fun-vmctl start {instance} --memory 4096`)"},
+      {"out of memory",
+       {"oom-killer"},
+       "the VM ran out of memory: raise memory_mib (`fun-vmctl start {instance} --memory 4096`)"},
+      {"module load failure",
+       {"fun-init: error: kernel module"},
+       "the initrd's modules do not match its kernel: rebuild the image (linuxkit/build.sh)"},
+      {"module load failure",
+       {"modprobe: ", "not found"},
+       "the initrd's modules do not match its kernel: rebuild the image (linuxkit/build.sh)"},
+      {"module load failure",
+       {"insmod: "},
+       "the initrd's modules do not match its kernel: rebuild the image (linuxkit/build.sh)"},
+      {"init error",
+       {"fun-init: error:"},
+       "the guest's /init reported a failure: the line says what; the whole console has the "
+       "context"},
+  };
+  return patterns;
+}
+
+std::vector<ConsoleMatch> ScanConsole(std::string_view text) {
+  std::vector<ConsoleMatch> out;
+  size_t line_no = 0;
+  while (!text.empty()) {
+    ++line_no;
+    size_t nl = text.find('\n');
+    std::string_view line = text.substr(0, nl);
+    text = nl == std::string_view::npos ? std::string_view() : text.substr(nl + 1);
+    for (const ConsolePattern& p : ConsolePatterns()) {
+      size_t at = 0;
+      bool all = true;
+      for (std::string_view part : p.parts) {
+        size_t f = line.find(part, at);
+        if (f == std::string_view::npos) {
+          all = false;
+          break;
+        }
+        at = f + part.size();
+      }
+      if (all) {
+        out.push_back({line_no, std::string(p.kind), SanitizeLine(line), p.hint});
+        break;
+      }
+    }
+  }
+  return out;
+}
+
+std::string SanitizeLine(std::string_view line, size_t max_bytes) {
+  while (!line.empty() && (line.back() == '\r' || line.back() == '\n')) line.remove_suffix(1);
+  std::string out;
+  out.reserve(std::min(line.size(), max_bytes + 3));
+  for (char ch : line) {
+    auto c = static_cast<unsigned char>(ch);
+    out.push_back(c == '\t' ? ' ' : (c < 0x20 || c == 0x7f) ? '?' : ch);
+  }
+  if (out.size() > max_bytes) {
+    size_t cut = max_bytes;
+    // Do not cut a UTF-8 sequence in half.
+    while (cut > 0 && (static_cast<unsigned char>(out[cut]) & 0xC0) == 0x80) --cut;
+    out.resize(cut);
+    out += "...";
+  }
+  return out;
+}
+
+StatusOr<std::array<int, 3>> ParseMacosVersion(std::string_view version) {
+  std::array<int, 3> v = {0, 0, 0};
+  std::string_view rest = version;
+  for (size_t i = 0; i < 3; ++i) {
+    int n = 0;
+    auto [ptr, ec] = std::from_chars(rest.data(), rest.data() + rest.size(), n);
+    if (ec != std::errc() || ptr == rest.data() || n < 0) break;
+    v[i] = n;
+    rest.remove_prefix(static_cast<size_t>(ptr - rest.data()));
+    if (rest.empty()) return v;
+    if (rest.front() != '.' || i == 2) break;
+    rest.remove_prefix(1);
+  }
+  return InvalidArgumentError(
+      fmt::format("\"{}\" is not a macOS version like 14.2.1", SanitizeLine(version, 40)));
+}
+
+std::string FormatBytes(uint64_t bytes) {
+  auto d = static_cast<double>(bytes);
+  if (bytes >= 1'000'000'000ULL) return fmt::format("{:.1f} GB", d / 1e9);
+  if (bytes >= 1'000'000ULL) return fmt::format("{:.1f} MB", d / 1e6);
+  if (bytes >= 1'000ULL) return fmt::format("{:.1f} kB", d / 1e3);
+  return fmt::format("{} B", bytes);
+}
+
+std::string FormatMode(unsigned mode) { return fmt::format("{:04o}", mode & 07777); }
+
+std::string NearestExisting(DoctorEnv& env, const std::string& path) {
+  std::string p = path;
+  while (!p.empty() && p != "/") {
+    if (env.Stat(p).ok()) return p;
+    auto slash = p.rfind('/');
+    if (slash == std::string::npos) break;
+    p = slash == 0 ? "/" : p.substr(0, slash);
+  }
+  return "/";
+}
+
+}  // namespace fun::doctor

@@ -1,0 +1,113 @@
+// checks.h: fun-doctor's catalog of checks, in the order they run, and the pure helpers the
+// probes are built from (exposed so tests can drive them with made-up input).
+//
+//   FUN0001  Hypervisor present and executable     fatal
+//   FUN0002  Accelerator usable                    fatal (TCG is a warning)
+//   FUN0003  Host memory                           fatal
+//   FUN0004  Free disk space for the state dir     fatal
+//   FUN0005  Host OS version and architecture      fatal
+//   FUN0006  VM image present                      fatal
+//   FUN0007  Instance directory permissions
+//   FUN0008  Stale pid files and sockets
+//   FUN0009  VM running
+//   FUN0010  Boot console free of known errors
+//   FUN0011  containerd answers CRI
+//   FUN0012  Log files
+//
+// Ids are stable: a check that goes away leaves its id unused. Each has a page
+// docs/troubleshooting/<id>.md.
+//
+//   for (const Check& c : AllChecks()) {
+//     CheckResult r = c.probe(ctx);
+//   }
+//   const Check* c = FindCheck("fun0011");  // case-insensitive; nullptr when unknown
+//
+// Thread-safety: the catalog is built once (thread-safe static) and never changes; the
+// helpers are pure.
+#pragma once
+
+#include <array>
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "lib/base/instance_config.h"
+#include "lib/base/paths.h"
+#include "lib/base/status.h"
+#include "tools/doctor/check.h"
+
+namespace fun::doctor {
+
+// Thresholds, in decimal units as hardware is sold ("a 4 GB Mac" passes).
+inline constexpr uint64_t kMinMemoryBytes = 4'000'000'000ULL;
+inline constexpr uint64_t kRecommendedMemoryBytes = 8'000'000'000ULL;
+inline constexpr uint64_t kMinFreeDiskBytes = 10'000'000'000ULL;
+// The oldest macOS Fun supports (Mojave).
+inline constexpr std::array<int, 3> kMinMacosVersion = {10, 14, 0};
+// CRI Version must answer within this.
+inline constexpr std::chrono::milliseconds kCriDeadline{1000};
+// `<hypervisor> --version` must exit within this.
+inline constexpr std::chrono::milliseconds kVersionTimeout{1500};
+// How much of the end of console.log is scanned.
+inline constexpr size_t kConsoleScanBytes = 8u << 20;
+// At most this many matching console lines are shown.
+inline constexpr size_t kMaxConsoleLinesShown = 12;
+
+// Every check, in the order they run.
+const std::vector<Check>& AllChecks();
+// The check with this id (case-insensitive), or nullptr.
+const Check* FindCheck(std::string_view id);
+
+// --- pure helpers -------------------------------------------------------------------------
+
+// One place to look for the hypervisor: a program name searched in $PATH, or a fixed path.
+struct HypervisorCandidate {
+  std::string program;  // "qemu-system-x86_64" or "/usr/local/bin/hyperkit"
+  bool search_path = false;
+  std::string why;  // "bundled next to the tools", "in $PATH", "Homebrew / manual install"
+};
+// Where the hypervisor of `backend` is looked for, in order (empty for the native backend):
+//   Linux, qemu:   qemu-system-x86_64 in $PATH (what fun-hostd runs).
+//   macOS, qemu:   <exe_dir>/qemu-system-<x86_64|aarch64> (bundled), then that name in $PATH.
+//   macOS, hyperkit: <exe_dir>/hyperkit (bundled), then /usr/local/bin/hyperkit.
+//   Linux, hyperkit: none (hyperkit runs only on macOS).
+std::vector<HypervisorCandidate> HypervisorCandidates(Os os, std::string_view arch, Backend backend,
+                                                      const std::string& exe_dir);
+
+// A known error pattern of the guest's serial console.
+struct ConsolePattern {
+  std::string_view kind;                // "kernel panic", "out of memory", ...
+  std::vector<std::string_view> parts;  // all present in the line, in this order
+  std::string_view hint;                // what to do about it
+};
+// The patterns, most specific first (a line is labelled with the first that matches).
+const std::vector<ConsolePattern>& ConsolePatterns();
+
+struct ConsoleMatch {
+  size_t line = 0;   // 1-based, within the scanned text
+  std::string kind;  // ConsolePattern::kind
+  std::string text;  // the line, sanitized (SanitizeLine) and at most 200 bytes
+  std::string_view hint;
+};
+// Every line of `text` that matches a pattern, in order.
+std::vector<ConsoleMatch> ScanConsole(std::string_view text);
+
+// Bytes from the guest or a file, made safe for a terminal and for JSON: control characters
+// (ESC included) become '?', a trailing '\r' is dropped, and the result is cut to `max_bytes`
+// (with "..." when cut). UTF-8 is kept as is (the JSON writer replaces invalid sequences).
+std::string SanitizeLine(std::string_view line, size_t max_bytes = 200);
+
+// "10.14.6" -> {10, 14, 6}; "11" -> {11, 0, 0}. InvalidArgument otherwise.
+StatusOr<std::array<int, 3>> ParseMacosVersion(std::string_view version);
+
+// Decimal units, one decimal: "16.4 GB", "512.0 MB", "900 B".
+std::string FormatBytes(uint64_t bytes);
+// "0700".
+std::string FormatMode(unsigned mode);
+
+// The nearest ancestor of `path` (itself included) that `env` says exists, "/" at worst.
+std::string NearestExisting(DoctorEnv& env, const std::string& path);
+
+}  // namespace fun::doctor

@@ -1,0 +1,800 @@
+// checks_test.cc: every check made to pass and made to fail (and warn or skip where it can)
+// through FakeDoctorEnv, plus the pure helpers.
+#include "tools/doctor/checks.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <set>
+
+#include "tools/doctor/fake_doctor_env.h"
+
+namespace fun::doctor {
+
+void PrintTo(const CheckResult& r, std::ostream* os) {
+  *os << CheckStatusName(r.status) << ": " << r.summary;
+  for (const auto& d : r.detail) *os << "\n    " << d;
+  if (!r.hint.empty()) *os << "\n    hint: " << r.hint;
+}
+
+namespace {
+
+using ::testing::AllOf;
+using ::testing::Contains;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+using ::testing::Not;
+
+MATCHER_P(HasStatus, status, "") { return arg.status == status; }
+
+class ChecksTest : public ::testing::Test {
+ protected:
+  void SetUp() override { Use(Os::kLinux); }
+
+  // A fresh healthy fake host of that OS; the instance "default" runs.
+  void Use(Os os, std::string arch = "x86_64") {
+    env_ = std::make_unique<FakeDoctorEnv>();
+    paths_ =
+        ResolvePaths({.os = os, .home = "/home/u", .fun_home = "", .xdg_state_home = ""}).value();
+    env_->MakeHealthy(paths_, "default");
+    env_->host.arch = arch;
+    env_->facts.arch = arch;
+    if (os == Os::kMacos) {
+      env_->host.version = "14.2.1";
+      env_->facts = vm::HostFacts{.os = Os::kMacos, .arch = arch, .hvf_supported = true};
+    }
+  }
+
+  CheckResult Probe(std::string_view id) {
+    const Check* c = FindCheck(id);
+    EXPECT_NE(c, nullptr) << id;
+    if (c == nullptr) return {};
+    DoctorContext ctx(*env_, paths_, "default");
+    return c->probe(ctx);
+  }
+
+  vm::InstanceStatus& Inst() { return env_->instances["default"]; }
+  InstanceConfig& Config() { return *Inst().config; }
+  std::string Dir() const { return paths_.InstanceDir("default"); }
+  std::string File(InstanceFileKind k) const { return paths_.InstanceFile("default", k); }
+  // The instance as after a clean `fun-vmctl stop`.
+  void StopInstance() {
+    Inst().hostd = {};
+    Inst().vm = {};
+    Inst().phase = "stopped";
+    Inst().state->phase = vm::Phase::kStopped;
+    Inst().state->last_exit = vm::LastExit{.reason = "stopped by fun-vmctl stop", .at_ms = 5000};
+    Inst().uptime_s.reset();
+    env_->Remove(File(InstanceFileKind::kContainerdSock));
+    env_->Remove(Dir() + "/qmp.sock");
+  }
+  void RemoveInstance() { env_->instances.erase("default"); }
+
+  std::unique_ptr<FakeDoctorEnv> env_;
+  Paths paths_;
+};
+
+// --- the catalog --------------------------------------------------------------------------
+
+TEST_F(ChecksTest, CatalogIdsAreStableOrderedAndEachHasItsPage) {
+  std::vector<std::string> ids;
+  for (const Check& c : AllChecks()) {
+    ids.push_back(c.id);
+    EXPECT_EQ(c.doc, "docs/troubleshooting/" + c.id + ".md");
+    EXPECT_FALSE(c.title.empty());
+    EXPECT_FALSE(c.hint.empty()) << c.id;
+    EXPECT_TRUE(c.probe) << c.id;
+    std::ifstream page(std::string(FUN_SOURCE_DIR) + "/" + c.doc);
+    EXPECT_TRUE(page.good()) << c.doc << " is missing";
+  }
+  EXPECT_THAT(ids, ElementsAre("FUN0001", "FUN0002", "FUN0003", "FUN0004", "FUN0005", "FUN0006",
+                               "FUN0007", "FUN0008", "FUN0009", "FUN0010", "FUN0011", "FUN0012"));
+}
+
+TEST_F(ChecksTest, FindCheckIsCaseInsensitiveAndNullForUnknownIds) {
+  ASSERT_NE(FindCheck("fun0011"), nullptr);
+  EXPECT_EQ(FindCheck("fun0011")->id, "FUN0011");
+  EXPECT_EQ(FindCheck("FUN9999"), nullptr);
+  EXPECT_EQ(FindCheck(""), nullptr);
+}
+
+TEST_F(ChecksTest, EveryCheckPassesOnAHealthyLinuxHost) {
+  for (const Check& c : AllChecks()) {
+    EXPECT_THAT(Probe(c.id), HasStatus(CheckStatus::kPass)) << c.id;
+  }
+}
+
+TEST_F(ChecksTest, EveryCheckPassesOnAHealthyMac) {
+  Use(Os::kMacos, "arm64");
+  env_->programs.clear();
+  env_->AddFile(env_->exe_dir + "/qemu-system-aarch64", "", 0755);
+  env_->command_results[env_->exe_dir + "/qemu-system-aarch64"] =
+      ProcessResult::Exited(0, "QEMU emulator version 8.2.0\n");
+  for (const Check& c : AllChecks()) {
+    EXPECT_THAT(Probe(c.id), HasStatus(CheckStatus::kPass)) << c.id;
+  }
+}
+
+// --- FUN0001 hypervisor -------------------------------------------------------------------
+
+TEST_F(ChecksTest, HypervisorPassesWithQemuInPathAndSaysItsVersion) {
+  CheckResult r = Probe("FUN0001");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kPass));
+  EXPECT_EQ(r.summary,
+            "/usr/bin/qemu-system-x86_64 (QEMU emulator version 7.2.9 (Debian "
+            "1:7.2+dfsg-7+deb12u6))");
+  ASSERT_EQ(env_->commands_run.size(), 1u);
+  EXPECT_THAT(env_->commands_run[0].args, ElementsAre("--version"));
+  EXPECT_EQ(env_->commands_run[0].timeout, kVersionTimeout);
+}
+
+TEST_F(ChecksTest, HypervisorFailsWhenQemuIsNotInPath) {
+  env_->programs.clear();
+  CheckResult r = Probe("FUN0001");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kFail));
+  EXPECT_EQ(r.summary, "qemu-system-x86_64 not found");
+  EXPECT_THAT(r.detail, Contains(HasSubstr("looked for qemu-system-x86_64 in $PATH")));
+  EXPECT_TRUE(env_->commands_run.empty());
+}
+
+TEST_F(ChecksTest, HypervisorFailsWhenQemuInPathIsNotExecutable) {
+  env_->programs.clear();
+  env_->program_errors["qemu-system-x86_64"] =
+      PermissionDeniedError("qemu-system-x86_64 in PATH is not executable");
+  CheckResult r = Probe("FUN0001");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kFail));
+  EXPECT_THAT(r.summary, HasSubstr("not executable"));
+  EXPECT_THAT(r.hint, HasSubstr("chmod +x"));
+}
+
+TEST_F(ChecksTest, HypervisorFailsWhenQemuDoesNotRun) {
+  env_->command_results["/usr/bin/qemu-system-x86_64"] = ProcessResult::Exited(
+      127, "", "qemu-system-x86_64: error while loading shared libraries: libslirp.so.0\n");
+  CheckResult r = Probe("FUN0001");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kFail));
+  EXPECT_THAT(r.summary, AllOf(HasSubstr("exited with 127"), HasSubstr("libslirp.so.0")));
+}
+
+TEST_F(ChecksTest, HypervisorFailsWhenQemuCannotBeStarted) {
+  env_->command_errors["/usr/bin/qemu-system-x86_64"] =
+      PermissionDeniedError("starting /usr/bin/qemu-system-x86_64: Permission denied");
+  EXPECT_THAT(Probe("FUN0001"), HasStatus(CheckStatus::kFail));
+}
+
+TEST_F(ChecksTest, HypervisorOnMacosQemuPrefersTheBundledBinary) {
+  Use(Os::kMacos, "arm64");
+  env_->AddFile("/opt/fun/bin/qemu-system-aarch64", "", 0755);
+  env_->command_results["/opt/fun/bin/qemu-system-aarch64"] =
+      ProcessResult::Exited(0, "QEMU emulator version 8.2.0\n");
+  CheckResult r = Probe("FUN0001");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kPass));
+  EXPECT_THAT(r.summary, HasSubstr("/opt/fun/bin/qemu-system-aarch64 (QEMU emulator version"));
+}
+
+TEST_F(ChecksTest, HypervisorOnMacosQemuFallsBackToPathAndFailsWithoutIt) {
+  Use(Os::kMacos, "x86_64");
+  Config().backend = Backend::kQemu;
+  env_->programs = {{"qemu-system-x86_64", "/usr/local/bin/qemu-system-x86_64"}};
+  env_->command_results["/usr/local/bin/qemu-system-x86_64"] = ProcessResult::Exited(0, "QEMU\n");
+  EXPECT_THAT(Probe("FUN0001"), HasStatus(CheckStatus::kPass));
+  env_->programs.clear();
+  CheckResult r = Probe("FUN0001");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kFail));
+  EXPECT_THAT(r.detail, Contains(HasSubstr("/opt/fun/bin/qemu-system-x86_64 (bundled next to "
+                                           "the tools): not there")));
+}
+
+TEST_F(ChecksTest, HypervisorOnMacosHyperkitFallsBackToUsrLocalBin) {
+  Use(Os::kMacos, "x86_64");
+  Config().backend = Backend::kHyperkit;
+  env_->AddFile("/usr/local/bin/hyperkit", "", 0755, 0);
+  CheckResult r = Probe("FUN0001");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kPass));
+  EXPECT_EQ(r.summary, "/usr/local/bin/hyperkit");
+  EXPECT_TRUE(env_->commands_run.empty());  // hyperkit's version flag is not relied on
+}
+
+TEST_F(ChecksTest, HypervisorOnMacosHyperkitFailsWhenMissingOrNotExecutable) {
+  Use(Os::kMacos, "x86_64");
+  Config().backend = Backend::kHyperkit;
+  CheckResult r = Probe("FUN0001");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kFail));
+  EXPECT_EQ(r.summary, "hyperkit not found");
+  env_->AddFile("/opt/fun/bin/hyperkit", "", 0644);
+  r = Probe("FUN0001");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kFail));
+  EXPECT_EQ(r.summary, "/opt/fun/bin/hyperkit is not executable (file 0644)");
+}
+
+TEST_F(ChecksTest, HypervisorFailsForHyperkitOnLinuxAndSkipsForNative) {
+  Config().backend = Backend::kHyperkit;
+  CheckResult r = Probe("FUN0001");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kFail));
+  EXPECT_EQ(r.summary, "backend hyperkit does not run on linux");
+  Config().backend = Backend::kNative;
+  EXPECT_THAT(Probe("FUN0001"), HasStatus(CheckStatus::kSkip));
+}
+
+TEST_F(ChecksTest, HypervisorUsesTheDefaultsWhenTheInstanceDoesNotExist) {
+  RemoveInstance();
+  CheckResult r = Probe("FUN0001");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kPass));
+  EXPECT_THAT(r.detail, Contains(HasSubstr("does not exist yet: assuming the defaults")));
+}
+
+TEST(HypervisorCandidates, FollowTheDocumentedContract) {
+  auto names = [](const std::vector<HypervisorCandidate>& c) {
+    std::vector<std::string> out;
+    for (const auto& x : c) out.push_back(x.program + (x.search_path ? " (PATH)" : ""));
+    return out;
+  };
+  EXPECT_THAT(names(HypervisorCandidates(Os::kLinux, "x86_64", Backend::kQemu, "/b")),
+              ElementsAre("qemu-system-x86_64 (PATH)"));
+  EXPECT_THAT(names(HypervisorCandidates(Os::kMacos, "arm64", Backend::kQemu, "/b")),
+              ElementsAre("/b/qemu-system-aarch64", "qemu-system-aarch64 (PATH)"));
+  EXPECT_THAT(names(HypervisorCandidates(Os::kMacos, "x86_64", Backend::kQemu, "/b")),
+              ElementsAre("/b/qemu-system-x86_64", "qemu-system-x86_64 (PATH)"));
+  EXPECT_THAT(names(HypervisorCandidates(Os::kMacos, "x86_64", Backend::kHyperkit, "/b")),
+              ElementsAre("/b/hyperkit", "/usr/local/bin/hyperkit"));
+  EXPECT_THAT(HypervisorCandidates(Os::kLinux, "x86_64", Backend::kHyperkit, "/b"), IsEmpty());
+  EXPECT_THAT(HypervisorCandidates(Os::kLinux, "x86_64", Backend::kNative, "/b"), IsEmpty());
+}
+
+// --- FUN0002 accelerator ------------------------------------------------------------------
+
+TEST_F(ChecksTest, AcceleratorPassesWithKvm) {
+  CheckResult r = Probe("FUN0002");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kPass));
+  EXPECT_EQ(r.summary, "KVM: KVM is available");
+  EXPECT_THAT(r.detail, Contains("the running VM uses kvm (KVM is available)"));
+}
+
+TEST_F(ChecksTest, AcceleratorWarnsOnTcgWithTheReason) {
+  env_->facts.kvm_standard = false;
+  env_->facts.kvm_pvm = true;
+  CheckResult r = Probe("FUN0002");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kWarn));
+  EXPECT_EQ(r.summary,
+            "TCG: /dev/kvm is PVM (kvm_pvm loaded), which cannot boot a standard kernel: using "
+            "TCG (software emulation, slow)");
+  EXPECT_THAT(r.hint, HasSubstr("kvm_intel"));
+  EXPECT_THAT(r.detail, Contains("kvm_intel/kvm_amd loaded: no; kvm_pvm loaded: yes"));
+}
+
+TEST_F(ChecksTest, AcceleratorWarnsWhenKvmCannotBeOpened) {
+  env_->facts.dev_kvm_usable = false;
+  env_->facts.dev_kvm_error = "Permission denied";
+  CheckResult r = Probe("FUN0002");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kWarn));
+  EXPECT_THAT(r.summary, HasSubstr("/dev/kvm cannot be opened: Permission denied"));
+}
+
+TEST_F(ChecksTest, AcceleratorFailsWhenTheConfigDemandsKvmThatIsNotThere) {
+  Config().accel = Accel::kKvm;
+  env_->facts.dev_kvm_exists = false;
+  CheckResult r = Probe("FUN0002");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kFail));
+  EXPECT_THAT(r.summary, HasSubstr("accel kvm is set in config.json, but /dev/kvm is missing"));
+}
+
+TEST_F(ChecksTest, AcceleratorOnMacosPassesWithHvfAndWarnsWithout) {
+  Use(Os::kMacos, "arm64");
+  Inst().state->accel = "hvf";
+  EXPECT_EQ(Probe("FUN0002").summary, "HVF: Hypervisor.framework is available");
+  env_->facts.hvf_supported = false;
+  CheckResult r = Probe("FUN0002");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kWarn));
+  EXPECT_THAT(r.summary, HasSubstr("kern.hv_support is 0"));
+}
+
+TEST_F(ChecksTest, AcceleratorFailsForHyperkitWithoutHvf) {
+  Use(Os::kMacos, "x86_64");
+  Config().backend = Backend::kHyperkit;
+  env_->facts.hvf_supported = false;
+  CheckResult r = Probe("FUN0002");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kFail));
+  EXPECT_THAT(r.summary, HasSubstr("hyperkit needs HVF"));
+}
+
+// --- FUN0003 memory -----------------------------------------------------------------------
+
+TEST_F(ChecksTest, MemoryPassesWarnsAndFailsAtTheThresholds) {
+  CheckResult r = Probe("FUN0003");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kPass));
+  EXPECT_EQ(r.summary, "16.0 GB of RAM");
+  env_->total_memory = 7'700'000'000ULL;  // an "8 GB" machine after the kernel's share
+  EXPECT_THAT(Probe("FUN0003"), HasStatus(CheckStatus::kWarn));
+  env_->total_memory = 4'100'000'000ULL;  // a "4 GB" machine passes the minimum
+  EXPECT_THAT(Probe("FUN0003"), HasStatus(CheckStatus::kWarn));
+  env_->total_memory = 3'000'000'000ULL;
+  r = Probe("FUN0003");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kFail));
+  EXPECT_EQ(r.summary, "3.0 GB of RAM; at least 4.0 GB is needed");
+}
+
+TEST_F(ChecksTest, MemoryFailsWhenTheInstanceAsksForMoreThanTheHostHas) {
+  env_->total_memory = 6'000'000'000ULL;
+  Config().memory_mib = 8192;
+  CheckResult r = Probe("FUN0003");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kFail));
+  EXPECT_THAT(r.summary, HasSubstr("is given 8192 MiB: more than the host has"));
+}
+
+TEST_F(ChecksTest, MemoryWarnsWhenItCannotBeRead) {
+  env_->total_memory.reset();
+  EXPECT_THAT(Probe("FUN0003"), HasStatus(CheckStatus::kWarn));
+}
+
+// --- FUN0004 disk -------------------------------------------------------------------------
+
+TEST_F(ChecksTest, DiskPassesWithEnoughFreeSpace) {
+  CheckResult r = Probe("FUN0004");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kPass));
+  EXPECT_EQ(r.summary, "100.0 GB free at /home/u/.local/state/fun");
+}
+
+TEST_F(ChecksTest, DiskFailsUnder10GB) {
+  env_->free_disk = 5'000'000'000ULL;
+  CheckResult r = Probe("FUN0004");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kFail));
+  EXPECT_THAT(r.summary, HasSubstr("5.0 GB free at /home/u/.local/state/fun; at least 10.0 GB"));
+}
+
+TEST_F(ChecksTest, DiskWarnsWhenTheDataDiskMayOutgrowTheFreeSpace) {
+  env_->free_disk = 15'000'000'000ULL;  // disk_gib 20 = 21.5 GB
+  CheckResult r = Probe("FUN0004");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kWarn));
+  EXPECT_THAT(r.summary, HasSubstr("less than the instance's data disk may grow to (20 GiB)"));
+  // What data.img already holds counts as used.
+  env_->AddEntry(File(InstanceFileKind::kDataImage), {.type = FileType::kRegular,
+                                                      .mode = 0600,
+                                                      .owner = FakeDoctorEnv::kUid,
+                                                      .size = 10ULL << 30});
+  EXPECT_THAT(Probe("FUN0004"), HasStatus(CheckStatus::kPass));
+}
+
+TEST_F(ChecksTest, DiskMeasuresTheNearestExistingParentOfTheStateDir) {
+  env_ = std::make_unique<FakeDoctorEnv>();
+  env_->AddDir("/home/u");
+  CheckResult r = Probe("FUN0004");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kPass));
+  EXPECT_EQ(r.summary, "100.0 GB free at /home/u");
+  EXPECT_THAT(r.detail, ElementsAre("state dir /home/u/.local/state/fun does not exist yet; "
+                                    "measured /home/u"));
+}
+
+// --- FUN0005 host OS ----------------------------------------------------------------------
+
+TEST_F(ChecksTest, HostOsPassesOnLinuxX86AndWarnsOnOtherArchitectures) {
+  CheckResult r = Probe("FUN0005");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kPass));
+  EXPECT_EQ(r.summary, "Linux 6.1.0-18-amd64 on x86_64");
+  env_->host.arch = "aarch64";
+  EXPECT_THAT(Probe("FUN0005"), HasStatus(CheckStatus::kWarn));
+}
+
+TEST_F(ChecksTest, HostOsOnMacosNeeds1014AndIntelOrAppleSilicon) {
+  Use(Os::kMacos, "arm64");
+  EXPECT_EQ(Probe("FUN0005").summary, "macOS 14.2.1 on arm64");
+  env_->host.version = "10.14";
+  EXPECT_THAT(Probe("FUN0005"), HasStatus(CheckStatus::kPass));
+  env_->host.version = "10.13.6";
+  CheckResult r = Probe("FUN0005");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kFail));
+  EXPECT_THAT(r.summary, HasSubstr("10.14 (Mojave) or later is needed"));
+  env_->host.version = "";
+  EXPECT_THAT(Probe("FUN0005"), HasStatus(CheckStatus::kFail));
+  env_->host.version = "12.6";
+  env_->host.arch = "i386";
+  EXPECT_THAT(Probe("FUN0005"), HasStatus(CheckStatus::kFail));
+}
+
+TEST(ParseMacosVersion, AcceptsOneToThreeNumbers) {
+  EXPECT_EQ(ParseMacosVersion("10.14.6").value(), (std::array<int, 3>{10, 14, 6}));
+  EXPECT_EQ(ParseMacosVersion("11").value(), (std::array<int, 3>{11, 0, 0}));
+  EXPECT_EQ(ParseMacosVersion("14.2").value(), (std::array<int, 3>{14, 2, 0}));
+  for (const char* bad : {"", "x", "10.", "10..1", "10.14.6.1", "-1", "10.14b", " 10"}) {
+    EXPECT_FALSE(ParseMacosVersion(bad).ok()) << bad;
+  }
+}
+
+// --- FUN0006 image ------------------------------------------------------------------------
+
+TEST_F(ChecksTest, ImagePassesWithTheFirstCompleteDirectory) {
+  CheckResult r = Probe("FUN0006");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kPass));
+  EXPECT_EQ(r.summary, paths_.ImageDir("0.1.0"));
+}
+
+TEST_F(ChecksTest, ImageFailsSayingWhereItLookedAndWhatWasMissing) {
+  std::string first = env_->image_search_path[0];
+  env_->Remove(first + "/fun-initrd.img");
+  env_->AddFile(first + "/fun-kernel", "", 0644);  // empty: a failed build
+  CheckResult r = Probe("FUN0006");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kFail));
+  EXPECT_EQ(r.summary, "no VM image in the 2 places searched");
+  EXPECT_THAT(r.detail, ElementsAre(first + ": missing fun-kernel (empty), fun-initrd.img",
+                                    "/opt/fun/bin/../linuxkit: does not exist"));
+}
+
+TEST_F(ChecksTest, ImageUsesALaterDirectoryWhenAnEarlierOneIsIncomplete) {
+  std::string first = env_->image_search_path[0];
+  env_->DenyAccess(first + "/fun-cmdline");
+  std::string second = env_->image_search_path[1];
+  env_->AddDir(second, 0755);
+  for (const char* f : {"fun-kernel", "fun-initrd.img", "fun-cmdline"}) {
+    env_->AddFile(second + "/" + f, "x", 0644);
+  }
+  CheckResult r = Probe("FUN0006");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kPass));
+  EXPECT_EQ(r.summary, second);
+  EXPECT_THAT(r.detail, Contains(first + ": missing fun-cmdline (unreadable)"));
+}
+
+// --- FUN0007 permissions ------------------------------------------------------------------
+
+TEST_F(ChecksTest, PermissionsPassFor0700Dir0600SecretAndSocket) {
+  CheckResult r = Probe("FUN0007");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kPass));
+  EXPECT_EQ(r.summary, "default 0700, secret 0600, containerd.sock 0600, owned by you");
+}
+
+TEST_F(ChecksTest, PermissionsFailForAnOpenDirectoryWithTheChmodToRun) {
+  env_->AddDir(Dir(), 0755);
+  CheckResult r = Probe("FUN0007");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kFail));
+  EXPECT_EQ(r.summary, Dir() + " has mode 0755, expected 0700");
+  EXPECT_THAT(r.hint, HasSubstr("chmod 0700 " + Dir()));
+}
+
+TEST_F(ChecksTest, PermissionsFailForAReadableSecretAndAnOpenSocket) {
+  env_->AddFile(Dir() + "/secret", "s", 0644);
+  env_->AddSocket(File(InstanceFileKind::kContainerdSock), 0777);
+  CheckResult r = Probe("FUN0007");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kFail));
+  EXPECT_EQ(r.summary, Dir() + "/secret has mode 0644, expected 0600 (and 1 more)");
+  EXPECT_THAT(r.detail,
+              Contains(File(InstanceFileKind::kContainerdSock) + " has mode 0777, expected 0600"));
+}
+
+TEST_F(ChecksTest, PermissionsFailWhenAnotherUserOwnsTheDirectory) {
+  env_->AddDir(Dir(), 0700, 0);
+  CheckResult r = Probe("FUN0007");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kFail));
+  EXPECT_EQ(r.summary, Dir() + " is owned by uid 0, not by you (uid 501)");
+  EXPECT_EQ(r.hint,
+            "take it back (it was made by another user, e.g. with sudo): `sudo chown -R "
+            "\"$(id -un)\" " +
+                Dir() + "`");
+}
+
+TEST_F(ChecksTest, PermissionsFailWhenTheDirectoryIsASymlink) {
+  env_->AddEntry(Dir(), {.type = FileType::kSymlink, .mode = 0777, .owner = FakeDoctorEnv::kUid});
+  CheckResult r = Probe("FUN0007");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kFail));
+  EXPECT_EQ(r.summary, Dir() + " is a symlink, expected a directory");
+}
+
+TEST_F(ChecksTest, PermissionsWarnWithoutASecretAndPassWithoutASocket) {
+  env_->Remove(File(InstanceFileKind::kContainerdSock));
+  EXPECT_THAT(Probe("FUN0007"), HasStatus(CheckStatus::kPass));
+  env_->Remove(Dir() + "/secret");
+  CheckResult r = Probe("FUN0007");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kWarn));
+  EXPECT_EQ(r.summary, "missing: " + Dir() + "/secret");
+}
+
+TEST_F(ChecksTest, PermissionsSkipWhenTheInstanceDoesNotExist) {
+  env_->Remove(Dir());
+  CheckResult r = Probe("FUN0007");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kSkip));
+  EXPECT_THAT(r.summary, HasSubstr("instance default does not exist yet"));
+}
+
+TEST_F(ChecksTest, PermissionsFailWhenTheDirectoryCannotBeExamined) {
+  env_->FailPath(Dir(), ErrnoError(EACCES, Dir()));
+  EXPECT_THAT(Probe("FUN0007"), HasStatus(CheckStatus::kFail));
+}
+
+// --- FUN0008 stale ------------------------------------------------------------------------
+
+TEST_F(ChecksTest, StalePassesWhileHostdServesTheSocketsAndAfterACleanStop) {
+  CheckResult r = Probe("FUN0008");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kPass));
+  EXPECT_THAT(r.detail, Contains("containerd.sock: served by fun-hostd (pid 4242)"));
+  StopInstance();
+  EXPECT_THAT(Probe("FUN0008"), HasStatus(CheckStatus::kPass));
+}
+
+TEST_F(ChecksTest, StaleWarnsForDeadAndReusedPidsAndOrphanedSockets) {
+  Inst().hostd = {
+      .status = vm::PidStatus::kStale, .pid = 4242, .detail = "hostd.pid: process 4242 is gone"};
+  Inst().vm = {.status = vm::PidStatus::kStale,
+               .pid = 4243,
+               .detail = "vm.pid: pid 4243 now belongs to another process"};
+  Inst().phase = "crashed";
+  CheckResult r = Probe("FUN0008");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kWarn));
+  EXPECT_EQ(r.summary, "stale: hostd.pid, vm.pid, containerd.sock, qmp.sock");
+  EXPECT_THAT(r.detail, Contains("vm.pid: stale (vm.pid: pid 4243 now belongs to another "
+                                 "process)"));
+  EXPECT_THAT(r.detail, Contains("qmp.sock: left behind, no fun-hostd serves it"));
+  const Check* c = FindCheck("FUN0008");
+  EXPECT_THAT(c->hint, HasSubstr("fun-vmctl stop {instance}"));
+}
+
+TEST_F(ChecksTest, StaleWarnsForACorruptPidFile) {
+  StopInstance();
+  Inst().hostd = {.status = vm::PidStatus::kCorrupt, .detail = "not a pid file"};
+  EXPECT_EQ(Probe("FUN0008").summary, "stale: hostd.pid");
+}
+
+TEST_F(ChecksTest, StaleSkipsWhenTheInstanceDoesNotExist) {
+  RemoveInstance();
+  EXPECT_THAT(Probe("FUN0008"), HasStatus(CheckStatus::kSkip));
+}
+
+// --- FUN0009 running ----------------------------------------------------------------------
+
+TEST_F(ChecksTest, RunningPassesWithBothPidsAliveAndOurs) {
+  CheckResult r = Probe("FUN0009");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kPass));
+  EXPECT_EQ(r.summary, "running (fun-hostd 4242, VM 4243), up 12 min, accel kvm");
+}
+
+TEST_F(ChecksTest, RunningWarnsWhenStoppedOrAbsentOrStarting) {
+  StopInstance();
+  CheckResult r = Probe("FUN0009");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kWarn));
+  EXPECT_EQ(r.summary, "stopped (last exit: stopped by fun-vmctl stop)");
+  Inst().hostd = {.status = vm::PidStatus::kAlive, .pid = 7};
+  Inst().phase = "starting";
+  EXPECT_THAT(Probe("FUN0009"), HasStatus(CheckStatus::kWarn));
+  RemoveInstance();
+  r = Probe("FUN0009");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kWarn));
+  EXPECT_THAT(r.summary, HasSubstr("does not exist yet"));
+}
+
+TEST_F(ChecksTest, RunningFailsWhenCrashedWithTheRecordedReason) {
+  Inst().hostd = {.status = vm::PidStatus::kStale, .pid = 4242};
+  Inst().vm = {.status = vm::PidStatus::kStale, .pid = 4243};
+  Inst().phase = "crashed";
+  CheckResult r = Probe("FUN0009");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kFail));
+  EXPECT_EQ(r.summary,
+            "crashed: state.json says running but fun-hostd is gone: fun-hostd was killed (or "
+            "the host rebooted) before it recorded why");
+  Inst().state->last_exit =
+      vm::LastExit{.reason = "qemu killed by signal 9 (SIGKILL)", .at_ms = 2000};
+  r = Probe("FUN0009");
+  EXPECT_THAT(r.summary, HasSubstr("fun-hostd is gone: qemu killed by signal 9 (SIGKILL)"));
+  Inst().state->last_exit->at_ms = 10;  // from an earlier run: not this crash's reason
+  r = Probe("FUN0009");
+  EXPECT_THAT(r.summary, HasSubstr("before it recorded why"));
+  EXPECT_THAT(r.detail, Contains(HasSubstr("from an earlier run: qemu killed by signal 9")));
+}
+
+TEST_F(ChecksTest, RunningFailsWhenTheLastStartFailed) {
+  StopInstance();
+  Inst().phase = "failed";
+  Inst().state->phase = vm::Phase::kFailed;
+  Inst().state->error = "starting the hypervisor: qemu-system-x86_64: not found";
+  CheckResult r = Probe("FUN0009");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kFail));
+  EXPECT_EQ(r.summary,
+            "the last start failed: starting the hypervisor: qemu-system-x86_64: not found");
+}
+
+TEST_F(ChecksTest, RunningFailsForAnOrphanedVmOrAVanishedVm) {
+  Inst().hostd = {.status = vm::PidStatus::kStale, .pid = 4242};
+  Inst().phase = "crashed";
+  CheckResult r = Probe("FUN0009");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kFail));
+  EXPECT_THAT(r.summary, HasSubstr("the VM (pid 4243) runs without its fun-hostd"));
+  EXPECT_THAT(r.hint, HasSubstr("fun-vmctl stop {instance}"));
+  Use(Os::kLinux);
+  Inst().vm = {.status = vm::PidStatus::kStale, .pid = 4243};
+  r = Probe("FUN0009");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kFail));
+  EXPECT_EQ(r.summary, "fun-hostd runs but the VM process is gone");
+}
+
+// --- FUN0010 console ----------------------------------------------------------------------
+
+TEST_F(ChecksTest, ConsolePassesAndShowsTheReadyMarker) {
+  CheckResult r = Probe("FUN0010");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kPass));
+  EXPECT_THAT(r.summary, HasSubstr("no known errors in 3 lines"));
+  EXPECT_THAT(r.detail, Contains("last boot: fun-init: containerd ready after 1.84 s"));
+}
+
+TEST_F(ChecksTest, ConsoleFailsOnAKernelPanicWithTheLine) {
+  env_->AddFile(File(InstanceFileKind::kConsoleLog),
+                "[    0.1] Linux version\n"
+                "[    1.2] VFS: Cannot open root device\n"
+                "[    1.3] Kernel panic - not syncing: VFS: Unable to mount root fs\n");
+  CheckResult r = Probe("FUN0010");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kFail));
+  EXPECT_EQ(r.summary, "console.log: kernel panic (1x)");
+  EXPECT_THAT(r.detail, ElementsAre("console.log:3: [    1.3] Kernel panic - not syncing: VFS: "
+                                    "Unable to mount root fs"));
+}
+
+TEST_F(ChecksTest, ConsoleFailsOnEachKnownPatternWithItsOwnLabel) {
+  env_->AddFile(File(InstanceFileKind::kConsoleLog),
+                "[ 1.0] Kernel panic - not syncing: No working init found.\n"
+                "[ 2.0] containerd invoked oom-killer: gfp_mask=0x100cca\n"
+                "[ 2.1] Out of memory: Killed process 312 (containerd)\n"
+                "modprobe: module virtio_blk not found in modules.dep\n"
+                "insmod: ERROR: could not insert module 9p.ko: Unknown symbol\n"
+                "fun-init: error: kernel module vsock did not load\n"
+                "fun-init: error: cannot mount cgroup2 on /sys/fs/cgroup\n"
+                "fun-init: containerd ready after 2.00 s\n");
+  CheckResult r = Probe("FUN0010");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kFail));
+  EXPECT_EQ(r.summary,
+            "console.log: no init (1x), out of memory (2x), module load failure (3x), init "
+            "error (1x)");
+  EXPECT_EQ(r.detail.size(), 7u);
+  EXPECT_THAT(r.hint, AllOf(HasSubstr("/init"), HasSubstr("memory_mib"),
+                            HasSubstr("modules do not match")));
+}
+
+TEST_F(ChecksTest, ConsoleShowsAtMostAFewLinesAndSanitizesThem) {
+  std::string log;
+  for (int i = 0; i < 30; ++i) log += "fun-init: error: \x1b[31mred\x1b[0m thing\r\n";
+  env_->AddFile(File(InstanceFileKind::kConsoleLog), log);
+  CheckResult r = Probe("FUN0010");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kFail));
+  ASSERT_EQ(r.detail.size(), kMaxConsoleLinesShown + 1);
+  EXPECT_EQ(r.detail[0], "console.log:1: fun-init: error: ?[31mred?[0m thing");
+  EXPECT_EQ(r.detail.back(), "... and 18 more matching lines");
+}
+
+TEST_F(ChecksTest, ConsoleScansOnlyTheEndOfAHugeLogAndSaysSo) {
+  std::string log = "Kernel panic - early, out of the window\n";
+  log += std::string(kConsoleScanBytes, 'x') + "\nfun-init: error: late\n";
+  env_->AddFile(File(InstanceFileKind::kConsoleLog), log);
+  CheckResult r = Probe("FUN0010");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kFail));
+  EXPECT_EQ(r.summary, "console.log: init error (1x)");
+  EXPECT_THAT(r.detail[0], HasSubstr("scanned its last"));
+}
+
+TEST_F(ChecksTest, ConsoleSkipsBeforeTheFirstBootAndFailsWhenUnreadable) {
+  env_->DenyAccess(File(InstanceFileKind::kConsoleLog));
+  EXPECT_THAT(Probe("FUN0010"), HasStatus(CheckStatus::kFail));
+  env_->Remove(File(InstanceFileKind::kConsoleLog));
+  CheckResult r = Probe("FUN0010");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kSkip));
+  EXPECT_THAT(r.summary, HasSubstr("the instance has not booted"));
+  RemoveInstance();
+  EXPECT_THAT(Probe("FUN0010"), HasStatus(CheckStatus::kSkip));
+}
+
+TEST(ScanConsole, MatchesPartsInOrderAndNumbersLines) {
+  auto m = ScanConsole(
+      "ok\nmodprobe: FATAL: Module 9p not found in directory\nnot found: "
+      "modprobe: x\nlast");
+  ASSERT_EQ(m.size(), 1u);
+  EXPECT_EQ(m[0].line, 2u);
+  EXPECT_EQ(m[0].kind, "module load failure");
+  EXPECT_THAT(ScanConsole(""), IsEmpty());
+  EXPECT_THAT(ScanConsole("\n\n\n"), IsEmpty());
+  EXPECT_EQ(ScanConsole("a\nb\nKernel panic").at(0).line, 3u);
+}
+
+TEST(SanitizeLine, ReplacesControlsCutsLongLinesAndKeepsUtf8Whole) {
+  EXPECT_EQ(SanitizeLine("a\tb\x01\x7f\r"), "a b??");
+  EXPECT_EQ(SanitizeLine(std::string(300, 'x'), 10), std::string(10, 'x') + "...");
+  EXPECT_EQ(SanitizeLine("ab\xc3\xa9", 3), "ab...");  // é is not cut in half
+  EXPECT_EQ(SanitizeLine("caf\xc3\xa9"), "caf\xc3\xa9");
+}
+
+// --- FUN0011 CRI --------------------------------------------------------------------------
+
+TEST_F(ChecksTest, CriPassesWhenContainerdAnswersVersionInTime) {
+  CheckResult r = Probe("FUN0011");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kPass));
+  EXPECT_EQ(r.summary, "containerd 1.6.20~ds1 answered CRI Version (v1) in 12 ms");
+  ASSERT_EQ(env_->cri_calls.size(), 1u);
+  EXPECT_EQ(env_->cri_calls[0].first, File(InstanceFileKind::kContainerdSock));
+  EXPECT_EQ(env_->cri_calls[0].second, std::chrono::milliseconds(1000));
+}
+
+TEST_F(ChecksTest, CriFailsWhenNothingAnswersOrTooLateOrWithoutCri) {
+  env_->cri_version.reset();
+  env_->cri_error = UnavailableError("failed to connect to all addresses");
+  CheckResult r = Probe("FUN0011");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kFail));
+  EXPECT_THAT(r.summary, HasSubstr("failed to connect to all addresses"));
+  EXPECT_THAT(r.detail, ElementsAre("UNAVAILABLE: failed to connect to all addresses"));
+  env_->cri_error = DeadlineExceededError("Deadline Exceeded");
+  EXPECT_THAT(Probe("FUN0011").summary, HasSubstr("no answer within 1000 ms"));
+  env_->cri_error = Status(Code::kUnimplemented, "unknown service runtime.v1.RuntimeService");
+  EXPECT_THAT(Probe("FUN0011").summary, HasSubstr("CRI plugin is not serving"));
+}
+
+TEST_F(ChecksTest, CriFailsWhenTheSocketIsMissingWhileRunning) {
+  env_->Remove(File(InstanceFileKind::kContainerdSock));
+  CheckResult r = Probe("FUN0011");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kFail));
+  EXPECT_THAT(r.summary, HasSubstr("is missing although fun-hostd runs"));
+  EXPECT_TRUE(env_->cri_calls.empty());
+}
+
+TEST_F(ChecksTest, CriSkipsWithoutCallingWhenTheVmIsNotRunning) {
+  StopInstance();
+  CheckResult r = Probe("FUN0011");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kSkip));
+  EXPECT_EQ(r.summary, "the VM is not running (stopped; see FUN0009)");
+  EXPECT_TRUE(env_->cri_calls.empty());
+  RemoveInstance();
+  EXPECT_THAT(Probe("FUN0011"), HasStatus(CheckStatus::kSkip));
+}
+
+// --- FUN0012 logs -------------------------------------------------------------------------
+
+TEST_F(ChecksTest, LogsPassAndSayWhereTheyAre) {
+  env_->AddFile(File(InstanceFileKind::kConsoleLog) + ".1", "old boot\n");
+  CheckResult r = Probe("FUN0012");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kPass));
+  EXPECT_EQ(r.summary, "console and fun-hostd logs in " + Dir());
+  EXPECT_THAT(r.detail, Contains(HasSubstr("previous boot's console: " +
+                                           File(InstanceFileKind::kConsoleLog) + ".1")));
+}
+
+TEST_F(ChecksTest, LogsWarnWhenMissingAndFailWhenUnreadable) {
+  env_->Remove(File(InstanceFileKind::kHostdLog));
+  CheckResult r = Probe("FUN0012");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kWarn));
+  EXPECT_EQ(r.summary, "missing: " + File(InstanceFileKind::kHostdLog));
+  env_->Remove(File(InstanceFileKind::kConsoleLog));
+  EXPECT_EQ(Probe("FUN0012").summary, "no logs yet: the instance has not started");
+  env_->AddFile(File(InstanceFileKind::kHostdLog), "x", 0200);
+  r = Probe("FUN0012");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kFail));
+  EXPECT_EQ(r.summary, "cannot read " + File(InstanceFileKind::kHostdLog));
+}
+
+TEST_F(ChecksTest, LogsOnMacosIncludeTheLinuxkitLogCopy) {
+  Use(Os::kMacos, "arm64");
+  CheckResult r = Probe("FUN0012");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kPass));
+  EXPECT_THAT(r.detail, Contains(HasSubstr("console copy: /home/u/Library/Logs/Fun/linuxkit.log")));
+  env_->Remove("/home/u/Library/Logs/Fun/linuxkit.log");
+  r = Probe("FUN0012");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kWarn));
+  EXPECT_THAT(r.hint, HasSubstr("~/Library/Logs/Fun"));
+}
+
+TEST_F(ChecksTest, LogsSkipWhenTheInstanceDoesNotExist) {
+  RemoveInstance();
+  EXPECT_THAT(Probe("FUN0012"), HasStatus(CheckStatus::kSkip));
+}
+
+// --- helpers ------------------------------------------------------------------------------
+
+TEST(FormatBytes, UsesDecimalUnits) {
+  EXPECT_EQ(FormatBytes(900), "900 B");
+  EXPECT_EQ(FormatBytes(1500), "1.5 kB");
+  EXPECT_EQ(FormatBytes(512'000'000), "512.0 MB");
+  EXPECT_EQ(FormatBytes(16'400'000'000ULL), "16.4 GB");
+}
+
+TEST(ParseMemTotal, ReadsKibAndRejectsGarbage) {
+  EXPECT_EQ(ParseMemTotal("MemTotal:       16318436 kB\nMemFree: 1 kB\n").value(),
+            16318436ULL * 1024);
+  EXPECT_EQ(ParseMemTotal("Foo: 1 kB\nMemTotal: 4 kB").value(), 4096u);
+  EXPECT_FALSE(ParseMemTotal("").ok());
+  EXPECT_FALSE(ParseMemTotal("MemTotal: kB\n").ok());
+  EXPECT_FALSE(ParseMemTotal("MemTotal: 12 MB\n").ok());
+  EXPECT_FALSE(ParseMemTotal("MemTotal: 99999999999999999999999 kB\n").ok());
+}
+
+}  // namespace
+}  // namespace fun::doctor

@@ -1,0 +1,110 @@
+#include "tools/doctor/doctor.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+
+#include "lib/base/flags.h"
+#include "lib/base/instance_config.h"
+#include "tools/doctor/checks.h"
+#include "tools/doctor/runner.h"
+
+namespace fun::doctor {
+namespace {
+
+constexpr const char kUsage[] =
+    "usage: fun-doctor [--instance NAME] [--check ID]... [--json] [--verbose] [--list]\n"
+    "\n"
+    "Checks the host, the VM image and an instance, and says what to do about each problem.\n"
+    "Every check has a page in docs/troubleshooting/<ID>.md.\n"
+    "\n"
+    "Exit status: 0 all checks passed (warnings allowed), 1 a check failed, 2 fun-doctor\n"
+    "could not run (bad flags, unknown check id).\n"
+    "\n"
+    "Flags:\n";
+
+int Usage(std::ostream& err, const Status& s) {
+  err << "fun-doctor: " << s.message() << "\n";
+  return 2;
+}
+
+void PrintList(std::ostream& out, bool json) {
+  if (json) {
+    nlohmann::ordered_json all = nlohmann::ordered_json::array();
+    for (const Check& c : AllChecks()) {
+      all.push_back(
+          {{"id", c.id}, {"title", c.title}, {"hint", c.hint}, {"doc", c.doc}, {"fatal", c.fatal}});
+    }
+    out << JsonDump(all) << "\n";
+    return;
+  }
+  size_t w = 0;
+  for (const Check& c : AllChecks()) w = std::max(w, c.title.size());
+  for (const Check& c : AllChecks()) {
+    out << fmt::format("{}  {:<{}}  {:<5}  {}\n", c.id, c.title, w, c.fatal ? "fatal" : "", c.doc);
+  }
+}
+
+}  // namespace
+
+int Run(const std::vector<std::string>& args, const PathsInput& paths_input, DoctorEnv& env,
+        std::ostream& out, std::ostream& err) {
+  std::string instance = "default";
+  std::vector<std::string> ids;
+  bool json = false, verbose = false, list = false, help = false;
+  FlagSet flags("fun-doctor");
+  flags.String("instance", &instance, "the instance to check (default \"default\")");
+  flags.Repeated("check", &ids, "run only this check (repeatable), e.g. FUN0011");
+  flags.Bool("json", &json, "print a JSON array of results");
+  flags.Bool("verbose", &verbose, "show the detail lines of passing checks too", 'v');
+  flags.Bool("list", &list, "list the checks and exit");
+  flags.Bool("help", &help, "show this help", 'h');
+  auto rest = flags.Parse(args);
+  if (!rest.ok()) return Usage(err, rest.status());
+  if (help) {
+    out << kUsage << flags.Usage();
+    return 0;
+  }
+  if (!rest->empty()) {
+    return Usage(
+        err, InvalidArgumentError(fmt::format(
+                 "unexpected argument \"{}\": name the instance with --instance", rest->front())));
+  }
+  if (list) {
+    PrintList(out, json);
+    return 0;
+  }
+  // The name becomes a path: refuse a bad one before building any.
+  if (Status s = ValidateInstanceName(instance); !s.ok()) return Usage(err, s);
+  std::vector<const Check*> run;
+  if (ids.empty()) {
+    for (const Check& c : AllChecks()) run.push_back(&c);
+  } else {
+    for (const std::string& id : ids) {
+      const Check* c = FindCheck(id);
+      if (c == nullptr) {
+        return Usage(err, InvalidArgumentError(fmt::format(
+                              "unknown check \"{}\": `fun-doctor --list` shows the checks", id)));
+      }
+      if (std::find(run.begin(), run.end(), c) == run.end()) run.push_back(c);
+    }
+  }
+  auto paths = ResolvePaths(paths_input);
+  if (!paths.ok()) {
+    err << "fun-doctor: cannot tell where Fun keeps its state: " << paths.status().message()
+        << "\n";
+    return 2;
+  }
+  DoctorContext ctx(env, *paths, instance);
+  Report report = RunChecks(ctx, run);
+  if (json) {
+    out << JsonDump(ReportToJson(report)) << "\n";
+  } else {
+    out << fmt::format("fun-doctor: instance {} (state dir {})\n\n", instance, paths->state_dir);
+    PrintTable(report, out, verbose);
+  }
+  out.flush();
+  return report.Failed() ? 1 : 0;
+}
+
+}  // namespace fun::doctor

@@ -1,0 +1,175 @@
+#include "tools/doctor/fake_doctor_env.h"
+
+#include <fmt/format.h>
+#include <unistd.h>
+
+namespace fun::doctor {
+
+void FakeDoctorEnv::AddDir(const std::string& path, unsigned mode, uid_t owner) {
+  AddEntry(path, {.type = FileType::kDirectory, .mode = mode, .owner = owner, .size = 4096});
+}
+
+void FakeDoctorEnv::AddFile(const std::string& path, std::string contents, unsigned mode,
+                            uid_t owner) {
+  uint64_t size = contents.size();
+  AddEntry(path, {.type = FileType::kRegular, .mode = mode, .owner = owner, .size = size},
+           std::move(contents));
+}
+
+void FakeDoctorEnv::AddSocket(const std::string& path, unsigned mode, uid_t owner) {
+  AddEntry(path, {.type = FileType::kSocket, .mode = mode, .owner = owner, .size = 0});
+}
+
+void FakeDoctorEnv::AddEntry(const std::string& path, FileInfo info, std::string contents) {
+  files_[path] = Entry{info, std::move(contents)};
+}
+
+void FakeDoctorEnv::Remove(const std::string& path) { files_.erase(path); }
+
+void FakeDoctorEnv::FailPath(const std::string& path, Status error) {
+  failures_[path] = std::move(error);
+}
+
+void FakeDoctorEnv::DenyAccess(const std::string& path) { denied_[path] = true; }
+
+void FakeDoctorEnv::MakeHealthy(const Paths& paths, const std::string& name) {
+  host = {.os = paths.os, .version = "6.1.0-18-amd64", .arch = "x86_64"};
+  facts = vm::HostFacts{.os = paths.os,
+                        .arch = "x86_64",
+                        .dev_kvm_exists = true,
+                        .dev_kvm_usable = true,
+                        .kvm_standard = true};
+  programs["qemu-system-x86_64"] = "/usr/bin/qemu-system-x86_64";
+  command_results["/usr/bin/qemu-system-x86_64"] = ProcessResult::Exited(
+      0, "QEMU emulator version 7.2.9 (Debian 1:7.2+dfsg-7+deb12u6)\nCopyright (c) 2003-2022\n");
+
+  AddDir(paths.state_dir);
+  AddDir(paths.instances_dir);
+  std::string image = paths.ImageDir("0.1.0");
+  image_search_path = {image, exe_dir + "/../linuxkit"};
+  AddDir(image, 0755);
+  AddFile(image + "/fun-kernel", std::string(4096, 'k'), 0644);
+  AddFile(image + "/fun-initrd.img", std::string(8192, 'i'), 0644);
+  AddFile(image + "/fun-cmdline", "console=ttyS0 quiet\n", 0644);
+
+  std::string dir = paths.InstanceDir(name);
+  AddDir(dir, 0700);
+  AddFile(dir + "/secret", std::string(32, 's'), 0600);
+  AddFile(paths.InstanceFile(name, InstanceFileKind::kConfig), "{}\n", 0600);
+  AddSocket(paths.InstanceFile(name, InstanceFileKind::kContainerdSock), 0600);
+  AddSocket(dir + "/qmp.sock", 0600);
+  AddFile(paths.InstanceFile(name, InstanceFileKind::kConsoleLog),
+          "[    0.000000] Linux version 6.1.0\n"
+          "fun-init: data disk: existing ext4 (/dev/vda on /var/lib/containerd)\n"
+          "fun-init: containerd ready after 1.84 s\n",
+          0600);
+  AddFile(paths.InstanceFile(name, InstanceFileKind::kHostdLog), "I hostd started\n", 0600);
+  if (paths.ConsoleLogForUser(name) != paths.InstanceFile(name, InstanceFileKind::kConsoleLog)) {
+    AddDir(paths.logs_dir, 0700);
+    AddFile(paths.ConsoleLogForUser(name), "console copy\n", 0600);
+  }
+
+  vm::InstanceStatus st;
+  st.name = name;
+  st.exists = true;
+  st.config = InstanceConfig{.name = name};
+  st.hostd = {.status = vm::PidStatus::kAlive, .pid = 4242, .start_time = 100};
+  st.vm = {.status = vm::PidStatus::kAlive, .pid = 4243, .start_time = 101};
+  st.state = vm::InstanceState{.phase = vm::Phase::kRunning,
+                               .backend = "qemu",
+                               .accel = "kvm",
+                               .accel_reason = "KVM is available",
+                               .started_at_ms = 1000,
+                               .ready_at_ms = 3000};
+  st.phase = "running";
+  st.uptime_s = 754;
+  instances[name] = st;
+  cri_version = cri::RuntimeVersion{.version = "0.1.0",
+                                    .runtime_name = "containerd",
+                                    .runtime_version = "1.6.20~ds1",
+                                    .runtime_api_version = "v1"};
+}
+
+StatusOr<FileInfo> FakeDoctorEnv::Stat(const std::string& path) {
+  if (auto f = failures_.find(path); f != failures_.end()) return f->second;
+  auto it = files_.find(path);
+  if (it == files_.end()) return ErrnoError(ENOENT, path);
+  return it->second.info;
+}
+
+Status FakeDoctorEnv::Access(const std::string& path, int mode) {
+  FUN_ASSIGN_OR_RETURN(FileInfo info, Stat(path));
+  if (denied_.count(path) != 0) return ErrnoError(EACCES, path);
+  unsigned bits = info.owner == uid ? (info.mode >> 6) & 7 : info.mode & 7;
+  unsigned want = ((mode & R_OK) != 0 ? 4u : 0u) | ((mode & W_OK) != 0 ? 2u : 0u) |
+                  ((mode & X_OK) != 0 ? 1u : 0u);
+  if ((bits & want) != want) return ErrnoError(EACCES, path);
+  return OkStatus();
+}
+
+StatusOr<std::string> FakeDoctorEnv::ReadFileTail(const std::string& path, size_t max_bytes) {
+  FUN_RETURN_IF_ERROR(Access(path, R_OK));
+  const std::string& c = files_.at(path).contents;
+  return c.size() > max_bytes ? c.substr(c.size() - max_bytes) : c;
+}
+
+StatusOr<std::vector<std::string>> FakeDoctorEnv::ListDir(const std::string& path) {
+  FUN_ASSIGN_OR_RETURN(FileInfo info, Stat(path));
+  if (info.type != FileType::kDirectory) return ErrnoError(ENOTDIR, path);
+  std::vector<std::string> names;
+  std::string prefix = path + "/";
+  for (const auto& [p, e] : files_) {
+    if (p.size() > prefix.size() && p.compare(0, prefix.size(), prefix) == 0 &&
+        p.find('/', prefix.size()) == std::string::npos) {
+      names.push_back(p.substr(prefix.size()));
+    }
+  }
+  return names;
+}
+
+StatusOr<uint64_t> FakeDoctorEnv::FreeDiskBytes(const std::string& path) {
+  FUN_RETURN_IF_ERROR(Stat(path).status());
+  return free_disk;
+}
+
+StatusOr<uint64_t> FakeDoctorEnv::TotalMemoryBytes() {
+  if (!total_memory) return InvalidArgumentError("no MemTotal line in /proc/meminfo");
+  return *total_memory;
+}
+
+StatusOr<std::string> FakeDoctorEnv::FindProgram(const std::string& name) {
+  if (auto e = program_errors.find(name); e != program_errors.end()) return e->second;
+  if (auto p = programs.find(name); p != programs.end()) return p->second;
+  return NotFoundError(fmt::format("{} is not in PATH", name));
+}
+
+StatusOr<ProcessResult> FakeDoctorEnv::RunCommand(const Command& command) {
+  commands_run.push_back(command);
+  if (auto e = command_errors.find(command.program); e != command_errors.end()) return e->second;
+  if (auto r = command_results.find(command.program); r != command_results.end()) {
+    return r->second;
+  }
+  return NotFoundError("starting " + command.program + ": no fake result");
+}
+
+vm::InstanceStatus FakeDoctorEnv::GetInstanceStatus(const Paths& paths, const std::string& name) {
+  vm::InstanceStatus st;
+  if (auto it = instances.find(name); it != instances.end()) st = it->second;
+  st.name = name;
+  st.instance_dir = paths.InstanceDir(name);
+  st.containerd_socket = paths.InstanceFile(name, InstanceFileKind::kContainerdSock);
+  st.console_log = paths.InstanceFile(name, InstanceFileKind::kConsoleLog);
+  st.hostd_log = paths.InstanceFile(name, InstanceFileKind::kHostdLog);
+  if (!st.exists && st.phase.empty()) st.phase = "absent";
+  return st;
+}
+
+StatusOr<cri::RuntimeVersion> FakeDoctorEnv::CriVersion(const std::string& socket,
+                                                        std::chrono::milliseconds deadline) {
+  cri_calls.emplace_back(socket, deadline);
+  sim_clock.Advance(std::min(cri_latency, deadline));
+  if (!cri_version) return cri_error;
+  return *cri_version;
+}
+
+}  // namespace fun::doctor

@@ -1,0 +1,102 @@
+// fake_doctor_env.h: a scripted DoctorEnv for tests (tests only; not in the fun_doctor library).
+//
+// An in-memory file system (paths with a FileInfo and contents), plus one field per other
+// answer of DoctorEnv. MakeHealthy() scripts a machine on which every check passes, so a test
+// changes the one thing it is about:
+//
+//   FakeDoctorEnv env;
+//   env.MakeHealthy(paths, "default");
+//   env.total_memory = 3'000'000'000;                  // FUN0003 fails
+//   env.AddFile(paths.InstanceDir("default") + "/secret", "x", 0644);   // FUN0007 fails
+//   DoctorContext ctx(env, paths, "default");
+//
+// Access() follows the mode's owner bits when the file is the fake user's, else its "other"
+// bits (no groups, no root override), unless DenyAccess says otherwise.
+//
+// Thread-safety: none; one test thread.
+#pragma once
+
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "lib/base/clock.h"
+#include "tools/doctor/doctor_env.h"
+
+namespace fun::doctor {
+
+class FakeDoctorEnv final : public DoctorEnv {
+ public:
+  static constexpr uid_t kUid = 501;
+
+  // The file system.
+  void AddDir(const std::string& path, unsigned mode = 0700, uid_t owner = kUid);
+  void AddFile(const std::string& path, std::string contents, unsigned mode = 0600,
+               uid_t owner = kUid);
+  void AddSocket(const std::string& path, unsigned mode = 0600, uid_t owner = kUid);
+  void AddEntry(const std::string& path, FileInfo info, std::string contents = "");
+  void Remove(const std::string& path);
+  // Stat (and everything else on that path) fails with `error`.
+  void FailPath(const std::string& path, Status error);
+  // Access(path, mode) fails with PermissionDenied.
+  void DenyAccess(const std::string& path);
+
+  // Scripts a Linux x86_64 host with KVM, 16 GB RAM, 100 GB free, QEMU in $PATH, an image, and
+  // the instance running with containerd answering: every check passes.
+  void MakeHealthy(const Paths& paths, const std::string& instance);
+
+  // DoctorEnv:
+  StatusOr<FileInfo> Stat(const std::string& path) override;
+  Status Access(const std::string& path, int mode) override;
+  StatusOr<std::string> ReadFileTail(const std::string& path, size_t max_bytes) override;
+  StatusOr<std::vector<std::string>> ListDir(const std::string& path) override;
+  StatusOr<uint64_t> FreeDiskBytes(const std::string& path) override;
+  StatusOr<uint64_t> TotalMemoryBytes() override;
+  HostOs GetHostOs() override { return host; }
+  uid_t Uid() override { return uid; }
+  StatusOr<std::string> FindProgram(const std::string& name) override;
+  StatusOr<ProcessResult> RunCommand(const Command& command) override;
+  std::string ExecutableDir() override { return exe_dir; }
+  vm::HostFacts ProbeHostFacts() override { return facts; }
+  std::vector<std::string> ImageSearchPath(const Paths&) override { return image_search_path; }
+  vm::InstanceStatus GetInstanceStatus(const Paths& paths, const std::string& name) override;
+  StatusOr<cri::RuntimeVersion> CriVersion(const std::string& socket,
+                                           std::chrono::milliseconds deadline) override;
+  Clock& clock() override { return sim_clock; }
+
+  // The script (public on purpose: tests set what they need).
+  uid_t uid = kUid;
+  HostOs host;
+  std::optional<uint64_t> total_memory = 16'000'000'000ULL;  // nullopt: the read fails
+  uint64_t free_disk = 100'000'000'000ULL;
+  std::map<std::string, std::string> programs;           // FindProgram: name -> path
+  std::map<std::string, Status> program_errors;          // FindProgram: name -> error
+  std::map<std::string, ProcessResult> command_results;  // RunCommand: program -> result
+  std::map<std::string, Status> command_errors;          // RunCommand: program -> start error
+  std::string exe_dir = "/opt/fun/bin";
+  vm::HostFacts facts;
+  std::vector<std::string> image_search_path;
+  // GetInstanceStatus: the status of the named instance ("exists" false when unset); its
+  // paths are filled in from Paths.
+  std::map<std::string, vm::InstanceStatus> instances;
+  std::optional<cri::RuntimeVersion> cri_version;  // nullopt: cri_error
+  Status cri_error = UnavailableError("connection refused");
+  std::chrono::milliseconds cri_latency{12};
+  SimulatedClock sim_clock;
+
+  // What was asked.
+  std::vector<Command> commands_run;
+  std::vector<std::pair<std::string, std::chrono::milliseconds>> cri_calls;
+
+ private:
+  struct Entry {
+    FileInfo info;
+    std::string contents;
+  };
+  std::map<std::string, Entry> files_;
+  std::map<std::string, Status> failures_;
+  std::map<std::string, bool> denied_;
+};
+
+}  // namespace fun::doctor
