@@ -1,0 +1,735 @@
+#include "guest/guestd/guestd.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <linux/vm_sockets.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <limits>
+#include <nlohmann/json.hpp>
+#include <system_error>
+#include <thread>
+
+#include "lib/base/flags.h"
+#include "lib/base/log.h"
+#include "lib/base/version.h"
+#include "lib/net/splice.h"
+
+namespace fun::guestd {
+namespace {
+
+using Steady = std::chrono::steady_clock;
+using agent::ReplyStatus;
+
+constexpr char kUsage[] =
+    "usage: fun-guestd [--listen ADDRESS]... [--token-file PATH] [--containerd-socket PATH]\n"
+    "                  [--shutdown-command PATH] [--no-timesync] [--max-connections N]\n"
+    "                  [--log-file PATH] [--log-level LEVEL]\n"
+    "\n"
+    "The agent inside Fun's VM: serves the host's agent channel (containerd, TCP forwards,\n"
+    "ping, time sync, shutdown). ADDRESS is tcp:HOST:PORT, unix:PATH or vsock:PORT\n"
+    "(default tcp:0.0.0.0:7070). The instance secret is read from --token-file (default: QEMU\n"
+    "fw_cfg opt/fun/secret); it is never accepted on the command line.\n"
+    "\n";
+
+// How long a ping waits for containerd's socket to accept.
+constexpr std::chrono::milliseconds kPingContainerdTimeout{1000};
+// Connections accepted per listener per wakeup, so one busy listener cannot starve the others.
+constexpr int kAcceptsPerWakeup = 64;
+// Pause after accept fails for want of fds or memory (the listener stays readable meanwhile).
+constexpr std::chrono::milliseconds kAcceptBackoff{100};
+
+// ---------------------------------------------------------------------------------------
+// Sockets.
+
+struct SockAddr {
+  sockaddr_storage ss{};
+  socklen_t len = 0;
+};
+
+// socket.cc keeps its converter to itself; this is the same for tcp and unix addresses.
+StatusOr<SockAddr> ToSockAddr(const SocketAddress& a) {
+  SockAddr s;
+  if (a.kind == SocketAddress::Kind::kUnix) {
+    auto* un = reinterpret_cast<sockaddr_un*>(&s.ss);
+    un->sun_family = AF_UNIX;
+    if (a.path.size() >= sizeof(un->sun_path)) {
+      return InvalidArgumentError("unix socket path too long: " + a.path);
+    }
+    std::memcpy(un->sun_path, a.path.c_str(), a.path.size() + 1);
+    s.len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + a.path.size() + 1);
+    return s;
+  }
+  auto* v4 = reinterpret_cast<sockaddr_in*>(&s.ss);
+  if (inet_pton(AF_INET, a.host.c_str(), &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET;
+    v4->sin_port = htons(a.port);
+    s.len = sizeof(sockaddr_in);
+    return s;
+  }
+  auto* v6 = reinterpret_cast<sockaddr_in6*>(&s.ss);
+  if (inet_pton(AF_INET6, a.host.c_str(), &v6->sin6_addr) == 1) {
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons(a.port);
+    s.len = sizeof(sockaddr_in6);
+    return s;
+  }
+  return InvalidArgumentError("not an IP address: " + a.host);
+}
+
+int MillisUntil(Steady::time_point deadline) {
+  auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Steady::now()).count();
+  if (left <= 0) return 0;
+  return left > std::numeric_limits<int>::max() ? std::numeric_limits<int>::max()
+                                                : static_cast<int>(left);
+}
+
+// Connects within `timeout`, giving up early (Cancelled) once stop_fd is readable. The
+// returned fd is blocking, as Connect's are.
+StatusOr<UniqueFd> ConnectWithTimeout(const SocketAddress& addr, std::chrono::milliseconds timeout,
+                                      int stop_fd) {
+  const std::string name = addr.ToString();
+  FUN_ASSIGN_OR_RETURN(SockAddr sa, ToSockAddr(addr));
+  UniqueFd fd(::socket(sa.ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!fd.valid()) return ErrnoError(errno, "socket for " + name);
+  if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&sa.ss), sa.len) != 0) {
+    if (errno != EINPROGRESS && errno != EINTR) {
+      return ErrnoError(errno, "connecting to " + name);
+    }
+    const auto deadline = Steady::now() + timeout;
+    for (;;) {
+      pollfd p[2] = {{fd.get(), POLLOUT, 0}, {stop_fd, POLLIN, 0}};
+      int n = ::poll(p, 2, MillisUntil(deadline));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return ErrnoError(errno, "poll");
+      if (p[1].revents != 0) return CancelledError("connecting to " + name + ": agent stopping");
+      if (p[0].revents != 0) break;
+      if (Steady::now() >= deadline) {
+        return DeadlineExceededError(
+            fmt::format("connecting to {}: no answer within {} ms", name, timeout.count()));
+      }
+    }
+    int err = 0;
+    socklen_t len = sizeof(err);
+    if (::getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
+    if (err != 0) return ErrnoError(err, "connecting to " + name);
+  }
+  int flags = ::fcntl(fd.get(), F_GETFL);
+  ::fcntl(fd.get(), F_SETFL, flags & ~O_NONBLOCK);
+  if (addr.kind == SocketAddress::Kind::kTcp) {
+    int one = 1;
+    ::setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  }
+  return fd;
+}
+
+StatusOr<UniqueFd> ListenVsock(uint32_t port) {
+  UniqueFd fd(::socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd.valid()) {
+    return UnimplementedError(
+        fmt::format("vsock not supported on this build: socket(AF_VSOCK): {} (the kernel needs "
+                    "the vsock transport, e.g. vmw_vsock_virtio_transport; or listen on tcp:)",
+                    std::strerror(errno)));
+  }
+  sockaddr_vm sa{};
+  sa.svm_family = AF_VSOCK;
+  sa.svm_cid = VMADDR_CID_ANY;
+  sa.svm_port = port;
+  if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&sa), sizeof(sa)) != 0) {
+    return ErrnoError(errno, fmt::format("binding vsock:{}", port));
+  }
+  if (::listen(fd.get(), 128) != 0)
+    return ErrnoError(errno, fmt::format("listen on vsock:{}", port));
+  return fd;
+}
+
+std::string VsockPeer(int fd) {
+  sockaddr_vm sa{};
+  socklen_t len = sizeof(sa);
+  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&sa), &len) != 0) return "vsock:?";
+  return fmt::format("vsock:{}:{}", sa.svm_cid, sa.svm_port);
+}
+
+// ---------------------------------------------------------------------------------------
+// The protocol, per connection.
+
+Status SendReply(int fd, ReplyStatus status, std::string_view message) {
+  agent::Reply r{.status = status,
+                 .message = std::string(message.substr(0, agent::kMaxMessageSize))};
+  for (char& c : r.message) {
+    if (c == '\n' || c == '\r') c = ' ';  // one line, as the protocol promises
+  }
+  FUN_ASSIGN_OR_RETURN(std::string wire, agent::EncodeReply(r));
+  return WriteAll(fd, wire);
+}
+
+struct ReceivedRequest {
+  agent::Request request;
+  std::string early;  // bytes the host sent after the request, for the target
+};
+
+// Reads until one request is complete, `deadline` passes (DeadlineExceeded), the peer closes
+// (OutOfRange), stop_fd is readable (Cancelled) or the bytes cannot be a request
+// (InvalidArgument). *buffered keeps what arrived, for the caller's diagnosis.
+StatusOr<ReceivedRequest> ReadRequest(int fd, Steady::time_point deadline, int stop_fd,
+                                      std::string* buffered) {
+  char chunk[4096];
+  for (;;) {
+    FUN_ASSIGN_OR_RETURN(auto got, agent::DecodeRequest(*buffered));
+    if (got) {
+      return ReceivedRequest{std::move(got->first), buffered->substr(got->second)};
+    }
+    pollfd p[2] = {{fd, POLLIN, 0}, {stop_fd, POLLIN, 0}};
+    int n = ::poll(p, 2, MillisUntil(deadline));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return ErrnoError(errno, "poll");
+    if (p[1].revents != 0) return CancelledError("agent stopping");
+    if (n == 0) {
+      return DeadlineExceededError(fmt::format(
+          "no complete request within the deadline ({} bytes arrived)", buffered->size()));
+    }
+    ssize_t r = ::read(fd, chunk, sizeof(chunk));
+    if (r < 0) {
+      if (errno == EINTR || errno == EAGAIN) continue;
+      return ErrnoError(errno, "reading the request");
+    }
+    if (r == 0) {
+      return OutOfRangeError(fmt::format(
+          "the host closed after {} bytes, before a complete request", buffered->size()));
+    }
+    buffered->append(chunk, static_cast<size_t>(r));
+  }
+}
+
+struct Context {
+  const Options& options;
+  const agent::Token& token;
+  GuestSystem& system;
+  const SocketAddress& containerd;
+  int stop_fd;
+};
+
+// What a connection came to, for its log line.
+struct Outcome {
+  std::string_view kind = "-";
+  std::string result;
+  bool warning = false;
+  bool relayed = false;
+  std::string target;
+  net::SpliceStats bytes;
+};
+
+void Reply(int conn, ReplyStatus status, std::string_view message, Outcome* o) {
+  Status s = SendReply(conn, status, message);
+  o->result =
+      fmt::format("{}{}{}", agent::ReplyStatusName(status), message.empty() ? "" : ": ", message);
+  if (!s.ok()) o->result += fmt::format(" (the reply was lost: {})", s.message());
+}
+
+// Reply kOk, pass on the early bytes, then relay until both sides are done.
+void Relay(const Context& c, int conn, int target, const std::string& early, Outcome* o) {
+  Status s = SendReply(conn, ReplyStatus::kOk, "connected to " + o->target);
+  if (!s.ok()) {
+    o->result = "sending the reply: " + s.message();
+    return;
+  }
+  o->relayed = true;
+  if (!early.empty()) {
+    s = WriteAll(target, early);
+    if (!s.ok()) {
+      o->result = fmt::format("relay failed: writing to {}: {}", o->target, s.message());
+      return;
+    }
+  }
+  s = net::Splice(
+      conn, target,
+      {.stop_fd = c.stop_fd, .stats = &o->bytes, .a_name = "host", .b_name = o->target});
+  o->bytes.a_to_b += early.size();
+  o->result = s.ok() ? "ok" : fmt::format("relay ended: {}", s.message());
+}
+
+void ServePing(const Context& c, int conn, Outcome* o) {
+  bool containerd_up =
+      ConnectWithTimeout(c.containerd, std::min(c.options.connect_timeout, kPingContainerdTimeout),
+                         c.stop_fd)
+          .ok();
+  auto now = c.system.Now().time_since_epoch();
+  nlohmann::json j = {
+      {"version", kVersion},
+      {"revision", kGitRevision},
+      {"uptime_s", c.system.Uptime().count()},
+      {"containerd", containerd_up},
+      {"load", c.system.LoadAverage()},
+      {"time_unix_ns", std::chrono::duration_cast<std::chrono::nanoseconds>(now).count()},
+  };
+  Reply(conn, ReplyStatus::kOk, j.dump(), o);
+}
+
+void ServeContainerd(const Context& c, int conn, const std::string& early, Outcome* o) {
+  o->target = "containerd";
+  auto up = ConnectWithTimeout(c.containerd, c.options.connect_timeout, c.stop_fd);
+  if (!up.ok()) {
+    Reply(conn, ReplyStatus::kUnavailable,
+          fmt::format("containerd is not reachable: {}", up.status().message()), o);
+    o->warning = true;
+    return;
+  }
+  Relay(c, conn, up->get(), early, o);
+}
+
+void ServeTcp(const Context& c, int conn, const agent::Request& r, const std::string& early,
+              Outcome* o) {
+  auto hp = agent::ParseTarget(r.target);
+  if (!hp.ok()) {
+    Reply(conn, ReplyStatus::kBadRequest, hp.status().message(), o);
+    o->warning = true;
+    return;
+  }
+  o->target = r.target;
+  SocketAddress addr{.kind = SocketAddress::Kind::kTcp, .host = hp->host, .port = hp->port};
+  auto up = ConnectWithTimeout(addr, c.options.connect_timeout, c.stop_fd);
+  if (!up.ok()) {
+    Reply(conn, ReplyStatus::kUnavailable, up.status().message(), o);
+    return;
+  }
+  Relay(c, conn, up->get(), early, o);
+}
+
+void ServeShutdown(const Context& c, int conn, Outcome* o) {
+  const std::string& cmd = c.options.shutdown_command;
+  if (::access(cmd.c_str(), X_OK) != 0) {
+    Reply(conn, ReplyStatus::kFailed,
+          fmt::format("cannot shut down: the shutdown command {}: {} (the VM image must provide "
+                      "it)",
+                      cmd, std::strerror(errno)),
+          o);
+    o->warning = true;
+    return;
+  }
+  Reply(conn, ReplyStatus::kOk, "shutting down", o);
+  Status s = c.system.StartDetached(cmd);
+  if (s.ok()) {
+    o->result += fmt::format(" (started {})", cmd);
+  } else {
+    o->result += fmt::format(" but the shutdown command failed: {}", s.message());
+    o->warning = true;
+  }
+}
+
+void ServeTimeSync(const Context& c, int conn, const agent::Request& r, Outcome* o) {
+  if (!c.options.allow_timesync) {
+    Reply(conn, ReplyStatus::kBadRequest, "time sync is turned off in this VM (--no-timesync)", o);
+    return;
+  }
+  // 2000-01-01T00:00:00Z: anything earlier is a host bug, not a clock to copy.
+  constexpr uint64_t kEarliestNs = 946684800ull * 1000000000ull;
+  if (r.arg < kEarliestNs || r.arg > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+    Reply(conn, ReplyStatus::kBadRequest,
+          fmt::format("time sync to {} ns since the epoch: not a plausible UTC time", r.arg), o);
+    o->warning = true;
+    return;
+  }
+  Clock::WallTime t(std::chrono::duration_cast<Clock::WallTime::duration>(
+      std::chrono::nanoseconds(static_cast<int64_t>(r.arg))));
+  Clock::WallTime before = c.system.Now();
+  Status s = c.system.SetWallClock(t);
+  if (!s.ok()) {
+    Reply(conn, ReplyStatus::kFailed, "setting the clock: " + s.message(), o);
+    o->warning = true;
+    return;
+  }
+  double step = std::chrono::duration<double>(t - before).count();
+  Reply(conn, ReplyStatus::kOk, fmt::format("clock stepped by {:+.3f} s", step), o);
+}
+
+Outcome Serve(const Context& c, int conn) {
+  Outcome o;
+  // A stuck host must not pin a thread on the reply either.
+  timeval send_timeout{
+      .tv_sec = static_cast<time_t>(c.options.request_deadline.count() / 1000),
+      .tv_usec = static_cast<suseconds_t>(c.options.request_deadline.count() % 1000 * 1000)};
+  ::setsockopt(conn, SOL_SOCKET, SO_SNDTIMEO, &send_timeout, sizeof(send_timeout));
+
+  std::string buffered;
+  auto got = ReadRequest(conn, Steady::now() + c.options.request_deadline, c.stop_fd, &buffered);
+  if (!got.ok()) {
+    const Status& s = got.status();
+    if (s.code() == Code::kInvalidArgument && buffered.rfind("FUNA", 0) == 0) {
+      // Our magic, but another version or an unknown kind: tell the host what we speak.
+      Reply(conn, ReplyStatus::kBadRequest, s.message(), &o);
+    } else {
+      o.result = "closed without a reply: " + s.message();
+    }
+    o.warning = s.code() != Code::kCancelled;
+    return o;
+  }
+  const agent::Request& r = got->request;
+  o.kind = agent::KindName(r.kind);
+  if (!agent::TokensEqual(r.token, c.token)) {
+    Reply(conn, ReplyStatus::kBadToken, "the host's instance secret does not match this VM's", &o);
+    o.warning = true;
+    return o;
+  }
+  switch (r.kind) {
+    case agent::Kind::kPing:
+      ServePing(c, conn, &o);
+      break;
+    case agent::Kind::kContainerd:
+      ServeContainerd(c, conn, got->early, &o);
+      break;
+    case agent::Kind::kTcp:
+      ServeTcp(c, conn, r, got->early, &o);
+      break;
+    case agent::Kind::kUdp:
+      // UDP forwarding (datagrams framed with agent::EncodeDatagram both ways) comes with a
+      // later issue; until then the host hears so plainly instead of a half-working relay.
+      Reply(conn, ReplyStatus::kBadRequest, "udp forwarding is not supported yet", &o);
+      break;
+    case agent::Kind::kShutdown:
+      ServeShutdown(c, conn, &o);
+      break;
+    case agent::Kind::kTimeSync:
+      ServeTimeSync(c, conn, r, &o);
+      break;
+  }
+  return o;
+}
+
+// Ends a connection that may still hold unread bytes (a request not read to its end, bytes
+// pipelined after it) without a reset, which could destroy the reply before the host reads it:
+// half-close, then read and drop what comes until the host closes too, for a moment at most.
+void LingeringClose(UniqueFd conn, int stop_fd) {
+  if (::shutdown(conn.get(), SHUT_WR) != 0) return;
+  constexpr std::chrono::milliseconds kLinger{1000};
+  constexpr size_t kMaxDrain = 256 * 1024;
+  const auto deadline = Steady::now() + kLinger;
+  char buf[4096];
+  size_t drained = 0;
+  while (drained < kMaxDrain) {
+    pollfd p[2] = {{conn.get(), POLLIN, 0}, {stop_fd, POLLIN, 0}};
+    int n = ::poll(p, 2, MillisUntil(deadline));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0 || p[1].revents != 0) return;
+    ssize_t r = ::recv(conn.get(), buf, sizeof(buf), MSG_DONTWAIT);
+    if (r < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+    if (r <= 0) return;
+    drained += static_cast<size_t>(r);
+  }
+}
+
+void LogOutcome(const std::string& peer, const Outcome& o, Steady::duration took) {
+  double secs = std::chrono::duration<double>(took).count();
+  if (o.relayed) {
+    std::string target = o.target == o.kind ? "" : " " + o.target;
+    FUN_LOG(Info, "{} {}{}: {}; host->target {} bytes, target->host {} bytes, {:.1f} s", peer,
+            o.kind, target, o.result, o.bytes.a_to_b, o.bytes.b_to_a, secs);
+  } else if (o.warning) {
+    FUN_LOG(Warning, "{} {}: {}", peer, o.kind, o.result);
+  } else {
+    FUN_LOG(Info, "{} {}: {}", peer, o.kind, o.result);
+  }
+}
+
+}  // namespace
+
+// -----------------------------------------------------------------------------------------
+// Flags and the token.
+
+std::string ListenAddress::ToString() const {
+  return vsock ? fmt::format("vsock:{}", vsock_port) : socket.ToString();
+}
+
+StatusOr<ListenAddress> ParseListenAddress(std::string_view spec) {
+  ListenAddress a;
+  if (spec.rfind("vsock:", 0) == 0) {
+    auto port = ParseInt(spec.substr(6), "port");
+    if (!port.ok() || *port < 0) {
+      return InvalidArgumentError(
+          fmt::format("bad address \"{}\": use vsock:PORT with a port number", spec));
+    }
+    a.vsock = true;
+    a.vsock_port = static_cast<uint32_t>(*port);
+    return a;
+  }
+  auto s = ParseSocketAddress(spec);
+  if (!s.ok()) {
+    return InvalidArgumentError(s.status().message() + " (or vsock:PORT)");
+  }
+  a.socket = std::move(*s);
+  return a;
+}
+
+StatusOr<Options> ParseArgs(const std::vector<std::string>& args) {
+  Options o;
+  std::vector<std::string> listen;
+  bool allow_timesync = false, no_timesync = false;
+  FlagSet flags("fun-guestd");
+  flags.Repeated("listen", &listen, "tcp:HOST:PORT, unix:PATH or vsock:PORT (repeatable)");
+  flags.String("token-file", &o.token_file, "the 32-byte instance secret");
+  flags.String("containerd-socket", &o.containerd_socket, "containerd's CRI socket");
+  flags.String("shutdown-command", &o.shutdown_command,
+               "run (detached) on a shutdown request: stops containers, syncs, powers off");
+  flags.Bool("allow-timesync", &allow_timesync, "let the host set the clock (the default)");
+  flags.Bool("no-timesync", &no_timesync, "refuse the host's time sync requests");
+  flags.Int("max-connections", &o.max_connections, "connections served at once (1 .. 65536)");
+  flags.String("log-file", &o.log_file, "also log to this file");
+  flags.String("log-level", &o.log_level, "debug, info, warning, error");
+  FUN_ASSIGN_OR_RETURN(auto rest, flags.Parse(args));
+  if (!rest.empty()) {
+    return InvalidArgumentError(
+        fmt::format("unexpected argument \"{}\": see 'fun-guestd --help'", rest[0]));
+  }
+  if (allow_timesync && no_timesync) {
+    return InvalidArgumentError("--allow-timesync and --no-timesync contradict each other");
+  }
+  o.allow_timesync = !no_timesync;
+  if (!listen.empty()) o.listen = std::move(listen);
+  for (const auto& l : o.listen) FUN_RETURN_IF_ERROR_CTX(ParseListenAddress(l), "--listen");
+  if (o.max_connections < 1 || o.max_connections > 65536) {
+    return InvalidArgumentError(
+        fmt::format("--max-connections: {} is out of range: use 1 .. 65536", o.max_connections));
+  }
+  if (o.token_file.empty()) return InvalidArgumentError("--token-file: empty path");
+  if (o.shutdown_command.empty() || o.shutdown_command.front() != '/') {
+    return InvalidArgumentError(
+        fmt::format("--shutdown-command \"{}\": must be an absolute path", o.shutdown_command));
+  }
+  FUN_RETURN_IF_ERROR_CTX(ParseSocketAddress("unix:" + o.containerd_socket), "--containerd-socket");
+  FUN_RETURN_IF_ERROR_CTX(log::ParseLevel(o.log_level), "--log-level");
+  return o;
+}
+
+StatusOr<agent::Token> ReadTokenFile(const std::string& path) {
+  const std::string hint =
+      "the VM must be started with -fw_cfg name=opt/fun/secret,file=<the instance secret> "
+      "(fun-hostd does that), or give --token-file";
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) {
+    Status s = ErrnoError(errno, "reading the instance secret " + path);
+    return Status(s.code(), s.message() + ": " + hint);
+  }
+  std::string data;
+  char buf[4096];
+  for (;;) {
+    ssize_t n = ::read(fd.get(), buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return ErrnoError(errno, "reading the instance secret " + path);
+    if (n == 0) break;
+    data.append(buf, static_cast<size_t>(n));
+    if (data.size() > 4096) break;  // far too big already; the size check below says so
+  }
+  if (data.size() != agent::kTokenSize) {
+    return InvalidArgumentError(fmt::format(
+        "the instance secret {} holds {}{} bytes; it must hold exactly {} (fun-hostd writes 32 "
+        "random bytes and hands them over with -fw_cfg name=opt/fun/secret)",
+        path, data.size() > 4096 ? "more than " : "", data.size() > 4096 ? 4096 : data.size(),
+        agent::kTokenSize));
+  }
+  agent::Token t;
+  std::memcpy(t.data(), data.data(), t.size());
+  return t;
+}
+
+// -----------------------------------------------------------------------------------------
+// The agent.
+
+Agent::Agent(const Options& options, const agent::Token& token, GuestSystem& system, UniqueFd stop)
+    : options_(options), token_(token), system_(system), stop_(std::move(stop)) {}
+
+StatusOr<std::unique_ptr<Agent>> Agent::Create(const Options& options, const agent::Token& token,
+                                               GuestSystem& system) {
+  if (options.max_connections < 1) return InvalidArgumentError("max_connections must be >= 1");
+  if (options.listen.empty()) return InvalidArgumentError("nothing to listen on");
+  FUN_RETURN_IF_ERROR_CTX(ParseSocketAddress("unix:" + options.containerd_socket),
+                          "the containerd socket");
+  UniqueFd stop(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!stop.valid()) return ErrnoError(errno, "eventfd");
+  std::unique_ptr<Agent> a(new Agent(options, token, system, std::move(stop)));
+  for (const std::string& spec : options.listen) {
+    FUN_ASSIGN_OR_RETURN(ListenAddress addr, ParseListenAddress(spec));
+    Listener l{.address = addr};
+    if (addr.vsock) {
+      FUN_ASSIGN_OR_RETURN(l.fd, ListenVsock(addr.vsock_port));
+      l.bound = addr.ToString();
+    } else {
+      FUN_ASSIGN_OR_RETURN(l.fd, Listen(addr.socket));
+      l.bound = LocalAddress(l.fd.get()).value_or(spec);
+    }
+    int flags = ::fcntl(l.fd.get(), F_GETFL);
+    if (flags < 0 || ::fcntl(l.fd.get(), F_SETFL, flags | O_NONBLOCK) != 0) {
+      return ErrnoError(errno, "making " + l.bound + " non-blocking");
+    }
+    a->addresses_.push_back(l.bound);
+    a->listeners_.push_back(std::move(l));
+  }
+  return a;
+}
+
+Agent::~Agent() {
+  Stop();
+  std::unique_lock lock(mu_);
+  all_ended_.wait(lock, [this] { return active_ == 0; });
+  lock.unlock();
+  for (const Listener& l : listeners_) {
+    if (!l.address.vsock && l.address.socket.kind == SocketAddress::Kind::kUnix) {
+      ::unlink(l.address.socket.path.c_str());
+    }
+  }
+}
+
+void Agent::Stop() {
+  uint64_t one = 1;
+  ssize_t ignored = ::write(stop_.get(), &one, sizeof(one));
+  (void)ignored;
+}
+
+void Agent::ConnectionEnded() {
+  std::lock_guard lock(mu_);
+  --active_;
+  // Under the lock: once active_ is 0 the agent may be destroyed right after we let go.
+  all_ended_.notify_all();
+}
+
+bool Agent::AcceptPending(Listener& l) {
+  for (int i = 0; i < kAcceptsPerWakeup; ++i) {
+    std::string peer;
+    auto conn = fun::Accept(l.fd.get(), &peer);
+    if (!conn.ok()) {
+      int err = conn.status().sys_errno();
+      if (err == EAGAIN || err == EWOULDBLOCK) return true;
+      FUN_LOG(Warning, "accepting on {}: {}", l.bound, conn.status().message());
+      return !(err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM);
+    }
+    if (l.address.vsock) peer = VsockPeer(conn->get());
+    int busy_with = 0;
+    {
+      std::lock_guard lock(mu_);
+      if (active_ < options_.max_connections) {
+        ++active_;
+      } else {
+        busy_with = active_;
+      }
+    }
+    if (busy_with > 0) {
+      // The reply fits any socket buffer. Whatever part of the request has arrived is read
+      // first (without waiting), so the close is a FIN, not a reset that could destroy the
+      // reply before the host reads it.
+      char drop[4096];
+      while (::recv(conn->get(), drop, sizeof(drop), MSG_DONTWAIT) > 0) {
+      }
+      SendReply(conn->get(), ReplyStatus::kUnavailable,
+                fmt::format("the agent is busy: {} connections already", busy_with))
+          .IgnoreError();
+      FUN_LOG(Warning, "{}: refused: {} connections already", peer, busy_with);
+      continue;
+    }
+    try {
+      std::thread([this, fd = std::move(*conn), peer]() mutable {
+        const auto start = Steady::now();
+        SocketAddress containerd{.kind = SocketAddress::Kind::kUnix,
+                                 .path = options_.containerd_socket};
+        Context c{options_, token_, system_, containerd, stop_.get()};
+        Outcome o = Serve(c, fd.get());
+        if (!o.relayed) LingeringClose(std::move(fd), stop_.get());
+        LogOutcome(peer, o, Steady::now() - start);
+        ConnectionEnded();
+      }).detach();
+    } catch (const std::system_error& e) {
+      ConnectionEnded();
+      FUN_LOG(Warning, "{}: refused: cannot start a thread: {}", peer, e.what());
+    }
+  }
+  return true;
+}
+
+Status Agent::Run(int stop_fd) {
+  Steady::time_point backoff_until{};
+  for (;;) {
+    std::vector<pollfd> p;
+    const bool backoff = Steady::now() < backoff_until;
+    for (const Listener& l : listeners_) p.push_back({backoff ? -1 : l.fd.get(), POLLIN, 0});
+    p.push_back({stop_.get(), POLLIN, 0});
+    p.push_back({stop_fd, POLLIN, 0});
+    int n = ::poll(p.data(), p.size(), backoff ? MillisUntil(backoff_until) : -1);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return ErrnoError(errno, "poll");
+    const size_t L = listeners_.size();
+    if (p[L].revents != 0) break;
+    if (p[L + 1].revents != 0) {
+      FUN_LOG(Info, "stop requested: closing every connection");
+      Stop();
+      break;
+    }
+    for (size_t i = 0; i < L; ++i) {
+      if (p[i].revents != 0 && !AcceptPending(listeners_[i])) {
+        backoff_until = Steady::now() + kAcceptBackoff;
+      }
+    }
+  }
+  std::unique_lock lock(mu_);
+  all_ended_.wait(lock, [this] { return active_ == 0; });
+  return OkStatus();
+}
+
+// -----------------------------------------------------------------------------------------
+// The program.
+
+int Main(const std::vector<std::string>& args, std::ostream& out, std::ostream& err, int stop_fd) {
+  for (const auto& a : args) {
+    if (a == "-h" || a == "--help") {
+      out << kUsage;
+      return 0;
+    }
+  }
+  auto opts = ParseArgs(args);
+  if (!opts.ok()) {
+    err << "fun-guestd: " << opts.status().message() << "\n";
+    return 2;
+  }
+  log::Logger& logger = log::Default();
+  log::Level level = *log::ParseLevel(opts->log_level);
+  logger.SetStderrFormat(log::StderrFormat::kFull, "fun-guestd");
+  logger.SetStderrLevel(level);
+  if (!opts->log_file.empty()) {
+    Status s = logger.OpenFile(opts->log_file, level);
+    if (!s.ok()) {
+      err << "fun-guestd: " << s.message() << "\n";
+      return 1;
+    }
+  }
+  auto token = ReadTokenFile(opts->token_file);
+  if (!token.ok()) {
+    err << "fun-guestd: " << token.status().message() << "\n";
+    return 1;
+  }
+  LinuxGuestSystem system;
+  auto agent = Agent::Create(*opts, *token, system);
+  if (!agent.ok()) {
+    err << "fun-guestd: " << agent.status().message() << "\n";
+    return 1;
+  }
+  FUN_LOG(Info, "fun-guestd {} ({}): containerd at {}, time sync {}", kVersion, kGitRevision,
+          opts->containerd_socket, opts->allow_timesync ? "on" : "off");
+  for (const std::string& a : (*agent)->addresses()) {
+    out << "listening on " << a << std::endl;
+    FUN_LOG(Info, "listening on {}", a);
+  }
+  Status s = (*agent)->Run(stop_fd);
+  if (!s.ok()) {
+    err << "fun-guestd: " << s.message() << "\n";
+    return 1;
+  }
+  FUN_LOG(Info, "stopped");
+  return 0;
+}
+
+}  // namespace fun::guestd

@@ -1,0 +1,140 @@
+// guestd.h: fun-guestd, the agent inside the VM, as a library (main.cc only wires signals).
+//
+//   fun-guestd [--listen tcp:0.0.0.0:7070 | unix:PATH | vsock:PORT]... [--token-file PATH]
+//              [--containerd-socket PATH] [--shutdown-command PATH] [--no-timesync]
+//              [--max-connections N] [--log-file PATH] [--log-level LEVEL]
+//
+// The host (fun-hostd) opens one connection per use, sends one agent::Request (see
+// lib/net/agent_protocol.h) and gets one agent::Reply. The agent checks the token against the
+// instance secret (read from QEMU's fw_cfg at start: a secret never travels on a command line),
+// then, by kind:
+//   kPing        Reply kOk with one line of JSON, then close:
+//                {"version":"0.1.0","revision":"…","uptime_s":12.5,"containerd":true,
+//                 "load":[0.1,0.05,0.0],"time_unix_ns":…}
+//   kContainerd  connect to containerd's socket, Reply, then relay bytes both ways (net::Splice)
+//   kTcp         connect to the target IP:PORT (5 s timeout), Reply, then relay
+//   kUdp         Reply kBadRequest: not supported yet
+//   kShutdown    Reply kOk, then start the shutdown command detached (it stops containers,
+//                syncs and powers off)
+//   kTimeSync    step CLOCK_REALTIME to the host's time (unless --no-timesync), Reply with the
+//                step applied
+// Bytes that arrive right after the request (a host that does not wait for the Reply) go to
+// the target before the relay starts. Every connection runs on its own thread (at most
+// max_connections at once; more get kUnavailable) and must deliver its request within
+// request_deadline. A request that cannot be decoded ends its connection only: without a reply
+// for bytes that are not a request at all, with kBadRequest for a request of another protocol
+// version or an unknown kind. One log line per connection: peer, kind, result, bytes moved.
+//
+// Example (what main.cc does):
+//   FUN_ASSIGN_OR_RETURN(Options o, ParseArgs(args));
+//   FUN_ASSIGN_OR_RETURN(agent::Token token, ReadTokenFile(o.token_file));
+//   LinuxGuestSystem system;
+//   FUN_ASSIGN_OR_RETURN(auto a, Agent::Create(o, token, system));
+//   a->Run(sigterm_fd);   // until SIGTERM (or Stop()); returns once every connection ended
+//
+// Thread-safety: Agent::Run on one thread; Agent::Stop from any thread.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <ostream>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "guest/guestd/guest_system.h"
+#include "lib/base/socket.h"
+#include "lib/base/status.h"
+#include "lib/net/agent_protocol.h"
+
+namespace fun::guestd {
+
+inline constexpr char kDefaultListen[] = "tcp:0.0.0.0:7070";
+inline constexpr char kDefaultTokenFile[] = "/sys/firmware/qemu_fw_cfg/by_name/opt/fun/secret/raw";
+inline constexpr char kDefaultContainerdSocket[] = "/run/containerd/containerd.sock";
+inline constexpr char kDefaultShutdownCommand[] = "/sbin/fun-poweroff";
+
+struct Options {
+  std::vector<std::string> listen = {kDefaultListen};
+  std::string token_file = kDefaultTokenFile;
+  std::string containerd_socket = kDefaultContainerdSocket;
+  std::string shutdown_command = kDefaultShutdownCommand;
+  bool allow_timesync = true;
+  int max_connections = 1024;
+  // From accept to a complete request; then the connection is closed.
+  std::chrono::milliseconds request_deadline{10000};
+  // For kTcp targets (and the containerd socket).
+  std::chrono::milliseconds connect_timeout{5000};
+  std::string log_file;
+  std::string log_level = "info";
+};
+
+// Parses the flags (see the top). InvalidArgument, one line, for a bad flag or value.
+StatusOr<Options> ParseArgs(const std::vector<std::string>& args);
+
+// Reads the instance secret: the file must hold exactly agent::kTokenSize bytes.
+StatusOr<agent::Token> ReadTokenFile(const std::string& path);
+
+// A --listen value: "tcp:HOST:PORT", "tcp:[V6]:PORT", "unix:PATH" or "vsock:PORT".
+struct ListenAddress {
+  bool vsock = false;
+  SocketAddress socket;     // when !vsock
+  uint32_t vsock_port = 0;  // when vsock
+  std::string ToString() const;
+};
+StatusOr<ListenAddress> ParseListenAddress(std::string_view spec);
+
+class Agent {
+ public:
+  // Binds every address in options.listen (so addresses() is known before Run). `system`
+  // must outlive the agent.
+  static StatusOr<std::unique_ptr<Agent>> Create(const Options& options, const agent::Token& token,
+                                                 GuestSystem& system);
+  // Stops, then waits for every connection to end.
+  ~Agent();
+  Agent(const Agent&) = delete;
+  Agent& operator=(const Agent&) = delete;
+
+  // The bound addresses, in options.listen's order ("tcp:127.0.0.1:41234" for port 0).
+  const std::vector<std::string>& addresses() const { return addresses_; }
+
+  // Accepts and serves until Stop() or until `stop_fd` (a signalfd for SIGTERM) is readable,
+  // then ends every live connection (relays included) and returns once they have ended.
+  Status Run(int stop_fd = -1);
+  // Async-signal-safe.
+  void Stop();
+
+ private:
+  struct Listener {
+    UniqueFd fd;
+    ListenAddress address;
+    std::string bound;
+  };
+  Agent(const Options& options, const agent::Token& token, GuestSystem& system, UniqueFd stop);
+
+  // Accepts what is pending on `l`; false when accepting failed for want of resources (the
+  // caller backs off for a moment instead of spinning on a listener that stays readable).
+  bool AcceptPending(Listener& l);
+  void ConnectionEnded();
+
+  const Options options_;
+  const agent::Token token_;
+  GuestSystem& system_;
+  UniqueFd stop_;  // eventfd: readable once Stop() was called; never read
+  std::vector<Listener> listeners_;
+  std::vector<std::string> addresses_;
+
+  std::mutex mu_;
+  std::condition_variable all_ended_;
+  int active_ = 0;  // guarded by mu_
+};
+
+// The whole program: parses args, reads the token, serves until `stop_fd` is readable (main
+// passes a signalfd for SIGTERM and SIGINT). Prints "listening on ADDRESS" per listener on
+// `out`. Exit codes: 0 after a stop, 1 on a failure (bad token file, cannot listen), 2 usage.
+int Main(const std::vector<std::string>& args, std::ostream& out, std::ostream& err, int stop_fd);
+
+}  // namespace fun::guestd

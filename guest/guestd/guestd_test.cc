@@ -1,0 +1,645 @@
+#include "guest/guestd/guestd.h"
+
+#include <fcntl.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <sstream>
+#include <thread>
+
+#include "lib/base/log.h"
+#include "lib/base/socket.h"
+#include "lib/base/version.h"
+
+namespace fun::guestd {
+namespace {
+
+using agent::Kind;
+using agent::ReplyStatus;
+using ::testing::HasSubstr;
+using ::testing::StartsWith;
+using namespace std::chrono_literals;
+
+class TempDir {
+ public:
+  TempDir() {
+    std::string tmpl = (std::filesystem::temp_directory_path() / "guestd_test.XXXXXX").string();
+    char* p = ::mkdtemp(tmpl.data());
+    EXPECT_NE(p, nullptr);
+    path_ = tmpl;
+  }
+  ~TempDir() { std::filesystem::remove_all(path_); }
+  const std::string& path() const { return path_; }
+  std::string Join(std::string_view name) const { return path_ + "/" + std::string(name); }
+
+ private:
+  std::string path_;
+};
+
+void WriteFile(const std::string& path, std::string_view data, mode_t mode = 0600) {
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  f << data;
+  f.close();
+  ASSERT_EQ(::chmod(path.c_str(), mode), 0);
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+agent::Token MakeToken(uint8_t seed) {
+  agent::Token t;
+  for (size_t i = 0; i < t.size(); ++i) t[i] = static_cast<uint8_t>(seed * 31 + i);
+  return t;
+}
+
+std::string Payload(size_t size, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::string s(size, '\0');
+  for (char& c : s) c = static_cast<char>(rng());
+  return s;
+}
+
+// Reads until EOF or an error (a reset); *err gets the errno of an error.
+std::string ReadToEnd(int fd, int* err = nullptr) {
+  std::string out;
+  char buf[65536];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && err != nullptr) *err = errno;
+    if (n <= 0) return out;
+    out.append(buf, static_cast<size_t>(n));
+  }
+}
+
+// Echoes every connection's bytes back until EOF, then half-closes: a stand-in for containerd
+// (on a unix socket) and for a container's TCP port.
+class EchoServer {
+ public:
+  explicit EchoServer(const std::string& spec) {
+    auto l = Listen(*ParseSocketAddress(spec));
+    EXPECT_TRUE(l.ok()) << l.status();
+    listener_ = std::move(*l);
+    address_ = *LocalAddress(listener_.get());
+    stop_ = UniqueFd(::eventfd(0, EFD_CLOEXEC));
+    thread_ = std::thread([this] { Loop(); });
+  }
+  ~EchoServer() {
+    uint64_t one = 1;
+    EXPECT_EQ(::write(stop_.get(), &one, sizeof(one)), 8);
+    thread_.join();
+    for (auto& t : connections_) t.join();
+  }
+  const std::string& address() const { return address_; }
+
+ private:
+  void Loop() {
+    for (;;) {
+      pollfd p[2] = {{listener_.get(), POLLIN, 0}, {stop_.get(), POLLIN, 0}};
+      if (::poll(p, 2, -1) < 0) continue;
+      if (p[1].revents != 0) return;
+      auto c = Accept(listener_.get());
+      if (!c.ok()) continue;
+      connections_.emplace_back([this, fd = std::move(*c)] { Echo(fd.get()); });
+    }
+  }
+  void Echo(int fd) {
+    char buf[65536];
+    for (;;) {
+      pollfd p[2] = {{fd, POLLIN, 0}, {stop_.get(), POLLIN, 0}};
+      if (::poll(p, 2, -1) < 0) continue;
+      if (p[1].revents != 0) return;
+      ssize_t n = ::read(fd, buf, sizeof(buf));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        ::shutdown(fd, SHUT_WR);
+        return;
+      }
+      if (!WriteAll(fd, std::string_view(buf, static_cast<size_t>(n))).ok()) return;
+    }
+  }
+
+  UniqueFd listener_, stop_;
+  std::string address_;
+  std::thread thread_;
+  std::vector<std::thread> connections_;  // touched by thread_ only, until it is joined
+};
+
+// The real system, except that the clock is fixed and setting it is recorded.
+class TestSystem : public LinuxGuestSystem {
+ public:
+  static Clock::WallTime Fixed() {
+    return Clock::WallTime(std::chrono::seconds(1767225600));  // 2026-01-01T00:00:00Z
+  }
+  Clock::WallTime Now() override { return Fixed(); }
+  Status SetWallClock(Clock::WallTime t) override {
+    std::lock_guard lock(mu_);
+    set_.push_back(t);
+    return OkStatus();
+  }
+  std::vector<Clock::WallTime> set() {
+    std::lock_guard lock(mu_);
+    return set_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<Clock::WallTime> set_;
+};
+
+class GuestdTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    token_ = MakeToken(7);
+    containerd_ = std::make_unique<EchoServer>("unix:" + dir_.Join("containerd.sock"));
+    options_.listen = {"tcp:127.0.0.1:0"};
+    options_.containerd_socket = dir_.Join("containerd.sock");
+    options_.shutdown_command = dir_.Join("poweroff");
+    log::Default().SetStderrLevel(log::Level::kInfo);
+    log::Default().SetStderrSink([this](std::string_view line) {
+      std::lock_guard lock(log_mu_);
+      log_ += line;
+    });
+  }
+  void TearDown() override {
+    StopAgent();
+    log::Default().SetStderrSink({});
+    log::Default().SetStderrLevel(log::Level::kWarning);
+  }
+
+  void StartAgent() {
+    auto a = Agent::Create(options_, token_, system_);
+    ASSERT_TRUE(a.ok()) << a.status();
+    agent_ = std::move(*a);
+    address_ = *ParseSocketAddress(agent_->addresses().at(0));
+    run_ = std::thread([this] { run_result_ = agent_->Run(); });
+  }
+  // Run returns once every connection has ended (and logged its line).
+  void StopAgent() {
+    if (!agent_) return;
+    agent_->Stop();
+    run_.join();
+    EXPECT_TRUE(run_result_.ok()) << run_result_;
+    agent_.reset();
+  }
+  std::string Logs() {
+    std::lock_guard lock(log_mu_);
+    return log_;
+  }
+
+  UniqueFd Dial() {
+    auto c = Connect(address_);
+    EXPECT_TRUE(c.ok()) << c.status();
+    return c.ok() ? std::move(*c) : UniqueFd();
+  }
+  agent::Request Req(Kind kind, std::string target = "", uint64_t arg = 0) {
+    return {.token = token_, .kind = kind, .arg = arg, .target = std::move(target)};
+  }
+  static void Send(int fd, const agent::Request& r, std::string_view then = "") {
+    auto wire = agent::EncodeRequest(r);
+    ASSERT_TRUE(wire.ok());
+    ASSERT_TRUE(WriteAll(fd, *wire + std::string(then)).ok());
+  }
+  // Byte by byte, so nothing after the reply is consumed.
+  static StatusOr<agent::Reply> ReadReply(int fd) {
+    std::string buf;
+    for (;;) {
+      FUN_ASSIGN_OR_RETURN(auto got, agent::DecodeReply(buf));
+      if (got) return std::move(got->first);
+      char c;
+      FUN_RETURN_IF_ERROR(ReadExactly(fd, &c, 1));
+      buf.push_back(c);
+    }
+  }
+  // One request, one reply, then the agent must close.
+  agent::Reply Call(const agent::Request& r) {
+    UniqueFd c = Dial();
+    Send(c.get(), r);
+    auto reply = ReadReply(c.get());
+    EXPECT_TRUE(reply.ok()) << reply.status();
+    EXPECT_EQ(ReadToEnd(c.get()), "");
+    return reply.ok() ? *reply : agent::Reply{.status = ReplyStatus::kFailed};
+  }
+
+  TempDir dir_;
+  agent::Token token_;
+  std::unique_ptr<EchoServer> containerd_;
+  Options options_;
+  TestSystem system_;
+  std::unique_ptr<Agent> agent_;
+  std::thread run_;
+  Status run_result_;
+  SocketAddress address_;
+  std::mutex log_mu_;
+  std::string log_;
+};
+
+TEST_F(GuestdTest, PingReportsStateAsJson) {
+  StartAgent();
+  agent::Reply r = Call(Req(Kind::kPing));
+  ASSERT_EQ(r.status, ReplyStatus::kOk) << r.message;
+  EXPECT_EQ(r.message.find('\n'), std::string::npos);
+  auto j = nlohmann::json::parse(r.message, nullptr, false);
+  ASSERT_FALSE(j.is_discarded()) << r.message;
+  EXPECT_EQ(j["version"], kVersion);
+  EXPECT_EQ(j["containerd"], true);
+  EXPECT_TRUE(j["uptime_s"].is_number());
+  EXPECT_GE(j["uptime_s"].get<double>(), 0);
+  ASSERT_TRUE(j["load"].is_array());
+  EXPECT_EQ(j["load"].size(), 3u);
+  EXPECT_EQ(j["time_unix_ns"].get<int64_t>(), 1767225600ll * 1000000000ll);
+}
+
+TEST_F(GuestdTest, PingReportsContainerdDown) {
+  options_.containerd_socket = dir_.Join("nobody-listens.sock");
+  StartAgent();
+  agent::Reply r = Call(Req(Kind::kPing));
+  ASSERT_EQ(r.status, ReplyStatus::kOk) << r.message;
+  auto j = nlohmann::json::parse(r.message, nullptr, false);
+  ASSERT_FALSE(j.is_discarded()) << r.message;
+  EXPECT_EQ(j["containerd"], false);
+}
+
+TEST_F(GuestdTest, ContainerdRelayEchoes10MiBBothWays) {
+  StartAgent();
+  UniqueFd c = Dial();
+  Send(c.get(), Req(Kind::kContainerd));
+  auto reply = ReadReply(c.get());
+  ASSERT_TRUE(reply.ok()) << reply.status();
+  ASSERT_EQ(reply->status, ReplyStatus::kOk) << reply->message;
+  const std::string sent = Payload(10 << 20, 1);
+  std::thread writer([&] {
+    EXPECT_TRUE(WriteAll(c.get(), sent).ok());
+    ::shutdown(c.get(), SHUT_WR);  // the echo server sees EOF and half-closes back
+  });
+  std::string got = ReadToEnd(c.get());
+  writer.join();
+  EXPECT_EQ(got.size(), sent.size());
+  EXPECT_TRUE(got == sent);
+  c.reset();
+  StopAgent();
+  EXPECT_THAT(Logs(), HasSubstr(" containerd: ok; host->target 10485760 bytes, target->host "
+                                "10485760 bytes"));
+}
+
+TEST_F(GuestdTest, BytesSentRightAfterTheRequestReachTheTarget) {
+  StartAgent();
+  UniqueFd c = Dial();
+  Send(c.get(), Req(Kind::kContainerd), "early bytes");
+  auto reply = ReadReply(c.get());
+  ASSERT_TRUE(reply.ok()) << reply.status();
+  ASSERT_EQ(reply->status, ReplyStatus::kOk);
+  ::shutdown(c.get(), SHUT_WR);
+  EXPECT_EQ(ReadToEnd(c.get()), "early bytes");
+}
+
+TEST_F(GuestdTest, ContainerdDownIsUnavailable) {
+  options_.containerd_socket = dir_.Join("nobody-listens.sock");
+  StartAgent();
+  agent::Reply r = Call(Req(Kind::kContainerd));
+  EXPECT_EQ(r.status, ReplyStatus::kUnavailable);
+  EXPECT_THAT(r.message, HasSubstr("nobody-listens.sock"));
+}
+
+TEST_F(GuestdTest, TcpRelayToAnEchoServer) {
+  EchoServer echo("tcp:127.0.0.1:0");
+  StartAgent();
+  UniqueFd c = Dial();
+  std::string target = echo.address().substr(4);  // "127.0.0.1:PORT"
+  Send(c.get(), Req(Kind::kTcp, target));
+  auto reply = ReadReply(c.get());
+  ASSERT_TRUE(reply.ok()) << reply.status();
+  ASSERT_EQ(reply->status, ReplyStatus::kOk) << reply->message;
+  const std::string sent = Payload(1 << 20, 2);
+  std::thread writer([&] {
+    EXPECT_TRUE(WriteAll(c.get(), sent).ok());
+    ::shutdown(c.get(), SHUT_WR);
+  });
+  std::string got = ReadToEnd(c.get());
+  writer.join();
+  EXPECT_TRUE(got == sent) << got.size() << " of " << sent.size() << " bytes";
+}
+
+TEST_F(GuestdTest, TcpToAClosedPortIsUnavailable) {
+  std::string target;
+  {
+    auto l = Listen(*ParseSocketAddress("tcp:127.0.0.1:0"));
+    ASSERT_TRUE(l.ok());
+    target = LocalAddress(l->get())->substr(4);
+  }  // closed: nothing listens on that port any more
+  StartAgent();
+  agent::Reply r = Call(Req(Kind::kTcp, target));
+  EXPECT_EQ(r.status, ReplyStatus::kUnavailable);
+  EXPECT_THAT(r.message, HasSubstr("Connection refused"));
+}
+
+TEST_F(GuestdTest, TcpToAHostNameIsBadRequest) {
+  StartAgent();
+  agent::Reply r = Call(Req(Kind::kTcp, "example.com:80"));
+  EXPECT_EQ(r.status, ReplyStatus::kBadRequest);
+  EXPECT_THAT(r.message, HasSubstr("IP address"));
+}
+
+TEST_F(GuestdTest, UdpIsNotSupportedYet) {
+  StartAgent();
+  agent::Reply r = Call(Req(Kind::kUdp, "127.0.0.1:53"));
+  EXPECT_EQ(r.status, ReplyStatus::kBadRequest);
+  EXPECT_THAT(r.message, HasSubstr("not supported yet"));
+}
+
+TEST_F(GuestdTest, BadTokenIsRefusedAndClosed) {
+  StartAgent();
+  agent::Request r = Req(Kind::kContainerd);
+  r.token[5] ^= 1;
+  agent::Reply reply = Call(r);
+  EXPECT_EQ(reply.status, ReplyStatus::kBadToken);
+  StopAgent();
+  EXPECT_THAT(Logs(), HasSubstr("bad token"));
+}
+
+TEST_F(GuestdTest, GarbageIsClosedWithoutAReplyAndOthersGoOn) {
+  StartAgent();
+  // A relay in progress while the garbage arrives.
+  UniqueFd relay = Dial();
+  Send(relay.get(), Req(Kind::kContainerd));
+  ASSERT_EQ(ReadReply(relay.get())->status, ReplyStatus::kOk);
+
+  UniqueFd bad = Dial();
+  ASSERT_TRUE(WriteAll(bad.get(), "GET / HTTP/1.1\r\nHost: fun\r\n\r\n").ok());
+  int err = 0;
+  EXPECT_EQ(ReadToEnd(bad.get(), &err), "");  // EOF (or a reset): no reply at all
+  EXPECT_TRUE(err == 0 || err == ECONNRESET) << std::strerror(err);
+
+  ASSERT_TRUE(WriteAll(relay.get(), "still here").ok());
+  char buf[10];
+  ASSERT_TRUE(ReadExactly(relay.get(), buf, sizeof(buf)).ok());
+  EXPECT_EQ(std::string(buf, sizeof(buf)), "still here");
+  EXPECT_EQ(Call(Req(Kind::kPing)).status, ReplyStatus::kOk);
+}
+
+TEST_F(GuestdTest, OurMagicWithAnUnknownKindGetsBadRequest) {
+  StartAgent();
+  std::string wire = *agent::EncodeRequest(Req(Kind::kPing));
+  wire[4 + 1 + agent::kTokenSize] = 99;  // the kind byte
+  UniqueFd c = Dial();
+  ASSERT_TRUE(WriteAll(c.get(), wire).ok());
+  auto reply = ReadReply(c.get());
+  ASSERT_TRUE(reply.ok()) << reply.status();
+  EXPECT_EQ(reply->status, ReplyStatus::kBadRequest);
+  EXPECT_THAT(reply->message, HasSubstr("unknown request kind 99"));
+}
+
+TEST_F(GuestdTest, SlowlorisIsClosedAfterTheDeadline) {
+  options_.request_deadline = 200ms;
+  StartAgent();
+  UniqueFd silent = Dial();
+  UniqueFd partial = Dial();
+  std::string wire = *agent::EncodeRequest(Req(Kind::kPing));
+  ASSERT_TRUE(WriteAll(partial.get(), wire.substr(0, 20)).ok());
+  EXPECT_EQ(ReadToEnd(silent.get()), "");  // returns once the agent gives up
+  EXPECT_EQ(ReadToEnd(partial.get()), "");
+  StopAgent();
+  EXPECT_THAT(Logs(), HasSubstr("no complete request within the deadline (0 bytes arrived)"));
+  EXPECT_THAT(Logs(), HasSubstr("no complete request within the deadline (20 bytes arrived)"));
+}
+
+TEST_F(GuestdTest, TooManyConnectionsAreRefusedWithUnavailable) {
+  options_.max_connections = 1;
+  StartAgent();
+  UniqueFd holder = Dial();  // takes the one slot, waiting for its request
+  agent::Reply r = Call(Req(Kind::kPing));
+  EXPECT_EQ(r.status, ReplyStatus::kUnavailable);
+  EXPECT_THAT(r.message, HasSubstr("busy"));
+}
+
+TEST_F(GuestdTest, StopEndsLiveRelays) {
+  StartAgent();
+  UniqueFd c = Dial();
+  Send(c.get(), Req(Kind::kContainerd));
+  ASSERT_EQ(ReadReply(c.get())->status, ReplyStatus::kOk);
+  UniqueFd idle = Dial();  // and one that never sent its request
+  StopAgent();             // returns only once both connections have ended
+  EXPECT_EQ(ReadToEnd(c.get()), "");
+  EXPECT_EQ(ReadToEnd(idle.get()), "");
+}
+
+TEST_F(GuestdTest, ShutdownRunsTheCommandDetached) {
+  const std::string fifo = dir_.Join("fifo");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  WriteFile(options_.shutdown_command,
+            "#!/bin/sh\necho \"powered off by $0\" > " + dir_.Join("marker") + "\necho done > " +
+                fifo + "\n",
+            0700);
+  // Opened before the request so the script's write finds a reader; the read waits for it.
+  UniqueFd reader(::open(fifo.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
+  ASSERT_TRUE(reader.valid());
+  StartAgent();
+  agent::Reply r = Call(Req(Kind::kShutdown));
+  ASSERT_EQ(r.status, ReplyStatus::kOk) << r.message;
+  pollfd p{reader.get(), POLLIN, 0};
+  ASSERT_EQ(::poll(&p, 1, 60000), 1) << "the shutdown script never ran";
+  char buf[5] = {};
+  ASSERT_EQ(::read(reader.get(), buf, 5), 5);
+  EXPECT_EQ(std::string(buf, 5), "done\n");
+  EXPECT_EQ(ReadFile(dir_.Join("marker")), "powered off by " + options_.shutdown_command + "\n");
+}
+
+TEST_F(GuestdTest, ShutdownWithoutTheCommandFails) {
+  StartAgent();  // options_.shutdown_command does not exist
+  agent::Reply r = Call(Req(Kind::kShutdown));
+  EXPECT_EQ(r.status, ReplyStatus::kFailed);
+  EXPECT_THAT(r.message, HasSubstr(options_.shutdown_command));
+  EXPECT_THAT(r.message, HasSubstr("No such file"));
+}
+
+TEST_F(GuestdTest, TimeSyncSetsTheClock) {
+  StartAgent();
+  auto target = TestSystem::Fixed() + 1500ms;
+  uint64_t ns = static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(target.time_since_epoch()).count());
+  agent::Reply r = Call(Req(Kind::kTimeSync, "", ns));
+  ASSERT_EQ(r.status, ReplyStatus::kOk) << r.message;
+  EXPECT_EQ(r.message, "clock stepped by +1.500 s");
+  ASSERT_EQ(system_.set().size(), 1u);
+  EXPECT_EQ(system_.set()[0], target);
+}
+
+TEST_F(GuestdTest, TimeSyncRefusesNonsense) {
+  StartAgent();
+  agent::Reply r = Call(Req(Kind::kTimeSync, "", 12345));
+  EXPECT_EQ(r.status, ReplyStatus::kBadRequest);
+  EXPECT_THAT(r.message, HasSubstr("not a plausible UTC time"));
+  EXPECT_TRUE(system_.set().empty());
+}
+
+TEST_F(GuestdTest, TimeSyncTurnedOff) {
+  options_.allow_timesync = false;
+  StartAgent();
+  agent::Reply r = Call(Req(Kind::kTimeSync, "", 1767225600ull * 1000000000ull));
+  EXPECT_EQ(r.status, ReplyStatus::kBadRequest);
+  EXPECT_THAT(r.message, HasSubstr("turned off"));
+  EXPECT_TRUE(system_.set().empty());
+}
+
+TEST_F(GuestdTest, ListensOnVsockOrSaysWhyNot) {
+  options_.listen = {"tcp:127.0.0.1:0", "vsock:40123"};
+  auto a = Agent::Create(options_, token_, system_);
+  if (a.ok()) {
+    EXPECT_EQ((*a)->addresses().at(1), "vsock:40123");
+  } else {
+    // Without AF_VSOCK (no vsock transport), the error says so; a bind error names the port.
+    EXPECT_THAT(a.status().message(),
+                ::testing::AnyOf(StartsWith("vsock not supported on this build"),
+                                 HasSubstr("vsock:40123")));
+  }
+}
+
+TEST_F(GuestdTest, UnixListenerWorksAndIsRemovedAfterwards) {
+  options_.listen = {"unix:" + dir_.Join("agent.sock")};
+  StartAgent();
+  EXPECT_EQ(Call(Req(Kind::kPing)).status, ReplyStatus::kOk);
+  StopAgent();
+  EXPECT_FALSE(std::filesystem::exists(dir_.Join("agent.sock")));
+}
+
+// ---------------------------------------------------------------------------------------
+// The token file, the flags, and Main.
+
+TEST(ReadTokenFileTest, ReadsExactly32Bytes) {
+  TempDir dir;
+  agent::Token t = MakeToken(3);
+  WriteFile(dir.Join("secret"),
+            std::string_view(reinterpret_cast<const char*>(t.data()), t.size()));
+  auto got = ReadTokenFile(dir.Join("secret"));
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(*got, t);
+}
+
+TEST(ReadTokenFileTest, MissingFileSaysWhereTheSecretComesFrom) {
+  TempDir dir;
+  auto got = ReadTokenFile(dir.Join("missing"));
+  ASSERT_FALSE(got.ok());
+  EXPECT_EQ(got.status().code(), Code::kNotFound);
+  EXPECT_THAT(got.status().message(), HasSubstr(dir.Join("missing")));
+  EXPECT_THAT(got.status().message(), HasSubstr("-fw_cfg name=opt/fun/secret"));
+}
+
+TEST(ReadTokenFileTest, WrongSizesAreRefused) {
+  TempDir dir;
+  for (size_t n : {0, 31, 33, 64, 10000}) {
+    WriteFile(dir.Join("secret"), std::string(n, 'k'));
+    auto got = ReadTokenFile(dir.Join("secret"));
+    ASSERT_FALSE(got.ok()) << n;
+    EXPECT_EQ(got.status().code(), Code::kInvalidArgument);
+    EXPECT_THAT(got.status().message(), HasSubstr("it must hold exactly 32"));
+    if (n < 4096) {
+      EXPECT_THAT(got.status().message(), HasSubstr(fmt::format("holds {} bytes", n)));
+    }
+  }
+}
+
+TEST(ParseArgsTest, DefaultsServeTheVm) {
+  auto o = ParseArgs({});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->listen, std::vector<std::string>{"tcp:0.0.0.0:7070"});
+  EXPECT_EQ(o->token_file, "/sys/firmware/qemu_fw_cfg/by_name/opt/fun/secret/raw");
+  EXPECT_EQ(o->containerd_socket, "/run/containerd/containerd.sock");
+  EXPECT_EQ(o->shutdown_command, "/sbin/fun-poweroff");
+  EXPECT_TRUE(o->allow_timesync);
+  EXPECT_EQ(o->max_connections, 1024);
+}
+
+TEST(ParseArgsTest, Flags) {
+  auto o = ParseArgs({"--listen", "tcp:127.0.0.1:1", "--listen=vsock:7070", "--no-timesync",
+                      "--token-file", "/t", "--max-connections", "8"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->listen, (std::vector<std::string>{"tcp:127.0.0.1:1", "vsock:7070"}));
+  EXPECT_FALSE(o->allow_timesync);
+  EXPECT_EQ(o->token_file, "/t");
+  EXPECT_EQ(o->max_connections, 8);
+  EXPECT_TRUE(ParseArgs({"--allow-timesync"}).ok());
+}
+
+TEST(ParseArgsTest, Refusals) {
+  // The token is never accepted on the command line (ps would show it).
+  EXPECT_THAT(ParseArgs({"--token", "abc"}).status().message(), HasSubstr("unknown flag --token"));
+  EXPECT_FALSE(ParseArgs({"stray"}).ok());
+  EXPECT_THAT(ParseArgs({"--listen", "vsock:x"}).status().message(), HasSubstr("vsock:PORT"));
+  EXPECT_THAT(ParseArgs({"--listen", "udp:1.2.3.4:5"}).status().message(), HasSubstr("--listen"));
+  EXPECT_FALSE(ParseArgs({"--allow-timesync", "--no-timesync"}).ok());
+  EXPECT_THAT(ParseArgs({"--shutdown-command", "poweroff"}).status().message(),
+              HasSubstr("absolute path"));
+  EXPECT_FALSE(ParseArgs({"--max-connections", "0"}).ok());
+  EXPECT_FALSE(ParseArgs({"--log-level", "loud"}).ok());
+}
+
+TEST(ParseListenAddressTest, Kinds) {
+  auto v = ParseListenAddress("vsock:1024");
+  ASSERT_TRUE(v.ok());
+  EXPECT_TRUE(v->vsock);
+  EXPECT_EQ(v->vsock_port, 1024u);
+  EXPECT_EQ(v->ToString(), "vsock:1024");
+  auto t = ParseListenAddress("tcp:[::1]:7070");
+  ASSERT_TRUE(t.ok());
+  EXPECT_FALSE(t->vsock);
+  EXPECT_EQ(t->ToString(), "tcp:[::1]:7070");
+}
+
+TEST(MainTest, MissingTokenFileExits1WithAClearMessage) {
+  TempDir dir;
+  std::ostringstream out, err;
+  int code =
+      Main({"--listen", "tcp:127.0.0.1:0", "--token-file", dir.Join("secret")}, out, err, -1);
+  EXPECT_EQ(code, 1);
+  EXPECT_THAT(err.str(),
+              HasSubstr("fun-guestd: reading the instance secret " + dir.Join("secret")));
+}
+
+TEST(MainTest, WrongSizeTokenExits1) {
+  TempDir dir;
+  WriteFile(dir.Join("secret"), "too short");
+  std::ostringstream out, err;
+  EXPECT_EQ(Main({"--listen", "tcp:127.0.0.1:0", "--token-file", dir.Join("secret")}, out, err, -1),
+            1);
+  EXPECT_THAT(err.str(), HasSubstr("holds 9 bytes; it must hold exactly 32"));
+}
+
+TEST(MainTest, ServesUntilTheStopFdAndExits0) {
+  TempDir dir;
+  WriteFile(dir.Join("secret"), std::string(32, 's'));
+  UniqueFd stop(::eventfd(1, EFD_CLOEXEC));  // already readable: SIGTERM came in
+  std::ostringstream out, err;
+  int code = Main(
+      {"--listen", "tcp:127.0.0.1:0", "--token-file", dir.Join("secret"), "--log-level", "warning"},
+      out, err, stop.get());
+  EXPECT_EQ(code, 0) << err.str();
+  EXPECT_THAT(out.str(), StartsWith("listening on tcp:127.0.0.1:"));
+  log::Default().SetStderrFormat(log::StderrFormat::kBrief);
+}
+
+TEST(MainTest, UsageErrorsExit2) {
+  std::ostringstream out, err;
+  EXPECT_EQ(Main({"--bogus"}, out, err, -1), 2);
+  EXPECT_THAT(err.str(), HasSubstr("unknown flag --bogus"));
+  EXPECT_EQ(Main({"--help"}, out, err, -1), 0);
+  EXPECT_THAT(out.str(), HasSubstr("usage: fun-guestd"));
+}
+
+}  // namespace
+}  // namespace fun::guestd

@@ -1,0 +1,135 @@
+#include "lib/net/agent_client.h"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <nlohmann/json.hpp>
+
+namespace fun::agent {
+
+StatusOr<Token> ReadTokenFile(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return ErrnoError(errno, "reading the agent token " + path);
+  UniqueFd f(fd);
+  Token t{};
+  char extra;
+  Status s = ReadExactly(fd, reinterpret_cast<char*>(t.data()), t.size());
+  if (!s.ok() || ::read(fd, &extra, 1) != 0) {
+    return DataLossError(
+        fmt::format("the agent token {} is not exactly {} bytes", path, kTokenSize));
+  }
+  return t;
+}
+
+StatusOr<Token> CreateTokenFile(const std::string& path) {
+  Token t{};
+  {
+    int r = ::open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    if (r < 0) return ErrnoError(errno, "/dev/urandom");
+    UniqueFd rf(r);
+    FUN_RETURN_IF_ERROR(ReadExactly(r, reinterpret_cast<char*>(t.data()), t.size()));
+  }
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) return ErrnoError(errno, "creating the agent token " + path);
+  UniqueFd f(fd);
+  FUN_RETURN_IF_ERROR(WriteAll(fd, std::string_view(reinterpret_cast<char*>(t.data()), t.size())));
+  return t;
+}
+
+namespace {
+
+void SetTimeouts(int fd, std::chrono::milliseconds timeout) {
+  timeval tv{};
+  tv.tv_sec = static_cast<time_t>(timeout.count() / 1000);
+  tv.tv_usec = static_cast<suseconds_t>((timeout.count() % 1000) * 1000);
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+}
+
+StatusOr<std::pair<UniqueFd, Reply>> Exchange(const AgentEndpoint& ep, Request request,
+                                              std::chrono::milliseconds timeout) {
+  request.token = ep.token;
+  FUN_ASSIGN_OR_RETURN(std::string wire, EncodeRequest(request));
+  FUN_ASSIGN_OR_RETURN(UniqueFd fd, Connect(ep.address));
+  SetTimeouts(fd.get(), timeout);
+  std::string what = fmt::format("agent {} ({})", ep.address.ToString(), KindName(request.kind));
+  FUN_RETURN_IF_ERROR_CTX(WriteAll(fd.get(), wire), what);
+  // magic[4] status[1] len[2], then exactly len bytes: never read past the reply.
+  std::string buf(7, '\0');
+  Status s = ReadExactly(fd.get(), buf.data(), 7);
+  if (!s.ok()) {
+    if (s.code() == Code::kOutOfRange) {
+      return UnavailableError(what + ": the guest closed the connection (agent not up yet?)");
+    }
+    return s.WithContext(what);
+  }
+  size_t len =
+      static_cast<uint8_t>(buf[5]) | (static_cast<size_t>(static_cast<uint8_t>(buf[6])) << 8);
+  if (len > kMaxMessageSize) return DataLossError(what + ": oversized reply");
+  buf.resize(7 + len);
+  if (len > 0) FUN_RETURN_IF_ERROR_CTX(ReadExactly(fd.get(), buf.data() + 7, len), what);
+  auto reply = DecodeReply(buf);
+  if (!reply.ok()) return reply.status().WithContext(what);
+  if (!reply->has_value()) return DataLossError(what + ": truncated reply");
+  // The stream that follows is the caller's: lift the timeouts.
+  SetTimeouts(fd.get(), std::chrono::milliseconds(0));
+  return std::make_pair(std::move(fd), std::move((*reply)->first));
+}
+
+Status ReplyToStatus(const Reply& r, const std::string& what) {
+  switch (r.status) {
+    case ReplyStatus::kOk:
+      return OkStatus();
+    case ReplyStatus::kBadToken:
+      return PermissionDeniedError(what + ": the guest refused the token: " + r.message);
+    case ReplyStatus::kUnavailable:
+      return UnavailableError(what + ": " + r.message);
+    case ReplyStatus::kBadRequest:
+    case ReplyStatus::kFailed:
+      break;
+  }
+  return FailedPreconditionError(what + ": " + r.message);
+}
+
+}  // namespace
+
+StatusOr<UniqueFd> DialAgent(const AgentEndpoint& ep, Request request,
+                             std::chrono::milliseconds timeout) {
+  std::string what = fmt::format("agent {}", KindName(request.kind));
+  FUN_ASSIGN_OR_RETURN(auto got, Exchange(ep, std::move(request), timeout));
+  FUN_RETURN_IF_ERROR(ReplyToStatus(got.second, what));
+  return std::move(got.first);
+}
+
+StatusOr<Reply> CallAgent(const AgentEndpoint& ep, Request request,
+                          std::chrono::milliseconds timeout) {
+  FUN_ASSIGN_OR_RETURN(auto got, Exchange(ep, std::move(request), timeout));
+  return std::move(got.second);
+}
+
+StatusOr<AgentPing> PingAgent(const AgentEndpoint& ep, std::chrono::milliseconds timeout) {
+  FUN_ASSIGN_OR_RETURN(Reply r, CallAgent(ep, {.kind = Kind::kPing}, timeout));
+  FUN_RETURN_IF_ERROR(ReplyToStatus(r, "agent ping"));
+  AgentPing p;
+  p.raw = r.message;
+  auto j = nlohmann::json::parse(r.message, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) {
+    return DataLossError("agent ping: the guest's answer is not JSON: " + r.message.substr(0, 80));
+  }
+  if (auto it = j.find("containerd"); it != j.end() && it->is_boolean()) {
+    p.containerd_ready = it->get<bool>();
+  }
+  if (auto it = j.find("uptime_s"); it != j.end() && it->is_number()) {
+    p.uptime_s = it->get<double>();
+  }
+  if (auto it = j.find("version"); it != j.end() && it->is_string()) {
+    p.version = it->get<std::string>();
+  }
+  return p;
+}
+
+}  // namespace fun::agent

@@ -1,0 +1,51 @@
+// agent_client.h: the host end of the agent channel: open a connection to the guest agent,
+// authenticate, ask for a target, and hand back the connected stream.
+//
+//   AgentEndpoint ep{.address = *ParseSocketAddress("tcp:127.0.0.1:41234"), .token = token};
+//   FUN_ASSIGN_OR_RETURN(UniqueFd s, DialAgent(ep, {.kind = agent::Kind::kContainerd}, 5s));
+//   // s now carries containerd's gRPC bytes
+//   FUN_ASSIGN_OR_RETURN(AgentPing p, PingAgent(ep, 2s));   // p.containerd_ready, p.uptime_s
+//
+// The reply is read with exact-size reads, so no byte that the target sends right after it
+// (an HTTP/2 server speaks first) is ever swallowed.
+// Thread-safety: functions are thread-safe.
+#pragma once
+
+#include <chrono>
+#include <string>
+
+#include "lib/base/socket.h"
+#include "lib/base/status.h"
+#include "lib/net/agent_protocol.h"
+
+namespace fun::agent {
+
+struct AgentEndpoint {
+  SocketAddress address;  // where the agent channel is reachable from the host
+  Token token{};
+};
+
+// Reads a 32-byte token file (the instance's secret), refusing any other size.
+StatusOr<Token> ReadTokenFile(const std::string& path);
+// Writes 32 fresh random bytes to `path` with mode 0600 (fails if it exists).
+StatusOr<Token> CreateTokenFile(const std::string& path);
+
+// Connects and sends `request` (its token is replaced by the endpoint's). A reply other than
+// kOk becomes an error carrying the guest's message: kBadToken -> PermissionDenied,
+// kUnavailable -> Unavailable, others -> FailedPrecondition.
+StatusOr<UniqueFd> DialAgent(const AgentEndpoint& ep, Request request,
+                             std::chrono::milliseconds timeout);
+
+struct AgentPing {
+  std::string raw;  // the guest's JSON
+  bool containerd_ready = false;
+  double uptime_s = 0;
+  std::string version;
+};
+StatusOr<AgentPing> PingAgent(const AgentEndpoint& ep, std::chrono::milliseconds timeout);
+
+// Sends a request that has no stream after it (kShutdown, kTimeSync) and returns the reply.
+StatusOr<Reply> CallAgent(const AgentEndpoint& ep, Request request,
+                          std::chrono::milliseconds timeout);
+
+}  // namespace fun::agent

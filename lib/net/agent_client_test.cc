@@ -1,0 +1,157 @@
+// The host end of the agent channel against the real guest end: the fun-guestd binary, started
+// on loopback with a temp token and a stand-in "containerd" socket (an echo server).
+#include "lib/net/agent_client.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <thread>
+
+#include "lib/base/accept_loop.h"
+#include "lib/base/process.h"
+
+namespace fun::agent {
+namespace {
+
+using namespace std::chrono_literals;
+using ::testing::HasSubstr;
+
+class AgentClientTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string tmpl = "/tmp/fun-agent-client-XXXXXX";
+    dir_ = ::mkdtemp(tmpl.data());
+    auto token = CreateTokenFile(dir_ + "/secret");
+    ASSERT_TRUE(token.ok()) << token.status();
+    token_ = *token;
+    echo_ = std::move(*AcceptLoop::Create(
+        *ParseSocketAddress("unix:" + dir_ + "/containerd.sock"), [](UniqueFd c, std::string) {
+          char buf[65536];
+          for (;;) {
+            ssize_t n = ::read(c.get(), buf, sizeof(buf));
+            if (n <= 0 || !WriteAll(c.get(), std::string_view(buf, static_cast<size_t>(n))).ok()) {
+              return;
+            }
+          }
+        }));
+    echo_thread_ = std::thread([this] { (void)echo_->Run(); });
+    // A free port for the agent.
+    auto probe = Listen(*ParseSocketAddress("tcp:127.0.0.1:0"));
+    port_ = ParseSocketAddress(*LocalAddress(probe->get()))->port;
+    probe->reset();
+    std::ofstream(dir_ + "/shutdown.sh") << "#!/bin/sh\ntouch " << dir_ << "/shutdown-ran\n";
+    ::chmod((dir_ + "/shutdown.sh").c_str(), 0755);
+    Command cmd{.program = FUN_GUESTD_BINARY,
+                .args = {"--listen", "tcp:127.0.0.1:" + std::to_string(port_), "--token-file",
+                         dir_ + "/secret", "--containerd-socket", dir_ + "/containerd.sock",
+                         "--shutdown-command", dir_ + "/shutdown.sh", "--no-timesync"},
+                .capture_output = false};
+    cmd.stderr_file = dir_ + "/guestd.log";
+    auto p = ProcessRunner::Default().Start(cmd);
+    ASSERT_TRUE(p.ok()) << p.status();
+    guestd_ = std::move(*p);
+    ep_ = {.address = *ParseSocketAddress("tcp:127.0.0.1:" + std::to_string(port_)),
+           .token = token_};
+    for (int i = 0; i < 200; ++i) {
+      if (PingAgent(ep_, 1s).ok()) return;
+      std::this_thread::sleep_for(20ms);
+    }
+    FAIL() << "fun-guestd did not answer";
+  }
+  void TearDown() override {
+    if (guestd_) (void)guestd_->Terminate(5s);
+    if (echo_) echo_->Stop();
+    if (echo_thread_.joinable()) echo_thread_.join();
+    echo_.reset();
+    std::system(("rm -rf " + dir_).c_str());  // NOLINT
+  }
+
+  std::string dir_;
+  Token token_{};
+  uint16_t port_ = 0;
+  AgentEndpoint ep_;
+  std::unique_ptr<AcceptLoop> echo_;
+  std::thread echo_thread_;
+  std::unique_ptr<Process> guestd_;
+};
+
+TEST_F(AgentClientTest, PingReportsContainerd) {
+  auto p = PingAgent(ep_, 2s);
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_TRUE(p->containerd_ready);
+  EXPECT_GT(p->uptime_s, 0.0);
+}
+
+TEST_F(AgentClientTest, ContainerdStreamIsRelayedByteForByte) {
+  auto s = DialAgent(ep_, {.kind = Kind::kContainerd}, 2s);
+  ASSERT_TRUE(s.ok()) << s.status();
+  std::string payload(1 << 20, '\0');
+  for (size_t i = 0; i < payload.size(); ++i) payload[i] = static_cast<char>(i * 31);
+  std::thread writer([&] { ASSERT_TRUE(WriteAll(s->get(), payload).ok()); });
+  std::string got(payload.size(), '\0');
+  ASSERT_TRUE(ReadExactly(s->get(), got.data(), got.size()).ok());
+  writer.join();
+  EXPECT_TRUE(got == payload);
+}
+
+TEST_F(AgentClientTest, WrongTokenIsPermissionDenied) {
+  AgentEndpoint bad = ep_;
+  bad.token[0] ^= 1;
+  auto s = DialAgent(bad, {.kind = Kind::kContainerd}, 2s);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.status().code(), Code::kPermissionDenied);
+  EXPECT_THAT(s.status().message(), HasSubstr("refused the token"));
+}
+
+TEST_F(AgentClientTest, ContainerdDownIsUnavailable) {
+  echo_->Stop();
+  echo_thread_.join();
+  echo_.reset();  // removes the socket
+  auto s = DialAgent(ep_, {.kind = Kind::kContainerd}, 2s);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.status().code(), Code::kUnavailable);
+  auto p = PingAgent(ep_, 2s);
+  ASSERT_TRUE(p.ok());
+  EXPECT_FALSE(p->containerd_ready);
+}
+
+TEST_F(AgentClientTest, ShutdownRunsTheGuestCommand) {
+  auto r = CallAgent(ep_, {.kind = Kind::kShutdown}, 2s);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->status, ReplyStatus::kOk);
+  for (int i = 0; i < 250 && ::access((dir_ + "/shutdown-ran").c_str(), F_OK) != 0; ++i) {
+    std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_EQ(::access((dir_ + "/shutdown-ran").c_str(), F_OK), 0);
+}
+
+TEST_F(AgentClientTest, NoAgentIsUnavailable) {
+  (void)guestd_->Terminate(5s);
+  auto p = PingAgent(ep_, 1s);
+  ASSERT_FALSE(p.ok());
+  EXPECT_EQ(p.status().code(), Code::kUnavailable);
+}
+
+TEST(TokenFileTest, CreateAndReadBackWithMode0600) {
+  std::string path = "/tmp/fun-token-test-" + std::to_string(::getpid());
+  auto t = CreateTokenFile(path);
+  ASSERT_TRUE(t.ok());
+  struct stat st {};
+  ASSERT_EQ(::stat(path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  auto back = ReadTokenFile(path);
+  ASSERT_TRUE(back.ok());
+  EXPECT_TRUE(TokensEqual(*t, *back));
+  EXPECT_FALSE(CreateTokenFile(path).ok());  // never overwrites a secret
+  std::ofstream(path, std::ios::app) << "x";
+  EXPECT_THAT(ReadTokenFile(path).status().message(), HasSubstr("not exactly 32 bytes"));
+  ::unlink(path.c_str());
+}
+
+}  // namespace
+}  // namespace fun::agent

@@ -1,0 +1,343 @@
+#include "lib/vm/hostd.h"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "lib/base/log.h"
+#include "lib/net/splice.h"
+#include "lib/vm/accel.h"
+#include "lib/vm/pidfile.h"
+#include "lib/vm/qemu_command.h"
+#include "lib/vm/qmp.h"
+
+namespace fun::vm {
+
+using namespace std::chrono_literals;
+
+namespace {
+
+int64_t WallMs(Clock& c) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(c.Now().time_since_epoch()).count();
+}
+
+StatusOr<std::string> ReadText(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return NotFoundError("missing " + path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// A free loopback port for QEMU's hostfwd (QEMU binds it itself, so this is a best guess
+// that StartVm retries once if QEMU loses the race).
+StatusOr<uint16_t> PickFreePort() {
+  FUN_ASSIGN_OR_RETURN(UniqueFd fd, Listen(*ParseSocketAddress("tcp:127.0.0.1:0")));
+  FUN_ASSIGN_OR_RETURN(std::string addr, LocalAddress(fd.get()));
+  FUN_ASSIGN_OR_RETURN(SocketAddress a, ParseSocketAddress(addr));
+  return a.port;
+}
+
+}  // namespace
+
+StatusOr<std::unique_ptr<Hostd>> Hostd::Create(HostdOptions options) {
+  if (options.runner == nullptr) options.runner = &ProcessRunner::Default();
+  if (options.clock == nullptr) options.clock = &Clock::Real();
+  FUN_RETURN_IF_ERROR(ValidateInstanceName(options.instance));
+  return std::unique_ptr<Hostd>(new Hostd(std::move(options)));
+}
+
+Hostd::Hostd(HostdOptions options)
+    : o_(std::move(options)), dir_(o_.paths.InstanceDir(o_.instance)) {}
+
+Hostd::~Hostd() {
+  if (lock_fd_ >= 0) ::close(lock_fd_);
+}
+
+std::string Hostd::File(InstanceFileKind kind) const {
+  return o_.paths.InstanceFile(o_.instance, kind);
+}
+std::string Hostd::File(std::string_view name) const { return dir_ + "/" + std::string(name); }
+
+void Hostd::SaveState() {
+  Status s = SaveInstanceState(dir_, state_);
+  if (!s.ok()) FUN_LOG(Warning, "saving state: {}", s.message());
+}
+
+Status Hostd::Prepare() {
+  // One hostd per instance.
+  std::string lock_path = File("hostd.lock");
+  lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (lock_fd_ < 0) return ErrnoError(errno, "opening " + lock_path);
+  if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+    if (errno == EWOULDBLOCK) {
+      return AlreadyExistsError(
+          fmt::format("instance {} is already run by another fun-hostd", o_.instance));
+    }
+    return ErrnoError(errno, "locking " + lock_path);
+  }
+  FUN_ASSIGN_OR_RETURN(config_, LoadInstanceConfigFile(File(InstanceFileKind::kConfig),
+                                                       InstanceConfig{.name = o_.instance}));
+  FUN_ASSIGN_OR_RETURN(agent_.token, agent::ReadTokenFile(File("secret")));
+  auto old = LoadInstanceState(dir_);
+  if (old.ok()) state_.last_exit = old->last_exit;
+  state_.backend = std::string(BackendName(config_.backend));
+  return OkStatus();
+}
+
+Status Hostd::StartVm() {
+  if (config_.backend != Backend::kQemu) {
+    return UnimplementedError(
+        fmt::format("backend {} is not available in this build: set \"backend\": \"qemu\" in {}",
+                    BackendName(config_.backend), File(InstanceFileKind::kConfig)));
+  }
+  FUN_ASSIGN_OR_RETURN(AccelChoice accel,
+                       ChooseAccel(config_.accel, config_.backend, ProbeHostFacts()));
+  state_.accel = std::string(AccelName(accel.accel));
+  state_.accel_reason = accel.reason;
+  FUN_LOG(Info, "accelerator {}: {}", state_.accel, accel.reason);
+
+  // The persistent data disk: a sparse raw file, formatted by the guest on its first boot.
+  std::string disk = File(InstanceFileKind::kDataImage);
+  if (::access(disk.c_str(), F_OK) != 0) {
+    int fd = ::open(disk.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) return ErrnoError(errno, "creating " + disk);
+    int rc = ::ftruncate(fd, static_cast<off_t>(config_.disk_gib) << 30);
+    int err = errno;
+    ::close(fd);
+    if (rc != 0) return ErrnoError(err, "sizing " + disk);
+    FUN_LOG(Info, "created data disk {} ({} GiB, sparse)", disk, config_.disk_gib);
+  }
+
+  std::string kernel = o_.image_dir + "/fun-kernel";
+  std::string initrd = o_.image_dir + "/fun-initrd.img";
+  FUN_ASSIGN_OR_RETURN(std::string cmdline, ReadText(o_.image_dir + "/fun-cmdline"));
+  while (!cmdline.empty() && (cmdline.back() == '\n' || cmdline.back() == ' ')) {
+    cmdline.pop_back();
+  }
+  for (const std::string& f : {kernel, initrd}) {
+    if (::access(f.c_str(), R_OK) != 0) {
+      return NotFoundError(f + " is missing: build the VM image with linuxkit/build.sh");
+    }
+  }
+  // Keep the previous boot's console for the doctor.
+  std::string console = File(InstanceFileKind::kConsoleLog);
+  ::rename(console.c_str(), (console + ".1").c_str());
+
+  Status last;
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    FUN_ASSIGN_OR_RETURN(uint16_t port, PickFreePort());
+    QemuSpec spec{.binary = o_.qemu_binary,
+                  .machine = o_.machine,
+                  .accel = accel.accel,
+                  .cpus = config_.cpus,
+                  .memory_mib = config_.memory_mib,
+                  .kernel = kernel,
+                  .initrd = initrd,
+                  .cmdline = cmdline,
+                  .data_disk = disk,
+                  .console_log = console,
+                  .qmp_socket = File("qmp.sock"),
+                  .pid_file = "",
+                  .secret_file = File("secret"),
+                  .agent_host_port = port};
+    FUN_RETURN_IF_ERROR(ValidateQemuSpec(spec));
+    Command cmd{.program = o_.qemu_binary, .args = BuildQemuArgs(spec), .capture_output = false};
+    cmd.stdout_file = File(InstanceFileKind::kHostdLog);
+    cmd.stderr_file = File(InstanceFileKind::kHostdLog);
+    FUN_LOG(Info, "starting {}", cmd.ToString());
+    state_.started_at_ms = WallMs(*o_.clock);
+    auto p = o_.runner->Start(cmd);
+    if (!p.ok()) return p.status().WithContext("starting the hypervisor");
+    // QEMU fails fast when the forwarded port was taken meanwhile: give it a moment to say so.
+    auto early = (*p)->Wait(300ms);
+    if (early.ok()) {
+      last = CheckExit(cmd, *early);
+      FUN_LOG(Warning, "qemu exited at once: {}", last.message());
+      continue;
+    }
+    qemu_ = std::move(*p);
+    agent_.address =
+        SocketAddress{.kind = SocketAddress::Kind::kTcp, .host = "127.0.0.1", .port = port};
+    state_.agent_port = port;
+    FUN_RETURN_IF_ERROR(WritePidFile(File(InstanceFileKind::kVmPid), qemu_->pid()));
+    return OkStatus();
+  }
+  return last.ok() ? InternalError("qemu did not start") : last;
+}
+
+Status Hostd::ServeContainerd() {
+  std::string sock = File(InstanceFileKind::kContainerdSock);
+  FUN_ASSIGN_OR_RETURN(
+      containerd_loop_,
+      AcceptLoop::Create(SocketAddress{.kind = SocketAddress::Kind::kUnix, .path = sock},
+                         [this](UniqueFd client, std::string) {
+                           auto upstream =
+                               agent::DialAgent(agent_, {.kind = agent::Kind::kContainerd}, 10s);
+                           if (!upstream.ok()) {
+                             // Closing the client tells it the runtime is not reachable.
+                             FUN_LOG(Warning, "containerd.sock: {}", upstream.status().message());
+                             return;
+                           }
+                           Status s = net::Splice(client.get(), upstream->get());
+                           if (!s.ok()) FUN_LOG(Debug, "containerd.sock relay: {}", s.message());
+                         }));
+  return OkStatus();
+}
+
+void Hostd::WatchReady() {
+  bool ready = false;
+  Clock::MonoTime last_sync{};
+  for (;;) {
+    {
+      std::unique_lock lock(mu_);
+      if (cv_.wait_for(lock, ready ? 1s : 200ms,
+                       [this] { return stop_requested_ || vm_exited_; })) {
+        return;
+      }
+    }
+    if (!ready) {
+      auto ping = agent::PingAgent(agent_, 2s);
+      if (!ping.ok() || !ping->containerd_ready) continue;
+      ready = true;
+      std::lock_guard lock(mu_);
+      state_.phase = Phase::kRunning;
+      state_.ready_at_ms = WallMs(*o_.clock);
+      state_.guest_uptime_at_ready_s = ping->uptime_s;
+      SaveState();
+      FUN_LOG(Info, "containerd is ready {:.2f} s after start (guest uptime {:.2f} s)",
+              static_cast<double>(state_.ready_at_ms - state_.started_at_ms) / 1000.0,
+              ping->uptime_s);
+    }
+    // Keep the guest clock in step with the host: at once, then every interval.
+    auto now = o_.clock->MonotonicNow();
+    if (last_sync == Clock::MonoTime{} || now - last_sync >= o_.time_sync_interval) {
+      auto ns =
+          std::chrono::duration_cast<std::chrono::nanoseconds>(o_.clock->Now().time_since_epoch())
+              .count();
+      auto r = agent::CallAgent(
+          agent_, {.kind = agent::Kind::kTimeSync, .arg = static_cast<uint64_t>(ns)}, 2s);
+      if (!r.ok()) FUN_LOG(Debug, "time sync: {}", r.status().message());
+      last_sync = now;
+    }
+  }
+}
+
+void Hostd::StopVm(bool force) {
+  auto exited_within = [this](std::chrono::milliseconds d) {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, d, [this] { return vm_exited_; });
+  };
+  auto budget = std::chrono::duration_cast<std::chrono::milliseconds>(o_.stop_timeout);
+  if (!force) {
+    FUN_LOG(Info, "stopping: asking the guest agent to shut down");
+    auto r = agent::CallAgent(agent_, {.kind = agent::Kind::kShutdown}, 5s);
+    if (!r.ok()) FUN_LOG(Info, "agent shutdown: {}", r.status().message());
+    if (exited_within(budget * 6 / 10)) return;
+    FUN_LOG(Info, "stopping: ACPI power button");
+    auto qmp = QmpClient::Connect(File("qmp.sock"), 2s);
+    if (qmp.ok()) {
+      auto p = (*qmp)->Execute("system_powerdown");
+      if (!p.ok()) FUN_LOG(Info, "system_powerdown: {}", p.status().message());
+    }
+    if (exited_within(budget * 3 / 10)) return;
+  }
+  FUN_LOG(Info, "stopping: SIGTERM, then SIGKILL");
+  Status s = qemu_->Terminate(5s);
+  if (!s.ok()) FUN_LOG(Warning, "terminating qemu: {}", s.message());
+}
+
+void Hostd::RequestStop(bool force) {
+  std::lock_guard lock(mu_);
+  if (!stop_requested_) {
+    stop_requested_ = true;
+    state_.phase = Phase::kStopping;
+    SaveState();
+  }
+  force_stop_ = force_stop_ || force;
+  cv_.notify_all();
+}
+
+void Hostd::Finish(const ProcessResult* result) {
+  LastExit e;
+  e.at_ms = WallMs(*o_.clock);
+  if (result != nullptr) {
+    e.exit_code = result->exit_code;
+    e.signal = result->term_signal;
+  }
+  if (stop_requested_) {
+    e.reason = "stopped on request";
+  } else if (result == nullptr) {
+    e.reason = "the hypervisor did not start";
+  } else if (result->ok()) {
+    e.reason = "the guest powered off";
+  } else {
+    e.reason = "qemu " + result->Describe();
+  }
+  state_.last_exit = e;
+  state_.phase = state_.error.empty() ? Phase::kStopped : Phase::kFailed;
+  for (const std::string& f :
+       {File(InstanceFileKind::kVmPid), File(InstanceFileKind::kHostdPid), File("qmp.sock")}) {
+    ::unlink(f.c_str());
+  }
+  SaveState();
+  FUN_LOG(Info, "instance {} ended: {}", o_.instance, e.reason);
+}
+
+Status Hostd::Run() {
+  Status prep = Prepare();
+  if (!prep.ok()) return prep;
+  state_.phase = Phase::kStarting;
+  state_.error.clear();
+  FUN_RETURN_IF_ERROR(WritePidFile(File(InstanceFileKind::kHostdPid), ::getpid()));
+  SaveState();
+  Status started = StartVm();
+  if (!started.ok()) {
+    state_.error = started.message();
+    Finish(nullptr);
+    return started;
+  }
+  SaveState();
+
+  std::thread waiter([this] {
+    auto r = qemu_->Wait(std::nullopt);
+    std::lock_guard lock(mu_);
+    vm_exited_ = true;
+    if (r.ok()) vm_result_ = *r;
+    cv_.notify_all();
+  });
+  Status serving = ServeContainerd();
+  if (!serving.ok()) {
+    FUN_LOG(Error, "{}", serving.message());
+    RequestStop(true);
+  }
+  std::thread server([this] {
+    if (!containerd_loop_) return;
+    Status s = containerd_loop_->Run();
+    if (!s.ok()) FUN_LOG(Error, "{}", s.message());
+  });
+  std::thread watcher([this] { WatchReady(); });
+
+  bool force = false;
+  {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [this] { return stop_requested_ || vm_exited_; });
+    force = force_stop_;
+  }
+  if (!vm_exited_) StopVm(force);
+  waiter.join();
+  watcher.join();
+  if (containerd_loop_) containerd_loop_->Stop();
+  server.join();
+  containerd_loop_.reset();  // joins relays (they end with the VM) and removes the socket
+  Finish(vm_result_ ? &*vm_result_ : nullptr);
+  return OkStatus();
+}
+
+}  // namespace fun::vm

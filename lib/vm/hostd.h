@@ -1,0 +1,94 @@
+// hostd.h: fun-hostd, the one long-lived host process of an instance.
+//
+// It starts QEMU as its child and supervises it; writes hostd.pid and vm.pid (with start
+// times); serves <instance>/containerd.sock (0600), relaying each connection through the agent
+// channel to the guest's containerd; watches the guest agent until containerd answers (phase
+// "running" in state.json) and keeps the guest clock in step; and on a stop request shuts the
+// guest down in escalating steps: agent shutdown, ACPI power button (QMP), SIGTERM, SIGKILL.
+// When the VM ends, for whatever reason, it records why (state.json last_exit), removes its
+// sockets and pid files, and returns.
+//
+//   HostdOptions o{.instance = "default", .paths = *paths, .image_dir = dir};
+//   FUN_ASSIGN_OR_RETURN(auto hostd, Hostd::Create(o));
+//   std::thread sig([&] { WaitForSignal(); hostd->RequestStop(); });
+//   Status s = hostd->Run();   // blocks until the VM is gone
+//
+// One hostd per instance: a second one on the same instance fails at once (flock on
+// <instance>/hostd.lock), which also makes concurrent `fun-vmctl start`s start one VM.
+// Thread-safety: Run on one thread; RequestStop from any thread (a signal-waiting thread).
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+
+#include "lib/base/accept_loop.h"
+#include "lib/base/clock.h"
+#include "lib/base/instance_config.h"
+#include "lib/base/paths.h"
+#include "lib/base/process.h"
+#include "lib/base/status.h"
+#include "lib/net/agent_client.h"
+#include "lib/vm/instance_state.h"
+
+namespace fun::vm {
+
+struct HostdOptions {
+  std::string instance = "default";
+  Paths paths;
+  // Holds fun-kernel, fun-initrd.img and fun-cmdline (LinuxKit's kernel+initrd layout).
+  std::string image_dir;
+  std::string qemu_binary = "qemu-system-x86_64";
+  std::string machine = "q35";
+  // How long a graceful stop may take before escalating to signals.
+  std::chrono::seconds stop_timeout{30};
+  std::chrono::seconds time_sync_interval{60};
+  ProcessRunner* runner = nullptr;  // default: ProcessRunner::Default()
+  Clock* clock = nullptr;           // default: Clock::Real()
+};
+
+class Hostd {
+ public:
+  static StatusOr<std::unique_ptr<Hostd>> Create(HostdOptions options);
+  ~Hostd();
+
+  // Starts the VM and serves until it ends. Returns OK when the VM ended (stopped or died:
+  // state.json says which); an error when it could not start at all.
+  Status Run();
+  // Begins a graceful stop (idempotent). `force` skips the agent and ACPI steps.
+  void RequestStop(bool force = false);
+
+ private:
+  explicit Hostd(HostdOptions options);
+  std::string File(InstanceFileKind kind) const;
+  std::string File(std::string_view name) const;
+  Status Prepare();
+  Status StartVm();
+  Status ServeContainerd();
+  void WatchReady();
+  void StopVm(bool force);
+  void Finish(const ProcessResult* result);
+  void SaveState();
+
+  HostdOptions o_;
+  std::string dir_;
+  InstanceConfig config_;
+  agent::AgentEndpoint agent_;
+  int lock_fd_ = -1;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  InstanceState state_;
+  bool stop_requested_ = false;
+  bool force_stop_ = false;
+  bool vm_exited_ = false;
+  std::optional<ProcessResult> vm_result_;
+  std::unique_ptr<Process> qemu_;
+  std::unique_ptr<AcceptLoop> containerd_loop_;
+};
+
+}  // namespace fun::vm

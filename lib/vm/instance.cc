@@ -1,0 +1,303 @@
+#include "lib/vm/instance.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/stat.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <deque>
+#include <fstream>
+#include <thread>
+
+#include "lib/base/log.h"
+#include "lib/net/agent_client.h"
+
+extern char** environ;
+
+namespace fun::vm {
+
+using namespace std::chrono_literals;
+
+InstanceConfig DefaultsForThisMachine(const Paths& paths, const std::string& name) {
+  struct utsname u {};
+  bool arm = ::uname(&u) == 0 &&
+             (std::string(u.machine) == "arm64" || std::string(u.machine) == "aarch64");
+  InstanceConfig c = DefaultInstanceConfig(
+      {.is_macos = paths.os == Os::kMacos, .is_arm64 = arm, .home_dir = paths.home});
+  c.name = name;
+  return c;
+}
+
+StatusOr<InstanceConfig> EnsureInstance(const Paths& paths, const std::string& name,
+                                        const ConfigOverrides& o) {
+  FUN_RETURN_IF_ERROR(ValidateInstanceName(name));
+  std::string dir = paths.InstanceDir(name);
+  FUN_RETURN_IF_ERROR(MakeDirs(dir, 0700));
+  std::string file = paths.InstanceFile(name, InstanceFileKind::kConfig);
+  InstanceConfig defaults = DefaultsForThisMachine(paths, name);
+  InstanceConfig cfg = defaults;
+  bool exists = ::access(file.c_str(), F_OK) == 0;
+  if (exists) {
+    FUN_ASSIGN_OR_RETURN(cfg, LoadInstanceConfigFile(file, defaults));
+    if (cfg.name != name) {
+      return FailedPreconditionError(fmt::format(
+          "{}: name \"{}\" does not match its directory \"{}\": remove the name key or make it "
+          "match",
+          file, cfg.name, name));
+    }
+  }
+  bool changed = !exists;
+  if (o.cpus && *o.cpus != cfg.cpus) cfg.cpus = *o.cpus, changed = true;
+  if (o.memory_mib && *o.memory_mib != cfg.memory_mib)
+    cfg.memory_mib = *o.memory_mib, changed = true;
+  if (o.disk_gib && *o.disk_gib != cfg.disk_gib) cfg.disk_gib = *o.disk_gib, changed = true;
+  if (changed) {
+    // Validates too: a flag out of range gets the same message as a bad config.json.
+    FUN_RETURN_IF_ERROR(SaveInstanceConfigFile(file, cfg));
+  }
+  std::string secret = dir + "/secret";
+  if (::access(secret.c_str(), F_OK) != 0) {
+    FUN_RETURN_IF_ERROR(agent::CreateTokenFile(secret).status());
+  }
+  return cfg;
+}
+
+std::vector<std::string> ListInstances(const Paths& paths) {
+  std::vector<std::string> names;
+  DIR* d = ::opendir(paths.instances_dir.c_str());
+  if (d == nullptr) return names;
+  while (dirent* e = ::readdir(d)) {
+    std::string n = e->d_name;
+    if (n == "." || n == "..") continue;
+    if (!ValidateInstanceName(n).ok()) continue;
+    struct stat st {};
+    if (::stat((paths.instances_dir + "/" + n).c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
+      names.push_back(n);
+    }
+  }
+  ::closedir(d);
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+InstanceStatus GetInstanceStatus(const Paths& paths, const std::string& name) {
+  InstanceStatus s;
+  s.name = name;
+  s.instance_dir = paths.InstanceDir(name);
+  s.containerd_socket = paths.InstanceFile(name, InstanceFileKind::kContainerdSock);
+  s.console_log = paths.InstanceFile(name, InstanceFileKind::kConsoleLog);
+  s.hostd_log = paths.InstanceFile(name, InstanceFileKind::kHostdLog);
+  struct stat st {};
+  s.exists = ::stat(s.instance_dir.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+  if (!s.exists) {
+    s.phase = "absent";
+    return s;
+  }
+  std::string file = paths.InstanceFile(name, InstanceFileKind::kConfig);
+  auto cfg = LoadInstanceConfigFile(file, DefaultsForThisMachine(paths, name));
+  if (cfg.ok()) {
+    s.config = *cfg;
+  } else if (cfg.status().code() != Code::kNotFound) {
+    s.config_error = cfg.status().message();
+  }
+  s.hostd = CheckPidFile(paths.InstanceFile(name, InstanceFileKind::kHostdPid));
+  s.vm = CheckPidFile(paths.InstanceFile(name, InstanceFileKind::kVmPid));
+  auto state = LoadInstanceState(s.instance_dir);
+  if (state.ok()) s.state = *state;
+  bool hostd_alive = s.hostd.status == PidStatus::kAlive;
+  Phase recorded = s.state ? s.state->phase : Phase::kStopped;
+  if (hostd_alive) {
+    s.phase = std::string(PhaseName(recorded == Phase::kStopped ? Phase::kStarting : recorded));
+  } else if (recorded == Phase::kStarting || recorded == Phase::kRunning ||
+             recorded == Phase::kStopping) {
+    s.phase = "crashed";  // hostd never recorded an end: it was killed
+  } else {
+    s.phase = std::string(PhaseName(recorded));
+  }
+  if (s.vm.status == PidStatus::kAlive) s.uptime_s = ProcessUptimeSeconds(s.vm.pid);
+  return s;
+}
+
+nlohmann::json StatusToJson(const InstanceStatus& s) {
+  auto pid = [](const PidFileState& p) {
+    nlohmann::json j = {{"status", PidStatusName(p.status)}};
+    if (p.pid != 0) j["pid"] = p.pid;
+    if (!p.detail.empty()) j["detail"] = p.detail;
+    return j;
+  };
+  nlohmann::json j = {{"name", s.name},
+                      {"exists", s.exists},
+                      {"phase", s.phase},
+                      {"instance_dir", s.instance_dir},
+                      {"containerd_socket", s.containerd_socket},
+                      {"console_log", s.console_log},
+                      {"hostd_log", s.hostd_log},
+                      {"hostd", pid(s.hostd)},
+                      {"vm", pid(s.vm)}};
+  if (s.uptime_s) j["uptime_s"] = *s.uptime_s;
+  if (s.config) j["config"] = ToJson(*s.config);
+  if (!s.config_error.empty()) j["config_error"] = s.config_error;
+  if (s.state) {
+    nlohmann::json st = StateToJson(*s.state);
+    j["backend"] = st["backend"];
+    j["accel"] = st["accel"];
+    j["accel_reason"] = st["accel_reason"];
+    if (s.state->ready_at_ms > 0 && s.state->started_at_ms > 0) {
+      j["boot_seconds"] =
+          static_cast<double>(s.state->ready_at_ms - s.state->started_at_ms) / 1000.0;
+      j["guest_uptime_at_ready_s"] = s.state->guest_uptime_at_ready_s;
+    }
+    if (!s.state->error.empty()) j["error"] = s.state->error;
+    if (st.contains("last_exit")) j["last_exit"] = st["last_exit"];
+  }
+  return j;
+}
+
+StatusOr<pid_t> SpawnHostd(const Paths& paths, const std::string& name,
+                           const std::string& image_dir, const std::string& hostd_binary) {
+  if (::access(hostd_binary.c_str(), X_OK) != 0) {
+    return NotFoundError(hostd_binary + " is missing or not executable: rebuild Fun");
+  }
+  std::string log = paths.InstanceFile(name, InstanceFileKind::kHostdLog);
+  posix_spawn_file_actions_t fa;
+  posix_spawnattr_t attr;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawnattr_init(&attr);
+  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
+  posix_spawn_file_actions_adddup2(&fa, 1, 2);
+  // A session of its own: the terminal's Ctrl-C and hang-up do not reach the VM.
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK);
+  sigset_t none;
+  sigemptyset(&none);
+  posix_spawnattr_setsigmask(&attr, &none);
+  std::vector<std::string> args = {hostd_binary, "--instance", name, "--image-dir", image_dir};
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  pid_t pid = 0;
+  int rc = ::posix_spawn(&pid, hostd_binary.c_str(), &fa, &attr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&attr);
+  if (rc != 0) return ErrnoError(rc, "starting " + hostd_binary);
+  return pid;
+}
+
+namespace {
+
+bool WaitGone(const std::string& pidfile, std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (CheckPidFile(pidfile).status != PidStatus::kAlive) return true;
+    std::this_thread::sleep_for(50ms);
+  }
+  return CheckPidFile(pidfile).status != PidStatus::kAlive;
+}
+
+void KillIfOurs(const std::string& pidfile, int sig) {
+  PidFileState p = CheckPidFile(pidfile);
+  if (p.status == PidStatus::kAlive) ::kill(p.pid, sig);
+}
+
+}  // namespace
+
+Status StopInstance(const Paths& paths, const std::string& name, const StopOptions& o) {
+  FUN_RETURN_IF_ERROR(ValidateInstanceName(name));
+  auto say = [&](std::string_view m) {
+    if (o.on_progress) o.on_progress(m);
+  };
+  std::string hostd_pid = paths.InstanceFile(name, InstanceFileKind::kHostdPid);
+  std::string vm_pid = paths.InstanceFile(name, InstanceFileKind::kVmPid);
+  InstanceStatus st = GetInstanceStatus(paths, name);
+  if (!st.exists) return NotFoundError(fmt::format("no instance named \"{}\"", name));
+  if (st.hostd.status == PidStatus::kAlive) {
+    say(o.force ? "stopping the VM now (forced)" : "shutting the guest down");
+    // hostd turns SIGTERM into the graceful sequence, a second signal into a forced one.
+    ::kill(st.hostd.pid, SIGTERM);
+    if (o.force) {
+      std::this_thread::sleep_for(100ms);
+      ::kill(st.hostd.pid, SIGTERM);
+    }
+    auto budget = std::chrono::duration_cast<std::chrono::milliseconds>(o.timeout) + 10s;
+    if (!WaitGone(hostd_pid, budget)) {
+      say("fun-hostd does not answer: killing it and the VM");
+      KillIfOurs(vm_pid, SIGKILL);
+      KillIfOurs(hostd_pid, SIGKILL);
+      WaitGone(hostd_pid, 5s);
+    }
+  } else if (st.vm.status == PidStatus::kAlive) {
+    // The VM outlived its hostd (hostd was killed): stop the orphan ourselves.
+    say("fun-hostd is gone but the VM runs: stopping the VM");
+    KillIfOurs(vm_pid, SIGTERM);
+    if (!WaitGone(vm_pid, o.force ? 2s : std::chrono::milliseconds(o.timeout))) {
+      KillIfOurs(vm_pid, SIGKILL);
+      WaitGone(vm_pid, 5s);
+    }
+  }
+  // Whatever is left is stale: pid files of dead processes, sockets nobody serves.
+  for (const std::string& f : {hostd_pid, vm_pid}) {
+    if (CheckPidFile(f).status != PidStatus::kAlive) ::unlink(f.c_str());
+  }
+  if (GetInstanceStatus(paths, name).hostd.status != PidStatus::kAlive) {
+    ::unlink(st.containerd_socket.c_str());
+    ::unlink((st.instance_dir + "/qmp.sock").c_str());
+    auto state = LoadInstanceState(st.instance_dir);
+    if (state.ok() && state->phase != Phase::kStopped && state->phase != Phase::kFailed) {
+      state->phase = Phase::kStopped;
+      if (!state->last_exit || state->last_exit->at_ms < state->started_at_ms) {
+        state->last_exit = LastExit{.reason = "fun-hostd was gone; cleaned up by stop"};
+      }
+      (void)SaveInstanceState(st.instance_dir, *state);
+    }
+  }
+  return OkStatus();
+}
+
+Status RemoveInstance(const Paths& paths, const std::string& name) {
+  FUN_RETURN_IF_ERROR(ValidateInstanceName(name));
+  InstanceStatus st = GetInstanceStatus(paths, name);
+  if (!st.exists) return NotFoundError(fmt::format("no instance named \"{}\"", name));
+  if (st.hostd.status == PidStatus::kAlive || st.vm.status == PidStatus::kAlive) {
+    return FailedPreconditionError(
+        fmt::format("instance {} is running: stop it first (fun-vmctl stop {})", name, name));
+  }
+  // The instance dir holds only files Fun made (no subdirectories): remove them one by one
+  // rather than a recursive delete that could follow something unexpected.
+  DIR* d = ::opendir(st.instance_dir.c_str());
+  if (d == nullptr) return ErrnoError(errno, "opening " + st.instance_dir);
+  Status result;
+  while (dirent* e = ::readdir(d)) {
+    std::string n = e->d_name;
+    if (n == "." || n == "..") continue;
+    if (::unlinkat(::dirfd(d), n.c_str(), 0) != 0 && result.ok()) {
+      result = ErrnoError(errno, "removing " + st.instance_dir + "/" + n);
+    }
+  }
+  ::closedir(d);
+  FUN_RETURN_IF_ERROR(result);
+  if (::rmdir(st.instance_dir.c_str()) != 0) {
+    return ErrnoError(errno, "removing " + st.instance_dir);
+  }
+  return OkStatus();
+}
+
+std::string TailFile(const std::string& path, size_t lines) {
+  std::ifstream in(path);
+  if (!in) return "";
+  std::deque<std::string> last;
+  for (std::string line; std::getline(in, line);) {
+    last.push_back(line);
+    if (last.size() > lines) last.pop_front();
+  }
+  std::string out;
+  for (const auto& l : last) out += l + "\n";
+  return out;
+}
+
+}  // namespace fun::vm

@@ -1,0 +1,90 @@
+// instance.h: instance lifecycle operations shared by fun-vmctl, fun and fun-doctor: create an
+// instance from defaults, start its fun-hostd detached, read its status (pid files decide
+// liveness, state.json tells the rest), stop it in escalating steps, remove it.
+//
+//   FUN_ASSIGN_OR_RETURN(InstanceConfig cfg, EnsureInstance(paths, "default", overrides));
+//   FUN_ASSIGN_OR_RETURN(pid_t hostd, SpawnHostd(paths, "default", image_dir, hostd_binary));
+//   InstanceStatus st = GetInstanceStatus(paths, "default");
+//   FUN_RETURN_IF_ERROR(StopInstance(paths, "default", {.timeout = 30s}));
+//
+// Thread-safety: functions are thread-safe; concurrent starts of one instance are serialized by
+// fun-hostd's lock (the loser's hostd exits at once, and its start waits on the winner's VM).
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "lib/base/instance_config.h"
+#include "lib/base/paths.h"
+#include "lib/base/status.h"
+#include "lib/vm/instance_state.h"
+#include "lib/vm/pidfile.h"
+
+namespace fun::vm {
+
+// Flags that override config.json (unset: keep).
+struct ConfigOverrides {
+  std::optional<int> cpus;
+  std::optional<int> memory_mib;
+  std::optional<int> disk_gib;
+};
+
+// The defaults for a new instance on this machine (platform, home directory share).
+InstanceConfig DefaultsForThisMachine(const Paths& paths, const std::string& name);
+
+// Creates the instance (dir 0700, config.json, agent secret 0600) when it does not exist, then
+// applies the overrides (saved). Returns the config in force.
+StatusOr<InstanceConfig> EnsureInstance(const Paths& paths, const std::string& name,
+                                        const ConfigOverrides& overrides);
+
+// Names of the instances that exist, sorted.
+std::vector<std::string> ListInstances(const Paths& paths);
+
+struct InstanceStatus {
+  std::string name;
+  bool exists = false;
+  std::optional<InstanceConfig> config;
+  std::string config_error;  // why config.json could not be read
+  PidFileState hostd;
+  PidFileState vm;
+  std::optional<InstanceState> state;
+  // What to tell people: "running", "starting", "stopping", "stopped", "failed", or "crashed"
+  // (state.json says it runs but fun-hostd is gone: killed, or the machine rebooted).
+  std::string phase;
+  std::optional<double> uptime_s;  // of the hypervisor process
+  std::string instance_dir;
+  std::string containerd_socket;
+  std::string console_log;
+  std::string hostd_log;
+};
+
+InstanceStatus GetInstanceStatus(const Paths& paths, const std::string& name);
+nlohmann::json StatusToJson(const InstanceStatus& s);
+
+// Starts fun-hostd for the instance, detached (its own session; stdio to hostd.log).
+StatusOr<pid_t> SpawnHostd(const Paths& paths, const std::string& name,
+                           const std::string& image_dir, const std::string& hostd_binary);
+
+struct StopOptions {
+  bool force = false;                                 // skip the graceful steps
+  std::chrono::seconds timeout{30};                   // for the graceful steps
+  std::function<void(std::string_view)> on_progress;  // "asking the guest to shut down", ...
+};
+// Stops through fun-hostd (SIGTERM: it runs agent shutdown, ACPI, SIGTERM, SIGKILL on QEMU);
+// if hostd itself does not end in time, kills it and the VM (only processes whose pid files
+// match). OK when already stopped; cleans stale pid files and sockets.
+Status StopInstance(const Paths& paths, const std::string& name, const StopOptions& options);
+
+// Deletes a stopped instance and everything in its directory (its data disk too).
+Status RemoveInstance(const Paths& paths, const std::string& name);
+
+// The last `lines` lines of a text file ("" if unreadable).
+std::string TailFile(const std::string& path, size_t lines);
+
+}  // namespace fun::vm

@@ -1,0 +1,94 @@
+// fun-hostd: the long-lived host process of one instance (lib/vm/hostd.h). fun-vmctl starts
+// it; people do not need to. SIGTERM or SIGINT stops the VM gracefully; a second one forces.
+//
+//   fun-hostd --instance NAME [--image-dir DIR] [--qemu PATH] [--machine q35|pc|microvm]
+//             [--stop-timeout S] [--log-level LEVEL]
+#include <pthread.h>
+#include <signal.h>
+
+#include <csignal>
+#include <iostream>
+#include <thread>
+
+#include "lib/base/flags.h"
+#include "lib/base/log.h"
+#include "lib/vm/hostd.h"
+#include "lib/vm/image.h"
+
+int main(int argc, char** argv) {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);
+  std::signal(SIGHUP, SIG_IGN);  // the terminal that started us may go away
+
+  std::string instance = "default", image_dir, qemu = "qemu-system-x86_64", machine = "q35";
+  std::string level = "info";
+  int stop_timeout = 30;
+  fun::FlagSet flags("fun-hostd");
+  flags.String("instance", &instance, "the instance to run");
+  flags.String("image-dir", &image_dir, "directory with fun-kernel, fun-initrd.img, fun-cmdline");
+  flags.String("qemu", &qemu, "the QEMU binary");
+  flags.String("machine", &machine, "QEMU machine type: q35, pc or microvm");
+  flags.Int("stop-timeout", &stop_timeout, "seconds a graceful stop may take");
+  flags.String("log-level", &level, "debug, info, warning, error");
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (!args.empty() && (args[0] == "--help" || args[0] == "-h")) {
+    std::cout << "usage: fun-hostd --instance NAME [flags]\n" << flags.Usage();
+    return 0;
+  }
+  auto rest = flags.Parse(args);
+  if (!rest.ok() || !rest->empty()) {
+    std::cerr << "fun-hostd: "
+              << (rest.ok() ? "unexpected argument " + (*rest)[0] : rest.status().message())
+              << "\n";
+    return 2;
+  }
+  auto lvl = fun::log::ParseLevel(level);
+  auto paths = fun::ResolvePaths(fun::PathsInputFromEnvironment());
+  if (!lvl.ok() || !paths.ok()) {
+    std::cerr << "fun-hostd: " << (lvl.ok() ? paths.status() : lvl.status()).message() << "\n";
+    return 2;
+  }
+  fun::log::Logger& log = fun::log::Default();
+  log.SetStderrFormat(fun::log::StderrFormat::kFull);
+  log.SetStderrLevel(fun::log::Level::kWarning);
+  fun::Status opened =
+      log.OpenFile(paths->InstanceFile(instance, fun::InstanceFileKind::kHostdLog), *lvl);
+  if (!opened.ok()) {
+    std::cerr << "fun-hostd: " << opened.message() << "\n";
+    return 1;
+  }
+  auto dir = fun::vm::FindImageDir(*paths, image_dir);
+  if (!dir.ok()) {
+    FUN_LOG(Error, "{}", dir.status().message());
+    return 1;
+  }
+  auto hostd = fun::vm::Hostd::Create({.instance = instance,
+                                       .paths = *paths,
+                                       .image_dir = *dir,
+                                       .qemu_binary = qemu,
+                                       .machine = machine,
+                                       .stop_timeout = std::chrono::seconds(stop_timeout)});
+  if (!hostd.ok()) {
+    FUN_LOG(Error, "{}", hostd.status().message());
+    return 2;
+  }
+  std::thread([set, h = hostd->get()] {
+    for (int n = 0;; ++n) {
+      int sig = 0;
+      if (sigwait(&set, &sig) != 0) return;
+      FUN_LOG(Info, "signal {}: {}", sig, n == 0 ? "stopping" : "forcing the stop");
+      h->RequestStop(n > 0);
+    }
+  }).detach();
+  FUN_LOG(Info, "fun-hostd for instance {} (image {})", instance, *dir);
+  fun::Status s = (*hostd)->Run();
+  if (!s.ok()) {
+    FUN_LOG(Error, "{}", s.message());
+    return 1;
+  }
+  return 0;
+}
