@@ -275,10 +275,12 @@ void Hostd::Finish(const ProcessResult* result) {
     e.reason = "stopped on request";
   } else if (result == nullptr) {
     e.reason = "the hypervisor did not start";
+    e.clean = false;
   } else if (result->ok()) {
     e.reason = "the guest powered off";
   } else {
     e.reason = "qemu " + result->Describe();
+    e.clean = false;
   }
   state_.last_exit = e;
   state_.phase = state_.error.empty() ? Phase::kStopped : Phase::kFailed;

@@ -50,7 +50,8 @@ nlohmann::json StateToJson(const InstanceState& s) {
     j["last_exit"] = {{"reason", s.last_exit->reason},
                       {"exit_code", s.last_exit->exit_code},
                       {"signal", s.last_exit->signal},
-                      {"at_ms", s.last_exit->at_ms}};
+                      {"at_ms", s.last_exit->at_ms},
+                      {"clean", s.last_exit->clean}};
   }
   return j;
 }
@@ -99,6 +100,7 @@ StatusOr<InstanceState> StateFromJson(std::string_view text) {
     FUN_RETURN_IF_ERROR(Take(*it, "exit_code", &e.exit_code));
     FUN_RETURN_IF_ERROR(Take(*it, "signal", &e.signal));
     FUN_RETURN_IF_ERROR(Take(*it, "at_ms", &e.at_ms));
+    FUN_RETURN_IF_ERROR(Take(*it, "clean", &e.clean));
     s.last_exit = e;
   }
   return s;

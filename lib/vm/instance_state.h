@@ -26,6 +26,9 @@ struct LastExit {
   int exit_code = 0;
   int signal = 0;
   int64_t at_ms = 0;  // wall clock, ms since the epoch
+  // True when the VM ended because it was asked to (a stop, a guest power-off); false when it
+  // died (killed, crashed, exited with an error): the doctor reports those.
+  bool clean = true;
   friend bool operator==(const LastExit&, const LastExit&) = default;
 };
 

@@ -499,6 +499,12 @@ CheckResult ProbeRunning(DoctorContext& ctx) {
             "wait a moment and run fun-doctor again; a start that never finishes: see "
             "FUN0010 (console)");
   }
+  if (st.state && st.state->last_exit && !st.state->last_exit->clean) {
+    return R::Fail("the VM died: " + st.state->last_exit->reason, std::move(detail))
+        .WithHint(
+            "`fun-vmctl start {instance}`; if it dies again, see FUN0010 (console) and "
+            "hostd.log");
+  }
   std::string summary = "stopped";
   if (st.state && st.state->last_exit)
     summary += " (last exit: " + st.state->last_exit->reason + ")";

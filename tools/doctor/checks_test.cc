@@ -578,6 +578,19 @@ TEST_F(ChecksTest, RunningFailsWhenCrashedWithTheRecordedReason) {
   EXPECT_THAT(r.detail, Contains(HasSubstr("from an earlier run: qemu killed by signal 9")));
 }
 
+TEST_F(ChecksTest, RunningFailsWhenTheVmDiedWhileHostdRecordedIt) {
+  // fun-hostd saw QEMU die (killed, crashed) and recorded it: the instance is stopped, but not
+  // because anyone asked.
+  StopInstance();
+  Inst().state->last_exit = vm::LastExit{
+      .reason = "qemu killed by signal 9 (SIGKILL)", .signal = 9, .at_ms = 2000, .clean = false};
+  CheckResult r = Probe("FUN0009");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kFail));
+  EXPECT_EQ(r.summary, "the VM died: qemu killed by signal 9 (SIGKILL)");
+  Inst().state->last_exit->clean = true;
+  EXPECT_THAT(Probe("FUN0009"), HasStatus(CheckStatus::kWarn));
+}
+
 TEST_F(ChecksTest, RunningFailsWhenTheLastStartFailed) {
   StopInstance();
   Inst().phase = "failed";
