@@ -5,7 +5,7 @@
 //
 //   fun::guestd::LinuxGuestSystem sys;
 //   FUN_RETURN_IF_ERROR(sys.SetWallClock(host_time));        // clock_settime(CLOCK_REALTIME)
-//   FUN_RETURN_IF_ERROR(sys.StartDetached("/sbin/fun-poweroff"));
+//   FUN_RETURN_IF_ERROR(sys.StartDetached("/usr/sbin/poweroff"));
 //
 // Thread-safety: implementations are safe to call from many threads at once.
 #pragma once

@@ -55,7 +55,9 @@ namespace fun::guestd {
 inline constexpr char kDefaultListen[] = "tcp:0.0.0.0:7070";
 inline constexpr char kDefaultTokenFile[] = "/sys/firmware/qemu_fw_cfg/by_name/opt/fun/secret/raw";
 inline constexpr char kDefaultContainerdSocket[] = "/run/containerd/containerd.sock";
-inline constexpr char kDefaultShutdownCommand[] = "/sbin/fun-poweroff";
+// busybox poweroff: it signals PID 1 (busybox init), which runs `/init --shutdown` (stop the
+// agent and containerd, then the containers, unmount the data disk, sync, power off).
+inline constexpr char kDefaultShutdownCommand[] = "/usr/sbin/poweroff";
 
 struct Options {
   std::vector<std::string> listen = {kDefaultListen};

@@ -560,7 +560,7 @@ TEST(ParseArgsTest, DefaultsServeTheVm) {
   EXPECT_EQ(o->listen, std::vector<std::string>{"tcp:0.0.0.0:7070"});
   EXPECT_EQ(o->token_file, "/sys/firmware/qemu_fw_cfg/by_name/opt/fun/secret/raw");
   EXPECT_EQ(o->containerd_socket, "/run/containerd/containerd.sock");
-  EXPECT_EQ(o->shutdown_command, "/sbin/fun-poweroff");
+  EXPECT_EQ(o->shutdown_command, "/usr/sbin/poweroff");
   EXPECT_TRUE(o->allow_timesync);
   EXPECT_EQ(o->max_connections, 1024);
 }

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -158,14 +159,23 @@ std::string Seconds(double s) { return fmt::format("{:.1f} s", s); }
 
 // Waits until CRI Status reports RuntimeReady through the instance socket, showing progress.
 // Fails early when fun-hostd dies or records a failure.
+// `spawned` is the fun-hostd this command started (0: one was already running): until it has
+// written its own state, a stopped or failed state.json is the previous run's, not an answer.
 Status WaitForRuntime(const Paths& paths, const std::string& name, std::chrono::seconds timeout,
-                      Spinner& spinner) {
+                      Spinner& spinner, pid_t spawned, int64_t spawned_at_ms) {
   std::string sock = paths.InstanceFile(name, InstanceFileKind::kContainerdSock);
   auto deadline = std::chrono::steady_clock::now() + timeout;
   std::unique_ptr<cri::CriClient> client;
   for (;;) {
     vm::InstanceStatus st = vm::GetInstanceStatus(paths, name);
-    if (st.phase == "failed" || st.phase == "stopped" || st.phase == "crashed") {
+    bool ours_exited = false;
+    if (spawned > 0) {
+      int wst = 0;
+      ours_exited = ::waitpid(spawned, &wst, WNOHANG) == spawned;
+      if (ours_exited) spawned = 0;
+    }
+    bool stale = spawned > 0 && (!st.state || st.state->started_at_ms < spawned_at_ms);
+    if (!stale && (st.phase == "failed" || st.phase == "stopped" || st.phase == "crashed")) {
       std::string why = st.state && !st.state->error.empty() ? st.state->error
                         : st.state && st.state->last_exit    ? st.state->last_exit->reason
                                                              : "fun-hostd exited";
@@ -225,6 +235,10 @@ int Start(const std::vector<std::string>& args, const PathsInput& env, std::ostr
 
   Spinner spinner(err, IsTerminal(2), Clock::Real());
   vm::InstanceStatus st = vm::GetInstanceStatus(*paths, *name);
+  pid_t spawned = 0;
+  int64_t spawned_at_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                              std::chrono::system_clock::now().time_since_epoch())
+                              .count();
   if (st.hostd.status != vm::PidStatus::kAlive) {
     if (st.vm.status == vm::PidStatus::kAlive) {
       return Fail(err, FailedPreconditionError(fmt::format(
@@ -237,8 +251,10 @@ int Start(const std::vector<std::string>& args, const PathsInput& env, std::ostr
     spinner.Update("starting fun-hostd");
     auto pid = vm::SpawnHostd(*paths, *name, *dir, vm::ExecutableDir() + "/fun-hostd");
     if (!pid.ok()) return Fail(err, pid.status());
+    spawned = *pid;
   }
-  Status ready = WaitForRuntime(*paths, *name, std::chrono::seconds(timeout), spinner);
+  Status ready =
+      WaitForRuntime(*paths, *name, std::chrono::seconds(timeout), spinner, spawned, spawned_at_ms);
   if (!ready.ok()) {
     spinner.Done("");
     err << "fun-vmctl: starting " << *name << ": " << ready.message() << "\n";

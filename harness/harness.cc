@@ -1,0 +1,331 @@
+#include "harness/harness.h"
+
+#include <fmt/format.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <functional>
+#include <sstream>
+#include <thread>
+
+#include "lib/base/paths.h"
+#include "lib/base/process.h"
+#include "lib/cri/client.h"
+#include "lib/vm/instance.h"
+
+namespace fun::harness {
+
+using namespace std::chrono_literals;
+
+bool ScenarioReport::ok() const {
+  for (const auto& s : steps) {
+    if (!s.ok) return false;
+  }
+  return !steps.empty();
+}
+
+nlohmann::json ScenarioReport::ToJson() const {
+  nlohmann::json j = {{"scenario", name}, {"ok", ok()}, {"seconds", seconds}};
+  j["steps"] = nlohmann::json::array();
+  for (const auto& s : steps) {
+    j["steps"].push_back({{"name", s.name},
+                          {"ok", s.ok},
+                          {"seconds", s.seconds},
+                          {"message", s.message},
+                          {"output", s.output},
+                          {"attachments", s.attachments}});
+  }
+  return j;
+}
+
+namespace {
+
+std::string XmlEscape(std::string_view in) {
+  std::string out;
+  for (char c : in) {
+    switch (c) {
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      default:
+        // XML 1.0 forbids most control characters; console logs have them.
+        if (static_cast<unsigned char>(c) < 0x20 && c != '\n' && c != '\t') {
+          out += '?';
+        } else {
+          out += c;
+        }
+    }
+  }
+  return out;
+}
+
+class Scenario {
+ public:
+  Scenario(const HarnessOptions& o, std::string name) : o_(o) {
+    report_.name = std::move(name);
+    home_ = o.fun_home;
+    if (home_.empty()) {
+      std::string tmpl = "/tmp/fun-harness-XXXXXX";
+      home_ = ::mkdtemp(tmpl.data());
+      own_home_ = true;
+    }
+    PathsInput in{.os = CurrentOs(), .home = home_, .fun_home = home_};
+    paths_ = *ResolvePaths(in);
+    start_ = std::chrono::steady_clock::now();
+  }
+
+  ~Scenario() {
+    if (own_home_ && !o_.keep) std::system(("rm -rf '" + home_ + "'").c_str());  // NOLINT
+  }
+
+  const Paths& paths() const { return paths_; }
+
+  // Runs a step unless an earlier one failed (then it is recorded as not run).
+  void Step(const std::string& name, const std::function<Status(StepResult&)>& fn,
+            bool always = false) {
+    StepResult r;
+    r.name = name;
+    if (failed_ && !always) {
+      r.message = "not run: an earlier step failed";
+      report_.steps.push_back(std::move(r));
+      return;
+    }
+    auto t0 = std::chrono::steady_clock::now();
+    Status s;
+    try {
+      s = fn(r);
+    } catch (const std::exception& e) {
+      s = InternalError(std::string("exception: ") + e.what());
+    }
+    r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    r.ok = s.ok();
+    if (!s.ok()) {
+      failed_ = true;
+      r.message = s.message();
+      r.attachments =
+          "--- console.log (last 60 lines)\n" +
+          vm::TailFile(paths_.InstanceFile("default", InstanceFileKind::kConsoleLog), 60) +
+          "--- hostd.log (last 40 lines)\n" +
+          vm::TailFile(paths_.InstanceFile("default", InstanceFileKind::kHostdLog), 40);
+    }
+    std::fprintf(stderr, "harness: %-28s %s %6.2fs %s\n", name.c_str(), r.ok ? "ok  " : "FAIL",
+                 r.seconds, r.message.c_str());
+    report_.steps.push_back(std::move(r));
+  }
+
+  // Runs a Fun tool as a person would, in this scenario's FUN_HOME.
+  ProcessResult Tool(StepResult& r, const std::string& tool, std::vector<std::string> args,
+                     std::chrono::seconds timeout = 60s) {
+    Command c{.program = o_.bin_dir + "/" + tool, .args = std::move(args)};
+    c.env_overrides["FUN_HOME"] = home_;
+    if (!o_.image_dir.empty()) c.env_overrides["FUN_IMAGE_DIR"] = o_.image_dir;
+    c.timeout = timeout;
+    auto res = ProcessRunner::Default().Run(c);
+    ProcessResult out = res.ok() ? *res : ProcessResult::Exited(127, "", res.status().message());
+    r.output.push_back("$ " + c.ToString() + "\n" + out.stdout_data + out.stderr_data + "[" +
+                       out.Describe() + "]");
+    return out;
+  }
+
+  StatusOr<nlohmann::json> StatusJson(StepResult& r) {
+    ProcessResult p = Tool(r, "fun-vmctl", {"status", "--json"});
+    if (!p.ok()) return FailedPreconditionError("fun-vmctl status: " + p.Describe());
+    auto j = nlohmann::json::parse(p.stdout_data, nullptr, false);
+    if (j.is_discarded()) return DataLossError("fun-vmctl status --json is not JSON");
+    return j;
+  }
+
+  ScenarioReport Finish() {
+    report_.seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+    return std::move(report_);
+  }
+
+ private:
+  const HarnessOptions& o_;
+  ScenarioReport report_;
+  std::string home_;
+  bool own_home_ = false;
+  bool failed_ = false;
+  Paths paths_;
+  std::chrono::steady_clock::time_point start_;
+};
+
+Status Expect(bool cond, std::string what) {
+  return cond ? OkStatus() : FailedPreconditionError(std::move(what));
+}
+
+std::string Str(const nlohmann::json& j, const char* key) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_string() ? it->get<std::string>() : "";
+}
+
+}  // namespace
+
+ScenarioReport RunVmLifecycle(const HarnessOptions& o) {
+  Scenario sc(o, "vm_lifecycle");
+  const auto boot = std::chrono::seconds(o.boot_timeout_s);
+  const std::string timeout = std::to_string(o.boot_timeout_s);
+
+  auto start = [&](StepResult& r) -> Status {
+    ProcessResult p = sc.Tool(r, "fun-vmctl", {"start", "--timeout", timeout}, boot + 30s);
+    FUN_RETURN_IF_ERROR(
+        Expect(p.ok(), "fun-vmctl start: " + p.Describe() + ": " + p.stderr_data.substr(0, 400)));
+    FUN_ASSIGN_OR_RETURN(auto st, sc.StatusJson(r));
+    if (st.contains("boot_seconds")) {
+      r.message = fmt::format("ready in {:.2f} s (guest uptime {:.2f} s, accel {})",
+                              st["boot_seconds"].get<double>(),
+                              st["guest_uptime_at_ready_s"].get<double>(), Str(st, "accel"));
+    }
+    return OkStatus();
+  };
+
+  sc.Step("start", start);
+
+  sc.Step("cri_version_and_status", [&](StepResult& r) -> Status {
+    FUN_ASSIGN_OR_RETURN(auto cri, cri::CriClient::Connect(sc.paths().InstanceFile(
+                                       "default", InstanceFileKind::kContainerdSock)));
+    FUN_ASSIGN_OR_RETURN(auto v, cri->Version());
+    FUN_RETURN_IF_ERROR(Expect(v.runtime_name == "containerd",
+                               "CRI runtime is \"" + v.runtime_name + "\", not containerd"));
+    FUN_ASSIGN_OR_RETURN(auto s, cri->Status());
+    FUN_RETURN_IF_ERROR(Expect(s.runtime_ready, "CRI Status: RuntimeReady is false"));
+    r.message = fmt::format("{} {} (CRI {}), RuntimeReady, NetworkReady={}", v.runtime_name,
+                            v.runtime_version, v.runtime_api_version, s.network_ready);
+    return OkStatus();
+  });
+
+  sc.Step("status_reports_running", [&](StepResult& r) -> Status {
+    FUN_ASSIGN_OR_RETURN(auto st, sc.StatusJson(r));
+    FUN_RETURN_IF_ERROR(Expect(Str(st, "phase") == "running", "phase " + Str(st, "phase")));
+    FUN_RETURN_IF_ERROR(Expect(!Str(st, "accel_reason").empty(), "no accelerator reason"));
+    FUN_RETURN_IF_ERROR(Expect(st["hostd"]["status"] == "alive" && st["vm"]["status"] == "alive",
+                               "hostd or vm not alive: " + st.dump()));
+    r.message = "accel " + Str(st, "accel") + ": " + Str(st, "accel_reason");
+    return OkStatus();
+  });
+
+  sc.Step("doctor_on_a_healthy_instance", [&](StepResult& r) -> Status {
+    ProcessResult p = sc.Tool(r, "fun-doctor", {"--json"});
+    auto j = nlohmann::json::parse(p.stdout_data, nullptr, false);
+    FUN_RETURN_IF_ERROR(Expect(j.is_array(), "fun-doctor --json printed no JSON"));
+    std::vector<std::string> failed;
+    for (const auto& c : j) {
+      if (c["status"] == "fail") failed.push_back(Str(c, "id") + " " + Str(c, "summary"));
+      if ((c["id"] == "FUN0009" || c["id"] == "FUN0011") && c["status"] != "pass") {
+        failed.push_back(Str(c, "id") + " is " + Str(c, "status") + ": " + Str(c, "summary"));
+      }
+    }
+    FUN_RETURN_IF_ERROR(Expect(failed.empty(), fmt::format("{}", fmt::join(failed, "; "))));
+    FUN_RETURN_IF_ERROR(Expect(p.exit_code == 0, "fun-doctor exited " + p.Describe()));
+    return OkStatus();
+  });
+
+  sc.Step("stop", [&](StepResult& r) -> Status {
+    ProcessResult p = sc.Tool(r, "fun-vmctl", {"stop"}, 90s);
+    FUN_RETURN_IF_ERROR(Expect(p.ok(), "fun-vmctl stop: " + p.Describe() + " " + p.stderr_data));
+    FUN_ASSIGN_OR_RETURN(auto st, sc.StatusJson(r));
+    FUN_RETURN_IF_ERROR(Expect(Str(st, "phase") == "stopped", "phase " + Str(st, "phase")));
+    std::string sock = sc.paths().InstanceFile("default", InstanceFileKind::kContainerdSock);
+    FUN_RETURN_IF_ERROR(Expect(::access(sock.c_str(), F_OK) != 0, sock + " was left behind"));
+    for (auto kind : {InstanceFileKind::kHostdPid, InstanceFileKind::kVmPid}) {
+      std::string f = sc.paths().InstanceFile("default", kind);
+      FUN_RETURN_IF_ERROR(Expect(::access(f.c_str(), F_OK) != 0, f + " was left behind"));
+    }
+    r.message = "last exit: " + st["last_exit"]["reason"].get<std::string>();
+    return OkStatus();
+  });
+
+  sc.Step("start_again_on_the_same_disk", [&](StepResult& r) -> Status {
+    FUN_RETURN_IF_ERROR(start(r));
+    std::ifstream in(sc.paths().InstanceFile("default", InstanceFileKind::kConsoleLog));
+    std::stringstream ss;
+    ss << in.rdbuf();
+    FUN_RETURN_IF_ERROR(Expect(ss.str().find("data disk: existing") != std::string::npos,
+                               "the console does not say the data disk was kept"));
+    return OkStatus();
+  });
+
+  sc.Step("kill_9_the_hypervisor", [&](StepResult& r) -> Status {
+    FUN_ASSIGN_OR_RETURN(auto st, sc.StatusJson(r));
+    FUN_RETURN_IF_ERROR(Expect(st["vm"].contains("pid"), "no VM pid"));
+    int pid = st["vm"]["pid"].get<int>();
+    FUN_RETURN_IF_ERROR(Expect(::kill(pid, SIGKILL) == 0, "kill -9 failed"));
+    for (int i = 0; i < 300; ++i) {
+      FUN_ASSIGN_OR_RETURN(st, sc.StatusJson(r));
+      if (Str(st, "phase") != "running" && Str(st, "phase") != "stopping") break;
+      std::this_thread::sleep_for(100ms);
+    }
+    std::string reason =
+        st.contains("last_exit") ? st["last_exit"]["reason"].get<std::string>() : "";
+    FUN_RETURN_IF_ERROR(Expect(Str(st, "phase") == "stopped", "phase " + Str(st, "phase")));
+    FUN_RETURN_IF_ERROR(Expect(reason.find("SIGKILL") != std::string::npos,
+                               "last exit does not say SIGKILL: " + reason));
+    r.message = "status says: " + reason;
+    return OkStatus();
+  });
+
+  sc.Step("doctor_names_the_death", [&](StepResult& r) -> Status {
+    ProcessResult p = sc.Tool(r, "fun-doctor", {"--json", "--check", "FUN0009"});
+    auto j = nlohmann::json::parse(p.stdout_data, nullptr, false);
+    FUN_RETURN_IF_ERROR(Expect(j.is_array() && j.size() == 1, "no FUN0009 result"));
+    FUN_RETURN_IF_ERROR(Expect(j[0]["status"] == "fail", "FUN0009 is " + j[0]["status"].dump()));
+    FUN_RETURN_IF_ERROR(Expect(p.exit_code == 1, "fun-doctor exited " + p.Describe()));
+    r.message = "FUN0009: " + Str(j[0], "summary");
+    return OkStatus();
+  });
+
+  sc.Step("start_after_the_death", start);
+
+  sc.Step(
+      "final_stop",
+      [&](StepResult& r) -> Status {
+        ProcessResult p = sc.Tool(r, "fun-vmctl", {"stop", "--timeout", "20"}, 90s);
+        return Expect(p.ok(), "fun-vmctl stop: " + p.Describe() + " " + p.stderr_data);
+      },
+      /*always=*/true);
+
+  return sc.Finish();
+}
+
+std::string ToJUnitXml(const ScenarioReport& r) {
+  int failures = 0;
+  for (const auto& s : r.steps) failures += s.ok ? 0 : 1;
+  std::string x = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
+  x += fmt::format("<testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" time=\"{:.3f}\">\n",
+                   XmlEscape(r.name), r.steps.size(), failures, r.seconds);
+  for (const auto& s : r.steps) {
+    x += fmt::format("  <testcase classname=\"harness.{}\" name=\"{}\" time=\"{:.3f}\">\n",
+                     XmlEscape(r.name), XmlEscape(s.name), s.seconds);
+    if (!s.ok) {
+      x += fmt::format("    <failure message=\"{}\">{}</failure>\n", XmlEscape(s.message),
+                       XmlEscape(s.attachments));
+    }
+    std::string out = s.message + "\n";
+    for (const auto& o : s.output) out += o + "\n";
+    x += "    <system-out>" + XmlEscape(out) + "</system-out>\n  </testcase>\n";
+  }
+  return x + "</testsuite>\n";
+}
+
+Status WriteReports(const ScenarioReport& r, const std::string& dir) {
+  FUN_RETURN_IF_ERROR(MakeDirs(dir, 0755));
+  std::ofstream(dir + "/" + r.name + ".xml") << ToJUnitXml(r);
+  std::ofstream(dir + "/" + r.name + ".json") << r.ToJson().dump(2) << "\n";
+  return OkStatus();
+}
+
+}  // namespace fun::harness
