@@ -19,7 +19,9 @@ packages=(
   qemu-system-x86 qemu-utils containerd runc containernetworking-plugins
   docker-registry skopeo umoci busybox-static diod socat iperf3 haproxy curl
   # guest image assembly (linuxkit/build.sh)
-  cpio zstd e2fsprogs kmod xz-utils
+  cpio zstd lz4 gzip e2fsprogs kmod xz-utils binutils
+  # scripts in perf/ and ci/
+  python3
 )
 
 check_only=0

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Runs every test of Fun: installs what is missing, builds, runs ctest, then builds the unit
-# tests and fuzz targets again with clang + ASan + UBSan and runs them (fuzz targets replay
-# their seed corpora). Exit status is non-zero if anything fails.
+# Runs every test of Fun: installs what is missing, builds, builds the VM image, runs ctest
+# (unit tests, tests against a real containerd and diod's clients, and the harness, which boots
+# real VMs under QEMU), then builds the unit tests and fuzz targets again with clang + ASan +
+# UBSan and runs them (fuzz targets replay their seed corpora). Exit status is non-zero if
+# anything fails.
 #
 #   ci/test.sh              everything
 #   FUN_SKIP_SANITIZE=1 ci/test.sh   only the normal build (quicker, for local iteration)
@@ -22,8 +24,11 @@ cmake -S . -B build "${gen[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFUN_WERROR=O
   -DFUN_BUILD_TESTS=ON -DFUN_BUILD_BENCHMARKS=ON
 cmake --build build -j "$jobs"
 
+step "VM image (linuxkit/build.sh: Debian's kernel, busybox, containerd, runc, fun-guestd)"
+bash linuxkit/build.sh --out build/linuxkit --guestd build/bin/fun-guestd
+
 status=0
-step "tests (ctest, normal build)"
+step "tests (ctest, normal build: unit, containerd, interop, harness with a real VM)"
 ctest --test-dir build --output-on-failure -j "$jobs" || status=1
 
 if [ "${FUN_SKIP_SANITIZE:-0}" != 1 ]; then
