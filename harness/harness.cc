@@ -129,7 +129,8 @@ class Scenario {
   // Runs a Fun tool as a person would, in this scenario's FUN_HOME.
   ProcessResult Tool(StepResult& r, const std::string& tool, std::vector<std::string> args,
                      std::chrono::seconds timeout = 60s) {
-    Command c{.program = o_.bin_dir + "/" + tool, .args = std::move(args)};
+    Command c{.program = tool.front() == '/' ? tool : o_.bin_dir + "/" + tool,
+              .args = std::move(args)};
     c.env_overrides["FUN_HOME"] = home_;
     if (!o_.image_dir.empty()) c.env_overrides["FUN_IMAGE_DIR"] = o_.image_dir;
     c.timeout = timeout;
@@ -193,7 +194,24 @@ ScenarioReport RunVmLifecycle(const HarnessOptions& o) {
     return OkStatus();
   };
 
-  sc.Step("start", start);
+  // Two starts at once: one VM (fun-hostd's lock), and both commands report it running.
+  sc.Step("two_concurrent_starts_start_one_vm", [&](StepResult& r) -> Status {
+    StepResult other;
+    std::thread second([&] { start(other).IgnoreError(); });
+    Status first = start(r);
+    second.join();
+    r.output.insert(r.output.end(), other.output.begin(), other.output.end());
+    FUN_RETURN_IF_ERROR(first);
+    FUN_RETURN_IF_ERROR(Expect(other.message.rfind("ready", 0) == 0,
+                               "the second start did not report ready: " + other.message));
+    // QEMU's command line names the instance's QMP socket: exactly one may run.
+    ProcessResult ps =
+        sc.Tool(r, "/usr/bin/pgrep", {"-fc", sc.paths().InstanceDir("default") + "/qmp.sock"});
+    FUN_RETURN_IF_ERROR(
+        Expect(ps.stdout_data == "1\n",
+               "expected one QEMU for the instance, pgrep counted " + ps.stdout_data));
+    return OkStatus();
+  });
 
   sc.Step("cri_version_and_status", [&](StepResult& r) -> Status {
     FUN_ASSIGN_OR_RETURN(auto cri, cri::CriClient::Connect(sc.paths().InstanceFile(
