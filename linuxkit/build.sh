@@ -18,9 +18,10 @@
 #   linuxkit/build.sh [--out DIR] [--cache DIR] [--guestd PATH] [--compress none|gzip|lz4|zstd]
 #                     [--no-ctr] [--force]
 #
-# Needs: apt-get, dpkg-deb, cpio, depmod + modprobe (kmod), xz, sha256sum, readelf
-# (binutils) or ldd; lz4 / zstd / gzip for the matching --compress.
+# Needs: apt-get, dpkg-deb, cpio, depmod + modprobe (kmod), xz, sha256sum, readelf or
+# objdump (binutils); lz4 / zstd / gzip for the matching --compress. Root is not needed.
 set -euo pipefail
+export PATH="$PATH:/usr/sbin:/sbin"
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/.." && pwd)
@@ -35,6 +36,9 @@ force=0
 
 die() { echo "linuxkit/build.sh: error: $*" >&2; exit 1; }
 note() { echo "linuxkit/build.sh: $*" >&2; }
+# Any command that fails without its own message still says where.
+set -E
+trap 'die "line $LINENO: \"$BASH_COMMAND\" failed"' ERR
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -121,7 +125,7 @@ apt_update_once() {
 }
 
 lists_key() {
-  { echo "${packages[*]}"; stat -c '%n %Y %s' /var/lib/apt/lists/*Packages* 2>/dev/null; } |
+  { echo "${packages[*]}"; stat -c '%n %Y %s' /var/lib/apt/lists/*Packages* 2>/dev/null || true; } |
     sha256sum | cut -d' ' -f1
 }
 
@@ -160,8 +164,8 @@ resolve() {  # sets $uris: one "'URI' file size SHA256:sum" line per package
     return 1
   fi
   rmdir "$empty"
-  if [ "$(echo "$uris" | grep -c .)" -ne ${#all_pkgs[@]} ]; then
-    resolve_err="apt-get named $(echo "$uris" | grep -c .) files for ${#all_pkgs[@]} packages (${all_pkgs[*]})"
+  if [ "$(echo "$uris" | grep -c . || true)" -ne ${#all_pkgs[@]} ]; then
+    resolve_err="apt-get named $(echo "$uris" | grep -c . || true) files for ${#all_pkgs[@]} packages (${all_pkgs[*]})"
     return 1
   fi
   { echo "$key"; echo "$uris"; } > "$cache/.resolved"
@@ -173,9 +177,9 @@ deb_list=()
 all_pkgs=()
 fetch_err=""
 fetch() {
-  local uri file size sum pkg missing=() line f
+  local file size sum pkg missing=() line f
   deb_list=(); all_pkgs=()
-  while read -r uri file size sum; do
+  while read -r _ file size sum; do
     [ -n "$file" ] || continue
     pkg=${file%%_*}
     all_pkgs+=("$pkg")
@@ -225,7 +229,7 @@ inputs_manifest() {
   printf 'deb %s\n' "${deb_list[@]}" | sort
   for f in "$self" "$repo/guest/init" "$here/containerd-config.toml"; do
     [ -f "$f" ] || die "missing input $f"
-    echo "file ${f#$repo/} $(sha256sum < "$f" | cut -d' ' -f1)"
+    echo "file ${f#"$repo"/} $(sha256sum < "$f" | cut -d' ' -f1)"
   done
   if [ -d "$repo/guest/rootfs" ]; then
     (cd "$repo/guest/rootfs" && find . \( -type f -o -type l \) | LC_ALL=C sort | while read -r f; do
@@ -300,7 +304,7 @@ replace_bin "$(unpacked bin/containerd-shim-runc-v2)" usr/bin/containerd-shim-ru
 replace_bin "$(unpacked sbin/runc)" usr/sbin/runc
 ln -sf ../sbin/runc "$r/usr/bin/runc"
 mkdir -p "$r/usr/lib/cni"
-for p in "${cni_plugins[@]}"; do replace_bin "$(unpacked lib/cni/$p)" "usr/lib/cni/$p"; done
+for p in "${cni_plugins[@]}"; do replace_bin "$(unpacked "lib/cni/$p")" "usr/lib/cni/$p"; done
 replace_bin "$(unpacked sbin/mke2fs)" usr/sbin/mke2fs
 for l in mkfs.ext4 mkfs.ext2 mke2fs; do [ "$l" = mke2fs ] || ln -sf mke2fs "$r/usr/sbin/$l"; done
 cp "$x/etc/mke2fs.conf" "$r/etc/mke2fs.conf"
@@ -317,9 +321,9 @@ if [ -n "$guestd" ]; then replace_bin "$guestd" usr/bin/fun-guestd; fi
 # packages (fun-guestd's from the host when the packages lack them: it was built there).
 needed_of() {
   if command -v readelf >/dev/null; then
-    readelf -d "$1" 2>/dev/null | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'
+    readelf -d "$1" 2>/dev/null | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' || true
   else
-    objdump -p "$1" 2>/dev/null | awk '$1 == "NEEDED" {print $2}'
+    objdump -p "$1" 2>/dev/null | awk '$1 == "NEEDED" {print $2}' || true
   fi
 }
 find_lib() {
@@ -329,7 +333,7 @@ find_lib() {
   done
   # Host fallback (fun-guestd's libstdc++ and friends).
   local h
-  h=$(ldconfig -p 2>/dev/null | awk -v n="$1" '$1 == n && /x86-64/ {print $NF; exit}')
+  h=$(ldconfig -p 2>/dev/null | awk -v n="$1" '$1 == n && /x86-64/ {print $NF; exit}' || true)
   [ -n "$h" ] && [ -e "$h" ] && { note "library $1 taken from the host ($h)"; echo "$h"; return 0; }
   return 1
 }
@@ -337,7 +341,7 @@ declare -A have_lib=()
 libq=()
 while IFS= read -r f; do
   head -c 4 "$f" 2>/dev/null | grep -q 'ELF' || continue
-  libq+=($(needed_of "$f"))
+  while read -r l; do libq+=("$l"); done < <(needed_of "$f")
 done < <(find "$r/usr" -type f)
 while [ ${#libq[@]} -gt 0 ]; do
   l=${libq[0]}; libq=("${libq[@]:1}")
@@ -345,15 +349,14 @@ while [ ${#libq[@]} -gt 0 ]; do
   have_lib[$l]=1
   src=$(find_lib "$l") || die "shared library $l (needed by a staged binary) is in no unpacked package nor on the host"
   cp -L "$src" "$r/usr/lib/x86_64-linux-gnu/$l"
-  libq+=($(needed_of "$src"))
+  while read -r l2; do libq+=("$l2"); done < <(needed_of "$src")
 done
 # The dynamic loader, at the path every binary names.
 cp -L "$(find_lib ld-linux-x86-64.so.2)" "$r/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"
 ln -sf ../lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 "$r/usr/lib64/ld-linux-x86-64.so.2"
 
 # Kernel, its uncompressed twin for PVH boot, and the modules.
-kver=$(ls "$x/lib/modules" 2>/dev/null | head -1)
-[ -n "$kver" ] || kver=$(ls "$x/usr/lib/modules" | head -1)
+kver=$(find "$x/lib/modules" "$x/usr/lib/modules" -mindepth 1 -maxdepth 1 -type d -printf '%f\n' 2>/dev/null | head -1 || true)
 [ -n "$kver" ] || die "no /lib/modules/<version> in $kernel_pkg"
 moddir="$x/lib/modules/$kver"; [ -d "$moddir" ] || moddir="$x/usr/lib/modules/$kver"
 vmlinuz="$x/boot/vmlinuz-$kver"
@@ -363,7 +366,7 @@ cp "$vmlinuz" "$work/fun-kernel"
 off=$(LC_ALL=C grep -abo -m1 $'\xfd7zXZ' "$vmlinuz" | head -1 | cut -d: -f1 || true)
 [ -n "$off" ] || die "$vmlinuz: no XZ payload found (not an XZ-compressed bzImage?)"
 # (tail's status is ignored: it gets SIGPIPE when xz stops at the end of the stream)
-xz -dc --single-stream < <(tail -c +$((off + 1)) "$vmlinuz") > "$work/fun-kernel.pvh" 2>/dev/null ||
+xz -dc --single-stream < <(tail -c +$((off + 1)) "$vmlinuz" 2>/dev/null || true) > "$work/fun-kernel.pvh" 2>/dev/null ||
   die "$vmlinuz: cannot decompress the XZ payload"
 head -c 4 "$work/fun-kernel.pvh" | grep -q 'ELF' || die "$vmlinuz: the payload is not an ELF vmlinux"
 

@@ -62,7 +62,8 @@ std::vector<std::string> BuildQemuArgs(const QemuSpec& s) {
   add({"-netdev",
        fmt::format("user,id=net0,hostfwd=tcp:127.0.0.1:{}-:{}", s.agent_host_port,
                    s.agent_guest_port),
-       "-device", dev("virtio-net") + ",netdev=net0"});
+       // romfile=: no iPXE option ROM to load (we boot the kernel directly): ~0.5 s under TCG.
+       "-device", dev("virtio-net") + (mmio ? ",netdev=net0" : ",netdev=net0,romfile=")});
   if (!s.data_disk.empty()) {
     add({"-drive",
          fmt::format("if=none,id=data,file={},format=raw,discard=unmap,cache=writeback",

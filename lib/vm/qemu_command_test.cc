@@ -47,7 +47,7 @@ TEST(QemuCommandTest, CoreFlags) {
   EXPECT_THAT(After(a, "-drive"), HasSubstr("file=/inst/data.img,format=raw"));
   EXPECT_NE(std::find(a.begin(), a.end(), "-no-reboot"), a.end());
   EXPECT_NE(std::find(a.begin(), a.end(), "-nodefaults"), a.end());
-  EXPECT_EQ(After(a, "-device"), "virtio-net-pci,netdev=net0");
+  EXPECT_EQ(After(a, "-device"), "virtio-net-pci,netdev=net0,romfile=");
 }
 
 TEST(QemuCommandTest, TheSecretIsNeverOnTheCommandLine) {
