@@ -51,41 +51,6 @@ constexpr std::chrono::milliseconds kAcceptBackoff{100};
 // ---------------------------------------------------------------------------------------
 // Sockets.
 
-struct SockAddr {
-  sockaddr_storage ss{};
-  socklen_t len = 0;
-};
-
-// socket.cc keeps its converter to itself; this is the same for tcp and unix addresses.
-StatusOr<SockAddr> ToSockAddr(const SocketAddress& a) {
-  SockAddr s;
-  if (a.kind == SocketAddress::Kind::kUnix) {
-    auto* un = reinterpret_cast<sockaddr_un*>(&s.ss);
-    un->sun_family = AF_UNIX;
-    if (a.path.size() >= sizeof(un->sun_path)) {
-      return InvalidArgumentError("unix socket path too long: " + a.path);
-    }
-    std::memcpy(un->sun_path, a.path.c_str(), a.path.size() + 1);
-    s.len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + a.path.size() + 1);
-    return s;
-  }
-  auto* v4 = reinterpret_cast<sockaddr_in*>(&s.ss);
-  if (inet_pton(AF_INET, a.host.c_str(), &v4->sin_addr) == 1) {
-    v4->sin_family = AF_INET;
-    v4->sin_port = htons(a.port);
-    s.len = sizeof(sockaddr_in);
-    return s;
-  }
-  auto* v6 = reinterpret_cast<sockaddr_in6*>(&s.ss);
-  if (inet_pton(AF_INET6, a.host.c_str(), &v6->sin6_addr) == 1) {
-    v6->sin6_family = AF_INET6;
-    v6->sin6_port = htons(a.port);
-    s.len = sizeof(sockaddr_in6);
-    return s;
-  }
-  return InvalidArgumentError("not an IP address: " + a.host);
-}
-
 int MillisUntil(Steady::time_point deadline) {
   auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Steady::now()).count();
   if (left <= 0) return 0;

@@ -70,15 +70,8 @@ StatusOr<SocketAddress> ParseSocketAddress(std::string_view spec) {
   return a;
 }
 
-namespace {
-
-struct SockAddrStorage {
-  sockaddr_storage ss{};
-  socklen_t len = 0;
-};
-
-StatusOr<SockAddrStorage> ToSockAddr(const SocketAddress& a) {
-  SockAddrStorage s;
+StatusOr<SockAddr> ToSockAddr(const SocketAddress& a) {
+  SockAddr s;
   if (a.kind == SocketAddress::Kind::kUnix) {
     auto* un = reinterpret_cast<sockaddr_un*>(&s.ss);
     un->sun_family = AF_UNIX;
@@ -106,6 +99,8 @@ StatusOr<SockAddrStorage> ToSockAddr(const SocketAddress& a) {
   return InvalidArgumentError("not an IP address: " + a.host);
 }
 
+namespace {
+
 std::string FromSockAddr(const sockaddr_storage& ss) {
   char buf[INET6_ADDRSTRLEN] = {};
   if (ss.ss_family == AF_INET) {
@@ -128,7 +123,7 @@ std::string FromSockAddr(const sockaddr_storage& ss) {
 }  // namespace
 
 StatusOr<UniqueFd> Listen(const SocketAddress& addr, int backlog, unsigned unix_mode) {
-  FUN_ASSIGN_OR_RETURN(SockAddrStorage sa, ToSockAddr(addr));
+  FUN_ASSIGN_OR_RETURN(SockAddr sa, ToSockAddr(addr));
   UniqueFd fd(::socket(sa.ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (!fd.valid()) return ErrnoError(errno, "socket for " + addr.ToString());
   if (addr.kind == SocketAddress::Kind::kTcp) {
@@ -190,7 +185,7 @@ StatusOr<UniqueFd> Accept(int listen_fd, std::string* peer) {
 }
 
 StatusOr<UniqueFd> Connect(const SocketAddress& addr) {
-  FUN_ASSIGN_OR_RETURN(SockAddrStorage sa, ToSockAddr(addr));
+  FUN_ASSIGN_OR_RETURN(SockAddr sa, ToSockAddr(addr));
   UniqueFd fd(::socket(sa.ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (!fd.valid()) return ErrnoError(errno, "socket for " + addr.ToString());
   int rc;

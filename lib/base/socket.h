@@ -10,6 +10,8 @@
 // Thread-safety: functions are safe to call concurrently; a UniqueFd is owned by one thread.
 #pragma once
 
+#include <sys/socket.h>
+
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -29,6 +31,13 @@ struct SocketAddress {
 
 // Parses "tcp:HOST:PORT", "tcp:[V6]:PORT" or "unix:PATH". Errors say what form is expected.
 StatusOr<SocketAddress> ParseSocketAddress(std::string_view spec);
+
+// A SocketAddress as the sockaddr that bind/connect take.
+struct SockAddr {
+  sockaddr_storage ss{};
+  socklen_t len = 0;
+};
+StatusOr<SockAddr> ToSockAddr(const SocketAddress& addr);
 
 // Binds and listens (SO_REUSEADDR for TCP). For unix sockets, a stale socket file left by a
 // dead server is replaced, but a live one (something accepts on it) is AddressInUse-style
