@@ -1,0 +1,146 @@
+#include "lib/vm/instance.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+
+#include "lib/vm/instance_state.h"
+#include "lib/vm/pidfile.h"
+
+namespace fun::vm {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+class InstanceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string tmpl = "/tmp/fun-instance-test-XXXXXX";
+    home_ = ::mkdtemp(tmpl.data());
+    paths_ = *ResolvePaths({.os = Os::kLinux, .home = home_, .fun_home = home_ + "/state"});
+  }
+  void TearDown() override { std::system(("rm -rf '" + home_ + "'").c_str()); }  // NOLINT
+  std::string File(InstanceFileKind k) const { return paths_.InstanceFile("dev", k); }
+  static unsigned Mode(const std::string& p) {
+    struct stat st {};
+    return ::stat(p.c_str(), &st) == 0 ? st.st_mode & 0777 : 0;
+  }
+
+  std::string home_;
+  Paths paths_;
+};
+
+TEST_F(InstanceTest, EnsureCreatesAPrivateInstanceWithASecret) {
+  auto cfg = EnsureInstance(paths_, "dev", {});
+  ASSERT_TRUE(cfg.ok()) << cfg.status();
+  EXPECT_EQ(cfg->name, "dev");
+  EXPECT_EQ(Mode(paths_.InstanceDir("dev")), 0700u);
+  EXPECT_EQ(Mode(File(InstanceFileKind::kConfig)), 0600u);
+  EXPECT_EQ(Mode(paths_.InstanceDir("dev") + "/secret"), 0600u);
+  ASSERT_EQ(cfg->shares.size(), 1u);  // the home directory, as on a Mac
+  EXPECT_EQ(cfg->shares[0].host_path, home_);
+  EXPECT_THAT(ListInstances(paths_), ElementsAre("dev"));
+}
+
+TEST_F(InstanceTest, OverridesAreSavedAndValidated) {
+  ASSERT_TRUE(EnsureInstance(paths_, "dev", {}).ok());
+  auto cfg = EnsureInstance(paths_, "dev", {.cpus = 4, .memory_mib = 4096});
+  ASSERT_TRUE(cfg.ok()) << cfg.status();
+  EXPECT_EQ(cfg->cpus, 4);
+  auto again = EnsureInstance(paths_, "dev", {});
+  EXPECT_EQ(again->cpus, 4);
+  EXPECT_EQ(again->memory_mib, 4096);
+  auto bad = EnsureInstance(paths_, "dev", {.cpus = 500});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(bad.status().message(), HasSubstr("cpus"));
+  EXPECT_EQ(EnsureInstance(paths_, "dev", {})->cpus, 4);  // nothing lost
+}
+
+TEST_F(InstanceTest, BadNamesAndMismatchedConfigsAreRefused) {
+  EXPECT_FALSE(EnsureInstance(paths_, "../x", {}).ok());
+  ASSERT_TRUE(EnsureInstance(paths_, "dev", {}).ok());
+  std::ofstream(File(InstanceFileKind::kConfig)) << R"({"name": "prod"})";
+  auto r = EnsureInstance(paths_, "dev", {});
+  ASSERT_FALSE(r.ok());
+  EXPECT_THAT(r.status().message(), HasSubstr("does not match its directory"));
+}
+
+TEST_F(InstanceTest, StatusOfAnAbsentAndAStoppedInstance) {
+  EXPECT_EQ(GetInstanceStatus(paths_, "dev").phase, "absent");
+  ASSERT_TRUE(EnsureInstance(paths_, "dev", {}).ok());
+  InstanceStatus st = GetInstanceStatus(paths_, "dev");
+  EXPECT_TRUE(st.exists);
+  EXPECT_EQ(st.phase, "stopped");
+  EXPECT_EQ(st.hostd.status, PidStatus::kMissing);
+  auto j = StatusToJson(st);
+  EXPECT_EQ(j["phase"], "stopped");
+  EXPECT_EQ(j["config"]["name"], "dev");
+}
+
+TEST_F(InstanceTest, RunningStateWithoutALiveHostdIsCrashed) {
+  ASSERT_TRUE(EnsureInstance(paths_, "dev", {}).ok());
+  InstanceState s{.phase = Phase::kRunning, .accel = "tcg", .started_at_ms = 1000};
+  ASSERT_TRUE(SaveInstanceState(paths_.InstanceDir("dev"), s).ok());
+  // A pid file naming this very process with a wrong start time: a reused pid, not ours.
+  uint64_t start = *ProcessStartTime(::getpid());
+  std::ofstream(File(InstanceFileKind::kHostdPid)) << ::getpid() << " " << start + 1 << "\n";
+  InstanceStatus st = GetInstanceStatus(paths_, "dev");
+  EXPECT_EQ(st.hostd.status, PidStatus::kStale);
+  EXPECT_EQ(st.phase, "crashed");
+  // With a live hostd (this process stands in for it), the recorded phase is believed.
+  ASSERT_TRUE(WritePidFile(File(InstanceFileKind::kHostdPid), ::getpid()).ok());
+  EXPECT_EQ(GetInstanceStatus(paths_, "dev").phase, "running");
+}
+
+TEST_F(InstanceTest, StopCleansStaleFilesOfADeadInstance) {
+  ASSERT_TRUE(EnsureInstance(paths_, "dev", {}).ok());
+  InstanceState s{.phase = Phase::kRunning, .started_at_ms = 1000};
+  ASSERT_TRUE(SaveInstanceState(paths_.InstanceDir("dev"), s).ok());
+  uint64_t start = *ProcessStartTime(::getpid());
+  std::ofstream(File(InstanceFileKind::kHostdPid)) << ::getpid() << " " << start + 7 << "\n";
+  std::ofstream(File(InstanceFileKind::kVmPid)) << "not a pid file";
+  std::ofstream(File(InstanceFileKind::kContainerdSock)) << "";
+  Status stopped = StopInstance(paths_, "dev", {});
+  ASSERT_TRUE(stopped.ok()) << stopped;
+  EXPECT_NE(::access(File(InstanceFileKind::kHostdPid).c_str(), F_OK), 0);
+  EXPECT_NE(::access(File(InstanceFileKind::kVmPid).c_str(), F_OK), 0);
+  EXPECT_NE(::access(File(InstanceFileKind::kContainerdSock).c_str(), F_OK), 0);
+  InstanceStatus st = GetInstanceStatus(paths_, "dev");
+  EXPECT_EQ(st.phase, "stopped");
+  ASSERT_TRUE(st.state && st.state->last_exit);
+  EXPECT_THAT(st.state->last_exit->reason, HasSubstr("cleaned up by stop"));
+  // Stopping again is fine; stopping nothing is a clear error.
+  EXPECT_TRUE(StopInstance(paths_, "dev", {}).ok());
+  EXPECT_EQ(StopInstance(paths_, "nope", {}).code(), Code::kNotFound);
+}
+
+TEST_F(InstanceTest, RemoveRefusesARunningInstanceAndDeletesAStoppedOne) {
+  ASSERT_TRUE(EnsureInstance(paths_, "dev", {}).ok());
+  ASSERT_TRUE(WritePidFile(File(InstanceFileKind::kHostdPid), ::getpid()).ok());
+  Status running = RemoveInstance(paths_, "dev");
+  EXPECT_EQ(running.code(), Code::kFailedPrecondition);
+  EXPECT_THAT(running.message(), HasSubstr("fun-vmctl stop dev"));
+  ::unlink(File(InstanceFileKind::kHostdPid).c_str());
+  std::ofstream(File(InstanceFileKind::kDataImage)) << "disk";
+  ASSERT_TRUE(RemoveInstance(paths_, "dev").ok());
+  EXPECT_NE(::access(paths_.InstanceDir("dev").c_str(), F_OK), 0);
+  EXPECT_TRUE(ListInstances(paths_).empty());
+  EXPECT_EQ(RemoveInstance(paths_, "dev").code(), Code::kNotFound);
+}
+
+TEST(TailFileTest, LastLines) {
+  std::string path = "/tmp/fun-tail-test-" + std::to_string(::getpid());
+  std::ofstream(path) << "a\nb\nc\nd\n";
+  EXPECT_EQ(TailFile(path, 2), "c\nd\n");
+  EXPECT_EQ(TailFile(path, 10), "a\nb\nc\nd\n");
+  EXPECT_EQ(TailFile(path + ".missing", 3), "");
+  ::unlink(path.c_str());
+}
+
+}  // namespace
+}  // namespace fun::vm
