@@ -1,8 +1,7 @@
 #include "lib/base/progress.h"
 
-#include <unistd.h>
-
 #include <fmt/format.h>
+#include <unistd.h>
 
 namespace fun {
 
@@ -34,8 +33,8 @@ void Spinner::Update(std::string_view phase) {
   if (!changed && now - last_draw_ < std::chrono::milliseconds(100)) return;
   phase_ = std::string(phase);
   last_draw_ = now;
-  std::string line = fmt::format("{} {}  {:.1f}s", kFrames[frame_++ % 10], phase_,
-                                 elapsed_seconds());
+  std::string line =
+      fmt::format("{} {}  {:.1f}s", kFrames[frame_++ % 10], phase_, elapsed_seconds());
   // Pad over a longer previous line; the spinner glyph is 3 bytes but 1 column.
   size_t width = line.size() - 2;
   out_ << "\r" << line << std::string(drawn_width_ > width ? drawn_width_ - width : 0, ' ')

@@ -1,8 +1,8 @@
 #include "lib/base/progress.h"
 
-#include <sstream>
-
 #include <gtest/gtest.h>
+
+#include <sstream>
 
 namespace fun {
 namespace {

@@ -176,25 +176,28 @@ std::string MsgTypeName(uint8_t type) {
   case MsgType::k##N:  \
     return #N;
     FUN_P9_NAME(Tlerror)
-    FUN_P9_NAME(Rlerror) FUN_P9_NAME(Tstatfs) FUN_P9_NAME(Rstatfs) FUN_P9_NAME(Tlopen) FUN_P9_NAME(
-        Rlopen) FUN_P9_NAME(Tlcreate) FUN_P9_NAME(Rlcreate) FUN_P9_NAME(Tsymlink)
-        FUN_P9_NAME(Rsymlink) FUN_P9_NAME(Tmknod) FUN_P9_NAME(Rmknod) FUN_P9_NAME(
-            Trename) FUN_P9_NAME(Rrename) FUN_P9_NAME(Treadlink) FUN_P9_NAME(Rreadlink)
-            FUN_P9_NAME(Tgetattr) FUN_P9_NAME(Rgetattr) FUN_P9_NAME(Tsetattr) FUN_P9_NAME(
-                Rsetattr) FUN_P9_NAME(Txattrwalk) FUN_P9_NAME(Rxattrwalk) FUN_P9_NAME(Txattrcreate)
-                FUN_P9_NAME(Rxattrcreate) FUN_P9_NAME(Treaddir) FUN_P9_NAME(Rreaddir)
-                    FUN_P9_NAME(Tfsync) FUN_P9_NAME(Rfsync) FUN_P9_NAME(Tlock) FUN_P9_NAME(Rlock)
-                        FUN_P9_NAME(Tgetlock) FUN_P9_NAME(Rgetlock) FUN_P9_NAME(Tlink) FUN_P9_NAME(
-                            Rlink) FUN_P9_NAME(Tmkdir) FUN_P9_NAME(Rmkdir) FUN_P9_NAME(Trenameat)
-                            FUN_P9_NAME(Rrenameat) FUN_P9_NAME(Tunlinkat) FUN_P9_NAME(Runlinkat)
-                                FUN_P9_NAME(Tversion) FUN_P9_NAME(Rversion) FUN_P9_NAME(Tauth)
-                                    FUN_P9_NAME(Rauth) FUN_P9_NAME(Tattach) FUN_P9_NAME(Rattach)
-                                        FUN_P9_NAME(Rerror) FUN_P9_NAME(Tflush) FUN_P9_NAME(Rflush)
-                                            FUN_P9_NAME(Twalk) FUN_P9_NAME(Rwalk) FUN_P9_NAME(Tread)
-                                                FUN_P9_NAME(Rread) FUN_P9_NAME(Twrite)
-                                                    FUN_P9_NAME(Rwrite) FUN_P9_NAME(Tclunk)
-                                                        FUN_P9_NAME(Rclunk) FUN_P9_NAME(Tremove)
-                                                            FUN_P9_NAME(Rremove)
+    FUN_P9_NAME(Rlerror)
+    FUN_P9_NAME(Tstatfs) FUN_P9_NAME(Rstatfs) FUN_P9_NAME(Tlopen) FUN_P9_NAME(Rlopen)
+        FUN_P9_NAME(Tlcreate) FUN_P9_NAME(Rlcreate) FUN_P9_NAME(Tsymlink) FUN_P9_NAME(Rsymlink)
+            FUN_P9_NAME(Tmknod) FUN_P9_NAME(Rmknod) FUN_P9_NAME(Trename) FUN_P9_NAME(Rrename)
+                FUN_P9_NAME(Treadlink) FUN_P9_NAME(Rreadlink) FUN_P9_NAME(Tgetattr) FUN_P9_NAME(
+                    Rgetattr) FUN_P9_NAME(Tsetattr) FUN_P9_NAME(Rsetattr) FUN_P9_NAME(Txattrwalk)
+                    FUN_P9_NAME(Rxattrwalk) FUN_P9_NAME(Txattrcreate) FUN_P9_NAME(Rxattrcreate)
+                        FUN_P9_NAME(Treaddir) FUN_P9_NAME(Rreaddir) FUN_P9_NAME(Tfsync) FUN_P9_NAME(
+                            Rfsync) FUN_P9_NAME(Tlock) FUN_P9_NAME(Rlock) FUN_P9_NAME(Tgetlock)
+                            FUN_P9_NAME(Rgetlock) FUN_P9_NAME(Tlink) FUN_P9_NAME(Rlink) FUN_P9_NAME(
+                                Tmkdir) FUN_P9_NAME(Rmkdir) FUN_P9_NAME(Trenameat)
+                                FUN_P9_NAME(Rrenameat) FUN_P9_NAME(Tunlinkat) FUN_P9_NAME(Runlinkat)
+                                    FUN_P9_NAME(Tversion) FUN_P9_NAME(Rversion) FUN_P9_NAME(Tauth)
+                                        FUN_P9_NAME(Rauth) FUN_P9_NAME(Tattach) FUN_P9_NAME(Rattach)
+                                            FUN_P9_NAME(Rerror) FUN_P9_NAME(Tflush)
+                                                FUN_P9_NAME(Rflush) FUN_P9_NAME(Twalk)
+                                                    FUN_P9_NAME(Rwalk) FUN_P9_NAME(Tread)
+                                                        FUN_P9_NAME(Rread) FUN_P9_NAME(Twrite)
+                                                            FUN_P9_NAME(Rwrite) FUN_P9_NAME(Tclunk)
+                                                                FUN_P9_NAME(Rclunk)
+                                                                    FUN_P9_NAME(Tremove)
+                                                                        FUN_P9_NAME(Rremove)
 #undef FUN_P9_NAME
   }
   return fmt::format("type {}", type);
