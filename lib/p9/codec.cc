@@ -172,33 +172,124 @@ Status Malformed(uint8_t type, std::string_view why) {
 
 std::string MsgTypeName(uint8_t type) {
   switch (static_cast<MsgType>(type)) {
-#define FUN_P9_NAME(N) \
-  case MsgType::k##N:  \
-    return #N;
-    FUN_P9_NAME(Tlerror)
-    FUN_P9_NAME(Rlerror)
-    FUN_P9_NAME(Tstatfs) FUN_P9_NAME(Rstatfs) FUN_P9_NAME(Tlopen) FUN_P9_NAME(Rlopen)
-        FUN_P9_NAME(Tlcreate) FUN_P9_NAME(Rlcreate) FUN_P9_NAME(Tsymlink) FUN_P9_NAME(Rsymlink)
-            FUN_P9_NAME(Tmknod) FUN_P9_NAME(Rmknod) FUN_P9_NAME(Trename) FUN_P9_NAME(Rrename)
-                FUN_P9_NAME(Treadlink) FUN_P9_NAME(Rreadlink) FUN_P9_NAME(Tgetattr) FUN_P9_NAME(
-                    Rgetattr) FUN_P9_NAME(Tsetattr) FUN_P9_NAME(Rsetattr) FUN_P9_NAME(Txattrwalk)
-                    FUN_P9_NAME(Rxattrwalk) FUN_P9_NAME(Txattrcreate) FUN_P9_NAME(Rxattrcreate)
-                        FUN_P9_NAME(Treaddir) FUN_P9_NAME(Rreaddir) FUN_P9_NAME(Tfsync) FUN_P9_NAME(
-                            Rfsync) FUN_P9_NAME(Tlock) FUN_P9_NAME(Rlock) FUN_P9_NAME(Tgetlock)
-                            FUN_P9_NAME(Rgetlock) FUN_P9_NAME(Tlink) FUN_P9_NAME(Rlink) FUN_P9_NAME(
-                                Tmkdir) FUN_P9_NAME(Rmkdir) FUN_P9_NAME(Trenameat)
-                                FUN_P9_NAME(Rrenameat) FUN_P9_NAME(Tunlinkat) FUN_P9_NAME(Runlinkat)
-                                    FUN_P9_NAME(Tversion) FUN_P9_NAME(Rversion) FUN_P9_NAME(Tauth)
-                                        FUN_P9_NAME(Rauth) FUN_P9_NAME(Tattach) FUN_P9_NAME(Rattach)
-                                            FUN_P9_NAME(Rerror) FUN_P9_NAME(Tflush)
-                                                FUN_P9_NAME(Rflush) FUN_P9_NAME(Twalk)
-                                                    FUN_P9_NAME(Rwalk) FUN_P9_NAME(Tread)
-                                                        FUN_P9_NAME(Rread) FUN_P9_NAME(Twrite)
-                                                            FUN_P9_NAME(Rwrite) FUN_P9_NAME(Tclunk)
-                                                                FUN_P9_NAME(Rclunk)
-                                                                    FUN_P9_NAME(Tremove)
-                                                                        FUN_P9_NAME(Rremove)
-#undef FUN_P9_NAME
+    case MsgType::kTlerror:
+      return "Tlerror";
+    case MsgType::kRlerror:
+      return "Rlerror";
+    case MsgType::kTstatfs:
+      return "Tstatfs";
+    case MsgType::kRstatfs:
+      return "Rstatfs";
+    case MsgType::kTlopen:
+      return "Tlopen";
+    case MsgType::kRlopen:
+      return "Rlopen";
+    case MsgType::kTlcreate:
+      return "Tlcreate";
+    case MsgType::kRlcreate:
+      return "Rlcreate";
+    case MsgType::kTsymlink:
+      return "Tsymlink";
+    case MsgType::kRsymlink:
+      return "Rsymlink";
+    case MsgType::kTmknod:
+      return "Tmknod";
+    case MsgType::kRmknod:
+      return "Rmknod";
+    case MsgType::kTrename:
+      return "Trename";
+    case MsgType::kRrename:
+      return "Rrename";
+    case MsgType::kTreadlink:
+      return "Treadlink";
+    case MsgType::kRreadlink:
+      return "Rreadlink";
+    case MsgType::kTgetattr:
+      return "Tgetattr";
+    case MsgType::kRgetattr:
+      return "Rgetattr";
+    case MsgType::kTsetattr:
+      return "Tsetattr";
+    case MsgType::kRsetattr:
+      return "Rsetattr";
+    case MsgType::kTxattrwalk:
+      return "Txattrwalk";
+    case MsgType::kRxattrwalk:
+      return "Rxattrwalk";
+    case MsgType::kTxattrcreate:
+      return "Txattrcreate";
+    case MsgType::kRxattrcreate:
+      return "Rxattrcreate";
+    case MsgType::kTreaddir:
+      return "Treaddir";
+    case MsgType::kRreaddir:
+      return "Rreaddir";
+    case MsgType::kTfsync:
+      return "Tfsync";
+    case MsgType::kRfsync:
+      return "Rfsync";
+    case MsgType::kTlock:
+      return "Tlock";
+    case MsgType::kRlock:
+      return "Rlock";
+    case MsgType::kTgetlock:
+      return "Tgetlock";
+    case MsgType::kRgetlock:
+      return "Rgetlock";
+    case MsgType::kTlink:
+      return "Tlink";
+    case MsgType::kRlink:
+      return "Rlink";
+    case MsgType::kTmkdir:
+      return "Tmkdir";
+    case MsgType::kRmkdir:
+      return "Rmkdir";
+    case MsgType::kTrenameat:
+      return "Trenameat";
+    case MsgType::kRrenameat:
+      return "Rrenameat";
+    case MsgType::kTunlinkat:
+      return "Tunlinkat";
+    case MsgType::kRunlinkat:
+      return "Runlinkat";
+    case MsgType::kTversion:
+      return "Tversion";
+    case MsgType::kRversion:
+      return "Rversion";
+    case MsgType::kTauth:
+      return "Tauth";
+    case MsgType::kRauth:
+      return "Rauth";
+    case MsgType::kTattach:
+      return "Tattach";
+    case MsgType::kRattach:
+      return "Rattach";
+    case MsgType::kRerror:
+      return "Rerror";
+    case MsgType::kTflush:
+      return "Tflush";
+    case MsgType::kRflush:
+      return "Rflush";
+    case MsgType::kTwalk:
+      return "Twalk";
+    case MsgType::kRwalk:
+      return "Rwalk";
+    case MsgType::kTread:
+      return "Tread";
+    case MsgType::kRread:
+      return "Rread";
+    case MsgType::kTwrite:
+      return "Twrite";
+    case MsgType::kRwrite:
+      return "Rwrite";
+    case MsgType::kTclunk:
+      return "Tclunk";
+    case MsgType::kRclunk:
+      return "Rclunk";
+    case MsgType::kTremove:
+      return "Tremove";
+    case MsgType::kRremove:
+      return "Rremove";
   }
   return fmt::format("type {}", type);
 }
