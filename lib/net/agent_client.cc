@@ -33,11 +33,27 @@ StatusOr<Token> CreateTokenFile(const std::string& path) {
     UniqueFd rf(r);
     FUN_RETURN_IF_ERROR(ReadExactly(r, reinterpret_cast<char*>(t.data()), t.size()));
   }
-  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  if (fd < 0) return ErrnoError(errno, "creating the agent token " + path);
+  // Written whole under a private name, then linked into place: link() never replaces, so a
+  // concurrent creator either wins or sees EEXIST, and no reader ever sees a partial token.
+  std::string tmp = fmt::format("{}.tmp.{}", path, ::getpid());
+  ::unlink(tmp.c_str());
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) return ErrnoError(errno, "creating the agent token " + tmp);
   UniqueFd f(fd);
-  FUN_RETURN_IF_ERROR(WriteAll(fd, std::string_view(reinterpret_cast<char*>(t.data()), t.size())));
+  Status w = WriteAll(fd, std::string_view(reinterpret_cast<char*>(t.data()), t.size()));
+  if (w.ok() && ::fsync(fd) != 0) w = ErrnoError(errno, "fsync " + tmp);
+  int link_errno = 0;
+  if (w.ok() && ::link(tmp.c_str(), path.c_str()) != 0) link_errno = errno;
+  ::unlink(tmp.c_str());
+  FUN_RETURN_IF_ERROR(w);
+  if (link_errno != 0) return ErrnoError(link_errno, "creating the agent token " + path);
   return t;
+}
+
+StatusOr<Token> EnsureTokenFile(const std::string& path) {
+  auto created = CreateTokenFile(path);
+  if (created.ok() || created.status().sys_errno() != EEXIST) return created;
+  return ReadTokenFile(path);
 }
 
 namespace {

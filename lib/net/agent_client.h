@@ -27,8 +27,12 @@ struct AgentEndpoint {
 
 // Reads a 32-byte token file (the instance's secret), refusing any other size.
 StatusOr<Token> ReadTokenFile(const std::string& path);
-// Writes 32 fresh random bytes to `path` with mode 0600 (fails if it exists).
+// Writes 32 fresh random bytes to `path` with mode 0600, atomically: fails if it exists
+// (errno EEXIST), and a reader never sees a partial file.
 StatusOr<Token> CreateTokenFile(const std::string& path);
+// The token at `path`, created if absent. Safe when several processes race to create it:
+// all of them get the one token that landed.
+StatusOr<Token> EnsureTokenFile(const std::string& path);
 
 // Connects and sends `request` (its token is replaced by the endpoint's). A reply other than
 // kOk becomes an error carrying the guest's message: kBadToken -> PermissionDenied,

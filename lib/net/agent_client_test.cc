@@ -5,6 +5,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -137,6 +138,31 @@ TEST_F(AgentClientTest, NoAgentIsUnavailable) {
   EXPECT_EQ(p.status().code(), Code::kUnavailable);
 }
 
+// Two `fun-vmctl start` racing on a fresh instance both ensure the secret: each must end up
+// with the one token that landed, never an error and never a partial file.
+TEST(TokenFileTest, ConcurrentEnsureAgreesOnOneToken) {
+  for (int round = 0; round < 20; ++round) {
+    std::string path = "/tmp/fun-token-race-" + std::to_string(::getpid());
+    ::unlink(path.c_str());
+    constexpr int kProcs = 4;
+    pid_t kids[kProcs];
+    for (int i = 0; i < kProcs; ++i) {
+      kids[i] = ::fork();
+      if (kids[i] == 0) {
+        auto t = EnsureTokenFile(path);
+        auto back = ReadTokenFile(path);
+        ::_exit(t.ok() && back.ok() && TokensEqual(*t, *back) ? 0 : 1);
+      }
+    }
+    for (pid_t k : kids) {
+      int st = 0;
+      ASSERT_EQ(::waitpid(k, &st, 0), k);
+      EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << "round " << round;
+    }
+    ::unlink(path.c_str());
+  }
+}
+
 TEST(TokenFileTest, CreateAndReadBackWithMode0600) {
   std::string path = "/tmp/fun-token-test-" + std::to_string(::getpid());
   auto t = CreateTokenFile(path);
@@ -147,7 +173,12 @@ TEST(TokenFileTest, CreateAndReadBackWithMode0600) {
   auto back = ReadTokenFile(path);
   ASSERT_TRUE(back.ok());
   EXPECT_TRUE(TokensEqual(*t, *back));
-  EXPECT_FALSE(CreateTokenFile(path).ok());  // never overwrites a secret
+  auto again = CreateTokenFile(path);  // never overwrites a secret
+  ASSERT_FALSE(again.ok());
+  EXPECT_EQ(again.status().sys_errno(), EEXIST);
+  auto ensured = EnsureTokenFile(path);
+  ASSERT_TRUE(ensured.ok());
+  EXPECT_TRUE(TokensEqual(*t, *ensured));
   std::ofstream(path, std::ios::app) << "x";
   EXPECT_THAT(ReadTokenFile(path).status().message(), HasSubstr("not exactly 32 bytes"));
   ::unlink(path.c_str());

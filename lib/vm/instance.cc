@@ -62,9 +62,7 @@ StatusOr<InstanceConfig> EnsureInstance(const Paths& paths, const std::string& n
     FUN_RETURN_IF_ERROR(SaveInstanceConfigFile(file, cfg));
   }
   std::string secret = dir + "/secret";
-  if (::access(secret.c_str(), F_OK) != 0) {
-    FUN_RETURN_IF_ERROR(agent::CreateTokenFile(secret).status());
-  }
+  FUN_RETURN_IF_ERROR(agent::EnsureTokenFile(secret).status());
   return cfg;
 }
 
