@@ -16,7 +16,7 @@
 # <out>/.inputs.
 #
 #   linuxkit/build.sh [--out DIR] [--cache DIR] [--guestd PATH] [--compress none|gzip|lz4|zstd]
-#                     [--no-ctr] [--force]
+#                     [--with-ctr] [--force]
 #
 # Needs: apt-get, dpkg-deb, cpio, depmod + modprobe (kmod), xz, sha256sum, readelf or
 # objdump (binutils); lz4 / zstd / gzip for the matching --compress. Root is not needed.
@@ -31,7 +31,7 @@ out="$repo/build/linuxkit"
 cache="$repo/.cache/linuxkit"
 guestd=""
 compress="none"   # measured fastest under TCG; see linuxkit/README.md
-with_ctr=1
+with_ctr=0         # ctr is 22 MB of initrd that nothing in the VM runs; --with-ctr for debugging
 force=0
 
 die() { echo "linuxkit/build.sh: error: $*" >&2; exit 1; }
@@ -46,7 +46,8 @@ while [ $# -gt 0 ]; do
     --cache) [ $# -ge 2 ] || die "--cache needs a directory"; cache=$2; shift 2 ;;
     --guestd) [ $# -ge 2 ] || die "--guestd needs a path"; guestd=$2; shift 2 ;;
     --compress) [ $# -ge 2 ] || die "--compress needs none|gzip|lz4|zstd"; compress=$2; shift 2 ;;
-    --no-ctr) with_ctr=0; shift ;;
+    --with-ctr) with_ctr=1; shift ;;
+    --no-ctr) with_ctr=0; shift ;;  # the default since session 2; kept for old command lines
     --force) force=1; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "$self" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument '$1' (see --help)" ;;
@@ -57,7 +58,7 @@ if [ -n "$guestd" ]; then
   [ -f "$guestd" ] || die "--guestd $guestd: no such file"
   guestd=$(cd "$(dirname "$guestd")" && pwd)/$(basename "$guestd")
 fi
-for tool in apt-get apt-cache dpkg-deb cpio depmod modprobe xz sha256sum find; do
+for tool in apt-get apt-cache dpkg-deb cpio depmod modprobe xz sha256sum find strip; do
   command -v "$tool" >/dev/null || die "'$tool' not found (run ci/setup.sh)"
 done
 case "$compress" in
@@ -315,7 +316,12 @@ for l in iptables iptables-save iptables-restore ip6tables ip6tables-save ip6tab
 done
 mkdir -p "$r/usr/lib/x86_64-linux-gnu/xtables"
 cp "$(unpacked lib/x86_64-linux-gnu/xtables)"/lib{xt,ipt,ip6t}_*.so "$r/usr/lib/x86_64-linux-gnu/xtables/"
-if [ -n "$guestd" ]; then replace_bin "$guestd" usr/bin/fun-guestd; fi
+if [ -n "$guestd" ]; then
+  # A RelWithDebInfo build carries ~11 MB of debug info the VM never reads: unpacking it is
+  # boot time. Strip the copy; the build tree keeps the symbols for gdb.
+  replace_bin "$guestd" usr/bin/fun-guestd
+  strip --strip-debug "$r/usr/bin/fun-guestd" || die "strip fun-guestd failed"
+fi
 
 # Shared libraries: the ELF NEEDED closure of every binary staged, taken from the unpacked
 # packages (fun-guestd's from the host when the packages lack them: it was built there).
