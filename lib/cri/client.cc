@@ -98,7 +98,100 @@ bool IsTransient(Code code) {
   }
 }
 
+
+void SetMap(google::protobuf::Map<std::string, std::string>* out, const StringMap& in) {
+  for (const auto& [k, v] : in) (*out)[k] = v;
+}
+
+StringMap ToMap(const google::protobuf::Map<std::string, std::string>& in) {
+  return StringMap(in.begin(), in.end());
+}
+
+v1::Protocol ToProto(PortMapping::Protocol p) {
+  switch (p) {
+    case PortMapping::Protocol::kUdp:
+      return v1::UDP;
+    case PortMapping::Protocol::kSctp:
+      return v1::SCTP;
+    case PortMapping::Protocol::kTcp:
+      break;
+  }
+  return v1::TCP;
+}
+
+void ToProto(const PodSpec& in, v1::PodSandboxConfig* out) {
+  v1::PodSandboxMetadata* md = out->mutable_metadata();
+  md->set_name(in.name);
+  md->set_uid(in.uid);
+  md->set_namespace_(in.ns);
+  md->set_attempt(in.attempt);
+  out->set_hostname(in.hostname);
+  out->set_log_directory(in.log_directory);
+  for (const std::string& server : in.dns_servers) out->mutable_dns_config()->add_servers(server);
+  for (const PortMapping& p : in.ports) {
+    v1::PortMapping* pm = out->add_port_mappings();
+    pm->set_protocol(ToProto(p.protocol));
+    pm->set_container_port(p.container_port);
+    pm->set_host_port(p.host_port);
+    pm->set_host_ip(p.host_ip);
+  }
+  SetMap(out->mutable_labels(), in.labels);
+  SetMap(out->mutable_annotations(), in.annotations);
+  out->mutable_linux()->mutable_security_context()->mutable_namespace_options()->set_network(
+      in.host_network ? v1::NODE : v1::POD);
+}
+
+SandboxState FromProto(v1::PodSandboxState s) {
+  return s == v1::SANDBOX_READY ? SandboxState::kReady : SandboxState::kNotReady;
+}
+
+ContainerState FromProto(v1::ContainerState s) {
+  switch (s) {
+    case v1::CONTAINER_CREATED:
+      return ContainerState::kCreated;
+    case v1::CONTAINER_RUNNING:
+      return ContainerState::kRunning;
+    case v1::CONTAINER_EXITED:
+      return ContainerState::kExited;
+    default:
+      return ContainerState::kUnknown;
+  }
+}
+
+v1::ContainerState ToProto(ContainerState s) {
+  switch (s) {
+    case ContainerState::kCreated:
+      return v1::CONTAINER_CREATED;
+    case ContainerState::kRunning:
+      return v1::CONTAINER_RUNNING;
+    case ContainerState::kExited:
+      return v1::CONTAINER_EXITED;
+    case ContainerState::kUnknown:
+      break;
+  }
+  return v1::CONTAINER_UNKNOWN;
+}
+
+MountSpec FromProto(const v1::Mount& m) {
+  return MountSpec{
+      .container_path = m.container_path(), .host_path = m.host_path(), .readonly = m.readonly()};
+}
+
 }  // namespace
+
+std::string_view ContainerStateName(ContainerState s) {
+  switch (s) {
+    case ContainerState::kCreated:
+      return "created";
+    case ContainerState::kRunning:
+      return "running";
+    case ContainerState::kExited:
+      return "exited";
+    case ContainerState::kUnknown:
+      break;
+  }
+  return "unknown";
+}
 
 // --- RuntimeStatus, ReadyProgress -----------------------------------------------------------
 
@@ -323,6 +416,242 @@ fun::Status CriClient::RemoveImage(std::string_view ref, CallOptions call) {
   return Call("RemoveImage", timeout, [&](Channel& ch, grpc::ClientContext* ctx) {
     return ch.images->RemoveImage(ctx, req, &resp);
   });
+}
+
+// --- Pods and containers ----------------------------------------------------------------------
+
+StatusOr<std::string> CriClient::RunPodSandbox(const PodSpec& pod, CallOptions call) {
+  // Starting a sandbox may pull the pause image and set up the network: more than a plain call.
+  const milliseconds timeout = call.timeout.value_or(options_.pull_timeout);
+  v1::RunPodSandboxRequest req;
+  ToProto(pod, req.mutable_config());
+  v1::RunPodSandboxResponse resp;
+  FUN_RETURN_IF_ERROR(Call("RunPodSandbox", timeout, [&](Channel& ch, grpc::ClientContext* ctx) {
+    return ch.runtime->RunPodSandbox(ctx, req, &resp);
+  }));
+  return resp.pod_sandbox_id();
+}
+
+fun::Status CriClient::StopPodSandbox(std::string_view pod_id, CallOptions call) {
+  const milliseconds timeout = call.timeout.value_or(options_.default_timeout);
+  v1::StopPodSandboxRequest req;
+  req.set_pod_sandbox_id(std::string(pod_id));
+  v1::StopPodSandboxResponse resp;
+  return Call("StopPodSandbox", timeout, [&](Channel& ch, grpc::ClientContext* ctx) {
+    return ch.runtime->StopPodSandbox(ctx, req, &resp);
+  });
+}
+
+fun::Status CriClient::RemovePodSandbox(std::string_view pod_id, CallOptions call) {
+  const milliseconds timeout = call.timeout.value_or(options_.default_timeout);
+  v1::RemovePodSandboxRequest req;
+  req.set_pod_sandbox_id(std::string(pod_id));
+  v1::RemovePodSandboxResponse resp;
+  return Call("RemovePodSandbox", timeout, [&](Channel& ch, grpc::ClientContext* ctx) {
+    return ch.runtime->RemovePodSandbox(ctx, req, &resp);
+  });
+}
+
+StatusOr<PodSandbox> CriClient::PodSandboxStatus(std::string_view pod_id, CallOptions call) {
+  const milliseconds timeout = call.timeout.value_or(options_.default_timeout);
+  v1::PodSandboxStatusRequest req;
+  req.set_pod_sandbox_id(std::string(pod_id));
+  v1::PodSandboxStatusResponse resp;
+  FUN_RETURN_IF_ERROR(
+      Call("PodSandboxStatus", timeout, [&](Channel& ch, grpc::ClientContext* ctx) {
+        return ch.runtime->PodSandboxStatus(ctx, req, &resp);
+      }));
+  const v1::PodSandboxStatus& st = resp.status();
+  return PodSandbox{.id = st.id(),
+                    .name = st.metadata().name(),
+                    .uid = st.metadata().uid(),
+                    .ns = st.metadata().namespace_(),
+                    .attempt = st.metadata().attempt(),
+                    .state = FromProto(st.state()),
+                    .created_at_ns = st.created_at(),
+                    .ip = st.network().ip(),
+                    .labels = ToMap(st.labels()),
+                    .annotations = ToMap(st.annotations())};
+}
+
+StatusOr<std::vector<PodSandbox>> CriClient::ListPodSandbox(const StringMap& label_selector,
+                                                            CallOptions call) {
+  const milliseconds timeout = call.timeout.value_or(options_.default_timeout);
+  v1::ListPodSandboxRequest req;
+  if (!label_selector.empty()) SetMap(req.mutable_filter()->mutable_label_selector(), label_selector);
+  v1::ListPodSandboxResponse resp;
+  FUN_RETURN_IF_ERROR(Call("ListPodSandbox", timeout, [&](Channel& ch, grpc::ClientContext* ctx) {
+    return ch.runtime->ListPodSandbox(ctx, req, &resp);
+  }));
+  std::vector<PodSandbox> out;
+  for (const v1::PodSandbox& p : resp.items()) {
+    out.push_back(PodSandbox{.id = p.id(),
+                             .name = p.metadata().name(),
+                             .uid = p.metadata().uid(),
+                             .ns = p.metadata().namespace_(),
+                             .attempt = p.metadata().attempt(),
+                             .state = FromProto(p.state()),
+                             .created_at_ns = p.created_at(),
+                             .labels = ToMap(p.labels()),
+                             .annotations = ToMap(p.annotations())});
+  }
+  return out;
+}
+
+StatusOr<std::string> CriClient::CreateContainer(std::string_view pod_id, const ContainerSpec& spec,
+                                                 const PodSpec& pod, CallOptions call) {
+  const milliseconds timeout = call.timeout.value_or(options_.default_timeout);
+  v1::CreateContainerRequest req;
+  req.set_pod_sandbox_id(std::string(pod_id));
+  ToProto(pod, req.mutable_sandbox_config());
+  v1::ContainerConfig* c = req.mutable_config();
+  c->mutable_metadata()->set_name(spec.name);
+  c->mutable_metadata()->set_attempt(spec.attempt);
+  c->mutable_image()->set_image(spec.image);
+  for (const std::string& a : spec.command) c->add_command(a);
+  for (const std::string& a : spec.args) c->add_args(a);
+  c->set_working_dir(spec.working_dir);
+  for (const auto& [k, v] : spec.envs) {
+    v1::KeyValue* kv = c->add_envs();
+    kv->set_key(k);
+    kv->set_value(v);
+  }
+  for (const MountSpec& m : spec.mounts) {
+    v1::Mount* pm = c->add_mounts();
+    pm->set_container_path(m.container_path);
+    pm->set_host_path(m.host_path);
+    pm->set_readonly(m.readonly);
+  }
+  SetMap(c->mutable_labels(), spec.labels);
+  SetMap(c->mutable_annotations(), spec.annotations);
+  c->set_log_path(spec.log_path);
+  c->set_stdin(spec.stdin);
+  c->set_stdin_once(spec.stdin_once);
+  c->set_tty(spec.tty);
+  v1::LinuxContainerSecurityContext* sc = c->mutable_linux()->mutable_security_context();
+  if (spec.run_as_user) sc->mutable_run_as_user()->set_value(*spec.run_as_user);
+  if (spec.run_as_group) sc->mutable_run_as_group()->set_value(*spec.run_as_group);
+  sc->set_run_as_username(spec.run_as_username);
+  sc->set_privileged(spec.privileged);
+  sc->mutable_namespace_options()->set_network(spec.host_network ? v1::NODE : v1::POD);
+  v1::CreateContainerResponse resp;
+  FUN_RETURN_IF_ERROR(Call("CreateContainer", timeout, [&](Channel& ch, grpc::ClientContext* ctx) {
+    return ch.runtime->CreateContainer(ctx, req, &resp);
+  }));
+  return resp.container_id();
+}
+
+fun::Status CriClient::StartContainer(std::string_view id, CallOptions call) {
+  const milliseconds timeout = call.timeout.value_or(options_.default_timeout);
+  v1::StartContainerRequest req;
+  req.set_container_id(std::string(id));
+  v1::StartContainerResponse resp;
+  return Call("StartContainer", timeout, [&](Channel& ch, grpc::ClientContext* ctx) {
+    return ch.runtime->StartContainer(ctx, req, &resp);
+  });
+}
+
+fun::Status CriClient::StopContainer(std::string_view id, std::chrono::seconds grace,
+                                     CallOptions call) {
+  const milliseconds timeout = call.timeout.value_or(
+      std::chrono::duration_cast<milliseconds>(grace) + options_.default_timeout);
+  v1::StopContainerRequest req;
+  req.set_container_id(std::string(id));
+  req.set_timeout(grace.count());
+  v1::StopContainerResponse resp;
+  return Call("StopContainer", timeout, [&](Channel& ch, grpc::ClientContext* ctx) {
+    return ch.runtime->StopContainer(ctx, req, &resp);
+  });
+}
+
+fun::Status CriClient::RemoveContainer(std::string_view id, CallOptions call) {
+  const milliseconds timeout = call.timeout.value_or(options_.default_timeout);
+  v1::RemoveContainerRequest req;
+  req.set_container_id(std::string(id));
+  v1::RemoveContainerResponse resp;
+  return Call("RemoveContainer", timeout, [&](Channel& ch, grpc::ClientContext* ctx) {
+    return ch.runtime->RemoveContainer(ctx, req, &resp);
+  });
+}
+
+StatusOr<std::vector<Container>> CriClient::ListContainers(const ContainerFilter& filter,
+                                                           CallOptions call) {
+  const milliseconds timeout = call.timeout.value_or(options_.default_timeout);
+  v1::ListContainersRequest req;
+  v1::ContainerFilter* f = req.mutable_filter();
+  f->set_id(filter.id);
+  f->set_pod_sandbox_id(filter.pod_sandbox_id);
+  if (filter.state) f->mutable_state()->set_state(ToProto(*filter.state));
+  SetMap(f->mutable_label_selector(), filter.label_selector);
+  v1::ListContainersResponse resp;
+  FUN_RETURN_IF_ERROR(Call("ListContainers", timeout, [&](Channel& ch, grpc::ClientContext* ctx) {
+    return ch.runtime->ListContainers(ctx, req, &resp);
+  }));
+  std::vector<Container> out;
+  for (const v1::Container& c : resp.containers()) {
+    Container o;
+    o.id = c.id();
+    o.pod_sandbox_id = c.pod_sandbox_id();
+    o.name = c.metadata().name();
+    o.attempt = c.metadata().attempt();
+    o.image = c.image().image();
+    o.image_ref = c.image_ref();
+    o.state = FromProto(c.state());
+    o.created_at_ns = c.created_at();
+    o.labels = ToMap(c.labels());
+    o.annotations = ToMap(c.annotations());
+    out.push_back(std::move(o));
+  }
+  return out;
+}
+
+StatusOr<Container> CriClient::ContainerStatus(std::string_view id, CallOptions call) {
+  const milliseconds timeout = call.timeout.value_or(options_.default_timeout);
+  v1::ContainerStatusRequest req;
+  req.set_container_id(std::string(id));
+  v1::ContainerStatusResponse resp;
+  FUN_RETURN_IF_ERROR(
+      Call("ContainerStatus", timeout, [&](Channel& ch, grpc::ClientContext* ctx) {
+        return ch.runtime->ContainerStatus(ctx, req, &resp);
+      }));
+  const v1::ContainerStatus& st = resp.status();
+  Container o;
+  o.id = st.id();
+  o.name = st.metadata().name();
+  o.attempt = st.metadata().attempt();
+  o.image = st.image().image();
+  o.image_ref = st.image_ref();
+  o.state = FromProto(st.state());
+  o.created_at_ns = st.created_at();
+  o.started_at_ns = st.started_at();
+  o.finished_at_ns = st.finished_at();
+  o.exit_code = st.exit_code();
+  o.reason = st.reason();
+  o.message = st.message();
+  o.log_path = st.log_path();
+  for (const v1::Mount& m : st.mounts()) o.mounts.push_back(FromProto(m));
+  o.labels = ToMap(st.labels());
+  o.annotations = ToMap(st.annotations());
+  return o;
+}
+
+StatusOr<ExecResult> CriClient::ExecSync(std::string_view id, const std::vector<std::string>& cmd,
+                                         std::chrono::seconds timeout_s, CallOptions call) {
+  // The command may run as long as its own timeout; without one, as long as the pull timeout.
+  const milliseconds timeout = call.timeout.value_or(
+      timeout_s.count() > 0
+          ? std::chrono::duration_cast<milliseconds>(timeout_s) + options_.default_timeout
+          : options_.pull_timeout);
+  v1::ExecSyncRequest req;
+  req.set_container_id(std::string(id));
+  for (const std::string& a : cmd) req.add_cmd(a);
+  req.set_timeout(timeout_s.count());
+  v1::ExecSyncResponse resp;
+  FUN_RETURN_IF_ERROR(Call("ExecSync", timeout, [&](Channel& ch, grpc::ClientContext* ctx) {
+    return ch.runtime->ExecSync(ctx, req, &resp);
+  }));
+  return ExecResult{
+      .stdout_bytes = resp.stdout(), .stderr_bytes = resp.stderr(), .exit_code = resp.exit_code()};
 }
 
 }  // namespace fun::cri

@@ -32,6 +32,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -86,6 +87,120 @@ struct Image {
   std::optional<int64_t> uid;  // the image config's user, when numeric
   std::string username;        // the image config's user, when a name
   bool pinned = false;
+};
+
+// --- Pods and containers (RuntimeService) -------------------------------------------------------
+
+using StringMap = std::map<std::string, std::string>;
+
+// One published port of a pod (CRI PortMapping; reaches CNI's portmap plugin).
+struct PortMapping {
+  enum class Protocol { kTcp, kUdp, kSctp };
+  Protocol protocol = Protocol::kTcp;
+  int32_t container_port = 0;
+  int32_t host_port = 0;
+  std::string host_ip;  // "": all addresses
+};
+
+// What RunPodSandbox needs (PodSandboxConfig). The metadata (name, uid, namespace, attempt) is
+// what containerd names the sandbox by: name + namespace + uid + attempt must be unique.
+struct PodSpec {
+  std::string name;
+  std::string uid;
+  std::string ns = "default";
+  uint32_t attempt = 0;
+  std::string hostname;
+  // Container logs go to log_directory/<ContainerSpec::log_path>; both empty: no log.
+  std::string log_directory;
+  std::vector<std::string> dns_servers;
+  std::vector<PortMapping> ports;
+  bool host_network = false;  // NamespaceMode NODE: the pod shares the host's (VM's) network
+  StringMap labels;
+  StringMap annotations;
+};
+
+enum class SandboxState { kReady, kNotReady };
+
+struct PodSandbox {
+  std::string id;
+  std::string name;
+  std::string uid;
+  std::string ns;
+  uint32_t attempt = 0;
+  SandboxState state = SandboxState::kNotReady;
+  int64_t created_at_ns = 0;
+  std::string ip;  // PodSandboxStatus only: the pod's address, "" with host networking
+  StringMap labels;
+  StringMap annotations;
+};
+
+struct MountSpec {
+  std::string container_path;
+  std::string host_path;  // a path where containerd runs (in the VM for a VM instance)
+  bool readonly = false;
+};
+
+// What CreateContainer needs (ContainerConfig).
+struct ContainerSpec {
+  std::string name;
+  uint32_t attempt = 0;
+  std::string image;  // a reference or an image id
+  std::vector<std::string> command;  // replaces the image's entrypoint when not empty
+  std::vector<std::string> args;     // replaces the image's cmd when not empty
+  std::string working_dir;
+  std::vector<std::pair<std::string, std::string>> envs;
+  std::vector<MountSpec> mounts;
+  StringMap labels;
+  StringMap annotations;
+  std::string log_path;  // relative to the pod's log_directory
+  bool stdin = false;
+  bool stdin_once = false;
+  bool tty = false;
+  // The user: a numeric uid (run_as_user) or a name from the image's /etc/passwd.
+  std::optional<int64_t> run_as_user;
+  std::optional<int64_t> run_as_group;
+  std::string run_as_username;
+  bool privileged = false;
+  bool host_network = false;  // must match the pod's
+};
+
+enum class ContainerState { kCreated, kRunning, kExited, kUnknown };
+// "created", "running", "exited", "unknown".
+std::string_view ContainerStateName(ContainerState s);
+
+// ListContainers' Container and ContainerStatus in one struct (the status-only fields stay
+// zero/empty in a listing).
+struct Container {
+  std::string id;
+  std::string pod_sandbox_id;
+  std::string name;
+  uint32_t attempt = 0;
+  std::string image;      // as the container was created (reference or id)
+  std::string image_ref;  // the image id
+  ContainerState state = ContainerState::kUnknown;
+  int64_t created_at_ns = 0;
+  int64_t started_at_ns = 0;   // status: 0 until started
+  int64_t finished_at_ns = 0;  // status: 0 until exited
+  int32_t exit_code = 0;       // status: meaningful once finished_at_ns != 0
+  std::string reason;          // status: "Completed", "Error", "OOMKilled", ...
+  std::string message;         // status
+  std::string log_path;        // status: the absolute log file, where containerd runs
+  std::vector<MountSpec> mounts;  // status
+  StringMap labels;
+  StringMap annotations;
+};
+
+struct ContainerFilter {
+  std::string id;
+  std::string pod_sandbox_id;
+  std::optional<ContainerState> state;
+  StringMap label_selector;  // every pair must match
+};
+
+struct ExecResult {
+  std::string stdout_bytes;
+  std::string stderr_bytes;
+  int32_t exit_code = 0;
 };
 
 // Per-call options.
@@ -183,6 +298,36 @@ class CriClient {
   // ImageService.RemoveImage. Removing an image that is not there is OK (CRI makes it
   // idempotent).
   fun::Status RemoveImage(std::string_view ref, CallOptions call = {});
+
+  // RuntimeService.RunPodSandbox: the sandbox's id. Pulls nothing: the sandbox (pause) image
+  // of containerd's config must be in the store or pullable.
+  StatusOr<std::string> RunPodSandbox(const PodSpec& pod, CallOptions call = {});
+  // StopPodSandbox / RemovePodSandbox: idempotent (an unknown id is OK), as CRI defines.
+  fun::Status StopPodSandbox(std::string_view pod_id, CallOptions call = {});
+  fun::Status RemovePodSandbox(std::string_view pod_id, CallOptions call = {});
+  // PodSandboxStatus: NotFound for an unknown id.
+  StatusOr<PodSandbox> PodSandboxStatus(std::string_view pod_id, CallOptions call = {});
+  // ListPodSandbox, filtered by labels (every pair must match) when not empty.
+  StatusOr<std::vector<PodSandbox>> ListPodSandbox(const StringMap& label_selector = {},
+                                                   CallOptions call = {});
+
+  // CreateContainer in pod `pod_id` (whose config `pod` must be passed again, as CRI asks).
+  StatusOr<std::string> CreateContainer(std::string_view pod_id, const ContainerSpec& spec,
+                                        const PodSpec& pod, CallOptions call = {});
+  fun::Status StartContainer(std::string_view id, CallOptions call = {});
+  // Sends the stop signal, and SIGKILL after `grace` (0: at once). The call's deadline is
+  // grace plus the client's default timeout unless `call` sets one.
+  fun::Status StopContainer(std::string_view id, std::chrono::seconds grace,
+                            CallOptions call = {});
+  fun::Status RemoveContainer(std::string_view id, CallOptions call = {});
+  StatusOr<std::vector<Container>> ListContainers(const ContainerFilter& filter = {},
+                                                  CallOptions call = {});
+  // ContainerStatus: NotFound for an unknown id.
+  StatusOr<Container> ContainerStatus(std::string_view id, CallOptions call = {});
+  // ExecSync: runs `cmd` in the container and returns its output and exit code; `timeout` (0:
+  // none) is the command's own limit, enforced by containerd.
+  StatusOr<ExecResult> ExecSync(std::string_view id, const std::vector<std::string>& cmd,
+                                std::chrono::seconds timeout, CallOptions call = {});
 
  private:
   struct Channel;  // one gRPC channel and its stubs (client.cc)

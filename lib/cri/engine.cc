@@ -1,0 +1,333 @@
+#include "lib/cri/engine.h"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <charconv>
+#include <nlohmann/json.hpp>
+#include <random>
+
+namespace fun::cri {
+
+namespace {
+
+std::string RandomHex(size_t n) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::random_device rd;
+  std::string out;
+  out.reserve(n);
+  for (size_t i = 0; i < n; ++i) out.push_back(kHex[rd() % 16]);
+  return out;
+}
+
+std::optional<int64_t> ParseId(std::string_view s) {
+  if (s.empty() || s.size() > 10) return std::nullopt;
+  int64_t v = 0;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || p != s.data() + s.size() || v < 0 || v > 0xFFFFFFFFLL) {
+    return std::nullopt;
+  }
+  return v;
+}
+
+bool AllDigits(std::string_view s) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
+StringMap OurLabels(const std::string& name) {
+  return StringMap{{std::string(kLabelManaged), "true"}, {std::string(kLabelName), name}};
+}
+
+std::string PortsJson(const std::vector<PortMapping>& ports) {
+  nlohmann::json j = nlohmann::json::array();
+  for (const PortMapping& p : ports) {
+    j.push_back({{"host_ip", p.host_ip},
+                 {"host_port", p.host_port},
+                 {"container_port", p.container_port},
+                 {"protocol", p.protocol == PortMapping::Protocol::kUdp ? "udp" : "tcp"}});
+  }
+  return j.dump();
+}
+
+}  // namespace
+
+Status ValidateContainerName(std::string_view name) {
+  auto bad = [&](std::string_view why) {
+    return InvalidArgumentError(fmt::format(
+        "invalid container name \"{:.80}\": {}; use letters, digits and _ . - (starting with a "
+        "letter or digit)",
+        name, why));
+  };
+  if (name.empty()) return bad("it is empty");
+  if (name.size() > 128) return bad("it is longer than 128 characters");
+  auto alnum = [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+  };
+  if (!alnum(name[0])) return bad("it does not start with a letter or digit");
+  for (char c : name) {
+    if (!alnum(c) && c != '_' && c != '.' && c != '-') {
+      return bad(fmt::format("it contains '{}'", c >= 0x20 && c < 0x7f ? c : '?'));
+    }
+  }
+  return OkStatus();
+}
+
+StatusOr<UserSpec> ParseUserSpec(std::string_view spec) {
+  auto bad = [&](std::string_view why) {
+    return InvalidArgumentError(fmt::format(
+        "invalid --user \"{:.80}\": {}; use UID, UID:GID or a user name of the image", spec, why));
+  };
+  UserSpec u;
+  if (spec.empty()) return u;
+  const size_t colon = spec.find(':');
+  const std::string_view user = spec.substr(0, colon);
+  const std::string_view group =
+      colon == std::string_view::npos ? std::string_view() : spec.substr(colon + 1);
+  if (user.empty()) return bad("the user part is empty");
+  if (AllDigits(user)) {
+    u.uid = ParseId(user);
+    if (!u.uid) return bad("the uid is out of range");
+  } else {
+    for (char c : user) {
+      const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                      (c >= '0' && c <= '9') || c == '_' || c == '-' || c == '.';
+      if (!ok) return bad("the user name has characters a user name cannot have");
+    }
+    u.name = std::string(user);
+  }
+  if (colon != std::string_view::npos) {
+    if (!AllDigits(group)) {
+      return bad("the group must be a numeric GID (CRI cannot look up group names)");
+    }
+    if (!u.name.empty()) {
+      return bad("a group goes only with a numeric UID (CRI cannot combine a user name and a group)");
+    }
+    u.gid = ParseId(group);
+    if (!u.gid) return bad("the gid is out of range");
+  }
+  return u;
+}
+
+Engine::Engine(CriClient* cri, EngineOptions options)
+    : cri_(cri),
+      options_(std::move(options)),
+      clock_(options_.clock != nullptr ? options_.clock : &Clock::Real()) {}
+
+StatusOr<std::string> Engine::EnsureImage(const std::string& ref, const PullCallback& on_pull,
+                                          bool* pulled) {
+  if (pulled != nullptr) *pulled = false;
+  FUN_ASSIGN_OR_RETURN(std::optional<Image> have, cri_->ImageStatus(ref));
+  if (have.has_value()) return have->id;
+  if (on_pull) on_pull(ref);
+  StatusOr<std::string> id = cri_->PullImage(ref);
+  if (!id.ok()) return id.status().WithContext(fmt::format("pulling {}", ref));
+  if (pulled != nullptr) *pulled = true;
+  return *id;
+}
+
+StatusOr<RunResult> Engine::Run(const RunSpec& spec, const PullCallback& on_pull) {
+  RunResult r;
+  r.name = spec.name.empty() ? "fun_" + RandomHex(8) : spec.name;
+  FUN_RETURN_IF_ERROR(ValidateContainerName(r.name));
+  FUN_ASSIGN_OR_RETURN(UserSpec user, ParseUserSpec(spec.user));
+  if (spec.image.empty()) return InvalidArgumentError("no image given: fun run [OPTIONS] IMAGE [CMD...]");
+
+  // The name must be free among our containers.
+  FUN_ASSIGN_OR_RETURN(std::vector<Container> same,
+                       cri_->ListContainers({.label_selector = {{std::string(kLabelName), r.name},
+                                                                {std::string(kLabelManaged), "true"}}}));
+  if (!same.empty()) {
+    return AlreadyExistsError(fmt::format(
+        "the name \"{}\" is in use by container {}: remove it (fun rm -f {}) or pick another --name",
+        r.name, same.front().id.substr(0, 12), r.name));
+  }
+
+  FUN_ASSIGN_OR_RETURN(std::string image_id, EnsureImage(spec.image, on_pull, &r.pulled));
+  (void)image_id;
+
+  PodSpec pod;
+  pod.name = r.name;
+  pod.uid = RandomHex(32);
+  pod.ns = std::string(kPodNamespace);
+  pod.hostname = r.name.size() <= 63 ? r.name : r.name.substr(0, 63);
+  pod.log_directory = fmt::format("{}/{}_{}", options_.log_root, r.name, pod.uid.substr(0, 12));
+  pod.ports = spec.ports;
+  pod.host_network = spec.host_network;
+  pod.labels = OurLabels(r.name);
+  nlohmann::json command = nlohmann::json::array();
+  if (spec.entrypoint) {
+    for (const std::string& a : *spec.entrypoint) command.push_back(a);
+  }
+  for (const std::string& a : spec.cmd) command.push_back(a);
+  pod.annotations[std::string(kAnnotationCommand)] = command.dump();
+  if (spec.rm) pod.annotations[std::string(kAnnotationRm)] = "true";
+  if (!spec.ports.empty()) pod.annotations[std::string(kAnnotationPorts)] = PortsJson(spec.ports);
+
+  StatusOr<std::string> pod_id = cri_->RunPodSandbox(pod);
+  if (!pod_id.ok()) {
+    return pod_id.status().WithContext(fmt::format("starting the pod of {}", r.name));
+  }
+  r.pod_id = *pod_id;
+  auto undo_pod = [&] {
+    (void)cri_->StopPodSandbox(r.pod_id);
+    (void)cri_->RemovePodSandbox(r.pod_id);
+  };
+
+  ContainerSpec c;
+  c.name = r.name;
+  c.image = spec.image;
+  if (spec.entrypoint) c.command = *spec.entrypoint;
+  c.args = spec.cmd;
+  c.working_dir = spec.workdir;
+  c.envs = spec.env;
+  c.mounts = spec.mounts;
+  c.labels = pod.labels;
+  c.annotations = pod.annotations;
+  c.log_path = r.name + ".log";
+  c.stdin = spec.interactive;
+  c.stdin_once = spec.interactive;
+  c.tty = spec.tty;
+  c.run_as_user = user.uid;
+  c.run_as_group = user.gid;
+  c.run_as_username = user.name;
+  c.host_network = spec.host_network;
+  StatusOr<std::string> id = cri_->CreateContainer(r.pod_id, c, pod);
+  if (!id.ok()) {
+    undo_pod();
+    return id.status().WithContext(fmt::format("creating container {}", r.name));
+  }
+  r.container_id = *id;
+  if (Status s = cri_->StartContainer(r.container_id); !s.ok()) {
+    (void)cri_->RemoveContainer(r.container_id);
+    undo_pod();
+    return s.WithContext(fmt::format("starting container {}", r.name));
+  }
+  return r;
+}
+
+StatusOr<ContainerInfo> Engine::Describe(const Container& listed) {
+  FUN_ASSIGN_OR_RETURN(Container st, cri_->ContainerStatus(listed.id));
+  ContainerInfo info;
+  st.pod_sandbox_id = listed.pod_sandbox_id;
+  info.container = std::move(st);
+  info.pod_id = listed.pod_sandbox_id;
+  const StringMap& labels = info.container.labels;
+  if (auto it = labels.find(std::string(kLabelName)); it != labels.end()) info.name = it->second;
+  const StringMap& ann = info.container.annotations;
+  if (auto it = ann.find(std::string(kAnnotationCommand)); it != ann.end()) {
+    auto j = nlohmann::json::parse(it->second, nullptr, /*allow_exceptions=*/false);
+    if (j.is_array()) {
+      for (const auto& a : j) {
+        if (a.is_string()) info.command.push_back(a.get<std::string>());
+      }
+    }
+  }
+  if (auto it = ann.find(std::string(kAnnotationRm)); it != ann.end()) info.rm = it->second == "true";
+  return info;
+}
+
+StatusOr<std::vector<ContainerInfo>> Engine::List(bool all) {
+  ContainerFilter f;
+  f.label_selector = {{std::string(kLabelManaged), "true"}};
+  if (!all) f.state = ContainerState::kRunning;
+  FUN_ASSIGN_OR_RETURN(std::vector<Container> listed, cri_->ListContainers(f));
+  std::vector<ContainerInfo> out;
+  for (const Container& c : listed) {
+    StatusOr<ContainerInfo> info = Describe(c);
+    // Removed between the list and the status: not ours to show any more.
+    if (!info.ok() && info.status().code() == Code::kNotFound) continue;
+    if (!info.ok()) return info.status();
+    out.push_back(std::move(*info));
+  }
+  std::sort(out.begin(), out.end(), [](const ContainerInfo& a, const ContainerInfo& b) {
+    return a.container.created_at_ns > b.container.created_at_ns;
+  });
+  return out;
+}
+
+StatusOr<ContainerInfo> Engine::Find(std::string_view name_or_id) {
+  if (name_or_id.empty()) return InvalidArgumentError("no container name or id given");
+  ContainerFilter f;
+  f.label_selector = {{std::string(kLabelManaged), "true"}};
+  FUN_ASSIGN_OR_RETURN(std::vector<Container> listed, cri_->ListContainers(f));
+  const Container* by_name = nullptr;
+  std::vector<const Container*> by_prefix;
+  for (const Container& c : listed) {
+    auto it = c.labels.find(std::string(kLabelName));
+    if (it != c.labels.end() && it->second == name_or_id) by_name = &c;
+    if (c.id == name_or_id) by_name = by_name != nullptr ? by_name : &c;
+    if (c.id.compare(0, name_or_id.size(), name_or_id) == 0) by_prefix.push_back(&c);
+  }
+  const Container* found = by_name;
+  if (found == nullptr && by_prefix.size() == 1) found = by_prefix.front();
+  if (found == nullptr && by_prefix.size() > 1) {
+    return InvalidArgumentError(fmt::format(
+        "\"{:.80}\" is the start of {} container ids: give more of the id, or the name",
+        name_or_id, by_prefix.size()));
+  }
+  if (found == nullptr) {
+    return NotFoundError(fmt::format(
+        "no container named \"{:.80}\" or with an id starting so: 'fun ps -a' lists them",
+        name_or_id));
+  }
+  FUN_ASSIGN_OR_RETURN(ContainerInfo info, Describe(*found));
+  StatusOr<PodSandbox> pod = cri_->PodSandboxStatus(info.pod_id);
+  if (pod.ok()) info.pod_ip = pod->ip;
+  return info;
+}
+
+Status Engine::Stop(std::string_view name_or_id, std::chrono::seconds grace) {
+  FUN_ASSIGN_OR_RETURN(ContainerInfo info, Find(name_or_id));
+  if (info.container.state != ContainerState::kRunning) return OkStatus();
+  return cri_->StopContainer(info.container.id, grace)
+      .WithContext(fmt::format("stopping {}", info.name));
+}
+
+Status Engine::Remove(std::string_view name_or_id, bool force) {
+  FUN_ASSIGN_OR_RETURN(ContainerInfo info, Find(name_or_id));
+  if (info.container.state == ContainerState::kRunning) {
+    if (!force) {
+      return FailedPreconditionError(fmt::format(
+          "container {} is running: stop it first (fun stop {}) or remove it with rm -f",
+          info.name, info.name));
+    }
+    FUN_RETURN_IF_ERROR(cri_->StopContainer(info.container.id, std::chrono::seconds(0))
+                            .WithContext(fmt::format("stopping {}", info.name)));
+  }
+  FUN_RETURN_IF_ERROR(cri_->RemoveContainer(info.container.id)
+                          .WithContext(fmt::format("removing {}", info.name)));
+  FUN_RETURN_IF_ERROR(cri_->StopPodSandbox(info.pod_id)
+                          .WithContext(fmt::format("stopping the pod of {}", info.name)));
+  return cri_->RemovePodSandbox(info.pod_id)
+      .WithContext(fmt::format("removing the pod of {}", info.name));
+}
+
+StatusOr<int> Engine::Wait(std::string_view container_id) {
+  for (;;) {
+    FUN_ASSIGN_OR_RETURN(Container st, cri_->ContainerStatus(container_id));
+    if (st.state == ContainerState::kExited) return st.exit_code;
+    if (st.state == ContainerState::kUnknown) {
+      return FailedPreconditionError(fmt::format("container {} is in an unknown state ({}: {})",
+                                      st.id.substr(0, 12), st.reason, st.message));
+    }
+    clock_->SleepFor(options_.poll_interval);
+  }
+}
+
+StatusOr<ExecResult> Engine::Exec(std::string_view name_or_id, const std::vector<std::string>& cmd,
+                                  std::chrono::seconds timeout) {
+  if (cmd.empty()) return InvalidArgumentError("no command given: fun exec CONTAINER CMD [ARG...]");
+  FUN_ASSIGN_OR_RETURN(ContainerInfo info, Find(name_or_id));
+  if (info.container.state != ContainerState::kRunning) {
+    return FailedPreconditionError(fmt::format(
+        "container {} is not running ({}): exec needs a running container", info.name,
+        ContainerStateName(info.container.state)));
+  }
+  StatusOr<ExecResult> r = cri_->ExecSync(info.container.id, cmd, timeout);
+  if (!r.ok()) return r.status().WithContext(fmt::format("exec in {}", info.name));
+  return r;
+}
+
+}  // namespace fun::cri

@@ -1,0 +1,132 @@
+// engine.h: Docker's container model on top of CRI, which is what `fun` shows its users.
+//
+// CRI knows pods and containers; a `docker run` user knows named containers. The engine gives
+// every container a pod of its own (a sandbox named like the container, in CRI namespace
+// "fun"), labels both so that ours are found among whatever else runs in that containerd, and
+// records what CRI does not keep (the command as typed, --rm, published ports) as annotations:
+//
+//   labels       io.fun.managed=true, io.fun.name=<name>
+//   annotations  io.fun.command=<JSON array>, io.fun.rm=true, io.fun.ports=<JSON>
+//
+//   Engine engine(cri.get(), {.log_root = "/var/log/fun"});
+//   FUN_ASSIGN_OR_RETURN(RunResult r, engine.Run(spec, on_pull));
+//   FUN_ASSIGN_OR_RETURN(int code, engine.Wait(r.container_id));
+//
+// Names follow Docker's rule ([a-zA-Z0-9][a-zA-Z0-9_.-]*) and are unique among our
+// containers; a container is found by its exact name, its full id or a unique id prefix.
+//
+// Thread-safety: an Engine may be used from many threads if its CriClient is (it is).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "lib/base/clock.h"
+#include "lib/base/status.h"
+#include "lib/cri/client.h"
+
+namespace fun::cri {
+
+inline constexpr std::string_view kLabelManaged = "io.fun.managed";
+inline constexpr std::string_view kLabelName = "io.fun.name";
+inline constexpr std::string_view kAnnotationCommand = "io.fun.command";
+inline constexpr std::string_view kAnnotationRm = "io.fun.rm";
+inline constexpr std::string_view kAnnotationPorts = "io.fun.ports";
+inline constexpr std::string_view kPodNamespace = "fun";
+
+// Checks a container name against Docker's rule; InvalidArgument says what is wrong.
+Status ValidateContainerName(std::string_view name);
+
+// --user: "UID", "UID:GID" or "NAME" (a user of the image's /etc/passwd). CRI cannot take a
+// group name, so "NAME:GROUP" and "UID:GROUPNAME" are refused with a hint.
+struct UserSpec {
+  std::optional<int64_t> uid;
+  std::optional<int64_t> gid;
+  std::string name;
+};
+StatusOr<UserSpec> ParseUserSpec(std::string_view spec);
+
+// `fun run`, as flags give it.
+struct RunSpec {
+  std::string image;
+  std::string name;  // "": generated ("fun_" + 8 hex digits)
+  std::optional<std::vector<std::string>> entrypoint;  // --entrypoint (replaces the image's)
+  std::vector<std::string> cmd;                        // after IMAGE (replaces the image's)
+  std::vector<std::pair<std::string, std::string>> env;
+  std::string workdir;
+  std::string user;  // ParseUserSpec syntax
+  bool rm = false;
+  bool tty = false;
+  bool interactive = false;
+  bool host_network = false;
+  std::vector<PortMapping> ports;
+  std::vector<MountSpec> mounts;
+};
+
+struct RunResult {
+  std::string name;
+  std::string container_id;
+  std::string pod_id;
+  bool pulled = false;  // the image was not in the store and was pulled first
+};
+
+// One of our containers, with its pod.
+struct ContainerInfo {
+  Container container;  // status fields are set (ContainerStatus)
+  std::string pod_id;
+  std::string pod_ip;
+  std::string name;                  // the fun name (label)
+  std::vector<std::string> command;  // as run (annotation), may be empty
+  bool rm = false;
+};
+
+struct EngineOptions {
+  // Where containerd writes container logs (a dir on containerd's side: in the VM for a VM
+  // instance). Each pod gets <log_root>/<pod name>_<uid>/, the container "<name>.log" in it.
+  std::string log_root = "/var/log/fun";
+  // Polling interval of Wait.
+  std::chrono::milliseconds poll_interval{std::chrono::milliseconds(100)};
+  Clock* clock = nullptr;  // nullptr: Clock::Real()
+};
+
+class Engine {
+ public:
+  using PullCallback = std::function<void(std::string_view image)>;  // called before a pull
+
+  Engine(CriClient* cri, EngineOptions options = {});
+
+  // The image's id, pulling it first when the store lacks it.
+  StatusOr<std::string> EnsureImage(const std::string& ref, const PullCallback& on_pull = {},
+                                    bool* pulled = nullptr);
+  // Pod + create + start. On a failure after the pod exists, what was made is removed again,
+  // so a failed run leaves nothing behind (the name is free again).
+  StatusOr<RunResult> Run(const RunSpec& spec, const PullCallback& on_pull = {});
+  // Our containers (running only, unless all), newest first.
+  StatusOr<std::vector<ContainerInfo>> List(bool all);
+  // By exact name, full id or unique id prefix (of container or pod). NotFound / ambiguous
+  // (InvalidArgument) say what to do.
+  StatusOr<ContainerInfo> Find(std::string_view name_or_id);
+  // Stops the container (SIGTERM, SIGKILL after grace). Stopping an exited one is OK.
+  Status Stop(std::string_view name_or_id, std::chrono::seconds grace);
+  // Removes the container and its pod; a running one only with force (stopped at once).
+  Status Remove(std::string_view name_or_id, bool force);
+  // Blocks until the container exits; returns its exit code.
+  StatusOr<int> Wait(std::string_view container_id);
+  StatusOr<ExecResult> Exec(std::string_view name_or_id, const std::vector<std::string>& cmd,
+                            std::chrono::seconds timeout);
+
+ private:
+  StatusOr<ContainerInfo> Describe(const Container& listed);
+
+  CriClient* cri_;
+  EngineOptions options_;
+  Clock* clock_;
+};
+
+}  // namespace fun::cri
