@@ -98,7 +98,6 @@ bool IsTransient(Code code) {
   }
 }
 
-
 void SetMap(google::protobuf::Map<std::string, std::string>* out, const StringMap& in) {
   for (const auto& [k, v] : in) (*out)[k] = v;
 }
@@ -457,10 +456,9 @@ StatusOr<PodSandbox> CriClient::PodSandboxStatus(std::string_view pod_id, CallOp
   v1::PodSandboxStatusRequest req;
   req.set_pod_sandbox_id(std::string(pod_id));
   v1::PodSandboxStatusResponse resp;
-  FUN_RETURN_IF_ERROR(
-      Call("PodSandboxStatus", timeout, [&](Channel& ch, grpc::ClientContext* ctx) {
-        return ch.runtime->PodSandboxStatus(ctx, req, &resp);
-      }));
+  FUN_RETURN_IF_ERROR(Call("PodSandboxStatus", timeout, [&](Channel& ch, grpc::ClientContext* ctx) {
+    return ch.runtime->PodSandboxStatus(ctx, req, &resp);
+  }));
   const v1::PodSandboxStatus& st = resp.status();
   return PodSandbox{.id = st.id(),
                     .name = st.metadata().name(),
@@ -478,7 +476,8 @@ StatusOr<std::vector<PodSandbox>> CriClient::ListPodSandbox(const StringMap& lab
                                                             CallOptions call) {
   const milliseconds timeout = call.timeout.value_or(options_.default_timeout);
   v1::ListPodSandboxRequest req;
-  if (!label_selector.empty()) SetMap(req.mutable_filter()->mutable_label_selector(), label_selector);
+  if (!label_selector.empty())
+    SetMap(req.mutable_filter()->mutable_label_selector(), label_selector);
   v1::ListPodSandboxResponse resp;
   FUN_RETURN_IF_ERROR(Call("ListPodSandbox", timeout, [&](Channel& ch, grpc::ClientContext* ctx) {
     return ch.runtime->ListPodSandbox(ctx, req, &resp);
@@ -610,10 +609,9 @@ StatusOr<Container> CriClient::ContainerStatus(std::string_view id, CallOptions 
   v1::ContainerStatusRequest req;
   req.set_container_id(std::string(id));
   v1::ContainerStatusResponse resp;
-  FUN_RETURN_IF_ERROR(
-      Call("ContainerStatus", timeout, [&](Channel& ch, grpc::ClientContext* ctx) {
-        return ch.runtime->ContainerStatus(ctx, req, &resp);
-      }));
+  FUN_RETURN_IF_ERROR(Call("ContainerStatus", timeout, [&](Channel& ch, grpc::ClientContext* ctx) {
+    return ch.runtime->ContainerStatus(ctx, req, &resp);
+  }));
   const v1::ContainerStatus& st = resp.status();
   Container o;
   o.id = st.id();

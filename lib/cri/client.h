@@ -144,7 +144,7 @@ struct MountSpec {
 struct ContainerSpec {
   std::string name;
   uint32_t attempt = 0;
-  std::string image;  // a reference or an image id
+  std::string image;                 // a reference or an image id
   std::vector<std::string> command;  // replaces the image's entrypoint when not empty
   std::vector<std::string> args;     // replaces the image's cmd when not empty
   std::string working_dir;
@@ -179,12 +179,12 @@ struct Container {
   std::string image_ref;  // the image id
   ContainerState state = ContainerState::kUnknown;
   int64_t created_at_ns = 0;
-  int64_t started_at_ns = 0;   // status: 0 until started
-  int64_t finished_at_ns = 0;  // status: 0 until exited
-  int32_t exit_code = 0;       // status: meaningful once finished_at_ns != 0
-  std::string reason;          // status: "Completed", "Error", "OOMKilled", ...
-  std::string message;         // status
-  std::string log_path;        // status: the absolute log file, where containerd runs
+  int64_t started_at_ns = 0;      // status: 0 until started
+  int64_t finished_at_ns = 0;     // status: 0 until exited
+  int32_t exit_code = 0;          // status: meaningful once finished_at_ns != 0
+  std::string reason;             // status: "Completed", "Error", "OOMKilled", ...
+  std::string message;            // status
+  std::string log_path;           // status: the absolute log file, where containerd runs
   std::vector<MountSpec> mounts;  // status
   StringMap labels;
   StringMap annotations;
@@ -317,8 +317,7 @@ class CriClient {
   fun::Status StartContainer(std::string_view id, CallOptions call = {});
   // Sends the stop signal, and SIGKILL after `grace` (0: at once). The call's deadline is
   // grace plus the client's default timeout unless `call` sets one.
-  fun::Status StopContainer(std::string_view id, std::chrono::seconds grace,
-                            CallOptions call = {});
+  fun::Status StopContainer(std::string_view id, std::chrono::seconds grace, CallOptions call = {});
   fun::Status RemoveContainer(std::string_view id, CallOptions call = {});
   StatusOr<std::vector<Container>> ListContainers(const ContainerFilter& filter = {},
                                                   CallOptions call = {});

@@ -91,8 +91,8 @@ StatusOr<UserSpec> ParseUserSpec(std::string_view spec) {
     if (!u.uid) return bad("the uid is out of range");
   } else {
     for (char c : user) {
-      const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-                      (c >= '0' && c <= '9') || c == '_' || c == '-' || c == '.';
+      const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                      c == '_' || c == '-' || c == '.';
       if (!ok) return bad("the user name has characters a user name cannot have");
     }
     u.name = std::string(user);
@@ -102,7 +102,8 @@ StatusOr<UserSpec> ParseUserSpec(std::string_view spec) {
       return bad("the group must be a numeric GID (CRI cannot look up group names)");
     }
     if (!u.name.empty()) {
-      return bad("a group goes only with a numeric UID (CRI cannot combine a user name and a group)");
+      return bad(
+          "a group goes only with a numeric UID (CRI cannot combine a user name and a group)");
     }
     u.gid = ParseId(group);
     if (!u.gid) return bad("the gid is out of range");
@@ -132,16 +133,19 @@ StatusOr<RunResult> Engine::Run(const RunSpec& spec, const PullCallback& on_pull
   r.name = spec.name.empty() ? "fun_" + RandomHex(8) : spec.name;
   FUN_RETURN_IF_ERROR(ValidateContainerName(r.name));
   FUN_ASSIGN_OR_RETURN(UserSpec user, ParseUserSpec(spec.user));
-  if (spec.image.empty()) return InvalidArgumentError("no image given: fun run [OPTIONS] IMAGE [CMD...]");
+  if (spec.image.empty())
+    return InvalidArgumentError("no image given: fun run [OPTIONS] IMAGE [CMD...]");
 
   // The name must be free among our containers.
-  FUN_ASSIGN_OR_RETURN(std::vector<Container> same,
-                       cri_->ListContainers({.label_selector = {{std::string(kLabelName), r.name},
-                                                                {std::string(kLabelManaged), "true"}}}));
+  FUN_ASSIGN_OR_RETURN(
+      std::vector<Container> same,
+      cri_->ListContainers({.label_selector = {{std::string(kLabelName), r.name},
+                                               {std::string(kLabelManaged), "true"}}}));
   if (!same.empty()) {
-    return AlreadyExistsError(fmt::format(
-        "the name \"{}\" is in use by container {}: remove it (fun rm -f {}) or pick another --name",
-        r.name, same.front().id.substr(0, 12), r.name));
+    return AlreadyExistsError(
+        fmt::format("the name \"{}\" is in use by container {}: remove it (fun rm -f {}) or pick "
+                    "another --name",
+                    r.name, same.front().id.substr(0, 12), r.name));
   }
 
   FUN_ASSIGN_OR_RETURN(std::string image_id, EnsureImage(spec.image, on_pull, &r.pulled));
@@ -224,7 +228,8 @@ StatusOr<ContainerInfo> Engine::Describe(const Container& listed) {
       }
     }
   }
-  if (auto it = ann.find(std::string(kAnnotationRm)); it != ann.end()) info.rm = it->second == "true";
+  if (auto it = ann.find(std::string(kAnnotationRm)); it != ann.end())
+    info.rm = it->second == "true";
   return info;
 }
 
@@ -263,9 +268,9 @@ StatusOr<ContainerInfo> Engine::Find(std::string_view name_or_id) {
   const Container* found = by_name;
   if (found == nullptr && by_prefix.size() == 1) found = by_prefix.front();
   if (found == nullptr && by_prefix.size() > 1) {
-    return InvalidArgumentError(fmt::format(
-        "\"{:.80}\" is the start of {} container ids: give more of the id, or the name",
-        name_or_id, by_prefix.size()));
+    return InvalidArgumentError(
+        fmt::format("\"{:.80}\" is the start of {} container ids: give more of the id, or the name",
+                    name_or_id, by_prefix.size()));
   }
   if (found == nullptr) {
     return NotFoundError(fmt::format(
@@ -290,14 +295,14 @@ Status Engine::Remove(std::string_view name_or_id, bool force) {
   if (info.container.state == ContainerState::kRunning) {
     if (!force) {
       return FailedPreconditionError(fmt::format(
-          "container {} is running: stop it first (fun stop {}) or remove it with rm -f",
-          info.name, info.name));
+          "container {} is running: stop it first (fun stop {}) or remove it with rm -f", info.name,
+          info.name));
     }
     FUN_RETURN_IF_ERROR(cri_->StopContainer(info.container.id, std::chrono::seconds(0))
                             .WithContext(fmt::format("stopping {}", info.name)));
   }
-  FUN_RETURN_IF_ERROR(cri_->RemoveContainer(info.container.id)
-                          .WithContext(fmt::format("removing {}", info.name)));
+  FUN_RETURN_IF_ERROR(
+      cri_->RemoveContainer(info.container.id).WithContext(fmt::format("removing {}", info.name)));
   FUN_RETURN_IF_ERROR(cri_->StopPodSandbox(info.pod_id)
                           .WithContext(fmt::format("stopping the pod of {}", info.name)));
   return cri_->RemovePodSandbox(info.pod_id)
@@ -310,7 +315,7 @@ StatusOr<int> Engine::Wait(std::string_view container_id) {
     if (st.state == ContainerState::kExited) return st.exit_code;
     if (st.state == ContainerState::kUnknown) {
       return FailedPreconditionError(fmt::format("container {} is in an unknown state ({}: {})",
-                                      st.id.substr(0, 12), st.reason, st.message));
+                                                 st.id.substr(0, 12), st.reason, st.message));
     }
     clock_->SleepFor(options_.poll_interval);
   }
@@ -321,9 +326,9 @@ StatusOr<ExecResult> Engine::Exec(std::string_view name_or_id, const std::vector
   if (cmd.empty()) return InvalidArgumentError("no command given: fun exec CONTAINER CMD [ARG...]");
   FUN_ASSIGN_OR_RETURN(ContainerInfo info, Find(name_or_id));
   if (info.container.state != ContainerState::kRunning) {
-    return FailedPreconditionError(fmt::format(
-        "container {} is not running ({}): exec needs a running container", info.name,
-        ContainerStateName(info.container.state)));
+    return FailedPreconditionError(
+        fmt::format("container {} is not running ({}): exec needs a running container", info.name,
+                    ContainerStateName(info.container.state)));
   }
   StatusOr<ExecResult> r = cri_->ExecSync(info.container.id, cmd, timeout);
   if (!r.ok()) return r.status().WithContext(fmt::format("exec in {}", info.name));

@@ -55,7 +55,7 @@ StatusOr<UserSpec> ParseUserSpec(std::string_view spec);
 // `fun run`, as flags give it.
 struct RunSpec {
   std::string image;
-  std::string name;  // "": generated ("fun_" + 8 hex digits)
+  std::string name;                                    // "": generated ("fun_" + 8 hex digits)
   std::optional<std::vector<std::string>> entrypoint;  // --entrypoint (replaces the image's)
   std::vector<std::string> cmd;                        // after IMAGE (replaces the image's)
   std::vector<std::pair<std::string, std::string>> env;

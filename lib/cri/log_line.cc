@@ -40,9 +40,8 @@ StatusOr<LogEntry> ParseLogLine(std::string_view line) {
   }
   // The tag: "P" or "F", possibly with more ':'-separated tags after it (CRI allows that).
   const size_t sp3 = line.find(' ', sp2 + 1);
-  const std::string_view tag = sp3 == std::string_view::npos
-                                   ? line.substr(sp2 + 1)
-                                   : line.substr(sp2 + 1, sp3 - sp2 - 1);
+  const std::string_view tag =
+      sp3 == std::string_view::npos ? line.substr(sp2 + 1) : line.substr(sp2 + 1, sp3 - sp2 - 1);
   const std::string_view first = tag.substr(0, tag.find(':'));
   if (first == "P") {
     e.partial = true;

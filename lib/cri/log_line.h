@@ -30,8 +30,8 @@ enum class LogStream { kStdout, kStderr };
 struct LogEntry {
   std::string_view time;  // as written, e.g. "2026-11-29T13:17:26.179496371Z"
   LogStream stream = LogStream::kStdout;
-  bool partial = false;       // "P": no newline after the message
-  std::string_view message;   // without the trailing newline
+  bool partial = false;      // "P": no newline after the message
+  std::string_view message;  // without the trailing newline
 };
 
 // Parses one line (without its '\n'). InvalidArgument, naming what is wrong, for anything else.

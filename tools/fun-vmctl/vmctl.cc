@@ -226,59 +226,20 @@ int Start(const std::vector<std::string>& args, const PathsInput& env, std::ostr
   if (timeout <= 0) return Usage(err, InvalidArgumentError("--timeout must be positive"));
   auto paths = ResolvePaths(env);
   if (!paths.ok()) return Fail(err, paths.status());
-  vm::ConfigOverrides o;
-  if (cpus != 0) o.cpus = cpus;
-  if (memory != 0) o.memory_mib = memory;
-  if (disk != 0) o.disk_gib = disk;
-  auto cfg = vm::EnsureInstance(*paths, *name, o);
-  if (!cfg.ok()) return Fail(err, cfg.status());
-
+  StartOptions o;
+  if (cpus != 0) o.overrides.cpus = cpus;
+  if (memory != 0) o.overrides.memory_mib = memory;
+  if (disk != 0) o.overrides.disk_gib = disk;
+  o.image_dir = image_dir;
+  o.timeout = std::chrono::seconds(timeout);
   Spinner spinner(err, IsTerminal(2), Clock::Real());
-  vm::InstanceStatus st = vm::GetInstanceStatus(*paths, *name);
-  pid_t spawned = 0;
-  int64_t spawned_at_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                              std::chrono::system_clock::now().time_since_epoch())
-                              .count();
-  if (st.hostd.status != vm::PidStatus::kAlive) {
-    if (st.vm.status == vm::PidStatus::kAlive) {
-      return Fail(err, FailedPreconditionError(fmt::format(
-                           "the VM of {} runs without its fun-hostd (pid {}): run 'fun-vmctl "
-                           "stop {}' first, or fun-doctor --fix",
-                           *name, st.vm.pid, *name)));
-    }
-    auto dir = vm::FindImageDir(*paths, image_dir);
-    if (!dir.ok()) return Fail(err, dir.status());
-    spinner.Update("starting fun-hostd");
-    auto pid = vm::SpawnHostd(*paths, *name, *dir, vm::ExecutableDir() + "/fun-hostd");
-    if (!pid.ok()) return Fail(err, pid.status());
-    spawned = *pid;
-  }
-  Status ready =
-      WaitForRuntime(*paths, *name, std::chrono::seconds(timeout), spinner, spawned, spawned_at_ms);
-  if (!ready.ok()) {
-    spinner.Done("");
-    err << "fun-vmctl: starting " << *name << ": " << ready.message() << "\n";
-    std::string console =
-        vm::TailFile(paths->InstanceFile(*name, InstanceFileKind::kConsoleLog), 15);
-    if (!console.empty()) err << "last console lines:\n" << console;
-    std::string hostd = vm::TailFile(paths->InstanceFile(*name, InstanceFileKind::kHostdLog), 5);
-    if (!hostd.empty()) err << "last fun-hostd log lines:\n" << hostd;
-    err << "hint: run 'fun-doctor' for the checks that explain why (boot stuck, hypervisor, "
-           "accelerator)\n";
+  StatusOr<std::string> started = StartInstance(*paths, *name, o, spinner);
+  spinner.Done("");
+  if (!started.ok()) {
+    err << "fun-vmctl: " << started.status().message() << "\n";
     return 1;
   }
-  vm::InstanceStatus now = vm::GetInstanceStatus(*paths, *name);
-  std::string detail;
-  if (now.state && now.state->ready_at_ms > now.state->started_at_ms) {
-    detail = fmt::format(
-        " (booted in {}, accel {})",
-        Seconds(static_cast<double>(now.state->ready_at_ms - now.state->started_at_ms) / 1000.0),
-        now.state->accel);
-  }
-  spinner.Done("");
-  out << fmt::format("{} is running{}; containerd: {}", *name, detail,
-                     paths->InstanceFile(*name, InstanceFileKind::kContainerdSock))
-      << std::endl;
+  out << *started << std::endl;
   return 0;
 }
 
@@ -450,6 +411,54 @@ int Remove(const std::vector<std::string>& args, const PathsInput& env, std::ost
 }
 
 }  // namespace
+
+StatusOr<std::string> StartInstance(const Paths& paths, const std::string& name,
+                                    const StartOptions& o, Spinner& spinner) {
+  auto cfg = vm::EnsureInstance(paths, name, o.overrides);
+  if (!cfg.ok()) return cfg.status();
+
+  vm::InstanceStatus st = vm::GetInstanceStatus(paths, name);
+  pid_t spawned = 0;
+  int64_t spawned_at_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                              std::chrono::system_clock::now().time_since_epoch())
+                              .count();
+  if (st.hostd.status != vm::PidStatus::kAlive) {
+    if (st.vm.status == vm::PidStatus::kAlive) {
+      return FailedPreconditionError(fmt::format(
+          "the VM of {} runs without its fun-hostd (pid {}): run 'fun-vmctl stop {}' first, or "
+          "fun-doctor --fix",
+          name, st.vm.pid, name));
+    }
+    auto dir = vm::FindImageDir(paths, o.image_dir);
+    if (!dir.ok()) return dir.status();
+    spinner.Update("starting fun-hostd");
+    auto pid = vm::SpawnHostd(paths, name, *dir, vm::ExecutableDir() + "/fun-hostd");
+    if (!pid.ok()) return pid.status();
+    spawned = *pid;
+  }
+  Status ready = WaitForRuntime(paths, name, o.timeout, spinner, spawned, spawned_at_ms);
+  if (!ready.ok()) {
+    std::string msg = fmt::format("starting {}: {}", name, ready.message());
+    std::string console = vm::TailFile(paths.InstanceFile(name, InstanceFileKind::kConsoleLog), 15);
+    if (!console.empty()) msg += "\nlast console lines:\n" + console;
+    std::string hostd = vm::TailFile(paths.InstanceFile(name, InstanceFileKind::kHostdLog), 5);
+    if (!hostd.empty()) msg += "\nlast fun-hostd log lines:\n" + hostd;
+    msg +=
+        "\nhint: run 'fun-doctor' for the checks that explain why (boot stuck, hypervisor, "
+        "accelerator)";
+    return Status(ready.code(), msg);
+  }
+  vm::InstanceStatus now = vm::GetInstanceStatus(paths, name);
+  std::string detail;
+  if (now.state && now.state->ready_at_ms > now.state->started_at_ms) {
+    detail = fmt::format(
+        " (booted in {}, accel {})",
+        Seconds(static_cast<double>(now.state->ready_at_ms - now.state->started_at_ms) / 1000.0),
+        now.state->accel);
+  }
+  return fmt::format("{} is running{}; containerd: {}", name, detail,
+                     paths.InstanceFile(name, InstanceFileKind::kContainerdSock));
+}
 
 int Run(const std::vector<std::string>& args, const PathsInput& env, std::ostream& out,
         std::ostream& err) {

@@ -1,0 +1,756 @@
+#include "tools/fun/fun.h"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <poll.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "lib/base/clock.h"
+#include "lib/base/flags.h"
+#include "lib/base/instance_config.h"
+#include "lib/base/progress.h"
+#include "lib/base/unique_fd.h"
+#include "lib/base/version.h"
+#include "lib/cri/client.h"
+#include "lib/cri/engine.h"
+#include "lib/cri/log_line.h"
+#include "tools/fun-vmctl/vmctl.h"
+
+namespace fun::cli {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+constexpr const char kUsage[] =
+    "usage: fun [--host NAME|native|unix:PATH] [--log-root DIR] COMMAND [ARGS]\n"
+    "\n"
+    "Run Linux containers in Fun's VM, with Docker's commands. The first command starts the VM.\n"
+    "\n"
+    "Containers:\n"
+    "  run [-d] [--rm] [--name N] [-e K=V]... [-w DIR] [--entrypoint E] [--user U] IMAGE [CMD...]\n"
+    "                  start a container; in the foreground, print its output and exit with its "
+    "code\n"
+    "  ps [-a] [-q]    running containers (-a: all)\n"
+    "  stop [-t S] CONTAINER...   SIGTERM, then SIGKILL after S seconds (default 10)\n"
+    "  rm [-f] CONTAINER...       remove (-f: a running one too)\n"
+    "  logs [-f] [--tail N] CONTAINER\n"
+    "  exec CONTAINER CMD [ARG...]   run a command in a running container\n"
+    "  inspect CONTAINER...       everything known about a container, as JSON\n"
+    "Images:\n"
+    "  pull IMAGE      images [-q]      rmi IMAGE...\n"
+    "Other:\n"
+    "  version         info (containerd and the runtime's readiness)\n"
+    "\n"
+    "ps, images, version and info take --json. Where: --host, else $FUN_HOST, else the VM\n"
+    "instance \"default\"; \"native\" is this host's containerd (Linux).\n";
+
+// Where the containers are.
+struct Target {
+  std::string description;  // "instance default", "native containerd", "unix:/x.sock"
+  std::string socket;
+  std::string instance;      // a VM instance name; "" for native/unix
+  std::string log_root;      // where containerd writes logs
+  bool local_files = false;  // log files are readable here (not in a VM)
+};
+
+struct Context {
+  const Environment& env;
+  std::ostream& out;
+  std::ostream& err;
+  std::string host;
+  std::string log_root;
+};
+
+int Fail(std::ostream& err, const Status& s) {
+  err << "fun: " << s.message() << "\n";
+  return 1;
+}
+
+int Usage(std::ostream& err, const Status& s) {
+  err << "fun: " << s.message() << "\n";
+  return 2;
+}
+
+StatusOr<Target> ResolveTarget(const Context& c) {
+  std::string host = !c.host.empty()           ? c.host
+                     : !c.env.fun_host.empty() ? c.env.fun_host
+                                               : "default";
+  Target t;
+  if (host == "native") {
+    t.description = "native containerd";
+    t.socket = "/run/containerd/containerd.sock";
+    t.log_root = "/var/log/fun";
+    t.local_files = true;
+  } else if (host.rfind("unix:", 0) == 0) {
+    t.socket = host.substr(5);
+    if (t.socket.empty()) {
+      return InvalidArgumentError(
+          "--host unix: needs a socket path (unix:/path/to/containerd.sock)");
+    }
+    t.description = host;
+    t.log_root = "/var/log/fun";
+    t.local_files = true;
+  } else {
+    Status valid = ValidateInstanceName(host);
+    if (!valid.ok()) {
+      return InvalidArgumentError(fmt::format(
+          "--host/FUN_HOST \"{:.60}\" is neither an instance name, native, nor unix:PATH ({})",
+          host, valid.message()));
+    }
+    FUN_ASSIGN_OR_RETURN(Paths paths, ResolvePaths(c.env.paths));
+    t.instance = host;
+    t.description = "instance " + host;
+    t.socket = paths.InstanceFile(host, InstanceFileKind::kContainerdSock);
+    // On the VM's data disk, so logs survive a VM restart like the containers' images do.
+    t.log_root = "/var/lib/containerd/fun-logs";
+  }
+  if (!c.log_root.empty()) t.log_root = c.log_root;
+  return t;
+}
+
+// The engine for the target; a VM instance is started first (with a spinner) when it does not
+// run yet: "on first run, the VM is configured and started".
+struct Session {
+  Target target;
+  std::unique_ptr<cri::CriClient> cri;
+  std::unique_ptr<cri::Engine> engine;
+};
+
+StatusOr<Session> Open(const Context& c) {
+  Session s;
+  FUN_ASSIGN_OR_RETURN(s.target, ResolveTarget(c));
+  if (!s.target.instance.empty()) {
+    FUN_ASSIGN_OR_RETURN(Paths paths, ResolvePaths(c.env.paths));
+    vm::InstanceStatus st = vm::GetInstanceStatus(paths, s.target.instance);
+    if (st.phase != "running") {
+      Spinner spinner(c.err, c.env.stderr_is_terminal, Clock::Real());
+      spinner.Update(fmt::format("starting {}", s.target.instance));
+      StatusOr<std::string> started =
+          vmctl::StartInstance(paths, s.target.instance, vmctl::StartOptions{}, spinner);
+      if (!started.ok()) {
+        spinner.Done("");
+        return started.status();
+      }
+      spinner.Done(*started);
+    }
+  }
+  FUN_ASSIGN_OR_RETURN(s.cri, cri::CriClient::Connect(s.target.socket));
+  s.engine =
+      std::make_unique<cri::Engine>(s.cri.get(), cri::EngineOptions{.log_root = s.target.log_root});
+  return s;
+}
+
+// --- formatting ---------------------------------------------------------------------------
+
+int64_t NowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// "3 seconds", "About a minute", "5 minutes", "2 hours", "3 days" (Docker's wording).
+std::string HumanDuration(int64_t ns) {
+  const int64_t s = ns / 1'000'000'000;
+  if (s < 1) return "Less than a second";
+  if (s < 60) return fmt::format("{} second{}", s, s == 1 ? "" : "s");
+  const int64_t m = s / 60;
+  if (m == 1) return "About a minute";
+  if (m < 60) return fmt::format("{} minutes", m);
+  const int64_t h = m / 60;
+  if (h == 1) return "About an hour";
+  if (h < 48) return fmt::format("{} hours", h);
+  return fmt::format("{} days", h / 24);
+}
+
+std::string StatusText(const cri::Container& c) {
+  const int64_t now = NowNs();
+  switch (c.state) {
+    case cri::ContainerState::kCreated:
+      return "Created";
+    case cri::ContainerState::kRunning:
+      return "Up " + HumanDuration(now - c.started_at_ns);
+    case cri::ContainerState::kExited:
+      return fmt::format("Exited ({}) {} ago", c.exit_code, HumanDuration(now - c.finished_at_ns));
+    case cri::ContainerState::kUnknown:
+      break;
+  }
+  return "Unknown";
+}
+
+std::string Quote(const std::vector<std::string>& cmd) {
+  std::string s;
+  for (const std::string& a : cmd) {
+    if (!s.empty()) s += ' ';
+    s += a;
+  }
+  return s;
+}
+
+std::string Cut(std::string s, size_t n) {
+  if (s.size() > n) s = s.substr(0, n - 1) + "…";
+  return s;
+}
+
+std::string Rfc3339(int64_t ns) {
+  if (ns == 0) return "";
+  const time_t secs = static_cast<time_t>(ns / 1'000'000'000);
+  std::tm tm{};
+  ::gmtime_r(&secs, &tm);
+  return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z", tm.tm_year + 1900, tm.tm_mon + 1,
+                     tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ns % 1'000'000'000);
+}
+
+nlohmann::json ToJson(const cri::ContainerInfo& i) {
+  const cri::Container& c = i.container;
+  nlohmann::json mounts = nlohmann::json::array();
+  for (const cri::MountSpec& m : c.mounts) {
+    mounts.push_back(
+        {{"source", m.host_path}, {"destination", m.container_path}, {"readonly", m.readonly}});
+  }
+  return {{"id", c.id},
+          {"name", i.name},
+          {"image", c.image},
+          {"image_id", c.image_ref},
+          {"command", i.command},
+          {"state", cri::ContainerStateName(c.state)},
+          {"status", StatusText(c)},
+          {"created", Rfc3339(c.created_at_ns)},
+          {"started", Rfc3339(c.started_at_ns)},
+          {"finished", Rfc3339(c.finished_at_ns)},
+          {"exit_code", c.exit_code},
+          {"reason", c.reason},
+          {"message", c.message},
+          {"pod_id", i.pod_id},
+          {"ip", i.pod_ip},
+          {"log_path", c.log_path},
+          {"auto_remove", i.rm},
+          {"mounts", mounts},
+          {"labels", c.labels}};
+}
+
+std::string HumanBytes(uint64_t b) {
+  if (b < 1000) return fmt::format("{}B", b);
+  if (b < 1000 * 1000) return fmt::format("{:.1f}kB", static_cast<double>(b) / 1e3);
+  if (b < 1000ull * 1000 * 1000) return fmt::format("{:.1f}MB", static_cast<double>(b) / 1e6);
+  return fmt::format("{:.2f}GB", static_cast<double>(b) / 1e9);
+}
+
+// --- logs ---------------------------------------------------------------------------------
+
+// Copies a container's log to out/err (stdout and stderr entries apart). With follow, keeps
+// reading until `done()` says the writer is finished and nothing more arrives.
+Status CopyLog(const Target& t, const std::string& path, bool follow, int tail,
+               const std::function<bool()>& done, std::ostream& out, std::ostream& err) {
+  if (!t.local_files) {
+    return UnimplementedError(fmt::format(
+        "reading container logs from a VM instance is not built yet (the log is {} inside the "
+        "VM); use --host native, or run without -d to see nothing: this is Fun's next step",
+        path));
+  }
+  if (path.empty()) return FailedPreconditionError("the container has no log file");
+  int fd = -1;
+  // A just-started container's file may not exist for a moment.
+  for (int i = 0; i < 50; ++i) {
+    fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd >= 0 || errno != ENOENT || !follow) break;
+    std::this_thread::sleep_for(milliseconds(100));
+  }
+  if (fd < 0) return ErrnoError(errno, "opening the container log " + path);
+  UniqueFd f(fd);
+  auto emit = [&](const StatusOr<cri::LogEntry>& e) {
+    if (!e.ok()) return;  // a corrupt line: skipped (the file is containerd's, not ours)
+    std::ostream& o = e->stream == cri::LogStream::kStderr ? err : out;
+    o << e->message;
+    if (!e->partial) o << '\n';
+    o.flush();
+  };
+  cri::LogSplitter split;
+  char buf[64 * 1024];
+  if (tail >= 0) {
+    // Read everything there is, keep the last `tail` lines, print them; then follow from here.
+    cri::LogTail keep(static_cast<size_t>(tail));
+    cri::LogSplitter lines;
+    std::string pending;
+    for (;;) {
+      ssize_t n = ::read(fd, buf, sizeof(buf));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return ErrnoError(errno, "reading " + path);
+      if (n == 0) break;
+      pending.append(buf, static_cast<size_t>(n));
+      size_t start = 0;
+      for (size_t nl; (nl = pending.find('\n', start)) != std::string::npos; start = nl + 1) {
+        keep.Add(std::string_view(pending).substr(start, nl - start));
+      }
+      pending.erase(0, start);
+    }
+    for (const std::string& l : keep.lines()) emit(cri::ParseLogLine(l));
+    split.Feed(pending, emit);
+  }
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return ErrnoError(errno, "reading " + path);
+    if (n > 0) {
+      split.Feed(std::string_view(buf, static_cast<size_t>(n)), emit);
+      continue;
+    }
+    if (!follow) break;
+    if (done()) {
+      // The writer has finished: one last read catches what it wrote before finishing.
+      ssize_t last;
+      while ((last = ::read(fd, buf, sizeof(buf))) > 0) {
+        split.Feed(std::string_view(buf, static_cast<size_t>(last)), emit);
+      }
+      break;
+    }
+    std::this_thread::sleep_for(milliseconds(100));
+  }
+  split.Finish(emit);
+  return OkStatus();
+}
+
+// --- commands -----------------------------------------------------------------------------
+
+int CmdRun(const Context& c, const std::vector<std::string>& args) {
+  bool detach = false, rm = false, tty = false, interactive = false;
+  std::string name, workdir, entrypoint, user;
+  std::vector<std::string> env;
+  FlagSet flags("fun run");
+  flags.Bool("detach", &detach, "run in the background and print the container id", 'd');
+  flags.Bool("rm", &rm, "remove the container when it exits");
+  flags.String("name", &name, "the container's name");
+  flags.Repeated("env", &env, "set an environment variable (K=V, or K to take it from here)", 'e');
+  flags.String("workdir", &workdir, "the working directory in the container", 'w');
+  flags.String("entrypoint", &entrypoint, "replace the image's entrypoint");
+  flags.String("user", &user, "UID, UID:GID or a user name of the image", 'u');
+  flags.Bool("tty", &tty, "allocate a terminal (interactive sessions are not built yet)", 't');
+  flags.Bool("interactive", &interactive, "keep stdin open (not built yet)", 'i');
+  auto rest = flags.Parse(args, /*stop_at_first_positional=*/true);
+  if (!rest.ok()) return Usage(c.err, rest.status());
+  if (rest->empty())
+    return Usage(c.err,
+                 InvalidArgumentError("run needs an IMAGE: fun run [OPTIONS] IMAGE [CMD...]"));
+  if (tty || interactive) {
+    return Usage(c.err, UnimplementedError("run -i/-t (an interactive terminal) is not built yet: "
+                                           "run without them, or with -d and then fun exec"));
+  }
+  if (detach && rm) {
+    // Docker allows it; so do we: the container is removed by whoever sees it exit (fun ps).
+  }
+  cri::RunSpec spec;
+  spec.image = (*rest)[0];
+  spec.cmd.assign(rest->begin() + 1, rest->end());
+  spec.name = name;
+  spec.workdir = workdir;
+  spec.user = user;
+  spec.rm = rm;
+  if (!entrypoint.empty()) spec.entrypoint = std::vector<std::string>{entrypoint};
+  for (const std::string& e : env) {
+    const size_t eq = e.find('=');
+    if (eq == 0)
+      return Usage(c.err, InvalidArgumentError(
+                              fmt::format("-e \"{}\": the name is empty (use -e NAME=VALUE)", e)));
+    if (eq == std::string::npos) {
+      const char* v = std::getenv(e.c_str());
+      if (v != nullptr) spec.env.emplace_back(e, v);  // Docker: unset variables are left out
+    } else {
+      spec.env.emplace_back(e.substr(0, eq), e.substr(eq + 1));
+    }
+  }
+  // Check the flags that need no containerd before starting anything.
+  if (!spec.name.empty()) {
+    if (Status s = cri::ValidateContainerName(spec.name); !s.ok()) return Usage(c.err, s);
+  }
+  if (auto u = cri::ParseUserSpec(spec.user); !u.ok()) return Usage(c.err, u.status());
+
+  auto session = Open(c);
+  if (!session.ok()) return Fail(c.err, session.status());
+  Spinner pull_spinner(c.err, c.env.stderr_is_terminal, Clock::Real());
+  bool pulling = false;
+  auto r = session->engine->Run(spec, [&](std::string_view image) {
+    pulling = true;
+    pull_spinner.Update(fmt::format("pulling {}", image));
+  });
+  if (pulling) pull_spinner.Done(r.ok() ? fmt::format("pulled {}", spec.image) : "");
+  if (!r.ok()) return Fail(c.err, r.status());
+  if (detach) {
+    c.out << r->container_id << std::endl;
+    return 0;
+  }
+  // Foreground: print its output until it exits, then exit with its code.
+  cri::Engine& engine = *session->engine;
+  auto status = session->cri->ContainerStatus(r->container_id);
+  if (!status.ok()) return Fail(c.err, status.status());
+  bool exited = false;
+  auto done = [&] {
+    auto st = session->cri->ContainerStatus(r->container_id);
+    exited = !st.ok() || st->state == cri::ContainerState::kExited;
+    return exited;
+  };
+  Status copied =
+      CopyLog(session->target, status->log_path, /*follow=*/true, /*tail=*/-1, done, c.out, c.err);
+  if (!copied.ok()) c.err << "fun: " << copied.message() << "\n";
+  auto code = engine.Wait(r->container_id);
+  if (!code.ok()) return Fail(c.err, code.status());
+  if (rm) {
+    if (Status s = engine.Remove(r->container_id, /*force=*/true); !s.ok()) {
+      c.err << "fun: " << s.message() << "\n";
+    }
+  }
+  return *code;
+}
+
+int CmdPs(const Context& c, const std::vector<std::string>& args) {
+  bool all = false, quiet = false, json = false;
+  FlagSet flags("fun ps");
+  flags.Bool("all", &all, "also containers that are not running", 'a');
+  flags.Bool("quiet", &quiet, "only ids", 'q');
+  flags.Bool("json", &json, "JSON, one array");
+  auto rest = flags.Parse(args);
+  if (!rest.ok()) return Usage(c.err, rest.status());
+  if (!rest->empty()) return Usage(c.err, InvalidArgumentError("ps takes no arguments"));
+  auto session = Open(c);
+  if (!session.ok()) return Fail(c.err, session.status());
+  auto list = session->engine->List(all);
+  if (!list.ok()) return Fail(c.err, list.status());
+  if (json) {
+    nlohmann::json j = nlohmann::json::array();
+    for (const auto& i : *list) j.push_back(ToJson(i));
+    c.out << j.dump(2) << "\n";
+    return 0;
+  }
+  if (quiet) {
+    for (const auto& i : *list) c.out << i.container.id.substr(0, 12) << "\n";
+    return 0;
+  }
+  c.out << fmt::format("{:<14}{:<28}{:<24}{:<17}{:<28}{}\n", "CONTAINER ID", "IMAGE", "COMMAND",
+                       "CREATED", "STATUS", "NAMES");
+  for (const auto& i : *list) {
+    c.out << fmt::format("{:<14}{:<28}{:<24}{:<17}{:<28}{}\n", i.container.id.substr(0, 12),
+                         Cut(i.container.image, 26), Cut("\"" + Quote(i.command) + "\"", 22),
+                         HumanDuration(NowNs() - i.container.created_at_ns) + " ago",
+                         StatusText(i.container), i.name);
+  }
+  return 0;
+}
+
+int CmdStop(const Context& c, const std::vector<std::string>& args) {
+  int grace = 10;
+  FlagSet flags("fun stop");
+  flags.Int("time", &grace, "seconds to wait for the container to stop before SIGKILL", 't');
+  auto rest = flags.Parse(args);
+  if (!rest.ok()) return Usage(c.err, rest.status());
+  if (rest->empty()) return Usage(c.err, InvalidArgumentError("stop needs a CONTAINER"));
+  if (grace < 0) return Usage(c.err, InvalidArgumentError("-t must be 0 or more seconds"));
+  auto session = Open(c);
+  if (!session.ok()) return Fail(c.err, session.status());
+  int code = 0;
+  for (const std::string& name : *rest) {
+    Status s = session->engine->Stop(name, seconds(grace));
+    if (!s.ok()) {
+      code = Fail(c.err, s);
+    } else {
+      c.out << name << "\n";
+    }
+  }
+  return code;
+}
+
+int CmdRm(const Context& c, const std::vector<std::string>& args) {
+  bool force = false;
+  FlagSet flags("fun rm");
+  flags.Bool("force", &force, "stop a running container first (SIGKILL)", 'f');
+  auto rest = flags.Parse(args);
+  if (!rest.ok()) return Usage(c.err, rest.status());
+  if (rest->empty()) return Usage(c.err, InvalidArgumentError("rm needs a CONTAINER"));
+  auto session = Open(c);
+  if (!session.ok()) return Fail(c.err, session.status());
+  int code = 0;
+  for (const std::string& name : *rest) {
+    Status s = session->engine->Remove(name, force);
+    if (!s.ok()) {
+      code = Fail(c.err, s);
+    } else {
+      c.out << name << "\n";
+    }
+  }
+  return code;
+}
+
+int CmdLogs(const Context& c, const std::vector<std::string>& args) {
+  bool follow = false;
+  std::string tail_s = "all";
+  FlagSet flags("fun logs");
+  flags.Bool("follow", &follow, "keep printing new output until the container exits", 'f');
+  flags.String("tail", &tail_s, "only the last N lines (default all)", 'n');
+  auto rest = flags.Parse(args);
+  if (!rest.ok()) return Usage(c.err, rest.status());
+  if (rest->size() != 1) return Usage(c.err, InvalidArgumentError("logs needs one CONTAINER"));
+  int tail = -1;
+  if (tail_s != "all") {
+    auto n = ParseInt(tail_s, "--tail");
+    if (!n.ok() || *n < 0) {
+      return Usage(c.err, InvalidArgumentError(
+                              fmt::format("--tail \"{}\": use a number of lines or all", tail_s)));
+    }
+    tail = *n;
+  }
+  auto session = Open(c);
+  if (!session.ok()) return Fail(c.err, session.status());
+  auto info = session->engine->Find((*rest)[0]);
+  if (!info.ok()) return Fail(c.err, info.status());
+  const std::string id = info->container.id;
+  auto done = [&] {
+    auto st = session->cri->ContainerStatus(id);
+    return !st.ok() || st->state != cri::ContainerState::kRunning;
+  };
+  Status s = CopyLog(session->target, info->container.log_path, follow, tail, done, c.out, c.err);
+  if (!s.ok()) return Fail(c.err, s);
+  return 0;
+}
+
+int CmdExec(const Context& c, const std::vector<std::string>& args) {
+  bool tty = false, interactive = false;
+  int timeout = 0;
+  FlagSet flags("fun exec");
+  flags.Bool("tty", &tty, "allocate a terminal (not built yet)", 't');
+  flags.Bool("interactive", &interactive, "keep stdin open (not built yet)", 'i');
+  flags.Int("timeout", &timeout, "kill the command after this many seconds (0: never)");
+  auto rest = flags.Parse(args, /*stop_at_first_positional=*/true);
+  if (!rest.ok()) return Usage(c.err, rest.status());
+  if (tty || interactive) {
+    return Usage(c.err, UnimplementedError("exec -i/-t (an interactive terminal) is not built yet: "
+                                           "run the command without them"));
+  }
+  if (rest->size() < 2)
+    return Usage(c.err, InvalidArgumentError("exec needs a CONTAINER and a CMD"));
+  auto session = Open(c);
+  if (!session.ok()) return Fail(c.err, session.status());
+  std::vector<std::string> cmd(rest->begin() + 1, rest->end());
+  auto r = session->engine->Exec((*rest)[0], cmd, seconds(timeout));
+  if (!r.ok()) return Fail(c.err, r.status());
+  c.out << r->stdout_bytes;
+  c.out.flush();
+  c.err << r->stderr_bytes;
+  return r->exit_code;
+}
+
+int CmdInspect(const Context& c, const std::vector<std::string>& args) {
+  FlagSet flags("fun inspect");
+  auto rest = flags.Parse(args);
+  if (!rest.ok()) return Usage(c.err, rest.status());
+  if (rest->empty()) return Usage(c.err, InvalidArgumentError("inspect needs a CONTAINER"));
+  auto session = Open(c);
+  if (!session.ok()) return Fail(c.err, session.status());
+  nlohmann::json j = nlohmann::json::array();
+  int code = 0;
+  for (const std::string& name : *rest) {
+    auto info = session->engine->Find(name);
+    if (!info.ok()) {
+      code = Fail(c.err, info.status());
+      continue;
+    }
+    j.push_back(ToJson(*info));
+  }
+  c.out << j.dump(2) << "\n";
+  return code;
+}
+
+int CmdPull(const Context& c, const std::vector<std::string>& args) {
+  FlagSet flags("fun pull");
+  auto rest = flags.Parse(args);
+  if (!rest.ok()) return Usage(c.err, rest.status());
+  if (rest->size() != 1) return Usage(c.err, InvalidArgumentError("pull needs one IMAGE"));
+  auto session = Open(c);
+  if (!session.ok()) return Fail(c.err, session.status());
+  const std::string& ref = (*rest)[0];
+  Spinner spinner(c.err, c.env.stderr_is_terminal, Clock::Real());
+  spinner.Update(fmt::format("pulling {}", ref));
+  // The spinner redraws from a thread of its own while the pull call blocks.
+  std::atomic<bool> stop{false};
+  std::thread ticker([&] {
+    while (!stop.load()) {
+      std::this_thread::sleep_for(milliseconds(100));
+      if (!stop.load()) spinner.Update(fmt::format("pulling {}", ref));
+    }
+  });
+  auto id = session->cri->PullImage(ref);
+  stop = true;
+  ticker.join();
+  spinner.Done("");
+  if (!id.ok()) return Fail(c.err, id.status().WithContext(fmt::format("pulling {}", ref)));
+  c.out << fmt::format("pulled {} ({}, {:.1f} s)\n", ref, id->substr(0, 19),
+                       spinner.elapsed_seconds());
+  return 0;
+}
+
+int CmdImages(const Context& c, const std::vector<std::string>& args) {
+  bool quiet = false, json = false;
+  FlagSet flags("fun images");
+  flags.Bool("quiet", &quiet, "only ids", 'q');
+  flags.Bool("json", &json, "JSON, one array");
+  auto rest = flags.Parse(args);
+  if (!rest.ok()) return Usage(c.err, rest.status());
+  if (!rest->empty()) return Usage(c.err, InvalidArgumentError("images takes no arguments"));
+  auto session = Open(c);
+  if (!session.ok()) return Fail(c.err, session.status());
+  auto images = session->cri->ListImages();
+  if (!images.ok()) return Fail(c.err, images.status());
+  if (json) {
+    nlohmann::json j = nlohmann::json::array();
+    for (const auto& i : *images) {
+      j.push_back({{"id", i.id},
+                   {"repo_tags", i.repo_tags},
+                   {"repo_digests", i.repo_digests},
+                   {"size", i.size_bytes},
+                   {"pinned", i.pinned}});
+    }
+    c.out << j.dump(2) << "\n";
+    return 0;
+  }
+  if (!quiet)
+    c.out << fmt::format("{:<48}{:<16}{:<15}{}\n", "REPOSITORY", "TAG", "IMAGE ID", "SIZE");
+  for (const auto& i : *images) {
+    const std::string short_id =
+        i.id.substr(i.id.find(':') == std::string::npos ? 0 : i.id.find(':') + 1, 12);
+    if (quiet) {
+      c.out << short_id << "\n";
+      continue;
+    }
+    std::vector<std::string> tags = i.repo_tags;
+    if (tags.empty()) tags.push_back("<none>:<none>");
+    for (const std::string& t : tags) {
+      const size_t colon = t.rfind(':');
+      const bool has_tag = colon != std::string::npos && t.find('/', colon) == std::string::npos;
+      c.out << fmt::format("{:<48}{:<16}{:<15}{}\n", has_tag ? t.substr(0, colon) : t,
+                           has_tag ? t.substr(colon + 1) : "<none>", short_id,
+                           HumanBytes(i.size_bytes));
+    }
+  }
+  return 0;
+}
+
+int CmdRmi(const Context& c, const std::vector<std::string>& args) {
+  FlagSet flags("fun rmi");
+  auto rest = flags.Parse(args);
+  if (!rest.ok()) return Usage(c.err, rest.status());
+  if (rest->empty()) return Usage(c.err, InvalidArgumentError("rmi needs an IMAGE"));
+  auto session = Open(c);
+  if (!session.ok()) return Fail(c.err, session.status());
+  int code = 0;
+  for (const std::string& ref : *rest) {
+    auto have = session->cri->ImageStatus(ref);
+    if (!have.ok()) {
+      code = Fail(c.err, have.status());
+      continue;
+    }
+    if (!have->has_value()) {
+      code = Fail(c.err, NotFoundError(fmt::format("no image {}: 'fun images' lists them", ref)));
+      continue;
+    }
+    Status s = session->cri->RemoveImage(ref);
+    if (!s.ok()) {
+      code = Fail(c.err, s);
+    } else {
+      c.out << "removed " << ref << "\n";
+    }
+  }
+  return code;
+}
+
+int CmdVersion(const Context& c, const std::vector<std::string>& args, bool info) {
+  bool json = false;
+  FlagSet flags(info ? "fun info" : "fun version");
+  flags.Bool("json", &json, "JSON");
+  auto rest = flags.Parse(args);
+  if (!rest.ok()) return Usage(c.err, rest.status());
+  if (!rest->empty()) return Usage(c.err, InvalidArgumentError("no arguments expected"));
+  auto session = Open(c);
+  if (!session.ok()) return Fail(c.err, session.status());
+  auto v = session->cri->Version();
+  if (!v.ok()) return Fail(c.err, v.status());
+  StatusOr<cri::RuntimeStatus> st =
+      info ? session->cri->Status() : StatusOr<cri::RuntimeStatus>(cri::RuntimeStatus{});
+  if (!st.ok()) return Fail(c.err, st.status());
+  if (json) {
+    nlohmann::json j = {{"client", kVersion},
+                        {"target", session->target.description},
+                        {"socket", session->target.socket},
+                        {"runtime_name", v->runtime_name},
+                        {"runtime_version", v->runtime_version},
+                        {"runtime_api_version", v->runtime_api_version}};
+    if (info) {
+      j["runtime_ready"] = st->runtime_ready;
+      j["network_ready"] = st->network_ready;
+      j["conditions"] = nlohmann::json::array();
+      for (const auto& cnd : st->conditions) {
+        j["conditions"].push_back({{"type", cnd.type},
+                                   {"status", cnd.status},
+                                   {"reason", cnd.reason},
+                                   {"message", cnd.message}});
+      }
+    }
+    c.out << j.dump(2) << "\n";
+    return 0;
+  }
+  c.out << fmt::format("fun {}\n{} ({}): {} {} (CRI {})\n", kVersion, session->target.description,
+                       session->target.socket, v->runtime_name, v->runtime_version,
+                       v->runtime_api_version);
+  if (info) c.out << st->Describe() << "\n";
+  return 0;
+}
+
+}  // namespace
+
+Environment EnvironmentFromProcess() {
+  Environment e;
+  e.paths = PathsInputFromEnvironment();
+  if (const char* h = std::getenv("FUN_HOST"); h != nullptr) e.fun_host = h;
+  e.stdout_is_terminal = IsTerminal(1);
+  e.stderr_is_terminal = IsTerminal(2);
+  return e;
+}
+
+int Run(const std::vector<std::string>& args, const Environment& env, std::ostream& out,
+        std::ostream& err) {
+  Context c{.env = env, .out = out, .err = err, .host = {}, .log_root = {}};
+  FlagSet global("fun");
+  global.String("host", &c.host, "NAME (a VM instance), native, or unix:PATH", 'H');
+  global.String("log-root", &c.log_root, "where containerd writes container logs");
+  auto rest = global.Parse(args, /*stop_at_first_positional=*/true);
+  if (!rest.ok()) return Usage(err, rest.status());
+  if (rest->empty()) {
+    err << kUsage;
+    return 2;
+  }
+  const std::string cmd = (*rest)[0];
+  std::vector<std::string> a(rest->begin() + 1, rest->end());
+  if (cmd == "-h" || cmd == "--help" || cmd == "help") {
+    out << kUsage;
+    return 0;
+  }
+  if (cmd == "run") return CmdRun(c, a);
+  if (cmd == "ps") return CmdPs(c, a);
+  if (cmd == "stop") return CmdStop(c, a);
+  if (cmd == "rm") return CmdRm(c, a);
+  if (cmd == "logs") return CmdLogs(c, a);
+  if (cmd == "exec") return CmdExec(c, a);
+  if (cmd == "inspect") return CmdInspect(c, a);
+  if (cmd == "pull") return CmdPull(c, a);
+  if (cmd == "images") return CmdImages(c, a);
+  if (cmd == "rmi") return CmdRmi(c, a);
+  if (cmd == "version" || cmd == "--version") return CmdVersion(c, a, false);
+  if (cmd == "info") return CmdVersion(c, a, true);
+  return Usage(err, InvalidArgumentError(fmt::format(
+                        "unknown command \"{:.40}\": run 'fun --help' for the commands", cmd)));
+}
+
+}  // namespace fun::cli
