@@ -68,6 +68,8 @@ storage:
       enabled: false
 http:
   addr: 127.0.0.1:$port
+  # Signs upload state; one registry per config, so any per-run value will do.
+  secret: fun-$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')
 EOF
 }
 
