@@ -224,6 +224,7 @@ Status ContainerdFixture::Prepare() {
   config_path_ = dir_ + "/config.toml";
   log_path_ = dir_ + "/containerd.log";
   cni_conf_dir_ = dir_ + "/cni";
+  registry_config_dir_ = dir_ + "/certs.d";
   if (socket_path_.size() > kMaxSocketPath) {
     return InvalidArgumentError(fmt::format(
         "containerd socket path {} is {} bytes; with its .ttrpc twin it must stay under 108: "
@@ -231,8 +232,13 @@ Status ContainerdFixture::Prepare() {
         socket_path_, socket_path_.size()));
   }
   std::error_code ec;
-  fs::create_directories(cni_conf_dir_, ec);
-  if (ec) return InternalError(fmt::format("creating {}: {}", cni_conf_dir_, ec.message()));
+  for (const std::string& d : {cni_conf_dir_, registry_config_dir_}) {
+    fs::create_directories(d, ec);
+    if (ec) return InternalError(fmt::format("creating {}: {}", d, ec.message()));
+  }
+  for (const std::string& host : options_.plain_http_registries) {
+    FUN_RETURN_IF_ERROR(TrustPlainHttpRegistry(host));
+  }
 
   snapshotter_ = options_.snapshotter;
   if (snapshotter_.empty()) {
@@ -271,6 +277,9 @@ Status ContainerdFixture::WriteConfig() {
   c += "  stream_server_address = \"127.0.0.1\"\n";
   c += "  stream_server_port = \"0\"\n";
   c += "  netns_mounts_under_state_dir = true\n";
+  if (!options_.sandbox_image.empty()) {
+    c += "  sandbox_image = " + Toml(options_.sandbox_image) + "\n";
+  }
   c += "  [" + cri + ".containerd]\n";
   c += "    snapshotter = " + Toml(snapshotter_) + "\n";
   c += "    default_runtime_name = \"runc\"\n";
@@ -280,7 +289,7 @@ Status ContainerdFixture::WriteConfig() {
   c += "    bin_dir = \"/usr/lib/cni\"\n";
   c += "    conf_dir = " + Toml(cni_conf_dir_) + "\n";
   c += "  [" + cri + ".registry]\n";
-  c += "    config_path = " + Toml(dir_ + "/certs.d") + "\n";
+  c += "    config_path = " + Toml(registry_config_dir_) + "\n";
   return WriteFile(config_path_, c);
 }
 
@@ -410,6 +419,33 @@ StatusOr<std::string> ContainerdFixture::WriteCniConfig(const CniNetworkOptions&
     return ErrnoError(errno, fmt::format("rename {} {}", tmp, path));
   }
   return path;
+}
+
+Status ContainerdFixture::TrustPlainHttpRegistry(std::string_view host) {
+  if (host.empty() || host.find_first_of("/ \t\r\n\"\\") != std::string_view::npos || host == "." ||
+      host == "..") {
+    return InvalidArgumentError(
+        fmt::format("registry host '{}': expected HOST:PORT, e.g. 127.0.0.1:5000", host));
+  }
+  // containerd 1.6 looks for <config_path>/<host as in the image reference>/hosts.toml.
+  const std::string dir = fmt::format("{}/{}", registry_config_dir_, host);
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) return InternalError(fmt::format("creating {}: {}", dir, ec.message()));
+  const std::string url = fmt::format("http://{}", host);
+  const std::string toml = fmt::format(
+      "# Written by the Fun containerd test fixture: {0} over plain HTTP.\n"
+      "server = {1}\n\n"
+      "[host.{1}]\n"
+      "  capabilities = [\"pull\", \"resolve\"]\n",
+      host, Toml(url));
+  const std::string path = dir + "/hosts.toml";
+  const std::string tmp = path + ".tmp";
+  FUN_RETURN_IF_ERROR(WriteFile(tmp, toml));
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    return ErrnoError(errno, fmt::format("rename {} {}", tmp, path));
+  }
+  return OkStatus();
 }
 
 std::string ContainerdFixture::LogTail(size_t max_lines) const {

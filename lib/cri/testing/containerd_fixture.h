@@ -29,7 +29,9 @@
 #include <cstddef>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <utility>
+#include <vector>
 
 #include "lib/base/process.h"
 #include "lib/base/status.h"
@@ -52,6 +54,12 @@ struct ContainerdFixtureOptions {
   std::chrono::milliseconds start_timeout{std::chrono::seconds(30)};
   // How long containerd may take to exit after SIGTERM before SIGKILL.
   std::chrono::milliseconds stop_grace{std::chrono::seconds(10)};
+  // Registries containerd pulls from over plain HTTP, as "HOST:PORT" (e.g. a RegistryFixture's
+  // host()): each gets a hosts.toml in registry_config_dir() (see TrustPlainHttpRegistry).
+  std::vector<std::string> plain_http_registries{};
+  // The CRI plugin's sandbox_image (every pod's pause image), e.g. a RegistryFixture's
+  // pause_ref(); "": containerd's default (registry.k8s.io/pause, unreachable offline).
+  std::string sandbox_image{};
 };
 
 // A CNI network for WriteCniConfig: bridge (host-local IPAM) + portmap. containerd adds the
@@ -96,6 +104,12 @@ class ContainerdFixture {
   // CRI plugin loads it and reports NetworkReady. Returns the file's path.
   StatusOr<std::string> WriteCniConfig(const CniNetworkOptions& network = {});
 
+  // Makes containerd pull from `host` ("127.0.0.1:5000") over plain HTTP: writes
+  // registry_config_dir()/<host>/hosts.toml with server "http://<host>" and a [host] entry
+  // that may pull and resolve. containerd reads hosts.toml at each pull, so this works on a
+  // running containerd too. InvalidArgument for a host with '/' or whitespace.
+  Status TrustPlainHttpRegistry(std::string_view host);
+
   // The last `max_lines` lines of containerd's log (for failure messages).
   std::string LogTail(size_t max_lines = 30) const;
 
@@ -104,6 +118,8 @@ class ContainerdFixture {
   const std::string& config_path() const { return config_path_; }
   const std::string& log_path() const { return log_path_; }
   const std::string& cni_conf_dir() const { return cni_conf_dir_; }
+  // The CRI plugin's registry config_path (per-host hosts.toml dirs).
+  const std::string& registry_config_dir() const { return registry_config_dir_; }
   const std::string& snapshotter() const { return snapshotter_; }
   // From Launch() to the socket accepting, and to CRI RuntimeReady (0 before WaitUntilUp).
   std::chrono::milliseconds socket_up_after() const { return socket_up_after_; }
@@ -121,6 +137,7 @@ class ContainerdFixture {
   std::string config_path_;
   std::string log_path_;
   std::string cni_conf_dir_;
+  std::string registry_config_dir_;
   std::string snapshotter_;
   std::unique_ptr<Process> process_;
   std::chrono::steady_clock::time_point launched_at_{};
