@@ -533,6 +533,9 @@ StatusOr<std::string> CriClient::CreateContainer(std::string_view pod_id, const 
   sc->set_run_as_username(spec.run_as_username);
   sc->set_privileged(spec.privileged);
   sc->mutable_namespace_options()->set_network(spec.host_network ? v1::NODE : v1::POD);
+  // Like Docker, the container's process is PID 1 of a PID namespace of its own (CRI's
+  // default, POD, would make the pause process PID 1 and change how signals reach it).
+  sc->mutable_namespace_options()->set_pid(v1::CONTAINER);
   v1::CreateContainerResponse resp;
   FUN_RETURN_IF_ERROR(Call("CreateContainer", timeout, [&](Channel& ch, grpc::ClientContext* ctx) {
     return ch.runtime->CreateContainer(ctx, req, &resp);

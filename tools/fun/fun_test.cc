@@ -1,0 +1,251 @@
+// The fun CLI against a real containerd (started by the fixture, natively, as root) pulling
+// from a real registry seeded with the project's own busybox and pause images. No mocks.
+#include "tools/fun/fun.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+
+#include "lib/cri/testing/containerd_fixture.h"
+#include "lib/cri/testing/registry_fixture.h"
+
+namespace fun::cli {
+namespace {
+
+using cri::testing::ContainerdFixture;
+using cri::testing::RegistryFixture;
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+struct Result {
+  int code = -1;
+  std::string out;
+  std::string err;
+};
+
+class FunCliTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    if (Status why = ContainerdFixture::CanRun(); !why.ok()) {
+      skip_ = why.message();
+      return;
+    }
+    if (Status why = RegistryFixture::CanRun(); !why.ok()) {
+      skip_ = why.message();
+      return;
+    }
+    auto reg = RegistryFixture::Create();
+    ASSERT_TRUE(reg.ok()) << reg.status();
+    registry_ = std::move(*reg).release();
+    ContainerdFixture::Options o;
+    o.plain_http_registries = {registry_->host()};
+    o.sandbox_image = registry_->pause_ref();
+    auto ctd = ContainerdFixture::Create(o);
+    ASSERT_TRUE(ctd.ok()) << ctd.status();
+    containerd_ = std::move(*ctd).release();
+    auto cni = containerd_->WriteCniConfig();
+    ASSERT_TRUE(cni.ok()) << cni.status();
+    log_root_ = containerd_->dir() + "/logs";
+  }
+  static void TearDownTestSuite() {
+    delete containerd_;
+    containerd_ = nullptr;
+    delete registry_;
+    registry_ = nullptr;
+  }
+  void SetUp() override {
+    if (!skip_.empty()) GTEST_SKIP() << skip_;
+    ASSERT_NE(containerd_, nullptr);
+  }
+
+  static Result Fun(std::vector<std::string> args) {
+    std::vector<std::string> full = {"--host", "unix:" + containerd_->socket_path(), "--log-root",
+                                     log_root_};
+    full.insert(full.end(), args.begin(), args.end());
+    Environment env;
+    env.paths = PathsInputFromEnvironment();
+    std::ostringstream out, err;
+    Result r;
+    r.code = fun::cli::Run(full, env, out, err);
+    r.out = out.str();
+    r.err = err.str();
+    return r;
+  }
+  static std::string Busybox() { return registry_->busybox_ref(); }
+
+  static inline std::string skip_;
+  static inline RegistryFixture* registry_ = nullptr;
+  static inline ContainerdFixture* containerd_ = nullptr;
+  static inline std::string log_root_;
+};
+
+TEST_F(FunCliTest, ForegroundRunPrintsOutputAndExitsWithTheContainersCode) {
+  Result r = Fun({"run", "--rm", Busybox(), "sh", "-c", "echo hello; echo oops >&2; exit 3"});
+  EXPECT_EQ(r.code, 3) << r.err;
+  EXPECT_EQ(r.out, "hello\n");
+  EXPECT_THAT(r.err, HasSubstr("oops\n"));
+  // --rm: nothing left behind.
+  Result ps = Fun({"ps", "-a", "--json"});
+  ASSERT_EQ(ps.code, 0) << ps.err;
+  EXPECT_EQ(nlohmann::json::parse(ps.out).size(), 0u) << ps.out;
+}
+
+TEST_F(FunCliTest, DetachedLifecyclePsExecStopRm) {
+  Result run = Fun({"run", "-d", "--name", "web", Busybox(), "sleep", "300"});
+  ASSERT_EQ(run.code, 0) << run.err;
+  const std::string id = run.out.substr(0, run.out.find('\n'));
+  EXPECT_EQ(id.size(), 64u) << run.out;
+
+  Result ps = Fun({"ps"});
+  ASSERT_EQ(ps.code, 0) << ps.err;
+  EXPECT_THAT(ps.out, HasSubstr(id.substr(0, 12)));
+  EXPECT_THAT(ps.out, HasSubstr("web"));
+  EXPECT_THAT(ps.out, HasSubstr("Up "));
+  EXPECT_THAT(ps.out, HasSubstr("\"sleep 300\""));
+
+  Result ex = Fun({"exec", "web", "sh", "-c", "echo in-$((6*7)); exit 5"});
+  EXPECT_EQ(ex.code, 5) << ex.err;
+  EXPECT_EQ(ex.out, "in-42\n");
+
+  Result byprefix = Fun({"exec", id.substr(0, 8), "true"});
+  EXPECT_EQ(byprefix.code, 0) << byprefix.err;
+
+  Result inspect = Fun({"inspect", "web"});
+  ASSERT_EQ(inspect.code, 0) << inspect.err;
+  auto j = nlohmann::json::parse(inspect.out);
+  ASSERT_EQ(j.size(), 1u);
+  EXPECT_EQ(j[0]["id"], id);
+  EXPECT_EQ(j[0]["state"], "running");
+  EXPECT_EQ(j[0]["command"], nlohmann::json({"sleep", "300"}));
+  EXPECT_FALSE(j[0]["ip"].get<std::string>().empty()) << "the pod has a CNI address";
+
+  Result rm_running = Fun({"rm", "web"});
+  EXPECT_EQ(rm_running.code, 1);
+  EXPECT_THAT(rm_running.err, HasSubstr("is running"));
+
+  Result stop = Fun({"stop", "-t", "1", "web"});
+  ASSERT_EQ(stop.code, 0) << stop.err;
+  Result psa = Fun({"ps", "-a", "--json"});
+  auto all = nlohmann::json::parse(psa.out);
+  ASSERT_EQ(all.size(), 1u) << psa.out;
+  EXPECT_EQ(all[0]["state"], "exited");
+  EXPECT_THAT(all[0]["status"].get<std::string>(), HasSubstr("Exited (137)"))
+      << "sleep ignores SIGTERM as PID 1, so the grace ran out and SIGKILL ended it";
+  Result running_only = Fun({"ps", "--json"});
+  EXPECT_EQ(nlohmann::json::parse(running_only.out).size(), 0u);
+
+  Result rm = Fun({"rm", "web"});
+  ASSERT_EQ(rm.code, 0) << rm.err;
+  EXPECT_EQ(nlohmann::json::parse(Fun({"ps", "-a", "--json"}).out).size(), 0u);
+}
+
+TEST_F(FunCliTest, NamesAreUniqueAndAFailedRunLeavesNothing) {
+  ASSERT_EQ(Fun({"run", "-d", "--name", "dup", Busybox(), "sleep", "300"}).code, 0);
+  Result again = Fun({"run", "-d", "--name", "dup", Busybox(), "true"});
+  EXPECT_EQ(again.code, 1);
+  EXPECT_THAT(again.err, HasSubstr("\"dup\" is in use"));
+  EXPECT_EQ(Fun({"rm", "-f", "dup"}).code, 0);
+
+  // A command that does not exist in the image: CreateContainer or StartContainer fails, and
+  // the pod made for it is gone again.
+  Result bad = Fun({"run", "--name", "nocmd", Busybox(), "/no/such/program"});
+  EXPECT_NE(bad.code, 0);
+  Result ps = Fun({"ps", "-a", "--json"});
+  for (const auto& c : nlohmann::json::parse(ps.out)) {
+    EXPECT_NE(c["name"], "nocmd") << "a failed run left its container";
+  }
+}
+
+TEST_F(FunCliTest, EnvWorkdirEntrypointAndUser) {
+  Result r = Fun({"run", "--rm", "-e", "GREETING=hi there", "-w", "/tmp", "--user", "1000:1001",
+                  "--entrypoint", "sh", Busybox(), "-c", "echo \"$GREETING\"; pwd; id -u; id -g"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, "hi there\n/tmp\n1000\n1001\n");
+}
+
+TEST_F(FunCliTest, LogsWithTailAndBothStreams) {
+  ASSERT_EQ(Fun({"run", "-d", "--name", "talker", Busybox(), "sh", "-c",
+                 "echo err >&2; sleep 0.3; for i in 1 2 3 4 5; do echo line$i; done"})
+                .code,
+            0);
+  // -f follows until the container exits, so the output is complete when it returns.
+  Result all = Fun({"logs", "-f", "talker"});
+  ASSERT_EQ(all.code, 0) << all.err;
+  EXPECT_EQ(all.out, "line1\nline2\nline3\nline4\nline5\n");
+  EXPECT_EQ(all.err, "err\n");
+  Result tail = Fun({"logs", "--tail", "2", "talker"});
+  ASSERT_EQ(tail.code, 0) << tail.err;
+  // (stdout and stderr reach the log through two pipes: the test orders them by time.)
+  EXPECT_EQ(tail.out, "line4\nline5\n");
+  EXPECT_EQ(tail.err, "");
+  EXPECT_EQ(Fun({"rm", "talker"}).code, 0);
+}
+
+TEST_F(FunCliTest, ImagesPullAndRmi) {
+  ASSERT_EQ(Fun({"pull", Busybox()}).code, 0);
+  Result images = Fun({"images", "--json"});
+  ASSERT_EQ(images.code, 0) << images.err;
+  bool found = false;
+  for (const auto& i : nlohmann::json::parse(images.out)) {
+    for (const auto& t : i["repo_tags"]) found = found || t == Busybox();
+  }
+  EXPECT_TRUE(found) << images.out;
+  Result table = Fun({"images"});
+  EXPECT_THAT(table.out, HasSubstr("REPOSITORY"));
+  EXPECT_THAT(table.out, HasSubstr("fun/busybox"));
+
+  Result missing = Fun({"pull", registry_->host() + "/fun/nothing:here"});
+  EXPECT_EQ(missing.code, 1);
+  EXPECT_THAT(missing.err, HasSubstr("fun/nothing:here"));
+  EXPECT_THAT(missing.err, HasSubstr("not found"));
+
+  Result rmi_missing = Fun({"rmi", "no/such:image"});
+  EXPECT_EQ(rmi_missing.code, 1);
+  EXPECT_THAT(rmi_missing.err, HasSubstr("no image"));
+}
+
+TEST_F(FunCliTest, BadInputIsAOneLineErrorWithANonZeroExit) {
+  struct Case {
+    std::vector<std::string> args;
+    int code;
+    std::string says;
+  };
+  const std::vector<Case> cases = {
+      {{"frobnicate"}, 2, "unknown command"},
+      {{"run"}, 2, "needs an IMAGE"},
+      {{"run", "--name", "bad name!", "busybox"}, 2, "invalid container name"},
+      {{"run", "--user", "bob:staff", "busybox"}, 2, "numeric GID"},
+      {{"run", "-e", "=x", "busybox"}, 2, "name is empty"},
+      {{"run", "--bogus", "busybox"}, 2, "--bogus"},
+      {{"run", "-it", "busybox"}, 2, "not built yet"},
+      {{"stop", "-t", "-1", "x"}, 2, "-t"},
+      {{"logs", "--tail", "many", "x"}, 2, "--tail"},
+      {{"exec", "x"}, 2, "needs a CONTAINER and a CMD"},
+      {{"stop", "nosuch"}, 1, "no container named \"nosuch\""},
+  };
+  for (const Case& c : cases) {
+    Result r = Fun(c.args);
+    EXPECT_EQ(r.code, c.code) << c.args[0] << ": " << r.err;
+    EXPECT_THAT(r.err, HasSubstr(c.says)) << c.args[0];
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  }
+}
+
+TEST(FunCliHostTest, AHostThatIsNoInstanceNameIsRefused) {
+  Environment env;
+  env.paths = PathsInputFromEnvironment();
+  env.fun_host = "bad/host";
+  std::ostringstream out, err;
+  EXPECT_EQ(fun::cli::Run({"ps"}, env, out, err), 1);
+  EXPECT_THAT(err.str(), HasSubstr("neither an instance name, native, nor unix:PATH"));
+}
+
+}  // namespace
+}  // namespace fun::cli
