@@ -16,6 +16,11 @@
 // One hostd per instance: a second one on the same instance fails at once (flock on
 // <instance>/hostd.lock), which also makes concurrent `fun-vmctl start`s start one VM.
 // Thread-safety: Run on one thread; RequestStop from any thread (a signal-waiting thread).
+//
+// Tests (hostd_test.cc) run it without a VM through the seams in HostdOptions: `runner` (a
+// FakeProcessRunner stands in for QEMU), `agent_port` (where a stand-in agent listens),
+// `clock`, and short `stop_timeout`/`kill_grace`; a fake QMP server listens on
+// <instance>/qmp.sock, the path Hostd always uses.
 #pragma once
 
 #include <atomic>
