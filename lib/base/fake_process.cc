@@ -152,6 +152,12 @@ FakeProcessRunner::Expectation& FakeProcessRunner::Expectation::Times(int n) {
   return *this;
 }
 
+FakeProcessRunner::Expectation& FakeProcessRunner::Expectation::WithPid(int pid) {
+  std::lock_guard lock(runner_->mu_);
+  pid_ = pid;
+  return *this;
+}
+
 FakeProcessRunner::Expectation& FakeProcessRunner::Expectation::Returns(ProcessResult result) {
   std::lock_guard lock(runner_->mu_);
   action_ = Action::kReturn;
@@ -216,7 +222,7 @@ StatusOr<std::unique_ptr<Process>> FakeProcessRunner::Start(const Command& comma
     if (match->status_.ok()) return InternalError("Fails() was given an OK status");
     return match->status_;
   }
-  auto process = std::make_shared<FakeProcess>(command, next_pid_++);
+  auto process = std::make_shared<FakeProcess>(command, match->pid_ ? *match->pid_ : next_pid_++);
   if (match->action_ == Expectation::Action::kReturn) process->Finish(match->result_);
   started_.push_back(process);
   claimed_.push_back(false);

@@ -101,6 +101,11 @@ class FakeProcessRunner final : public ProcessRunner {
     Expectation& When(std::function<bool(const Command&)> matcher);
     // Answers at most `n` commands, then is skipped. Default: any number.
     Expectation& Times(int n);
+    // The FakeProcess it starts reports `pid` instead of a made-up one (1000, 1001, ...). For
+    // code that checks the pid with the OS, e.g. writes a pid file with the process's start
+    // time: pass the pid of a real process that stands in for the child (a `sleep`, or the
+    // test itself). The fake never signals that process.
+    Expectation& WithPid(int pid);
 
     // Actions (the last one set wins).
     // Run returns `result`; Start returns a FakeProcess that has already ended with it.
@@ -125,6 +130,7 @@ class FakeProcessRunner final : public ProcessRunner {
     std::optional<std::vector<std::string>> args_;
     std::function<bool(const Command&)> matcher_;
     std::optional<int> times_;
+    std::optional<int> pid_;
     int calls_ = 0;
     Action action_ = Action::kReturn;
     ProcessResult result_;

@@ -764,6 +764,18 @@ TEST(FakeProcessRunnerTest, StartsRunningUntilTheTestEndsIt) {
   EXPECT_EQ(runner.started().size(), 1u);
 }
 
+TEST(FakeProcessRunnerTest, WithPidHandsOutThatPid) {
+  FakeProcessRunner runner;
+  runner.Expect("qemu-system-x86_64").WithPid(4242).StartsRunning();
+  runner.Expect("other").StartsRunning();
+  StatusOr<std::unique_ptr<Process>> a = runner.Start(Cmd("qemu-system-x86_64"));
+  StatusOr<std::unique_ptr<Process>> b = runner.Start(Cmd("other"));
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ((*a)->pid(), 4242);
+  EXPECT_EQ(runner.started()[0]->pid(), 4242);
+  EXPECT_NE((*b)->pid(), 4242);  // the others keep made-up pids
+}
+
 TEST(FakeProcessRunnerTest, WaitForStartTimesOut) {
   FakeProcessRunner runner;
   EXPECT_EQ(runner.WaitForStart("qemu", 10ms).status().code(), Code::kDeadlineExceeded);

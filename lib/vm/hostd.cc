@@ -86,6 +86,7 @@ Status Hostd::Prepare() {
                                                        InstanceConfig{.name = o_.instance}));
   FUN_ASSIGN_OR_RETURN(agent_.token, agent::ReadTokenFile(File("secret")));
   auto old = LoadInstanceState(dir_);
+  std::lock_guard lock(mu_);
   if (old.ok()) state_.last_exit = old->last_exit;
   state_.backend = std::string(BackendName(config_.backend));
   return OkStatus();
@@ -99,9 +100,12 @@ Status Hostd::StartVm() {
   }
   FUN_ASSIGN_OR_RETURN(AccelChoice accel,
                        ChooseAccel(config_.accel, config_.backend, ProbeHostFacts()));
-  state_.accel = std::string(AccelName(accel.accel));
-  state_.accel_reason = accel.reason;
-  FUN_LOG(Info, "accelerator {}: {}", state_.accel, accel.reason);
+  {
+    std::lock_guard lock(mu_);
+    state_.accel = std::string(AccelName(accel.accel));
+    state_.accel_reason = accel.reason;
+  }
+  FUN_LOG(Info, "accelerator {}: {}", AccelName(accel.accel), accel.reason);
 
   // The persistent data disk: a sparse raw file, formatted by the guest on its first boot.
   std::string disk = File(InstanceFileKind::kDataImage);
@@ -135,7 +139,10 @@ Status Hostd::StartVm() {
 
   Status last;
   for (int attempt = 0; attempt < 2; ++attempt) {
-    FUN_ASSIGN_OR_RETURN(uint16_t port, PickFreePort());
+    uint16_t port = o_.agent_port;
+    if (port == 0) {
+      FUN_ASSIGN_OR_RETURN(port, PickFreePort());
+    }
     QemuSpec spec{.binary = o_.qemu_binary,
                   .machine = o_.machine,
                   .accel = accel.accel,
@@ -155,7 +162,10 @@ Status Hostd::StartVm() {
     cmd.stdout_file = File(InstanceFileKind::kHostdLog);
     cmd.stderr_file = File(InstanceFileKind::kHostdLog);
     FUN_LOG(Info, "starting {}", cmd.ToString());
-    state_.started_at_ms = WallMs(*o_.clock);
+    {
+      std::lock_guard lock(mu_);
+      state_.started_at_ms = WallMs(*o_.clock);
+    }
     auto p = o_.runner->Start(cmd);
     if (!p.ok()) return p.status().WithContext("starting the hypervisor");
     // QEMU fails fast when the forwarded port was taken meanwhile: give it a moment to say so.
@@ -168,7 +178,10 @@ Status Hostd::StartVm() {
     qemu_ = std::move(*p);
     agent_.address =
         SocketAddress{.kind = SocketAddress::Kind::kTcp, .host = "127.0.0.1", .port = port};
-    state_.agent_port = port;
+    {
+      std::lock_guard lock(mu_);
+      state_.agent_port = port;
+    }
     FUN_RETURN_IF_ERROR(WritePidFile(File(InstanceFileKind::kVmPid), qemu_->pid()));
     return OkStatus();
   }
@@ -176,6 +189,11 @@ Status Hostd::StartVm() {
 }
 
 Status Hostd::ServeContainerd() {
+  int p[2];
+  if (::pipe(p) != 0) return ErrnoError(errno, "pipe");
+  relays_stop_read_ = UniqueFd(p[0]);
+  relays_stop_write_ = UniqueFd(p[1]);
+  for (int fd : p) ::fcntl(fd, F_SETFD, FD_CLOEXEC);
   std::string sock = File(InstanceFileKind::kContainerdSock);
   FUN_ASSIGN_OR_RETURN(
       containerd_loop_,
@@ -188,7 +206,12 @@ Status Hostd::ServeContainerd() {
                              FUN_LOG(Warning, "containerd.sock: {}", upstream.status().message());
                              return;
                            }
-                           Status s = net::Splice(client.get(), upstream->get());
+                           // Ends when the VM does (relays_stop_read_), even if the client
+                           // keeps an idle connection open.
+                           Status s = net::Splice(client.get(), upstream->get(),
+                                                  {.stop_fd = relays_stop_read_.get(),
+                                                   .a_name = "containerd.sock client",
+                                                   .b_name = "agent"});
                            if (!s.ok()) FUN_LOG(Debug, "containerd.sock relay: {}", s.message());
                          }));
   return OkStatus();
@@ -210,6 +233,8 @@ void Hostd::WatchReady() {
       if (!ping.ok() || !ping->containerd_ready) continue;
       ready = true;
       std::lock_guard lock(mu_);
+      // A stop requested while the ping was under way: "stopping" must not become "running".
+      if (stop_requested_ || vm_exited_) return;
       state_.phase = Phase::kRunning;
       state_.ready_at_ms = WallMs(*o_.clock);
       state_.guest_uptime_at_ready_s = ping->uptime_s;
@@ -232,27 +257,37 @@ void Hostd::WatchReady() {
   }
 }
 
-void Hostd::StopVm(bool force) {
-  auto exited_within = [this](std::chrono::milliseconds d) {
+void Hostd::StopVm() {
+  // Each graceful step waits for the VM to end, or for a forced stop (a second signal) that
+  // skips the steps left.
+  enum class Woke { kExited, kForced, kTimeout };
+  auto wait = [this](std::chrono::milliseconds d) {
     std::unique_lock lock(mu_);
-    return cv_.wait_for(lock, d, [this] { return vm_exited_; });
+    cv_.wait_for(lock, d, [this] { return vm_exited_ || force_stop_; });
+    return vm_exited_ ? Woke::kExited : force_stop_ ? Woke::kForced : Woke::kTimeout;
   };
-  auto budget = std::chrono::duration_cast<std::chrono::milliseconds>(o_.stop_timeout);
-  if (!force) {
+  auto budget = o_.stop_timeout;
+  Woke woke = wait(0ms);
+  if (woke == Woke::kTimeout) {
     FUN_LOG(Info, "stopping: asking the guest agent to shut down");
     auto r = agent::CallAgent(agent_, {.kind = agent::Kind::kShutdown}, 5s);
     if (!r.ok()) FUN_LOG(Info, "agent shutdown: {}", r.status().message());
-    if (exited_within(budget * 6 / 10)) return;
+    woke = wait(budget * 6 / 10);
+  }
+  if (woke == Woke::kTimeout) {
     FUN_LOG(Info, "stopping: ACPI power button");
     auto qmp = QmpClient::Connect(File("qmp.sock"), 2s);
     if (qmp.ok()) {
       auto p = (*qmp)->Execute("system_powerdown");
       if (!p.ok()) FUN_LOG(Info, "system_powerdown: {}", p.status().message());
+    } else {
+      FUN_LOG(Info, "QMP: {}", qmp.status().message());
     }
-    if (exited_within(budget * 3 / 10)) return;
+    woke = wait(budget * 3 / 10);
   }
+  if (woke == Woke::kExited) return;
   FUN_LOG(Info, "stopping: SIGTERM, then SIGKILL");
-  Status s = qemu_->Terminate(5s);
+  Status s = qemu_->Terminate(o_.kill_grace);
   if (!s.ok()) FUN_LOG(Warning, "terminating qemu: {}", s.message());
 }
 
@@ -268,6 +303,7 @@ void Hostd::RequestStop(bool force) {
 }
 
 void Hostd::Finish(const ProcessResult* result) {
+  std::lock_guard lock(mu_);
   LastExit e;
   e.at_ms = WallMs(*o_.clock);
   if (result != nullptr) {
@@ -298,17 +334,26 @@ void Hostd::Finish(const ProcessResult* result) {
 Status Hostd::Run() {
   Status prep = Prepare();
   if (!prep.ok()) return prep;
-  state_.phase = Phase::kStarting;
-  state_.error.clear();
   FUN_RETURN_IF_ERROR(WritePidFile(File(InstanceFileKind::kHostdPid), ::getpid()));
-  SaveState();
+  {
+    std::lock_guard lock(mu_);
+    state_.phase = stop_requested_ ? Phase::kStopping : Phase::kStarting;
+    state_.error.clear();
+    SaveState();
+  }
   Status started = StartVm();
   if (!started.ok()) {
-    state_.error = started.message();
+    {
+      std::lock_guard lock(mu_);
+      state_.error = started.message();
+    }
     Finish(nullptr);
     return started;
   }
-  SaveState();
+  {
+    std::lock_guard lock(mu_);
+    SaveState();
+  }
 
   std::thread waiter([this] {
     auto r = qemu_->Wait(std::nullopt);
@@ -329,15 +374,17 @@ Status Hostd::Run() {
   });
   std::thread watcher([this] { WatchReady(); });
 
-  bool force = false;
+  bool exited = false;
   {
     std::unique_lock lock(mu_);
     cv_.wait(lock, [this] { return stop_requested_ || vm_exited_; });
-    force = force_stop_;
+    exited = vm_exited_;
   }
-  if (!vm_exited_) StopVm(force);
+  if (!exited) StopVm();
   waiter.join();
   watcher.join();
+  // The VM is gone: end the relays it carried, then stop serving.
+  if (relays_stop_write_.valid()) (void)!::write(relays_stop_write_.get(), "x", 1);
   if (containerd_loop_) containerd_loop_->Stop();
   server.join();
   containerd_loop_.reset();  // joins relays (they end with the VM) and removes the socket

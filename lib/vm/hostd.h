@@ -16,11 +16,17 @@
 // One hostd per instance: a second one on the same instance fails at once (flock on
 // <instance>/hostd.lock), which also makes concurrent `fun-vmctl start`s start one VM.
 // Thread-safety: Run on one thread; RequestStop from any thread (a signal-waiting thread).
+//
+// Tests (hostd_test.cc) run it without a VM through the seams in HostdOptions: `runner` (a
+// FakeProcessRunner stands in for QEMU), `agent_port` (where a stand-in agent listens),
+// `clock`, and short `stop_timeout`/`kill_grace`; a fake QMP server listens on
+// <instance>/qmp.sock, the path Hostd always uses.
 #pragma once
 
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -32,6 +38,7 @@
 #include "lib/base/paths.h"
 #include "lib/base/process.h"
 #include "lib/base/status.h"
+#include "lib/base/unique_fd.h"
 #include "lib/net/agent_client.h"
 #include "lib/vm/instance_state.h"
 
@@ -44,9 +51,16 @@ struct HostdOptions {
   std::string image_dir;
   std::string qemu_binary = "qemu-system-x86_64";
   std::string machine = "q35";
-  // How long a graceful stop may take before escalating to signals.
-  std::chrono::seconds stop_timeout{30};
+  // How long a graceful stop may take before escalating to signals: 60% of it for the agent
+  // shutdown, 30% for the ACPI power button.
+  std::chrono::milliseconds stop_timeout{30000};
+  // After SIGTERM, how long QEMU may take to exit before SIGKILL.
+  std::chrono::milliseconds kill_grace{5000};
   std::chrono::seconds time_sync_interval{60};
+  // The loopback port QEMU forwards to the guest agent (hostfwd); 0 picks a free one. Tests set
+  // it to where a stand-in agent already listens (the QEMU process is a fake there).
+  uint16_t agent_port = 0;
+  // Injectable seams. The QMP socket is always <instance>/qmp.sock (a test serves a fake there).
   ProcessRunner* runner = nullptr;  // default: ProcessRunner::Default()
   Clock* clock = nullptr;           // default: Clock::Real()
 };
@@ -59,7 +73,8 @@ class Hostd {
   // Starts the VM and serves until it ends. Returns OK when the VM ended (stopped or died:
   // state.json says which); an error when it could not start at all.
   Status Run();
-  // Begins a graceful stop (idempotent). `force` skips the agent and ACPI steps.
+  // Begins a graceful stop (idempotent). `force` skips the agent and ACPI steps; a forced
+  // request during a graceful stop cuts the remaining graceful steps short.
   void RequestStop(bool force = false);
 
  private:
@@ -70,9 +85,9 @@ class Hostd {
   Status StartVm();
   Status ServeContainerd();
   void WatchReady();
-  void StopVm(bool force);
+  void StopVm();
   void Finish(const ProcessResult* result);
-  void SaveState();
+  void SaveState();  // requires mu_
 
   HostdOptions o_;
   std::string dir_;
@@ -82,13 +97,16 @@ class Hostd {
 
   std::mutex mu_;
   std::condition_variable cv_;
-  InstanceState state_;
+  InstanceState state_;  // guarded by mu_ (RequestStop writes it from another thread)
   bool stop_requested_ = false;
   bool force_stop_ = false;
   bool vm_exited_ = false;
   std::optional<ProcessResult> vm_result_;
   std::unique_ptr<Process> qemu_;
   std::unique_ptr<AcceptLoop> containerd_loop_;
+  // A pipe made readable once the VM has ended: every containerd.sock relay watches it, so a
+  // client that keeps an idle connection open cannot keep Run from returning.
+  UniqueFd relays_stop_read_, relays_stop_write_;
 };
 
 }  // namespace fun::vm

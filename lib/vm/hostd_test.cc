@@ -1,0 +1,820 @@
+// Unit tests of fun-hostd's core (Hostd) without a VM. A FakeProcessRunner stands in for QEMU
+// (the test ends it, or watches the signals Hostd sends it); the guest agent is either a small
+// in-test agent speaking lib/net/agent_protocol.h on loopback (TestAgent: it records shutdown and
+// time sync requests) or the real fun-guestd binary running natively (for the containerd.sock
+// relay); a fake QMP server on <instance>/qmp.sock records the ACPI step. Sockets and files are
+// real, in a temp FUN_HOME.
+//
+// Timing: nothing asserts how fast anything is. Deadlines are generous (kDeadline) and only
+// bound waits for what must happen; short stop timeouts appear only where a step is expected
+// NOT to end the VM, so the test does not wait long for the next step.
+#include "lib/vm/hostd.h"
+
+#include <fmt/format.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <csignal>
+#include <cstdlib>
+#include <fstream>
+#include <functional>
+#include <future>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+
+#include "lib/base/accept_loop.h"
+#include "lib/base/fake_process.h"
+#include "lib/base/socket.h"
+#include "lib/net/agent_client.h"
+#include "lib/net/agent_protocol.h"
+#include "lib/vm/instance.h"
+#include "lib/vm/instance_state.h"
+#include "lib/vm/pidfile.h"
+
+namespace fun::vm {
+namespace {
+
+using namespace std::chrono_literals;
+using ::testing::Contains;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+
+// Bounds every wait for something that must happen; never a measure of speed.
+constexpr std::chrono::milliseconds kDeadline = 60s;
+constexpr char kQemu[] = "qemu-system-x86_64";
+
+// Polls `cond` until it holds or kDeadline passes (for files written by another process or
+// thread, which have nothing to wait on).
+template <typename F>
+bool Eventually(F cond) {
+  auto end = std::chrono::steady_clock::now() + kDeadline;
+  while (!cond()) {
+    if (std::chrono::steady_clock::now() > end) return false;
+    std::this_thread::sleep_for(10ms);
+  }
+  return true;
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+bool Exists(const std::string& path) { return ::access(path.c_str(), F_OK) == 0; }
+
+int64_t WallMs(Clock& c) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(c.Now().time_since_epoch()).count();
+}
+
+// What the stand-ins saw, in order ("agent:shutdown", "qmp:system_powerdown", ...).
+class Events {
+ public:
+  void Add(std::string e) {
+    std::lock_guard lock(mu_);
+    events_.push_back(std::move(e));
+    cv_.notify_all();
+  }
+  std::vector<std::string> Get() const {
+    std::lock_guard lock(mu_);
+    return events_;
+  }
+  // Without time syncs (they come every interval; the stop tests do not care).
+  std::vector<std::string> StopSteps() const {
+    std::vector<std::string> out;
+    for (const std::string& e : Get()) {
+      if (e != "agent:timesync") out.push_back(e);
+    }
+    return out;
+  }
+  // Waits until `e` has been seen `times` times.
+  bool WaitFor(const std::string& e, int times = 1) {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, kDeadline,
+                        [&] { return std::count(events_.begin(), events_.end(), e) >= times; });
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<std::string> events_;
+};
+
+// A guest agent on 127.0.0.1 speaking the agent protocol: answers pings (containerd ready or
+// not, as the test says), records shutdown and time sync requests and runs the test's reaction
+// to a shutdown before replying (as fun-guestd replies before the power-off it starts); its
+// "containerd" is an echo.
+class TestAgent {
+ public:
+  TestAgent(const agent::Token& token, Events* events) : token_(token), events_(events) {
+    auto loop = AcceptLoop::Create(*ParseSocketAddress("tcp:127.0.0.1:0"),
+                                   [this](UniqueFd c, std::string) { Serve(c.get()); });
+    EXPECT_TRUE(loop.ok()) << loop.status();
+    loop_ = std::move(*loop);
+    thread_ = std::thread([this] { (void)loop_->Run(); });
+  }
+  ~TestAgent() {
+    loop_->Stop();
+    thread_.join();
+  }
+  uint16_t port() const { return ParseSocketAddress(loop_->address())->port; }
+  void SetContainerdReady(bool ready) { containerd_ready_ = ready; }
+  void OnShutdown(std::function<void()> f) {
+    std::lock_guard lock(mu_);
+    on_shutdown_ = std::move(f);
+  }
+  std::vector<uint64_t> time_syncs() const {
+    std::lock_guard lock(mu_);
+    return time_syncs_;
+  }
+
+ private:
+  void Serve(int fd) {
+    std::string buf;
+    std::optional<std::pair<agent::Request, size_t>> got;
+    while (!got) {
+      char b[512];
+      ssize_t n = ::read(fd, b, sizeof(b));
+      if (n <= 0) return;
+      buf.append(b, static_cast<size_t>(n));
+      auto d = agent::DecodeRequest(buf);
+      if (!d.ok()) return;
+      got = *d;
+    }
+    const agent::Request& r = got->first;
+    agent::Reply reply;
+    if (!agent::TokensEqual(r.token, token_)) {
+      reply = {.status = agent::ReplyStatus::kBadToken, .message = "bad token"};
+    } else {
+      switch (r.kind) {
+        case agent::Kind::kPing:
+          reply.message =
+              nlohmann::json{
+                  {"version", "test"}, {"uptime_s", 1.5}, {"containerd", containerd_ready_.load()}}
+                  .dump();
+          break;
+        case agent::Kind::kShutdown: {
+          events_->Add("agent:shutdown");
+          std::function<void()> f;
+          {
+            std::lock_guard lock(mu_);
+            f = on_shutdown_;
+          }
+          if (f) f();
+          break;
+        }
+        case agent::Kind::kTimeSync: {
+          {
+            std::lock_guard lock(mu_);
+            time_syncs_.push_back(r.arg);
+          }
+          events_->Add("agent:timesync");
+          break;
+        }
+        case agent::Kind::kContainerd:
+          // The guest's containerd: an echo, after the reply.
+          if (!WriteAll(fd, *agent::EncodeReply(reply)).ok()) return;
+          if (got->second < buf.size() &&
+              !WriteAll(fd, std::string_view(buf).substr(got->second)).ok()) {
+            return;
+          }
+          for (;;) {
+            char b[4096];
+            ssize_t n = ::read(fd, b, sizeof(b));
+            if (n <= 0 || !WriteAll(fd, std::string_view(b, static_cast<size_t>(n))).ok()) return;
+          }
+        default:
+          reply = {.status = agent::ReplyStatus::kBadRequest, .message = "not in this test"};
+      }
+    }
+    (void)WriteAll(fd, *agent::EncodeReply(reply));
+  }
+
+  const agent::Token token_;
+  Events* const events_;
+  std::atomic<bool> containerd_ready_{true};
+  mutable std::mutex mu_;
+  std::function<void()> on_shutdown_;
+  std::vector<uint64_t> time_syncs_;
+  std::unique_ptr<AcceptLoop> loop_;
+  std::thread thread_;
+};
+
+// QEMU's QMP socket as far as Hostd uses it: a greeting, then one JSON command per line, each
+// answered with {"return": {}}. Records every command but the capabilities handshake and runs
+// the test's reaction before answering.
+class FakeQmp {
+ public:
+  FakeQmp(const std::string& path, Events* events) : events_(events) {
+    auto loop = AcceptLoop::Create(SocketAddress{.kind = SocketAddress::Kind::kUnix, .path = path},
+                                   [this](UniqueFd c, std::string) { Serve(c.get()); });
+    EXPECT_TRUE(loop.ok()) << loop.status();
+    loop_ = std::move(*loop);
+    thread_ = std::thread([this] { (void)loop_->Run(); });
+  }
+  ~FakeQmp() {
+    loop_->Stop();
+    thread_.join();
+  }
+  void OnCommand(std::function<void(const std::string&)> f) {
+    std::lock_guard lock(mu_);
+    on_command_ = std::move(f);
+  }
+
+ private:
+  void Serve(int fd) {
+    if (!WriteAll(fd, R"({"QMP": {"version": {}, "capabilities": []}})"
+                      "\n")
+             .ok())
+      return;
+    std::string buf;
+    for (;;) {
+      size_t nl;
+      while ((nl = buf.find('\n')) == std::string::npos) {
+        char b[512];
+        ssize_t n = ::read(fd, b, sizeof(b));
+        if (n <= 0) return;
+        buf.append(b, static_cast<size_t>(n));
+      }
+      auto j = nlohmann::json::parse(buf.substr(0, nl), nullptr, false);
+      buf.erase(0, nl + 1);
+      std::string cmd = j.is_object() && j.contains("execute") ? j["execute"].dump() : "?";
+      if (j.is_object() && j.contains("execute") && j["execute"].is_string()) {
+        cmd = j["execute"].get<std::string>();
+      }
+      if (cmd != "qmp_capabilities") {
+        events_->Add("qmp:" + cmd);
+        std::function<void(const std::string&)> f;
+        {
+          std::lock_guard lock(mu_);
+          f = on_command_;
+        }
+        if (f) f(cmd);
+      }
+      if (!WriteAll(fd, "{\"return\": {}}\n").ok()) return;
+    }
+  }
+
+  Events* const events_;
+  std::mutex mu_;
+  std::function<void(const std::string&)> on_command_;
+  std::unique_ptr<AcceptLoop> loop_;
+  std::thread thread_;
+};
+
+// A real process that stands in for QEMU's pid (pid files record a live pid's start time).
+struct PidDonor {
+  PidDonor() {
+    auto p = ProcessRunner::Default().Start(
+        Command{.program = "sleep", .args = {"600"}, .capture_output = false});
+    EXPECT_TRUE(p.ok()) << p.status();
+    process = std::move(*p);
+  }
+  ~PidDonor() { (void)process->Terminate(5s); }
+  int pid() const { return process->pid(); }
+  std::unique_ptr<Process> process;
+};
+
+// A Hostd running on a thread, and the fake QEMU it started.
+struct RunningHostd {
+  RunningHostd() = default;
+  RunningHostd(RunningHostd&&) = default;
+  // A test that failed half-way must not hang here: end the VM so Run returns.
+  ~RunningHostd() {
+    if (!run.valid()) return;
+    if (vm) vm->KillBySignal(SIGKILL);
+    run.wait();
+  }
+
+  std::unique_ptr<Hostd> hostd;
+  std::future<Status> run;
+  std::shared_ptr<FakeProcess> vm;
+
+  // Run's result, once the VM has ended and Hostd has cleaned up.
+  Status Join() {
+    if (run.wait_for(kDeadline) != std::future_status::ready) {
+      ADD_FAILURE() << "Hostd::Run did not return within " << kDeadline.count() << " ms";
+      if (vm) vm->KillBySignal(SIGKILL);
+    }
+    return run.get();
+  }
+};
+
+class HostdTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string tmpl = "/tmp/fun-hostd-test-XXXXXX";
+    home_ = ::mkdtemp(tmpl.data());
+    paths_ = *ResolvePaths({.os = Os::kLinux, .home = home_, .fun_home = home_ + "/s"});
+    auto cfg = EnsureInstance(paths_, "dev", {});
+    ASSERT_TRUE(cfg.ok()) << cfg.status();
+    dir_ = paths_.InstanceDir("dev");
+    auto token = agent::ReadTokenFile(dir_ + "/secret");
+    ASSERT_TRUE(token.ok()) << token.status();
+    token_ = *token;
+    image_ = home_ + "/image";
+    ASSERT_TRUE(MakeDirs(image_, 0700).ok());
+    std::ofstream(image_ + "/fun-kernel") << "kernel";
+    std::ofstream(image_ + "/fun-initrd.img") << "initrd";
+    std::ofstream(image_ + "/fun-cmdline") << "console=ttyS0 quiet\n";
+    agent_ = std::make_unique<TestAgent>(token_, &events_);
+  }
+  void TearDown() override {
+    qmp_.reset();
+    agent_.reset();
+    std::system(("rm -rf '" + home_ + "'").c_str());  // NOLINT
+  }
+
+  std::string File(InstanceFileKind k) const { return paths_.InstanceFile("dev", k); }
+  std::string QmpPath() const { return dir_ + "/qmp.sock"; }
+
+  HostdOptions Options() {
+    return HostdOptions{.instance = "dev",
+                        .paths = paths_,
+                        .image_dir = image_,
+                        .qemu_binary = kQemu,
+                        .stop_timeout = kDeadline,
+                        .kill_grace = kDeadline,
+                        .agent_port = agent_->port(),
+                        .runner = &runner_};
+  }
+
+  // Creates a Hostd and runs it on a thread until the fake QEMU has been started.
+  RunningHostd Start(HostdOptions o, int vm_pid = ::getpid()) {
+    runner_.Expect(kQemu).WithPid(vm_pid).StartsRunning().Times(1);
+    RunningHostd r;
+    auto h = Hostd::Create(std::move(o));
+    EXPECT_TRUE(h.ok()) << h.status();
+    if (!h.ok()) return r;
+    r.hostd = std::move(*h);
+    r.run = std::async(std::launch::async, [h = r.hostd.get()] { return h->Run(); });
+    auto vm = runner_.WaitForStart(kQemu, kDeadline);
+    EXPECT_TRUE(vm.ok()) << vm.status();
+    if (vm.ok()) r.vm = *vm;
+    return r;
+  }
+
+  std::optional<InstanceState> State() const {
+    auto s = LoadInstanceState(dir_);
+    if (!s.ok()) return std::nullopt;
+    return *s;
+  }
+  bool AwaitPhase(Phase p) {
+    return Eventually([&] {
+      auto s = State();
+      return s && s->phase == p;
+    });
+  }
+  // Hostd serves containerd.sock once QEMU runs and vm.pid is written.
+  bool AwaitServing() {
+    return Eventually([&] {
+      return Connect(SocketAddress{.kind = SocketAddress::Kind::kUnix,
+                                   .path = File(InstanceFileKind::kContainerdSock)})
+          .ok();
+    });
+  }
+  void ServeQmp() { qmp_ = std::make_unique<FakeQmp>(QmpPath(), &events_); }
+
+  // Runs a Hostd whose VM is ended by `end` (on its own: no stop was requested) and returns
+  // the state it left.
+  InstanceState RunUntilTheVmEnds(const std::function<void(FakeProcess&)>& end) {
+    ServeQmp();
+    RunningHostd r = Start(Options());
+    EXPECT_TRUE(r.vm != nullptr);
+    if (r.vm == nullptr) return {};
+    EXPECT_TRUE(AwaitServing());
+    end(*r.vm);
+    Status s = r.Join();
+    EXPECT_TRUE(s.ok()) << s;
+    EXPECT_THAT(r.vm->signals(), IsEmpty());  // nothing was stopped
+    EXPECT_THAT(events_.StopSteps(), IsEmpty());
+    return State().value_or(InstanceState{});
+  }
+
+  std::string home_, dir_, image_;
+  Paths paths_;
+  agent::Token token_{};
+  FakeProcessRunner runner_;
+  Events events_;
+  std::unique_ptr<TestAgent> agent_;
+  std::unique_ptr<FakeQmp> qmp_;
+};
+
+TEST_F(HostdTest, ASecondHostdOnTheSameInstanceFailsAtOnce) {
+  RunningHostd first = Start(Options());
+  ASSERT_TRUE(first.vm);
+  ASSERT_TRUE(AwaitServing());
+  std::string pid_file = ReadFile(File(InstanceFileKind::kHostdPid));
+
+  FakeProcessRunner other;
+  HostdOptions o = Options();
+  o.runner = &other;
+  auto second = Hostd::Create(o);
+  ASSERT_TRUE(second.ok());
+  Status s = (*second)->Run();  // returns at once: no VM, no wait
+  EXPECT_EQ(s.code(), Code::kAlreadyExists) << s;
+  EXPECT_THAT(s.message(), HasSubstr("already run by another fun-hostd"));
+  EXPECT_THAT(other.calls(), IsEmpty());  // it never tried to start QEMU
+  // ... and left the first one's files alone.
+  EXPECT_EQ(ReadFile(File(InstanceFileKind::kHostdPid)), pid_file);
+  EXPECT_TRUE(Exists(File(InstanceFileKind::kContainerdSock)));
+  EXPECT_NE(State()->phase, Phase::kStopped);
+
+  first.vm->Exit(0);
+  ASSERT_TRUE(first.Join().ok());
+  first.hostd.reset();  // the lock goes with the process (here: the object)
+  second->reset();
+  RunningHostd third = Start(Options());
+  ASSERT_TRUE(third.vm);
+  ASSERT_TRUE(AwaitServing());  // (a QEMU that exits at once counts as a failed start)
+  third.vm->Exit(0);
+  Status ended = third.Join();
+  EXPECT_TRUE(ended.ok()) << ended;
+}
+
+TEST_F(HostdTest, RunWritesPidFilesAndRemovesThemAndItsSocketsWhenTheVmEnds) {
+  PidDonor qemu_pid;
+  ServeQmp();  // QEMU would create qmp.sock; Hostd removes it when the VM ends
+  RunningHostd r = Start(Options(), qemu_pid.pid());
+  ASSERT_TRUE(r.vm);
+  ASSERT_TRUE(AwaitServing());
+
+  PidFileState hostd = CheckPidFile(File(InstanceFileKind::kHostdPid));
+  EXPECT_EQ(hostd.status, PidStatus::kAlive) << hostd.detail;
+  EXPECT_EQ(hostd.pid, ::getpid());
+  EXPECT_EQ(hostd.start_time, *ProcessStartTime(::getpid()));
+  PidFileState vm = CheckPidFile(File(InstanceFileKind::kVmPid));
+  EXPECT_EQ(vm.status, PidStatus::kAlive) << vm.detail;
+  EXPECT_EQ(vm.pid, qemu_pid.pid());
+  EXPECT_EQ(vm.start_time, *ProcessStartTime(qemu_pid.pid()));
+  InstanceStatus st = GetInstanceStatus(paths_, "dev");
+  EXPECT_EQ(st.hostd.status, PidStatus::kAlive);
+  EXPECT_EQ(st.vm.status, PidStatus::kAlive);
+  EXPECT_THAT(st.phase, ::testing::AnyOf("starting", "running"));
+
+  // The QEMU command names the QMP socket and forwards the agent port.
+  const std::vector<std::string>& args = r.vm->command().args;
+  EXPECT_THAT(args, Contains(HasSubstr("unix:" + QmpPath())));
+  EXPECT_THAT(args,
+              Contains(HasSubstr(fmt::format("hostfwd=tcp:127.0.0.1:{}-:7070", agent_->port()))));
+
+  r.vm->Exit(0);
+  ASSERT_TRUE(r.Join().ok());
+  for (const std::string& f : {File(InstanceFileKind::kHostdPid), File(InstanceFileKind::kVmPid),
+                               File(InstanceFileKind::kContainerdSock), QmpPath()}) {
+    EXPECT_FALSE(Exists(f)) << f;
+  }
+  st = GetInstanceStatus(paths_, "dev");
+  EXPECT_EQ(st.phase, "stopped");
+  EXPECT_EQ(st.hostd.status, PidStatus::kMissing);
+}
+
+TEST_F(HostdTest, StaleFilesOfADeadHostdDoNotStopANewStart) {
+  // The previous hostd was killed: its pid is reused by another process (this one, with a
+  // different start time), QEMU's pid is gone, state.json still says running, and both sockets
+  // are left behind with nobody serving them.
+  uint64_t start = *ProcessStartTime(::getpid());
+  std::ofstream(File(InstanceFileKind::kHostdPid)) << ::getpid() << " " << start + 1 << "\n";
+  auto dead = ProcessRunner::Default().Start(Command{.program = "true"});
+  ASSERT_TRUE(dead.ok());
+  ASSERT_TRUE((*dead)->Wait(std::nullopt).ok());
+  std::ofstream(File(InstanceFileKind::kVmPid)) << (*dead)->pid() << " 12345\n";
+  ASSERT_TRUE(SaveInstanceState(dir_, {.phase = Phase::kRunning, .started_at_ms = 1}).ok());
+  for (const std::string& sock : {File(InstanceFileKind::kContainerdSock), QmpPath()}) {
+    auto l = Listen(SocketAddress{.kind = SocketAddress::Kind::kUnix, .path = sock});
+    ASSERT_TRUE(l.ok()) << l.status();  // closed at once: the file stays, nobody listens
+  }
+  InstanceStatus before = GetInstanceStatus(paths_, "dev");
+  EXPECT_EQ(before.phase, "crashed");
+  EXPECT_EQ(before.hostd.status, PidStatus::kStale);
+  EXPECT_EQ(before.vm.status, PidStatus::kStale);
+
+  RunningHostd r = Start(Options());
+  ASSERT_TRUE(r.vm);
+  ASSERT_TRUE(AwaitServing());  // the stale containerd.sock was replaced
+  InstanceStatus st = GetInstanceStatus(paths_, "dev");
+  EXPECT_EQ(st.hostd.status, PidStatus::kAlive) << st.hostd.detail;
+  EXPECT_EQ(st.vm.status, PidStatus::kAlive) << st.vm.detail;
+  EXPECT_NE(st.phase, "crashed");
+  r.vm->Exit(0);
+  ASSERT_TRUE(r.Join().ok());
+  EXPECT_EQ(State()->last_exit->reason, "the guest powered off");
+}
+
+TEST_F(HostdTest, PhasesAndTimeSyncOfACleanStop) {
+  SimulatedClock clock;
+  agent_->SetContainerdReady(false);
+  HostdOptions o = Options();
+  o.clock = &clock;
+  RunningHostd r = Start(o);
+  ASSERT_TRUE(r.vm);
+
+  // QEMU runs, containerd does not answer yet: starting.
+  ASSERT_TRUE(Eventually([&] {
+    auto s = State();
+    return s && s->started_at_ms != 0;
+  }));
+  InstanceState s = *State();
+  EXPECT_EQ(s.phase, Phase::kStarting);
+  EXPECT_EQ(s.started_at_ms, WallMs(clock));
+  EXPECT_EQ(s.backend, "qemu");
+  EXPECT_FALSE(s.accel.empty());
+  EXPECT_FALSE(s.accel_reason.empty());
+  EXPECT_EQ(s.agent_port, agent_->port());
+
+  // containerd answers through the agent: running, and the guest clock is set at once.
+  agent_->SetContainerdReady(true);
+  ASSERT_TRUE(AwaitPhase(Phase::kRunning));
+  s = *State();
+  EXPECT_EQ(s.ready_at_ms, WallMs(clock));
+  EXPECT_EQ(s.guest_uptime_at_ready_s, 1.5);
+  auto ns = [&] {
+    return static_cast<uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(clock.Now().time_since_epoch())
+            .count());
+  };
+  ASSERT_TRUE(events_.WaitFor("agent:timesync"));
+  EXPECT_EQ(agent_->time_syncs()[0], ns());
+  // ... and again once the interval has passed (simulated time).
+  clock.Advance(o.time_sync_interval + 1s);
+  ASSERT_TRUE(events_.WaitFor("agent:timesync", 2));
+  EXPECT_EQ(agent_->time_syncs()[1], ns());
+
+  // A stop: the agent sees "stopping" on disk when asked to shut down; the guest powers off.
+  std::optional<Phase> phase_during_shutdown;
+  agent_->OnShutdown([&] {
+    if (auto st = State()) phase_during_shutdown = st->phase;
+    r.vm->Exit(0);
+  });
+  r.hostd->RequestStop();
+  ASSERT_TRUE(r.Join().ok());
+  EXPECT_EQ(phase_during_shutdown, Phase::kStopping);
+  s = *State();
+  EXPECT_EQ(s.phase, Phase::kStopped);
+  ASSERT_TRUE(s.last_exit);
+  EXPECT_EQ(s.last_exit->reason, "stopped on request");
+  EXPECT_TRUE(s.last_exit->clean);
+  EXPECT_EQ(s.last_exit->exit_code, 0);
+  EXPECT_EQ(s.last_exit->signal, 0);
+  EXPECT_EQ(s.last_exit->at_ms, WallMs(clock));
+  EXPECT_THAT(events_.StopSteps(), ElementsAre("agent:shutdown"));
+  EXPECT_THAT(r.vm->signals(), IsEmpty());
+}
+
+TEST_F(HostdTest, AGuestPowerOffIsACleanExit) {
+  InstanceState s = RunUntilTheVmEnds([](FakeProcess& vm) { vm.Exit(0); });
+  EXPECT_EQ(s.phase, Phase::kStopped);
+  ASSERT_TRUE(s.last_exit);
+  EXPECT_EQ(s.last_exit->reason, "the guest powered off");
+  EXPECT_TRUE(s.last_exit->clean);
+}
+
+TEST_F(HostdTest, QemuExitingWithAnErrorIsRecorded) {
+  InstanceState s = RunUntilTheVmEnds([](FakeProcess& vm) { vm.Exit(1); });
+  EXPECT_EQ(s.phase, Phase::kStopped);
+  ASSERT_TRUE(s.last_exit);
+  EXPECT_EQ(s.last_exit->reason, "qemu exited with 1");
+  EXPECT_FALSE(s.last_exit->clean);
+  EXPECT_EQ(s.last_exit->exit_code, 1);
+  EXPECT_EQ(s.last_exit->signal, 0);
+}
+
+TEST_F(HostdTest, QemuKilledBySomeoneElseIsRecorded) {
+  InstanceState s = RunUntilTheVmEnds([](FakeProcess& vm) { vm.KillBySignal(SIGKILL); });
+  EXPECT_EQ(s.phase, Phase::kStopped);
+  ASSERT_TRUE(s.last_exit);
+  EXPECT_THAT(s.last_exit->reason, HasSubstr("qemu killed by"));
+  EXPECT_THAT(s.last_exit->reason, HasSubstr("SIGKILL"));
+  EXPECT_FALSE(s.last_exit->clean);
+  EXPECT_EQ(s.last_exit->signal, SIGKILL);
+}
+
+TEST_F(HostdTest, AHypervisorThatCannotStartFailsTheStart) {
+  FakeProcessRunner failing;
+  failing.Expect(kQemu).Fails(NotFoundError("starting qemu-system-x86_64: not found"));
+  HostdOptions o = Options();
+  o.runner = &failing;
+  auto h = Hostd::Create(o);
+  ASSERT_TRUE(h.ok());
+  Status s = (*h)->Run();
+  EXPECT_EQ(s.code(), Code::kNotFound) << s;
+  InstanceState st = *State();
+  EXPECT_EQ(st.phase, Phase::kFailed);
+  EXPECT_THAT(st.error, HasSubstr("not found"));
+  ASSERT_TRUE(st.last_exit);
+  EXPECT_EQ(st.last_exit->reason, "the hypervisor did not start");
+  EXPECT_FALSE(st.last_exit->clean);
+  EXPECT_FALSE(Exists(File(InstanceFileKind::kHostdPid)));
+}
+
+// ---- stop escalation: agent shutdown -> ACPI (QMP) -> SIGTERM -> SIGKILL ----
+
+TEST_F(HostdTest, StopEndsAtTheAgentWhenTheGuestShutsDown) {
+  ServeQmp();
+  RunningHostd r = Start(Options());  // generous stop timeout: the VM ends in the first step
+  ASSERT_TRUE(r.vm);
+  ASSERT_TRUE(AwaitServing());
+  agent_->OnShutdown([&] { r.vm->Exit(0); });
+  r.hostd->RequestStop();
+  ASSERT_TRUE(r.Join().ok());
+  EXPECT_THAT(events_.StopSteps(), ElementsAre("agent:shutdown"));  // no ACPI
+  EXPECT_THAT(r.vm->signals(), IsEmpty());
+  EXPECT_EQ(State()->last_exit->reason, "stopped on request");
+}
+
+TEST_F(HostdTest, StopUsesAcpiWhenTheAgentDoesNotEndTheVm) {
+  ServeQmp();
+  HostdOptions o = Options();
+  o.stop_timeout = 2s;  // the agent step is expected to pass without effect
+  RunningHostd r = Start(o);
+  ASSERT_TRUE(r.vm);
+  ASSERT_TRUE(AwaitServing());
+  qmp_->OnCommand([&](const std::string& cmd) {
+    EXPECT_THAT(r.vm->signals(), IsEmpty());  // no signal before the power button
+    if (cmd == "system_powerdown") r.vm->Exit(0);
+  });
+  r.hostd->RequestStop();
+  ASSERT_TRUE(r.Join().ok());
+  EXPECT_THAT(events_.StopSteps(), ElementsAre("agent:shutdown", "qmp:system_powerdown"));
+  EXPECT_THAT(r.vm->signals(), IsEmpty());
+  InstanceState s = *State();
+  EXPECT_EQ(s.phase, Phase::kStopped);
+  EXPECT_EQ(s.last_exit->reason, "stopped on request");
+  EXPECT_TRUE(s.last_exit->clean);
+}
+
+TEST_F(HostdTest, StopSendsSigtermWhenAcpiDoesNotEndTheVm) {
+  ServeQmp();
+  HostdOptions o = Options();
+  o.stop_timeout = 500ms;  // agent and ACPI are expected to pass without effect
+  RunningHostd r = Start(o);
+  ASSERT_TRUE(r.vm);
+  ASSERT_TRUE(AwaitServing());
+  r.hostd->RequestStop();
+  ASSERT_TRUE(r.Join().ok());
+  EXPECT_THAT(events_.StopSteps(), ElementsAre("agent:shutdown", "qmp:system_powerdown"));
+  EXPECT_THAT(r.vm->signals(), ElementsAre(SIGTERM));  // QEMU exits on SIGTERM: no SIGKILL
+  InstanceState s = *State();
+  EXPECT_EQ(s.phase, Phase::kStopped);
+  EXPECT_EQ(s.last_exit->reason, "stopped on request");
+  EXPECT_EQ(s.last_exit->signal, SIGTERM);
+}
+
+TEST_F(HostdTest, StopSendsSigkillWhenSigtermIsIgnored) {
+  ServeQmp();
+  HostdOptions o = Options();
+  o.stop_timeout = 500ms;
+  o.kill_grace = 200ms;  // SIGTERM is expected to pass without effect
+  RunningHostd r = Start(o);
+  ASSERT_TRUE(r.vm);
+  r.vm->IgnoreSignal(SIGTERM);
+  ASSERT_TRUE(AwaitServing());
+  r.hostd->RequestStop();
+  ASSERT_TRUE(r.Join().ok());
+  EXPECT_THAT(events_.StopSteps(), ElementsAre("agent:shutdown", "qmp:system_powerdown"));
+  EXPECT_THAT(r.vm->signals(), ElementsAre(SIGTERM, SIGKILL));
+  InstanceState s = *State();
+  EXPECT_EQ(s.phase, Phase::kStopped);
+  EXPECT_EQ(s.last_exit->signal, SIGKILL);
+  EXPECT_EQ(s.last_exit->exit_code, -1);
+}
+
+TEST_F(HostdTest, AForcedStopSkipsTheAgentAndAcpi) {
+  ServeQmp();
+  RunningHostd r = Start(Options());
+  ASSERT_TRUE(r.vm);
+  ASSERT_TRUE(AwaitServing());
+  r.hostd->RequestStop(/*force=*/true);
+  ASSERT_TRUE(r.Join().ok());
+  EXPECT_THAT(events_.StopSteps(), IsEmpty());
+  EXPECT_THAT(r.vm->signals(), ElementsAre(SIGTERM));
+  InstanceState s = *State();
+  EXPECT_EQ(s.phase, Phase::kStopped);
+  ASSERT_TRUE(s.last_exit);
+  EXPECT_EQ(s.last_exit->reason, "stopped on request");
+  EXPECT_EQ(s.last_exit->signal, SIGTERM);
+  EXPECT_EQ(s.last_exit->exit_code, -1);
+  EXPECT_TRUE(s.last_exit->clean);
+}
+
+// `fun-vmctl stop --force` sends SIGTERM twice: fun-hostd begins a graceful stop on the first
+// and must cut it short on the second instead of waiting out the graceful steps.
+TEST_F(HostdTest, AForcedStopDuringAGracefulOneSkipsTheStepsLeft) {
+  ServeQmp();
+  HostdOptions o = Options();
+  o.stop_timeout = std::chrono::minutes(10);  // the graceful steps would take this long
+  RunningHostd r = Start(o);
+  ASSERT_TRUE(r.vm);
+  ASSERT_TRUE(AwaitServing());
+  r.hostd->RequestStop();
+  ASSERT_TRUE(events_.WaitFor("agent:shutdown"));
+  r.hostd->RequestStop(/*force=*/true);
+  ASSERT_TRUE(r.Join().ok());
+  EXPECT_THAT(events_.StopSteps(), ElementsAre("agent:shutdown"));  // no ACPI
+  EXPECT_THAT(r.vm->signals(), ElementsAre(SIGTERM));
+}
+
+// ---- containerd.sock through the real guest agent ----
+
+class HostdWithGuestdTest : public HostdTest {
+ protected:
+  void SetUp() override {
+    HostdTest::SetUp();
+    if (HasFatalFailure()) return;
+    // The guest's "containerd": an echo server on a unix socket.
+    echo_ = std::move(*AcceptLoop::Create(
+        SocketAddress{.kind = SocketAddress::Kind::kUnix, .path = home_ + "/containerd.sock"},
+        [](UniqueFd c, std::string) {
+          char buf[65536];
+          for (;;) {
+            ssize_t n = ::read(c.get(), buf, sizeof(buf));
+            if (n <= 0 || !WriteAll(c.get(), std::string_view(buf, static_cast<size_t>(n))).ok()) {
+              return;
+            }
+          }
+        }));
+    echo_thread_ = std::thread([this] { (void)echo_->Run(); });
+    std::ofstream(home_ + "/poweroff.sh") << "#!/bin/sh\nexit 0\n";
+    ::chmod((home_ + "/poweroff.sh").c_str(), 0755);
+    // fun-guestd on a port of its choosing; it prints "listening on tcp:127.0.0.1:PORT".
+    Command cmd{.program = FUN_GUESTD_BINARY,
+                .args = {"--listen", "tcp:127.0.0.1:0", "--token-file", dir_ + "/secret",
+                         "--containerd-socket", home_ + "/containerd.sock", "--shutdown-command",
+                         home_ + "/poweroff.sh", "--no-timesync"},
+                .capture_output = false};
+    cmd.stdout_file = home_ + "/guestd.out";
+    cmd.stderr_file = home_ + "/guestd.log";
+    auto p = ProcessRunner::Default().Start(cmd);
+    ASSERT_TRUE(p.ok()) << p.status();
+    guestd_ = std::move(*p);
+    std::string prefix = "listening on tcp:127.0.0.1:";
+    ASSERT_TRUE(Eventually([&] {
+      return ReadFile(home_ + "/guestd.out").find('\n') != std::string::npos;
+    })) << ReadFile(home_ + "/guestd.log");
+    std::string out = ReadFile(home_ + "/guestd.out");
+    ASSERT_EQ(out.rfind(prefix, 0), 0u) << out;
+    guestd_port_ = static_cast<uint16_t>(std::stoi(out.substr(prefix.size())));
+  }
+  void TearDown() override {
+    if (guestd_) (void)guestd_->Terminate(5s);
+    if (echo_) echo_->Stop();
+    if (echo_thread_.joinable()) echo_thread_.join();
+    echo_.reset();
+    HostdTest::TearDown();
+  }
+
+  std::unique_ptr<AcceptLoop> echo_;
+  std::thread echo_thread_;
+  std::unique_ptr<Process> guestd_;
+  uint16_t guestd_port_ = 0;
+};
+
+TEST_F(HostdWithGuestdTest, ContainerdSockIsPrivateAndRelaysThroughTheAgent) {
+  HostdOptions o = Options();
+  o.agent_port = guestd_port_;
+  RunningHostd r = Start(o);
+  ASSERT_TRUE(r.vm);
+  // fun-guestd reaches the "containerd" socket: the instance is running.
+  ASSERT_TRUE(AwaitPhase(Phase::kRunning));
+  EXPECT_EQ(State()->agent_port, guestd_port_);
+
+  std::string sock = File(InstanceFileKind::kContainerdSock);
+  struct stat st {};
+  ASSERT_EQ(::stat(sock.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISSOCK(st.st_mode));
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+
+  SocketAddress addr{.kind = SocketAddress::Kind::kUnix, .path = sock};
+  auto c = Connect(addr);
+  ASSERT_TRUE(c.ok()) << c.status();
+  std::string payload(1 << 20, '\0');
+  for (size_t i = 0; i < payload.size(); ++i) payload[i] = static_cast<char>(i * 31 + 7);
+  std::thread writer([&] { EXPECT_TRUE(WriteAll(c->get(), payload).ok()); });
+  std::string got(payload.size(), '\0');
+  Status read = ReadExactly(c->get(), got.data(), got.size());
+  writer.join();
+  ASSERT_TRUE(read.ok()) << read;
+  EXPECT_TRUE(got == payload) << "the relay changed bytes";
+
+  // A client that keeps its connection open must not keep Hostd from ending with the VM.
+  auto idle = Connect(addr);
+  ASSERT_TRUE(idle.ok()) << idle.status();
+  ASSERT_TRUE(WriteAll(idle->get(), "ping").ok());
+  char echo[4];
+  ASSERT_TRUE(ReadExactly(idle->get(), echo, sizeof(echo)).ok());
+  r.vm->Exit(0);
+  ASSERT_TRUE(r.Join().ok());
+  char b;
+  EXPECT_LE(::read(idle->get(), &b, 1), 0);  // the relay was cut
+  EXPECT_FALSE(Exists(sock));
+  EXPECT_EQ(State()->last_exit->reason, "the guest powered off");
+}
+
+}  // namespace
+}  // namespace fun::vm
