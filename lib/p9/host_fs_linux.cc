@@ -5,16 +5,19 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
+#include <pthread.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <charconv>
 #include <climits>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include "lib/p9/host_fs_internal.h"
@@ -43,10 +46,27 @@ long Openat2(int dirfd, const char* path, int flags, uint32_t mode, uint64_t res
   return r;
 }
 
-// /proc/self/fd, opened once; -1 when /proc is not mounted.
+// /proc/self/fd, opened once per process; -1 when /proc is not mounted. "self" is resolved when
+// it is opened, so a child after fork() must open its own: the parent's would name the parent's
+// fds (a test that drops privileges in a child found this).
+constexpr int kNotOpened = -2;
+std::atomic<int> g_proc_self_fd{kNotOpened};
+
+void ForgetProcSelfFdInChild() {
+  int old = g_proc_self_fd.exchange(kNotOpened);
+  if (old >= 0) ::close(old);
+}
+
 int ProcSelfFd() {
-  static const int fd = ::open("/proc/self/fd", O_PATH | O_DIRECTORY | O_CLOEXEC);
-  return fd;
+  int fd = g_proc_self_fd.load(std::memory_order_acquire);
+  if (fd != kNotOpened) return fd;
+  static std::once_flag atfork;
+  std::call_once(atfork, [] { ::pthread_atfork(nullptr, nullptr, ForgetProcSelfFdInChild); });
+  int opened = ::open("/proc/self/fd", O_PATH | O_DIRECTORY | O_CLOEXEC);
+  int expected = kNotOpened;
+  if (g_proc_self_fd.compare_exchange_strong(expected, opened)) return opened;
+  if (opened >= 0) ::close(opened);  // another thread was first
+  return expected;
 }
 
 // The decimal name of an fd in /proc/self/fd.
