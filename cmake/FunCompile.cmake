@@ -40,13 +40,14 @@ function(fun_tool name)
   install(TARGETS ${name} RUNTIME DESTINATION bin)
 endfunction()
 
-# fun_test(NAME <test> SOURCES ... DEPS ... [LABELS ...]): a GoogleTest binary in build/tests,
-# each TEST() registered with ctest.
+# fun_test(NAME <test> SOURCES ... DEPS ... [LABELS ...] [TEST_PREFIX p]): a GoogleTest binary
+# in build/tests, each TEST() registered with ctest (its name prefixed with p, so two binaries
+# built from one test source can both be registered).
 function(fun_test name)
   if(NOT FUN_BUILD_TESTS)
     return()
   endif()
-  cmake_parse_arguments(A "" "TIMEOUT" "SOURCES;DEPS;LABELS" ${ARGN})
+  cmake_parse_arguments(A "" "TIMEOUT;TEST_PREFIX" "SOURCES;DEPS;LABELS" ${ARGN})
   if(NOT A_TIMEOUT)
     set(A_TIMEOUT 120)
   endif()
@@ -56,7 +57,8 @@ function(fun_test name)
   add_executable(${name} ${A_SOURCES})
   target_link_libraries(${name} PRIVATE fun_warnings ${A_DEPS} GTest::gmock GTest::gtest_main)
   set_target_properties(${name} PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${FUN_TEST_OUTPUT_DIRECTORY})
-  gtest_discover_tests(${name} DISCOVERY_TIMEOUT 60 PROPERTIES TIMEOUT ${A_TIMEOUT})
+  gtest_discover_tests(${name} DISCOVERY_TIMEOUT 60 TEST_PREFIX "${A_TEST_PREFIX}"
+                       PROPERTIES TIMEOUT ${A_TIMEOUT})
   # Labels are set once ctest has read the discovered list: handed to gtest_discover_tests'
   # PROPERTIES, a list of labels ("unit;interop") would be flattened into separate properties.
   set(_labels_file ${CMAKE_CURRENT_BINARY_DIR}/${name}_labels.cmake)

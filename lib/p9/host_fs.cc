@@ -35,6 +35,14 @@ Status CheckEntryName(const std::string& name) {
   return OkStatus();
 }
 
+// A directory that names are resolved in. A directory the portable node primitives could not
+// open (no read permission) holds no fd: nothing is resolved in it (EACCES, as for search).
+Status CheckDir(const Node& dir, std::string_view what) {
+  if (!dir.is_dir()) return Err(ENOTDIR, fmt::format("{} a non-directory", what));
+  if (!dir.has_fd()) return Err(EACCES, fmt::format("{} an unreadable directory", what));
+  return OkStatus();
+}
+
 bool IsUserXattr(std::string_view name) { return name.substr(0, 5) == "user."; }
 
 uint32_t ModeFromDirentType(uint8_t type) {
@@ -49,6 +57,13 @@ uint32_t ModeFromDirentType(uint8_t type) {
 }
 
 }  // namespace
+
+struct HostFs::Located {
+  Parent parent;  // only for a node without an fd
+  internal::Target target(const Node& node) const {
+    return internal::Target{.node = node, .dirfd = parent.fd.get(), .name = parent.name.c_str()};
+  }
+};
 
 std::string_view ResolverName(ResolverKind kind) {
   switch (kind) {
@@ -135,19 +150,25 @@ Qid HostFs::QidFor(uint64_t dev, uint64_t ino, uint32_t mode) {
   return q;
 }
 
-StatusOr<std::shared_ptr<Node>> HostFs::MakeNode(UniqueFd fd, std::string path) {
-  struct stat st;
-  if (::fstat(fd.get(), &st) != 0) return ErrnoError(errno, "fstat");
+StatusOr<std::shared_ptr<Node>> HostFs::MakeNode(UniqueFd fd, const struct stat& st,
+                                                 std::string path) {
   Qid qid = QidFor(st.st_dev, st.st_ino, st.st_mode);
   return std::make_shared<Node>(std::move(fd), std::move(path), st.st_mode, st.st_dev, st.st_ino,
                                 qid);
+}
+
+StatusOr<std::shared_ptr<Node>> HostFs::NodeAt(const Node& dir, const std::string& name) {
+  FUN_ASSIGN_OR_RETURN(internal::NodeFd n, internal::OpenNode(*resolver_, dir.fd(), name));
+  return MakeNode(std::move(n.fd), n.st, ChildPath(dir, name));
 }
 
 StatusOr<std::shared_ptr<Node>> HostFs::OpenPath(const std::string& path, int extra_flags) {
   if (path.empty()) return root_;
   FUN_ASSIGN_OR_RETURN(UniqueFd fd, resolver_->OpenBeneath(root_->fd(), path,
                                                            kPathFlags | O_NOFOLLOW | extra_flags));
-  return MakeNode(std::move(fd), path);
+  struct stat st;
+  if (::fstat(fd.get(), &st) != 0) return ErrnoError(errno, "fstat");
+  return MakeNode(std::move(fd), st, path);
 }
 
 StatusOr<std::shared_ptr<Node>> HostFs::Root() { return root_; }
@@ -155,7 +176,7 @@ StatusOr<std::shared_ptr<Node>> HostFs::Root() { return root_; }
 StatusOr<std::shared_ptr<Node>> HostFs::Walk(const std::shared_ptr<Node>& dir,
                                              const std::string& name) {
   if (!ValidName(name)) return Err(EINVAL, "invalid name");
-  if (!dir->is_dir()) return Err(ENOTDIR, "walk from a non-directory");
+  FUN_RETURN_IF_ERROR(CheckDir(*dir, "walk from"));
   if (name == ".") return dir;
   if (name == "..") {
     // Never openat(fd, ".."): resolve the recorded parent path from the root instead, so a
@@ -165,19 +186,19 @@ StatusOr<std::shared_ptr<Node>> HostFs::Walk(const std::shared_ptr<Node>& dir,
     if (slash == std::string::npos) return root_;
     return OpenPath(path.substr(0, slash), O_DIRECTORY);
   }
-  FUN_ASSIGN_OR_RETURN(UniqueFd fd, resolver_->OpenAt(dir->fd(), name, kPathFlags | O_NOFOLLOW, 0));
-  return MakeNode(std::move(fd), ChildPath(*dir, name));
+  return NodeAt(*dir, name);
 }
 
 StatusOr<Attr> HostFs::GetAttr(const Node& node) {
   Attr a;
-  FUN_RETURN_IF_ERROR(internal::StatFd(node.fd(), &a));
+  FUN_ASSIGN_OR_RETURN(Located at, Locate(node));
+  FUN_RETURN_IF_ERROR(internal::StatNode(at.target(node), &a));
   a.qid = QidFor(a.dev, a.ino, a.mode);
   return a;
 }
 
 StatusOr<UniqueFd> HostFs::Reopen(const Node& node, int flags) {
-  if (node.is_dir()) {
+  if (node.is_dir() && node.has_fd()) {
     // "." of the directory's own fd is the directory itself: no path, no /proc needed.
     int fd = ::openat(node.fd(), ".", flags | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) return ErrnoError(errno, "open directory");
@@ -222,20 +243,27 @@ StatusOr<UniqueFd> HostFs::Open(const Node& node, int flags) {
 }
 
 Status HostFs::ApplyOwnerAndMode(const Node& node, int open_fd, Owner owner, uint32_t mode) {
+  FUN_ASSIGN_OR_RETURN(Located at, Locate(node));
   if (sets_owner_ && (owner.uid != kNoUid || owner.gid != kNoUid)) {
-    Status s = internal::ChownNode(node, owner.uid, owner.gid);
+    Status s = internal::ChownNode(at.target(node), owner.uid, owner.gid);
     if (!s.ok()) FUN_LOG(Debug, "9p: chown {} to {}:{}: {}", node.path(), owner.uid, owner.gid, s);
   }
   if (node.is_symlink()) return OkStatus();
   // Undo the process umask (and the set-id bits chown cleared): the client already applied its
   // own umask to `mode`.
-  struct stat st;
-  int r = open_fd >= 0 ? ::fstat(open_fd, &st) : ::fstat(node.fd(), &st);
-  if (r != 0) return ErrnoError(errno, "fstat");
-  if ((st.st_mode & 07777) != (mode & 07777)) {
+  Attr a;
+  int fd = open_fd >= 0 ? open_fd : node.fd();
+  if (fd >= 0) {
+    struct stat st;
+    if (::fstat(fd, &st) != 0) return ErrnoError(errno, "fstat");
+    a.mode = st.st_mode;
+  } else {
+    FUN_RETURN_IF_ERROR(internal::StatNode(at.target(node), &a));
+  }
+  if ((a.mode & 07777) != (mode & 07777)) {
     Status s = open_fd >= 0 && ::fchmod(open_fd, mode & 07777) == 0
                    ? OkStatus()
-                   : internal::ChmodNode(node, mode & 07777);
+                   : internal::ChmodNode(at.target(node), mode & 07777);
     if (!s.ok()) FUN_LOG(Debug, "9p: chmod {} {:o}: {}", node.path(), mode & 07777, s);
   }
   return OkStatus();
@@ -245,7 +273,7 @@ StatusOr<HostFs::Created> HostFs::Create(const Node& dir, const std::string& nam
                                          uint32_t mode, Owner owner) {
   FUN_RETURN_IF_ERROR(CheckWritable());
   FUN_RETURN_IF_ERROR(CheckNewName(name));
-  if (!dir.is_dir()) return Err(ENOTDIR, "create in a non-directory");
+  FUN_RETURN_IF_ERROR(CheckDir(dir, "create in"));
   bool excl = (flags & O_EXCL) != 0;
   bool nonblock = (flags & O_NONBLOCK) != 0;
   flags &= ~(O_CREAT | O_EXCL | O_NOFOLLOW | O_DIRECTORY);
@@ -255,10 +283,7 @@ StatusOr<HostFs::Created> HostFs::Create(const Node& dir, const std::string& nam
       dir.fd(), name, flags | O_CREAT | O_EXCL | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK, mode & 07777);
   if (!created.ok()) {
     if (created.status().sys_errno() != EEXIST || excl) return created.status();
-    FUN_ASSIGN_OR_RETURN(UniqueFd pfd,
-                         resolver_->OpenAt(dir.fd(), name, kPathFlags | O_NOFOLLOW, 0));
-    FUN_ASSIGN_OR_RETURN(std::shared_ptr<Node> node,
-                         MakeNode(std::move(pfd), ChildPath(dir, name)));
+    FUN_ASSIGN_OR_RETURN(std::shared_ptr<Node> node, NodeAt(dir, name));
     FUN_ASSIGN_OR_RETURN(UniqueFd fd, Open(*node, flags | (nonblock ? O_NONBLOCK : 0)));
     return Created{std::move(node), std::move(fd)};
   }
@@ -267,8 +292,7 @@ StatusOr<HostFs::Created> HostFs::Create(const Node& dir, const std::string& nam
     int fl = ::fcntl(fd.get(), F_GETFL);
     if (fl >= 0) ::fcntl(fd.get(), F_SETFL, fl & ~O_NONBLOCK);
   }
-  FUN_ASSIGN_OR_RETURN(UniqueFd pfd, resolver_->OpenAt(dir.fd(), name, kPathFlags | O_NOFOLLOW, 0));
-  FUN_ASSIGN_OR_RETURN(std::shared_ptr<Node> node, MakeNode(std::move(pfd), ChildPath(dir, name)));
+  FUN_ASSIGN_OR_RETURN(std::shared_ptr<Node> node, NodeAt(dir, name));
   struct stat st;
   if (::fstat(fd.get(), &st) != 0) return ErrnoError(errno, "fstat");
   if (st.st_dev != node->dev() || st.st_ino != node->ino()) {
@@ -282,10 +306,9 @@ StatusOr<std::shared_ptr<Node>> HostFs::Mkdir(const Node& dir, const std::string
                                               uint32_t mode, Owner owner) {
   FUN_RETURN_IF_ERROR(CheckWritable());
   FUN_RETURN_IF_ERROR(CheckNewName(name));
-  if (!dir.is_dir()) return Err(ENOTDIR, "mkdir in a non-directory");
+  FUN_RETURN_IF_ERROR(CheckDir(dir, "mkdir in"));
   if (::mkdirat(dir.fd(), name.c_str(), mode & 07777) != 0) return ErrnoError(errno, "mkdir");
-  FUN_ASSIGN_OR_RETURN(UniqueFd pfd, resolver_->OpenAt(dir.fd(), name, kPathFlags | O_NOFOLLOW, 0));
-  FUN_ASSIGN_OR_RETURN(std::shared_ptr<Node> node, MakeNode(std::move(pfd), ChildPath(dir, name)));
+  FUN_ASSIGN_OR_RETURN(std::shared_ptr<Node> node, NodeAt(dir, name));
   if (!node->is_dir()) return Err(ESTALE, "the new directory was replaced on the host");
   FUN_RETURN_IF_ERROR(ApplyOwnerAndMode(*node, -1, owner, mode));
   return node;
@@ -295,15 +318,14 @@ StatusOr<std::shared_ptr<Node>> HostFs::Symlink(const Node& dir, const std::stri
                                                 const std::string& target, Owner owner) {
   FUN_RETURN_IF_ERROR(CheckWritable());
   FUN_RETURN_IF_ERROR(CheckNewName(name));
-  if (!dir.is_dir()) return Err(ENOTDIR, "symlink in a non-directory");
+  FUN_RETURN_IF_ERROR(CheckDir(dir, "symlink in"));
   if (target.empty()) return Err(ENOENT, "empty symlink target");
   if (target.find('\0') != std::string::npos) return Err(EINVAL, "NUL in symlink target");
   // The target is stored, never resolved by the server.
   if (::symlinkat(target.c_str(), dir.fd(), name.c_str()) != 0) {
     return ErrnoError(errno, "symlink");
   }
-  FUN_ASSIGN_OR_RETURN(UniqueFd pfd, resolver_->OpenAt(dir.fd(), name, kPathFlags | O_NOFOLLOW, 0));
-  FUN_ASSIGN_OR_RETURN(std::shared_ptr<Node> node, MakeNode(std::move(pfd), ChildPath(dir, name)));
+  FUN_ASSIGN_OR_RETURN(std::shared_ptr<Node> node, NodeAt(dir, name));
   if (!node->is_symlink()) return Err(ESTALE, "the new symlink was replaced on the host");
   FUN_RETURN_IF_ERROR(ApplyOwnerAndMode(*node, -1, owner, 0777));
   return node;
@@ -313,7 +335,7 @@ StatusOr<std::shared_ptr<Node>> HostFs::Mknod(const Node& dir, const std::string
                                               uint32_t mode, Owner owner) {
   FUN_RETURN_IF_ERROR(CheckWritable());
   FUN_RETURN_IF_ERROR(CheckNewName(name));
-  if (!dir.is_dir()) return Err(ENOTDIR, "mknod in a non-directory");
+  FUN_RETURN_IF_ERROR(CheckDir(dir, "mknod in"));
   uint32_t type = mode & S_IFMT;
   if (type == 0) type = S_IFREG;
   switch (type) {
@@ -330,8 +352,7 @@ StatusOr<std::shared_ptr<Node>> HostFs::Mknod(const Node& dir, const std::string
   if (::mknodat(dir.fd(), name.c_str(), type | (mode & 07777), 0) != 0) {
     return ErrnoError(errno, "mknod");
   }
-  FUN_ASSIGN_OR_RETURN(UniqueFd pfd, resolver_->OpenAt(dir.fd(), name, kPathFlags | O_NOFOLLOW, 0));
-  FUN_ASSIGN_OR_RETURN(std::shared_ptr<Node> node, MakeNode(std::move(pfd), ChildPath(dir, name)));
+  FUN_ASSIGN_OR_RETURN(std::shared_ptr<Node> node, NodeAt(dir, name));
   if (node->type() != type) return Err(ESTALE, "the new node was replaced on the host");
   FUN_RETURN_IF_ERROR(ApplyOwnerAndMode(*node, -1, owner, mode));
   return node;
@@ -356,10 +377,18 @@ StatusOr<HostFs::Parent> HostFs::FindParent(const Node& node) {
   return p;
 }
 
+StatusOr<HostFs::Located> HostFs::Locate(const Node& node) {
+  Located at;
+  if (!node.has_fd()) {
+    FUN_ASSIGN_OR_RETURN(at.parent, FindParent(node));
+  }
+  return at;
+}
+
 Status HostFs::Link(const Node& target, const Node& dir, const std::string& name) {
   FUN_RETURN_IF_ERROR(CheckWritable());
   FUN_RETURN_IF_ERROR(CheckNewName(name));
-  if (!dir.is_dir()) return Err(ENOTDIR, "link in a non-directory");
+  FUN_RETURN_IF_ERROR(CheckDir(dir, "link in"));
   if (target.is_dir()) return Err(EPERM, "hard link to a directory");
   if (resolver_->reopen_by_fd()) {
     Status s = internal::LinkNode(target, dir.fd(), name);
@@ -375,7 +404,7 @@ Status HostFs::Link(const Node& target, const Node& dir, const std::string& name
 Status HostFs::Rename(const Node& node, const Node& newdir, const std::string& name) {
   FUN_RETURN_IF_ERROR(CheckWritable());
   FUN_RETURN_IF_ERROR(CheckEntryName(name));
-  if (!newdir.is_dir()) return Err(ENOTDIR, "rename into a non-directory");
+  FUN_RETURN_IF_ERROR(CheckDir(newdir, "rename into"));
   FUN_ASSIGN_OR_RETURN(Parent p, FindParent(node));
   if (::renameat(p.fd.get(), p.name.c_str(), newdir.fd(), name.c_str()) != 0) {
     return ErrnoError(errno, "rename");
@@ -388,7 +417,8 @@ Status HostFs::RenameAt(const Node& olddir, const std::string& oldname, const No
   FUN_RETURN_IF_ERROR(CheckWritable());
   FUN_RETURN_IF_ERROR(CheckEntryName(oldname));
   FUN_RETURN_IF_ERROR(CheckEntryName(newname));
-  if (!olddir.is_dir() || !newdir.is_dir()) return Err(ENOTDIR, "renameat");
+  FUN_RETURN_IF_ERROR(CheckDir(olddir, "rename from"));
+  FUN_RETURN_IF_ERROR(CheckDir(newdir, "rename into"));
   if (::renameat(olddir.fd(), oldname.c_str(), newdir.fd(), newname.c_str()) != 0) {
     return ErrnoError(errno, "rename");
   }
@@ -398,7 +428,7 @@ Status HostFs::RenameAt(const Node& olddir, const std::string& oldname, const No
 Status HostFs::UnlinkAt(const Node& dir, const std::string& name, bool remove_dir) {
   FUN_RETURN_IF_ERROR(CheckWritable());
   FUN_RETURN_IF_ERROR(CheckEntryName(name));
-  if (!dir.is_dir()) return Err(ENOTDIR, "unlink in a non-directory");
+  FUN_RETURN_IF_ERROR(CheckDir(dir, "unlink in"));
   if (::unlinkat(dir.fd(), name.c_str(), remove_dir ? AT_REMOVEDIR : 0) != 0) {
     return ErrnoError(errno, remove_dir ? "rmdir" : "unlink");
   }
@@ -416,13 +446,14 @@ Status HostFs::Remove(const Node& node) {
 
 Status HostFs::SetAttr(const Node& node, const SetAttrRequest& req) {
   FUN_RETURN_IF_ERROR(CheckWritable());
+  FUN_ASSIGN_OR_RETURN(Located at, Locate(node));
   if ((req.uid || req.gid) && sets_owner_) {
     FUN_RETURN_IF_ERROR(
-        internal::ChownNode(node, req.uid.value_or(kNoUid), req.gid.value_or(kNoUid)));
+        internal::ChownNode(at.target(node), req.uid.value_or(kNoUid), req.gid.value_or(kNoUid)));
   }
   if (req.mode) {
     if (node.is_symlink()) return Err(EOPNOTSUPP, "chmod of a symlink");
-    FUN_RETURN_IF_ERROR(internal::ChmodNode(node, *req.mode & 07777));
+    FUN_RETURN_IF_ERROR(internal::ChmodNode(at.target(node), *req.mode & 07777));
   }
   if (req.size) {
     if (node.is_dir()) return Err(EISDIR, "truncate a directory");
@@ -435,30 +466,34 @@ Status HostFs::SetAttr(const Node& node, const SetAttrRequest& req) {
   }
   if (req.atime.tv_nsec != UTIME_OMIT || req.mtime.tv_nsec != UTIME_OMIT) {
     const timespec times[2] = {req.atime, req.mtime};
-    FUN_RETURN_IF_ERROR(internal::UtimensNode(node, times));
+    FUN_RETURN_IF_ERROR(internal::UtimensNode(at.target(node), times));
   }
   return OkStatus();
 }
 
 StatusOr<FsStat> HostFs::StatFs(const Node& node) {
   FsStat s;
-  FUN_RETURN_IF_ERROR(internal::StatFsFd(node.fd(), &s));
+  FUN_ASSIGN_OR_RETURN(Located at, Locate(node));
+  FUN_RETURN_IF_ERROR(internal::StatFsNode(at.target(node), &s));
   return s;
 }
 
 StatusOr<std::string> HostFs::ReadLink(const Node& node) {
   if (!node.is_symlink()) return Err(EINVAL, "readlink of a non-symlink");
-  return internal::ReadLinkNode(node);
+  FUN_ASSIGN_OR_RETURN(Located at, Locate(node));
+  return internal::ReadLinkNode(at.target(node));
 }
 
 StatusOr<std::string> HostFs::GetXattr(const Node& node, const std::string& name) {
   if (!IsUserXattr(name) || node.is_symlink()) return Err(ENODATA, "getxattr");
-  return internal::GetXattrNode(node, name);
+  FUN_ASSIGN_OR_RETURN(Located at, Locate(node));
+  return internal::GetXattrNode(at.target(node), name);
 }
 
 StatusOr<std::string> HostFs::ListXattr(const Node& node) {
   if (node.is_symlink()) return std::string();
-  FUN_ASSIGN_OR_RETURN(std::string all, internal::ListXattrNode(node));
+  FUN_ASSIGN_OR_RETURN(Located at, Locate(node));
+  FUN_ASSIGN_OR_RETURN(std::string all, internal::ListXattrNode(at.target(node)));
   std::string out;
   size_t pos = 0;
   while (pos < all.size()) {
@@ -478,13 +513,15 @@ Status HostFs::SetXattr(const Node& node, const std::string& name, std::string_v
                         int flags) {
   FUN_RETURN_IF_ERROR(CheckWritable());
   if (!IsUserXattr(name) || node.is_symlink()) return Err(EOPNOTSUPP, "setxattr");
-  return internal::SetXattrNode(node, name, value, flags);
+  FUN_ASSIGN_OR_RETURN(Located at, Locate(node));
+  return internal::SetXattrNode(at.target(node), name, value, flags);
 }
 
 Status HostFs::RemoveXattr(const Node& node, const std::string& name) {
   FUN_RETURN_IF_ERROR(CheckWritable());
   if (!IsUserXattr(name) || node.is_symlink()) return Err(EOPNOTSUPP, "removexattr");
-  return internal::RemoveXattrNode(node, name);
+  FUN_ASSIGN_OR_RETURN(Located at, Locate(node));
+  return internal::RemoveXattrNode(at.target(node), name);
 }
 
 std::unique_ptr<DirReader> HostFs::NewDirReader(UniqueFd dir_fd) {
@@ -518,5 +555,7 @@ StatusOr<uint8_t> HostFs::SetLock(int fd, const LockRange& range) {
 StatusOr<HostFs::LockRange> HostFs::GetLock(int fd, const LockRange& range) {
   return internal::GetLockFd(fd, range);
 }
+
+void HostFs::ReleaseLocks(int fd) { internal::ReleaseLocksFd(fd); }
 
 }  // namespace fun::p9

@@ -6,6 +6,11 @@
 //     relative to such an fd with ONE validated name: never an absolute path, never a path with
 //     '/', never a symlink followed. A symlink is a node of its own (readlink works, opening it
 //     fails ELOOP, walking through it fails ENOTDIR).
+//   - Without O_PATH (macOS; the "portable" build on Linux), a node holds an O_RDONLY fd on a
+//     directory or regular file it may read, and no fd at all on anything else (symlinks,
+//     FIFOs, sockets, devices, files it may not read): such a node is acted on as the entry of
+//     its parent directory, found again by recorded path from the root and checked to be the
+//     same object (ESTALE otherwise), with *at calls and AT_SYMLINK_NOFOLLOW.
 //   - Multi-component paths are only resolved from the export root, with a Resolver that never
 //     follows a symlink: kOpenat2 uses openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
 //     RESOLVE_NO_MAGICLINKS) (host_fs_linux.cc); kWalk opens one component at a time with
@@ -123,8 +128,10 @@ class Node {
   Node(const Node&) = delete;
   Node& operator=(const Node&) = delete;
 
-  // The fd on the object (Linux: O_PATH|O_NOFOLLOW).
+  // The fd on the object (Linux: O_PATH|O_NOFOLLOW); -1 when the node holds none (only without
+  // O_PATH, see the header comment).
   int fd() const { return fd_.get(); }
+  bool has_fd() const { return fd_.get() >= 0; }
   // Path from the export root, components joined by '/'; "" for the root.
   std::string path() const {
     std::lock_guard<std::mutex> lock(mu_);
@@ -250,7 +257,9 @@ class HostFs {
   static bool ValidName(std::string_view name);
 
   // POSIX record locks on an fd opened by Open/Create, owned by that open file description, so
-  // two fids (or two connections) conflict like two processes. Never blocks.
+  // two fids (or two connections) conflict like two processes. Never blocks. Linux: OFD locks.
+  // Elsewhere: an in-process LockTable shared by every HostFs of the process (locks are about
+  // files, and two exports may share files), invisible to other host processes.
   struct LockRange {
     uint8_t type = kLockUnlock;      // kLockRead, kLockWrite, kLockUnlock
     uint64_t start = 0, length = 0;  // length 0: to the end of file
@@ -259,6 +268,9 @@ class HostFs {
   static StatusOr<uint8_t> SetLock(int fd, const LockRange& range);
   // The first conflicting lock, or `range` with type kLockUnlock when none conflicts.
   static StatusOr<LockRange> GetLock(int fd, const LockRange& range);
+  // Drops the locks held through `fd`. Call it before closing an fd that SetLock was used on:
+  // OFD locks go with the close, but the in-process table cannot see closes.
+  static void ReleaseLocks(int fd);
 
   // Qid for an object of this export.
   Qid QidFor(uint64_t dev, uint64_t ino, uint32_t mode);
@@ -267,7 +279,9 @@ class HostFs {
   HostFs(std::string dir, HostFsOptions options, ResolverKind kind,
          std::unique_ptr<internal::Resolver> resolver, std::shared_ptr<Node> root);
 
-  StatusOr<std::shared_ptr<Node>> MakeNode(UniqueFd fd, std::string path);
+  StatusOr<std::shared_ptr<Node>> MakeNode(UniqueFd fd, const struct stat& st, std::string path);
+  // The node for entry `name` of directory `dir` (never following a symlink).
+  StatusOr<std::shared_ptr<Node>> NodeAt(const Node& dir, const std::string& name);
   // Opens the object of a node (not a symlink) for I/O with sanitized flags.
   StatusOr<UniqueFd> Reopen(const Node& node, int flags);
   StatusOr<std::shared_ptr<Node>> OpenPath(const std::string& path, int extra_flags);
@@ -278,6 +292,9 @@ class HostFs {
     std::string name;
   };
   StatusOr<Parent> FindParent(const Node& node);
+  // What a node primitive acts on: the node's fd, or its entry in its parent (FindParent).
+  struct Located;
+  StatusOr<Located> Locate(const Node& node);
   Status ApplyOwnerAndMode(const Node& node, int open_fd, Owner owner, uint32_t mode);
   Status CheckWritable() const;
 

@@ -1,21 +1,23 @@
 // Linux parts of HostFs: the openat2 resolver, getdents64 directory reading, and the node
-// primitives on O_PATH fds (statx, /proc/self/fd reopening, xattrs, OFD locks).
+// primitives on O_PATH fds (/proc/self/fd reopening, xattrs through /proc, OFD locks). The
+// statx and statfs calls are shared with the portable primitives (host_fs_sys_linux.cc).
 
 #include <dirent.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
+#include <pthread.h>
 #include <sys/stat.h>
-#include <sys/statfs.h>
 #include <sys/syscall.h>
-#include <sys/sysmacros.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <charconv>
 #include <climits>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include "lib/p9/host_fs_internal.h"
@@ -44,10 +46,27 @@ long Openat2(int dirfd, const char* path, int flags, uint32_t mode, uint64_t res
   return r;
 }
 
-// /proc/self/fd, opened once; -1 when /proc is not mounted.
+// /proc/self/fd, opened once per process; -1 when /proc is not mounted. "self" is resolved when
+// it is opened, so a child after fork() must open its own: the parent's would name the parent's
+// fds (a test that drops privileges in a child found this).
+constexpr int kNotOpened = -2;
+std::atomic<int> g_proc_self_fd{kNotOpened};
+
+void ForgetProcSelfFdInChild() {
+  int old = g_proc_self_fd.exchange(kNotOpened);
+  if (old >= 0) ::close(old);
+}
+
 int ProcSelfFd() {
-  static const int fd = ::open("/proc/self/fd", O_PATH | O_DIRECTORY | O_CLOEXEC);
-  return fd;
+  int fd = g_proc_self_fd.load(std::memory_order_acquire);
+  if (fd != kNotOpened) return fd;
+  static std::once_flag atfork;
+  std::call_once(atfork, [] { ::pthread_atfork(nullptr, nullptr, ForgetProcSelfFdInChild); });
+  int opened = ::open("/proc/self/fd", O_PATH | O_DIRECTORY | O_CLOEXEC);
+  int expected = kNotOpened;
+  if (g_proc_self_fd.compare_exchange_strong(expected, opened)) return opened;
+  if (opened >= 0) ::close(opened);  // another thread was first
+  return expected;
 }
 
 // The decimal name of an fd in /proc/self/fd.
@@ -141,12 +160,6 @@ std::unique_ptr<DirReader> Openat2Resolver::NewDirReader(UniqueFd dir_fd) {
   return std::make_unique<GetdentsDirReader>(std::move(dir_fd));
 }
 
-uint64_t LinuxEncodeDev(uint32_t major, uint32_t minor) {
-  // The kernel's new_encode_dev(), which the client's new_decode_dev() undoes.
-  return (minor & 0xffu) | (static_cast<uint64_t>(major & 0xfffu) << 8) |
-         (static_cast<uint64_t>(minor & ~0xffu) << 12);
-}
-
 }  // namespace
 
 bool Openat2Supported() {
@@ -161,31 +174,17 @@ bool Openat2Supported() {
 
 std::unique_ptr<Resolver> NewOpenat2Resolver() { return std::make_unique<Openat2Resolver>(); }
 
-Status StatFd(int fd, Attr* a) {
-  struct statx sx;
-  if (::statx(fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW | AT_STATX_SYNC_AS_STAT,
-              STATX_BASIC_STATS | STATX_BTIME, &sx) != 0) {
-    return ErrnoError(errno, "statx");
-  }
-  a->mode = sx.stx_mode;
-  a->uid = sx.stx_uid;
-  a->gid = sx.stx_gid;
-  a->nlink = sx.stx_nlink;
-  a->rdev = LinuxEncodeDev(sx.stx_rdev_major, sx.stx_rdev_minor);
-  a->size = sx.stx_size;
-  a->blksize = sx.stx_blksize;
-  a->blocks = sx.stx_blocks;
-  a->atime = {sx.stx_atime.tv_sec, sx.stx_atime.tv_nsec};
-  a->mtime = {sx.stx_mtime.tv_sec, sx.stx_mtime.tv_nsec};
-  a->ctime = {sx.stx_ctime.tv_sec, sx.stx_ctime.tv_nsec};
-  a->has_btime = (sx.stx_mask & STATX_BTIME) != 0;
-  if (a->has_btime) a->btime = {sx.stx_btime.tv_sec, sx.stx_btime.tv_nsec};
-  a->dev = makedev(sx.stx_dev_major, sx.stx_dev_minor);
-  a->ino = sx.stx_ino;
-  return OkStatus();
+StatusOr<NodeFd> OpenNode(Resolver& resolver, int dirfd, const std::string& name) {
+  NodeFd n;
+  FUN_ASSIGN_OR_RETURN(n.fd, resolver.OpenAt(dirfd, name, kPathFlags | O_NOFOLLOW, 0));
+  if (::fstat(n.fd.get(), &n.st) != 0) return ErrnoError(errno, "fstat");
+  return n;
 }
 
-Status ChmodNode(const Node& node, uint32_t mode) {
+Status StatNode(const Target& t, Attr* a) { return SysStatAt(t.node.fd(), "", a); }
+
+Status ChmodNode(const Target& t, uint32_t mode) {
+  const Node& node = t.node;
   if (::syscall(SYS_fchmodat2, node.fd(), "", mode, AT_EMPTY_PATH) == 0) return OkStatus();
   if (errno != ENOSYS && errno != EINVAL) return ErrnoError(errno, "chmod");
   // Before Linux 6.6: through the magic link (it resolves to the inode, never further).
@@ -197,7 +196,8 @@ Status ChmodNode(const Node& node, uint32_t mode) {
   return OkStatus();
 }
 
-Status ChownNode(const Node& node, uint32_t uid, uint32_t gid) {
+Status ChownNode(const Target& t, uint32_t uid, uint32_t gid) {
+  const Node& node = t.node;
   if (::fchownat(node.fd(), "", static_cast<uid_t>(uid), static_cast<gid_t>(gid),
                  AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) {
     return ErrnoError(errno, "chown");
@@ -205,7 +205,8 @@ Status ChownNode(const Node& node, uint32_t uid, uint32_t gid) {
   return OkStatus();
 }
 
-Status UtimensNode(const Node& node, const timespec times[2]) {
+Status UtimensNode(const Target& t, const timespec times[2]) {
+  const Node& node = t.node;
   if (::utimensat(node.fd(), "", times, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == 0) {
     return OkStatus();
   }
@@ -240,7 +241,8 @@ Status LinkNode(const Node& target, int dirfd, const std::string& name) {
   return OkStatus();
 }
 
-StatusOr<std::string> ReadLinkNode(const Node& node) {
+StatusOr<std::string> ReadLinkNode(const Target& t) {
+  const Node& node = t.node;
   std::string buf(256, '\0');
   while (true) {
     ssize_t n = ::readlinkat(node.fd(), "", buf.data(), buf.size());
@@ -254,24 +256,10 @@ StatusOr<std::string> ReadLinkNode(const Node& node) {
   }
 }
 
-Status StatFsFd(int fd, FsStat* out) {
-  struct statfs s;
-  if (::fstatfs(fd, &s) != 0) return ErrnoError(errno, "statfs");
-  out->type = static_cast<uint32_t>(s.f_type);
-  out->bsize = static_cast<uint32_t>(s.f_bsize);
-  out->blocks = s.f_blocks;
-  out->bfree = s.f_bfree;
-  out->bavail = s.f_bavail;
-  out->files = s.f_files;
-  out->ffree = s.f_ffree;
-  uint64_t lo = static_cast<uint32_t>(s.f_fsid.__val[0]);
-  uint64_t hi = static_cast<uint32_t>(s.f_fsid.__val[1]);
-  out->fsid = lo | (hi << 32);
-  out->namelen = static_cast<uint32_t>(s.f_namelen);
-  return OkStatus();
-}
+Status StatFsNode(const Target& t, FsStat* out) { return SysStatFs(t.node.fd(), out); }
 
-StatusOr<std::string> GetXattrNode(const Node& node, const std::string& name) {
+StatusOr<std::string> GetXattrNode(const Target& t, const std::string& name) {
+  const Node& node = t.node;
   FdPath path(node.fd());
   std::string value(256, '\0');
   while (true) {
@@ -287,7 +275,8 @@ StatusOr<std::string> GetXattrNode(const Node& node, const std::string& name) {
   }
 }
 
-StatusOr<std::string> ListXattrNode(const Node& node) {
+StatusOr<std::string> ListXattrNode(const Target& t) {
+  const Node& node = t.node;
   FdPath path(node.fd());
   std::string list(1024, '\0');
   while (true) {
@@ -303,14 +292,16 @@ StatusOr<std::string> ListXattrNode(const Node& node) {
   }
 }
 
-Status SetXattrNode(const Node& node, const std::string& name, std::string_view value, int flags) {
+Status SetXattrNode(const Target& t, const std::string& name, std::string_view value, int flags) {
+  const Node& node = t.node;
   if (::setxattr(FdPath(node.fd()).c_str(), name.c_str(), value.data(), value.size(), flags) != 0) {
     return ErrnoError(errno, "setxattr");
   }
   return OkStatus();
 }
 
-Status RemoveXattrNode(const Node& node, const std::string& name) {
+Status RemoveXattrNode(const Target& t, const std::string& name) {
+  const Node& node = t.node;
   if (::removexattr(FdPath(node.fd()).c_str(), name.c_str()) != 0) {
     return ErrnoError(errno, "removexattr");
   }
@@ -358,6 +349,8 @@ StatusOr<uint8_t> SetLockFd(int fd, const HostFs::LockRange& range) {
   if (errno == EAGAIN || errno == EACCES) return kLockBlocked;
   return ErrnoError(errno, "lock");
 }
+
+void ReleaseLocksFd(int) {}  // OFD locks go with the last close of the open file
 
 StatusOr<HostFs::LockRange> GetLockFd(int fd, const HostFs::LockRange& range) {
   if (range.type == kLockUnlock) return range;

@@ -2,8 +2,10 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
@@ -11,12 +13,24 @@
 #include <cerrno>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <set>
 #include <string>
 #include <thread>
+#include <vector>
 
 namespace fun::p9 {
 namespace {
+
+// The resolvers of this build: the portable node primitives (FUN_P9_PORTABLE_NODES: macOS,
+// and fun_p9_portable on Linux) go with the walk resolver only.
+std::vector<ResolverKind> TestedResolvers() {
+#ifdef FUN_P9_PORTABLE_NODES
+  return {ResolverKind::kWalk};
+#else
+  return {ResolverKind::kOpenat2, ResolverKind::kWalk};
+#endif
+}
 
 std::string TempRoot() {
   const char* t = std::getenv("TMPDIR");
@@ -93,8 +107,7 @@ class HostFsTest : public ::testing::TestWithParam<ResolverKind> {
   std::shared_ptr<Node> root_;
 };
 
-INSTANTIATE_TEST_SUITE_P(Resolvers, HostFsTest,
-                         ::testing::Values(ResolverKind::kOpenat2, ResolverKind::kWalk),
+INSTANTIATE_TEST_SUITE_P(Resolvers, HostFsTest, ::testing::ValuesIn(TestedResolvers()),
                          [](const auto& p) { return std::string(ResolverName(p.param)); });
 
 TEST_P(HostFsTest, OpenRejectsMissingOrNonDirectory) {
@@ -465,10 +478,198 @@ TEST_P(HostFsTest, OfdLocksConflictBetweenOpens) {
   EXPECT_EQ(HostFs::SetLock(b.get(), w).value(), kLockSuccess);
   auto none = HostFs::GetLock(b.get(), {.type = kLockWrite, .start = 0, .length = 0}).value();
   EXPECT_EQ(none.type, kLockUnlock);
-  // Closing the holder's open file releases its locks.
+  // Closing the holder's open file releases its locks (ReleaseLocks first, as the server does:
+  // the in-process lock table of the portable build cannot see a close).
+  HostFs::ReleaseLocks(b.get());
   b.reset();
   EXPECT_EQ(HostFs::SetLock(a.get(), w).value(), kLockSuccess);
   EXPECT_EQ(ErrnoOf(HostFs::SetLock(a.get(), {.type = 7}).status()), EINVAL);
+  HostFs::ReleaseLocks(a.get());
+}
+
+TEST_P(HostFsTest, LocksFollowTheOpenModeAndRanges) {
+  auto f = WalkOk(root_, "file");
+  auto r = fs_->Open(*f, O_RDONLY).value();
+  auto w = fs_->Open(*f, O_WRONLY).value();
+  auto rw = fs_->Open(*f, O_RDWR).value();
+  // As fcntl: a write lock needs an fd open for writing, a read lock one open for reading.
+  EXPECT_EQ(ErrnoOf(HostFs::SetLock(r.get(), {.type = kLockWrite}).status()), EBADF);
+  EXPECT_EQ(ErrnoOf(HostFs::SetLock(w.get(), {.type = kLockRead}).status()), EBADF);
+  EXPECT_EQ(
+      ErrnoOf(HostFs::SetLock(rw.get(), {.type = kLockWrite, .start = uint64_t{1} << 63}).status()),
+      EINVAL);
+  // Read locks share; a write lock over them is refused, and GETLOCK names one of them.
+  EXPECT_EQ(HostFs::SetLock(r.get(), {.type = kLockRead, .start = 0, .length = 100}).value(),
+            kLockSuccess);
+  EXPECT_EQ(HostFs::SetLock(rw.get(), {.type = kLockRead, .start = 50, .length = 0}).value(),
+            kLockSuccess);
+  EXPECT_EQ(HostFs::SetLock(w.get(), {.type = kLockWrite, .start = 99, .length = 1}).value(),
+            kLockBlocked);
+  auto held = HostFs::GetLock(w.get(), {.type = kLockWrite, .start = 0, .length = 0}).value();
+  EXPECT_EQ(held.type, kLockRead);
+  // Unlocking the middle of rw's lock leaves both ends.
+  EXPECT_EQ(HostFs::SetLock(rw.get(), {.type = kLockUnlock, .start = 200, .length = 100}).value(),
+            kLockSuccess);
+  EXPECT_EQ(HostFs::SetLock(w.get(), {.type = kLockWrite, .start = 200, .length = 100}).value(),
+            kLockSuccess);
+  EXPECT_EQ(HostFs::SetLock(w.get(), {.type = kLockWrite, .start = 300, .length = 1}).value(),
+            kLockBlocked);
+  EXPECT_EQ(HostFs::SetLock(w.get(), {.type = kLockWrite, .start = 150, .length = 1}).value(),
+            kLockBlocked);
+  for (int fd : {r.get(), w.get(), rw.get()}) HostFs::ReleaseLocks(fd);
+}
+
+// Runs `body` where permission bits apply: in a child process with the ids of nobody when the
+// tests run as root (after handing `tree` to nobody), else right here. Returns what `body`
+// reported: "" when everything held.
+std::string AsOrdinaryUser(const std::string& base, const std::string& tree,
+                           const std::function<std::string()>& body) {
+  if (::geteuid() != 0) return body();
+  constexpr uid_t kNobody = 65534;
+  if (::chmod(base.c_str(), 0755) != 0) return "chmod base";
+  std::string cmd = "chown -R 65534:65534 '" + tree + "'";
+  if (std::system(cmd.c_str()) != 0) return "chown tree";
+  int p[2];
+  if (::pipe(p) != 0) return "pipe";
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::close(p[0]);
+    std::string err;
+    if (::setgroups(0, nullptr) != 0 || ::setresgid(kNobody, kNobody, kNobody) != 0 ||
+        ::setresuid(kNobody, kNobody, kNobody) != 0) {
+      err = "dropping to nobody failed";
+    } else {
+      err = body();
+    }
+    if (!err.empty()) (void)!::write(p[1], err.data(), err.size());
+    ::_exit(0);
+  }
+  ::close(p[1]);
+  std::string out;
+  char buf[512];
+  ssize_t n;
+  while ((n = ::read(p[0], buf, sizeof(buf))) > 0) out.append(buf, static_cast<size_t>(n));
+  ::close(p[0]);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) out += " (child crashed)";
+  return out;
+}
+
+#define CHECK_OR_SAY(cond)                      \
+  do {                                          \
+    if (!(cond)) errs += "failed: " #cond "\n"; \
+  } while (0)
+
+// A file or directory its owner may not read still has attributes, and its owner may change
+// them (without O_PATH this is a node without an fd, acted on through its parent).
+TEST_P(HostFsTest, UnreadableFileAndDirectoryStillHaveAttributes) {
+  WriteFile(exp_ + "/locked", "x");
+  ASSERT_EQ(::mkdir((exp_ + "/closed").c_str(), 0755), 0);
+  WriteFile(exp_ + "/closed/in", "");
+  std::string report = AsOrdinaryUser(base_, exp_, [&]() -> std::string {
+    std::string errs;
+    if (::chmod((exp_ + "/locked").c_str(), 0) != 0 || ::chmod((exp_ + "/closed").c_str(), 0)) {
+      return "chmod 0";
+    }
+    auto fs = HostFs::Open(exp_, {.resolver = GetParam(), .owner = OwnerPolicy::kServerUser});
+    if (!fs.ok()) return "open export";
+    auto root = (*fs)->Root().value();
+    auto f = (*fs)->Walk(root, "locked");
+    if (!f.ok()) return "walk locked";
+#ifdef FUN_P9_PORTABLE_NODES
+    CHECK_OR_SAY(!(*f)->has_fd());
+#endif
+    auto a = (*fs)->GetAttr(**f);
+    CHECK_OR_SAY(a.ok() && S_ISREG(a->mode) && (a->mode & 07777) == 0 && a->size == 1);
+    CHECK_OR_SAY(ErrnoOf((*fs)->Open(**f, O_RDONLY).status()) == EACCES);
+    CHECK_OR_SAY(ErrnoOf((*fs)->GetXattr(**f, "user.x").status()) == EACCES);
+    CHECK_OR_SAY((*fs)->StatFs(**f).ok());
+    timespec t{1000000000, 7};
+    CHECK_OR_SAY((*fs)->SetAttr(**f, {.atime = t, .mtime = t}).ok());
+    CHECK_OR_SAY((*fs)->SetAttr(**f, {.mode = 0600}).ok());
+    struct stat st;
+    CHECK_OR_SAY(::stat((exp_ + "/locked").c_str(), &st) == 0 && (st.st_mode & 07777) == 0600 &&
+                 st.st_mtim.tv_sec == 1000000000 && st.st_mtim.tv_nsec == 7);
+    CHECK_OR_SAY((*fs)->Open(**f, O_RDONLY).ok());
+    CHECK_OR_SAY((*fs)->Rename(**f, *root, "locked2").ok());
+
+    auto d = (*fs)->Walk(root, "closed");
+    if (!d.ok()) return errs + "walk closed";
+    a = (*fs)->GetAttr(**d);
+    CHECK_OR_SAY(a.ok() && S_ISDIR(a->mode) && (a->mode & 07777) == 0);
+    CHECK_OR_SAY(ErrnoOf((*fs)->Walk(*d, "in").status()) == EACCES);
+    CHECK_OR_SAY(ErrnoOf((*fs)->Mkdir(**d, "n", 0755, {}).status()) == EACCES);
+    CHECK_OR_SAY((*fs)->SetAttr(**d, {.mode = 0755}).ok());
+    // A new walk sees inside now.
+    auto d2 = (*fs)->Walk(root, "closed");
+    CHECK_OR_SAY(d2.ok() && (*fs)->Walk(*d2, "in").ok());
+    return errs;
+  });
+  EXPECT_EQ(report, "");
+}
+
+// FIFOs and symlinks are never opened to be held: attributes, times and names still work.
+TEST_P(HostFsTest, SpecialFilesKeepTheirAttributes) {
+  auto fifo = fs_->Mknod(*root_, "fifo", S_IFIFO | 0600, {});
+  ASSERT_TRUE(fifo.ok()) << fifo.status();
+  auto a = fs_->GetAttr(**fifo);
+  ASSERT_TRUE(a.ok());
+  EXPECT_TRUE(S_ISFIFO(a->mode));
+  EXPECT_EQ(a->qid, (*fifo)->qid());
+  ASSERT_TRUE(fs_->SetAttr(**fifo, {.mode = 0640}).ok());
+  timespec t{1000000000, 5};
+  ASSERT_TRUE(fs_->SetAttr(**fifo, {.atime = t, .mtime = t}).ok());
+  struct stat st;
+  ASSERT_EQ(::lstat((exp_ + "/fifo").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0640u);
+  EXPECT_EQ(st.st_mtim.tv_nsec, 5);
+  // User xattrs are for files and directories only (what Linux answers for a FIFO).
+  EXPECT_EQ(ErrnoOf(fs_->GetXattr(**fifo, "user.x").status()), ENODATA);
+  EXPECT_EQ(ErrnoOf(fs_->SetXattr(**fifo, "user.x", "v", 0)), EPERM);
+  EXPECT_TRUE(fs_->StatFs(**fifo).ok());
+
+  // A symlink's own times change, never its target's.
+  auto l = WalkOk(root_, "rel");
+  struct stat out_before;
+  ASSERT_EQ(::stat(out_.c_str(), &out_before), 0);
+  ASSERT_TRUE(fs_->SetAttr(*l, {.atime = t, .mtime = t}).ok());
+  ASSERT_EQ(::lstat((exp_ + "/rel").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mtim.tv_sec, 1000000000);
+  struct stat out_after;
+  ASSERT_EQ(::stat(out_.c_str(), &out_after), 0);
+  EXPECT_EQ(out_after.st_mtim.tv_sec, out_before.st_mtim.tv_sec);
+  EXPECT_EQ(out_after.st_mtim.tv_nsec, out_before.st_mtim.tv_nsec);
+
+  // After the client renames a symlink (the server updates its recorded path), it still works.
+  auto sub = WalkOk(root_, "sub");
+  ASSERT_TRUE(fs_->Rename(*l, *sub, "rel2").ok());
+  l->set_path("sub/rel2");
+  EXPECT_EQ(fs_->ReadLink(*l).value(), "../outside");
+  EXPECT_TRUE(fs_->GetAttr(*l).ok());
+  ASSERT_TRUE(fs_->Link(*l, *root_, "rel3").ok());
+  ASSERT_EQ(::lstat((exp_ + "/rel3").c_str(), &st), 0);
+  EXPECT_TRUE(S_ISLNK(st.st_mode));
+  EXPECT_TRUE(fs_->Remove(*l).ok());
+  EXPECT_NE(::lstat((exp_ + "/sub/rel2").c_str(), &st), 0);
+}
+
+// What a node follows when the HOST replaces its entry: with O_PATH the object it was made on,
+// without (macOS, the portable build) its name, checked to still be that object. Both are safe;
+// they legitimately differ.
+TEST_P(HostFsTest, HostReplacingASymlinkUnderANode) {
+  auto l = WalkOk(root_, "abs");
+  // Made before the old one goes, so it cannot reuse its inode number.
+  ASSERT_EQ(::symlink("/other", (exp_ + "/abs.new").c_str()), 0);
+  ASSERT_EQ(::rename((exp_ + "/abs.new").c_str(), (exp_ + "/abs").c_str()), 0);
+  auto target = fs_->ReadLink(*l);
+#ifdef FUN_P9_PORTABLE_NODES
+  EXPECT_EQ(ErrnoOf(target.status()), ESTALE);
+#else
+  ASSERT_TRUE(target.ok());
+  EXPECT_EQ(*target, "/etc");
+#endif
+  EXPECT_EQ(fs_->ReadLink(*WalkOk(root_, "abs")).value(), "/other");
 }
 
 std::set<std::string> ListWithReader(HostFs& fs, const Node& dir, DirReader& reader, uint32_t max,

@@ -25,7 +25,10 @@ struct Fid {
       : exp(e), node(std::move(n)), uid(u), kind(k) {}
   ~Fid() {
     int fd = open_fd.load();
-    if (fd >= 0) ::close(fd);
+    if (fd >= 0) {
+      HostFs::ReleaseLocks(fd);  // before the fd number can be reused
+      ::close(fd);
+    }
   }
 
   const Export* const exp;
