@@ -323,11 +323,14 @@ void Hostd::Finish(const ProcessResult* result) {
   }
   state_.last_exit = e;
   state_.phase = state_.error.empty() ? Phase::kStopped : Phase::kFailed;
+  // The final state first, then the pid files: a reader that finds no live hostd.pid must
+  // already find the end recorded (else it sees "running" without a hostd and says "crashed";
+  // the harness caught that window).
+  SaveState();
   for (const std::string& f :
        {File(InstanceFileKind::kVmPid), File(InstanceFileKind::kHostdPid), File("qmp.sock")}) {
     ::unlink(f.c_str());
   }
-  SaveState();
   FUN_LOG(Info, "instance {} ended: {}", o_.instance, e.reason);
 }
 
