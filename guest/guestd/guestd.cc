@@ -9,6 +9,7 @@
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -33,7 +34,7 @@ using agent::ReplyStatus;
 constexpr char kUsage[] =
     "usage: fun-guestd [--listen ADDRESS]... [--token-file PATH] [--containerd-socket PATH]\n"
     "                  [--shutdown-command PATH] [--no-timesync] [--max-connections N]\n"
-    "                  [--log-file PATH] [--log-level LEVEL]\n"
+    "                  [--log-root DIR] [--log-file PATH] [--log-level LEVEL]\n"
     "\n"
     "The agent inside Fun's VM: serves the host's agent channel (containerd, TCP forwards,\n"
     "ping, time sync, shutdown). ADDRESS is tcp:HOST:PORT, unix:PATH or vsock:PORT\n"
@@ -316,6 +317,87 @@ void ServeTimeSync(const Context& c, int conn, const agent::Request& r, Outcome*
   Reply(conn, ReplyStatus::kOk, fmt::format("clock stepped by {:+.3f} s", step), o);
 }
 
+// True when `path` is absolute, lies strictly beneath `root` and has no "." or ".." component
+// (so a lexical check is a real one); symlinks are refused at open (O_NOFOLLOW on the file;
+// the directories under the log root are containerd's, which no container can write).
+bool IsConfinedLogPath(std::string_view path, std::string_view root) {
+  if (root.empty() || path.size() <= root.size() + 1) return false;
+  if (path.substr(0, root.size()) != root || path[root.size()] != '/') return false;
+  std::string_view rest = path.substr(root.size() + 1);
+  while (!rest.empty()) {
+    const size_t slash = rest.find('/');
+    const std::string_view part = rest.substr(0, slash);
+    if (part.empty() || part == "." || part == "..") return false;
+    if (slash == std::string_view::npos) break;
+    rest.remove_prefix(slash + 1);
+  }
+  return path.back() != '/' && path.find('\0') == std::string_view::npos;
+}
+
+// Sends the file's bytes from fd's position to its current end. False when the host is gone.
+bool SendToEnd(int file, int conn, Outcome* o) {
+  char buf[64 * 1024];
+  for (;;) {
+    ssize_t n = ::read(file, buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return true;
+    if (!WriteAll(conn, std::string_view(buf, static_cast<size_t>(n))).ok()) return false;
+    o->bytes.b_to_a += static_cast<uint64_t>(n);  // (a: the host, b: the target)
+  }
+}
+
+void ServeLog(const Context& c, int conn, const agent::Request& r, Outcome* o) {
+  o->target = r.target;
+  if (!IsConfinedLogPath(r.target, c.options.log_root)) {
+    Reply(conn, ReplyStatus::kBadRequest,
+          fmt::format("log path \"{:.200}\" is not a file under {}", r.target, c.options.log_root),
+          o);
+    o->warning = true;
+    return;
+  }
+  const bool follow = (r.arg & agent::kLogFollowBit) != 0;
+  const uint64_t offset = r.arg & ~agent::kLogFollowBit;
+  UniqueFd file(::open(r.target.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  if (!file.valid()) {
+    Reply(conn, errno == ENOENT ? ReplyStatus::kUnavailable : ReplyStatus::kFailed,
+          fmt::format("opening {}: {}", r.target, std::strerror(errno)), o);
+    return;
+  }
+  struct stat st {};
+  if (::fstat(file.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
+    Reply(conn, ReplyStatus::kBadRequest, fmt::format("{} is not a regular file", r.target), o);
+    o->warning = true;
+    return;
+  }
+  if (offset > 0 && ::lseek(file.get(), static_cast<off_t>(offset), SEEK_SET) < 0) {
+    Reply(conn, ReplyStatus::kBadRequest,
+          fmt::format("offset {} in {}: {}", offset, r.target, std::strerror(errno)), o);
+    return;
+  }
+  Reply(conn, ReplyStatus::kOk, follow ? "following" : "", o);
+  o->relayed = true;
+  for (;;) {
+    if (!SendToEnd(file.get(), conn, o)) return;
+    if (!follow) break;
+    // Wait for the file to grow (checked every 100 ms), the host to half-close (then send the
+    // rest and end), or the agent to stop.
+    pollfd p[2] = {{.fd = conn, .events = POLLIN, .revents = 0},
+                   {.fd = c.stop_fd, .events = POLLIN, .revents = 0}};
+    int n = ::poll(p, 2, 100);
+    if (n < 0 && errno != EINTR) break;
+    if (p[1].revents != 0) break;
+    if (p[0].revents != 0) {
+      char drop[256];
+      ssize_t got = ::read(conn, drop, sizeof(drop));
+      if (got <= 0) {
+        SendToEnd(file.get(), conn, o);
+        break;
+      }
+    }
+  }
+  ::shutdown(conn, SHUT_WR);
+}
+
 Outcome Serve(const Context& c, int conn) {
   Outcome o;
   // A stuck host must not pin a thread on the reply either.
@@ -364,6 +446,9 @@ Outcome Serve(const Context& c, int conn) {
       break;
     case agent::Kind::kTimeSync:
       ServeTimeSync(c, conn, r, &o);
+      break;
+    case agent::Kind::kLog:
+      ServeLog(c, conn, r, &o);
       break;
   }
   return o;
@@ -446,6 +531,7 @@ StatusOr<Options> ParseArgs(const std::vector<std::string>& args) {
   flags.Bool("allow-timesync", &allow_timesync, "let the host set the clock (the default)");
   flags.Bool("no-timesync", &no_timesync, "refuse the host's time sync requests");
   flags.Int("max-connections", &o.max_connections, "connections served at once (1 .. 65536)");
+  flags.String("log-root", &o.log_root, "container logs the host may read (kLog) live under it");
   flags.String("log-file", &o.log_file, "also log to this file");
   flags.String("log-level", &o.log_level, "debug, info, warning, error");
   FUN_ASSIGN_OR_RETURN(auto rest, flags.Parse(args));
@@ -464,6 +550,10 @@ StatusOr<Options> ParseArgs(const std::vector<std::string>& args) {
         fmt::format("--max-connections: {} is out of range: use 1 .. 65536", o.max_connections));
   }
   if (o.token_file.empty()) return InvalidArgumentError("--token-file: empty path");
+  if (o.log_root.size() < 2 || o.log_root.front() != '/' || o.log_root.back() == '/') {
+    return InvalidArgumentError(fmt::format(
+        "--log-root \"{}\": must be an absolute directory path without a trailing /", o.log_root));
+  }
   if (o.shutdown_command.empty() || o.shutdown_command.front() != '/') {
     return InvalidArgumentError(
         fmt::format("--shutdown-command \"{}\": must be an absolute path", o.shutdown_command));

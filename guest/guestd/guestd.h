@@ -18,6 +18,8 @@
 //                syncs and powers off)
 //   kTimeSync    step CLOCK_REALTIME to the host's time (unless --no-timesync), Reply with the
 //                step applied
+//   kLog         stream a container log file under --log-root from an offset; with follow,
+//                keep sending as it grows until the host half-closes (then send the rest)
 // Bytes that arrive right after the request (a host that does not wait for the Reply) go to
 // the target before the relay starts. Every connection runs on its own thread (at most
 // max_connections at once; more get kUnavailable) and must deliver its request within
@@ -55,6 +57,7 @@ namespace fun::guestd {
 inline constexpr char kDefaultListen[] = "tcp:0.0.0.0:7070";
 inline constexpr char kDefaultTokenFile[] = "/sys/firmware/qemu_fw_cfg/by_name/opt/fun/secret/raw";
 inline constexpr char kDefaultContainerdSocket[] = "/run/containerd/containerd.sock";
+inline constexpr char kDefaultLogRoot[] = "/var/lib/containerd/fun-logs";
 // busybox poweroff: it signals PID 1 (busybox init), which runs `/init --shutdown` (stop the
 // agent and containerd, then the containers, unmount the data disk, sync, power off).
 inline constexpr char kDefaultShutdownCommand[] = "/usr/sbin/poweroff";
@@ -70,6 +73,9 @@ struct Options {
   std::chrono::milliseconds request_deadline{10000};
   // For kTcp targets (and the containerd socket).
   std::chrono::milliseconds connect_timeout{5000};
+  // kLog serves files under this directory only (where the host's engine tells containerd to
+  // write container logs: on the data disk, so they survive a VM restart).
+  std::string log_root = kDefaultLogRoot;
   std::string log_file;
   std::string log_level = "info";
 };

@@ -641,5 +641,78 @@ TEST(MainTest, UsageErrorsExit2) {
   EXPECT_THAT(out.str(), HasSubstr("usage: fun-guestd"));
 }
 
+// --- kLog -------------------------------------------------------------------------------------
+
+class GuestdLogTest : public GuestdTest {
+ protected:
+  void SetUp() override {
+    GuestdTest::SetUp();
+    root_ = dir_.Join("logs");
+    ::mkdir(root_.c_str(), 0755);
+    ::mkdir((root_ + "/pod_1").c_str(), 0755);
+    file_ = root_ + "/pod_1/c.log";
+    options_.log_root = root_;
+  }
+  void Append(std::string_view bytes) {
+    std::ofstream(file_, std::ios::app | std::ios::binary) << bytes;
+  }
+  std::string root_;
+  std::string file_;
+};
+
+TEST_F(GuestdLogTest, SendsTheFileFromAnOffsetAndCloses) {
+  Append("0123456789");
+  StartAgent();
+  UniqueFd c = Dial();
+  Send(c.get(), Req(Kind::kLog, file_, agent::LogArg(4, false)));
+  auto reply = ReadReply(c.get());
+  ASSERT_TRUE(reply.ok()) << reply.status();
+  ASSERT_EQ(reply->status, ReplyStatus::kOk) << reply->message;
+  EXPECT_EQ(ReadToEnd(c.get()), "456789");
+}
+
+TEST_F(GuestdLogTest, FollowSendsWhatIsAppendedUntilTheHostHalfCloses) {
+  Append("first\n");
+  StartAgent();
+  UniqueFd c = Dial();
+  Send(c.get(), Req(Kind::kLog, file_, agent::LogArg(0, true)));
+  auto reply = ReadReply(c.get());
+  ASSERT_TRUE(reply.ok()) << reply.status();
+  ASSERT_EQ(reply->status, ReplyStatus::kOk) << reply->message;
+  std::string got(6, '\0');
+  ASSERT_TRUE(ReadExactly(c.get(), got.data(), got.size()).ok());
+  EXPECT_EQ(got, "first\n");
+  Append("second\n");
+  std::string more(7, '\0');
+  ASSERT_TRUE(ReadExactly(c.get(), more.data(), more.size()).ok());
+  EXPECT_EQ(more, "second\n");
+  // The writer finished: whatever it wrote last still arrives after the host half-closes.
+  Append("last\n");
+  ::shutdown(c.get(), SHUT_WR);
+  EXPECT_EQ(ReadToEnd(c.get()), "last\n");
+}
+
+TEST_F(GuestdLogTest, PathsOutsideTheLogRootAreRefused) {
+  Append("x");
+  ASSERT_EQ(::symlink("/etc/passwd", (root_ + "/pod_1/link.log").c_str()), 0);
+  StartAgent();
+  for (const std::string& bad :
+       {std::string("/etc/passwd"), root_, root_ + "/", root_ + "/../logs/pod_1/c.log",
+        root_ + "/pod_1/./c.log", root_ + "//pod_1/c.log", root_ + "x/pod_1/c.log",
+        std::string("relative/c.log")}) {
+    agent::Reply r = Call(Req(Kind::kLog, bad));
+    EXPECT_EQ(r.status, ReplyStatus::kBadRequest) << bad << ": " << r.message;
+  }
+  // A symlink under the root is not followed.
+  agent::Reply link = Call(Req(Kind::kLog, root_ + "/pod_1/link.log"));
+  EXPECT_EQ(link.status, ReplyStatus::kFailed) << link.message;
+  // A directory is not a log.
+  agent::Reply dir = Call(Req(Kind::kLog, root_ + "/pod_1"));
+  EXPECT_EQ(dir.status, ReplyStatus::kBadRequest) << dir.message;
+  // A missing file is Unavailable (the container may not have started yet).
+  agent::Reply missing = Call(Req(Kind::kLog, root_ + "/pod_1/none.log"));
+  EXPECT_EQ(missing.status, ReplyStatus::kUnavailable) << missing.message;
+}
+
 }  // namespace
 }  // namespace fun::guestd

@@ -9,6 +9,7 @@
 //   guest -> host  Reply    magic "FUNR" | status[1] | message_len[2] | message
 //   then           kContainerd, kTcp: raw bytes both ways (CRI passes through untouched)
 //                  kUdp: datagrams both ways, each as len[2] | payload (see EncodeDatagram)
+//                  kLog: the log file's bytes, guest -> host, until it ends (see kLog)
 //                  kPing, kShutdown, kTimeSync: nothing; the guest closes after the Reply
 //
 // Integers are little-endian. The token is the per-instance secret (32 random bytes, handed to
@@ -51,7 +52,16 @@ enum class Kind : uint8_t {
   kUdp = 4,         // datagrams to target "IP:PORT" inside the VM
   kShutdown = 5,    // stop containers, sync, power off; the Reply comes before the power-off
   kTimeSync = 6,    // set the guest clock to arg (host UTC, ns since the epoch)
+  kLog = 7,         // stream the container log file `target` from offset (arg, see LogArg)
 };
+
+// kLog's arg: the byte offset to start from, and whether to follow the file as it grows. A
+// followed stream ends when the host half-closes its side (the guest sends what the file holds
+// by then and closes) or the file is gone.
+inline constexpr uint64_t kLogFollowBit = uint64_t{1} << 63;
+inline constexpr uint64_t LogArg(uint64_t offset, bool follow) {
+  return (offset & ~kLogFollowBit) | (follow ? kLogFollowBit : 0);
+}
 std::string_view KindName(Kind kind);
 
 struct Request {
@@ -59,7 +69,7 @@ struct Request {
   Token token{};
   Kind kind = Kind::kPing;
   uint64_t arg = 0;
-  std::string target;  // "IP:PORT" for kTcp/kUdp; empty otherwise
+  std::string target;  // "IP:PORT" for kTcp/kUdp; an absolute path for kLog; empty otherwise
   friend bool operator==(const Request&, const Request&) = default;
 };
 

@@ -21,6 +21,8 @@
 #include "lib/cri/client.h"
 #include "lib/cri/engine.h"
 #include "lib/cri/log_line.h"
+#include "lib/net/agent_client.h"
+#include "lib/vm/instance_state.h"
 #include "tools/fun-vmctl/vmctl.h"
 
 namespace fun::cli {
@@ -59,6 +61,7 @@ struct Target {
   std::string instance;      // a VM instance name; "" for native/unix
   std::string log_root;      // where containerd writes logs
   bool local_files = false;  // log files are readable here (not in a VM)
+  PathsInput env_paths;      // to find a VM instance's agent
 };
 
 struct Context {
@@ -113,6 +116,7 @@ StatusOr<Target> ResolveTarget(const Context& c) {
     t.log_root = "/var/lib/containerd/fun-logs";
   }
   if (!c.log_root.empty()) t.log_root = c.log_root;
+  t.env_paths = c.env.paths;
   return t;
 }
 
@@ -245,26 +249,60 @@ std::string HumanBytes(uint64_t b) {
 
 // --- logs ---------------------------------------------------------------------------------
 
-// Copies a container's log to out/err (stdout and stderr entries apart). With follow, keeps
-// reading until `done()` says the writer is finished and nothing more arrives.
-Status CopyLog(const Target& t, const std::string& path, bool follow, int tail,
-               const std::function<bool()>& done, std::ostream& out, std::ostream& err) {
-  if (!t.local_files) {
-    return UnimplementedError(fmt::format(
-        "reading container logs from a VM instance is not built yet (the log is {} inside the "
-        "VM); use --host native, or run without -d to see nothing: this is Fun's next step",
-        path));
-  }
+// Opens a container's log at `offset`: the file itself where it is local, else a stream from
+// fun-guestd (agent kind kLog) through the instance's agent channel. *stream says which.
+StatusOr<UniqueFd> OpenLog(const Target& t, const std::string& path, uint64_t offset, bool follow,
+                           bool* stream) {
   if (path.empty()) return FailedPreconditionError("the container has no log file");
-  int fd = -1;
-  // A just-started container's file may not exist for a moment.
+  if (t.local_files) {
+    *stream = false;
+    int fd = -1;
+    // A just-started container's file may not exist for a moment.
+    for (int i = 0; i < 50; ++i) {
+      fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd >= 0 || errno != ENOENT || !follow) break;
+      std::this_thread::sleep_for(milliseconds(100));
+    }
+    if (fd < 0) return ErrnoError(errno, "opening the container log " + path);
+    UniqueFd f(fd);
+    if (offset > 0 && ::lseek(fd, static_cast<off_t>(offset), SEEK_SET) < 0) {
+      return ErrnoError(errno, "seeking in " + path);
+    }
+    return f;
+  }
+  *stream = true;
+  FUN_ASSIGN_OR_RETURN(Paths paths, ResolvePaths(t.env_paths));
+  const std::string dir = paths.InstanceDir(t.instance);
+  FUN_ASSIGN_OR_RETURN(vm::InstanceState state, vm::LoadInstanceState(dir));
+  if (state.agent_port == 0) {
+    return UnavailableError(
+        fmt::format("instance {} has no agent port recorded: is it running?", t.instance));
+  }
+  agent::AgentEndpoint ep;
+  ep.address = SocketAddress{
+      .kind = SocketAddress::Kind::kTcp, .host = "127.0.0.1", .port = state.agent_port};
+  FUN_ASSIGN_OR_RETURN(ep.token, agent::ReadTokenFile(dir + "/secret"));
+  StatusOr<UniqueFd> fd = UnavailableError("not tried");
+  // A just-started container's file may not exist for a moment (the guest says Unavailable).
   for (int i = 0; i < 50; ++i) {
-    fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd >= 0 || errno != ENOENT || !follow) break;
+    fd = agent::DialAgent(
+        ep, {.kind = agent::Kind::kLog, .arg = agent::LogArg(offset, follow), .target = path},
+        std::chrono::seconds(10));
+    if (fd.ok() || fd.status().code() != Code::kUnavailable || !follow) break;
     std::this_thread::sleep_for(milliseconds(100));
   }
-  if (fd < 0) return ErrnoError(errno, "opening the container log " + path);
-  UniqueFd f(fd);
+  if (!fd.ok()) return fd.status().WithContext("reading the container log in the VM");
+  // The dial set receive/send timeouts for the handshake; a followed log may be quiet for long.
+  timeval none{};
+  ::setsockopt(fd->get(), SOL_SOCKET, SO_RCVTIMEO, &none, sizeof(none));
+  return fd;
+}
+
+// Copies a container's log to out/err (stdout and stderr entries apart). With follow, keeps
+// reading until `done()` says the writer is finished and nothing more arrives. With tail >= 0,
+// only the last `tail` lines of what is there now, then (with follow) what comes after.
+Status CopyLog(const Target& t, const std::string& path, bool follow, int tail,
+               const std::function<bool()>& done, std::ostream& out, std::ostream& err) {
   auto emit = [&](const StatusOr<cri::LogEntry>& e) {
     if (!e.ok()) return;  // a corrupt line: skipped (the file is containerd's, not ours)
     std::ostream& o = e->stream == cri::LogStream::kStderr ? err : out;
@@ -272,15 +310,17 @@ Status CopyLog(const Target& t, const std::string& path, bool follow, int tail,
     if (!e->partial) o << '\n';
     o.flush();
   };
-  cri::LogSplitter split;
   char buf[64 * 1024];
+  uint64_t offset = 0;
+  bool stream = false;
   if (tail >= 0) {
-    // Read everything there is, keep the last `tail` lines, print them; then follow from here.
+    // Everything there is now, of which the last `tail` complete lines are printed; a followed
+    // log then continues after the last complete line.
+    FUN_ASSIGN_OR_RETURN(UniqueFd fd, OpenLog(t, path, 0, /*follow=*/false, &stream));
     cri::LogTail keep(static_cast<size_t>(tail));
-    cri::LogSplitter lines;
     std::string pending;
     for (;;) {
-      ssize_t n = ::read(fd, buf, sizeof(buf));
+      ssize_t n = ::read(fd.get(), buf, sizeof(buf));
       if (n < 0 && errno == EINTR) continue;
       if (n < 0) return ErrnoError(errno, "reading " + path);
       if (n == 0) break;
@@ -289,24 +329,42 @@ Status CopyLog(const Target& t, const std::string& path, bool follow, int tail,
       for (size_t nl; (nl = pending.find('\n', start)) != std::string::npos; start = nl + 1) {
         keep.Add(std::string_view(pending).substr(start, nl - start));
       }
+      offset += start;
       pending.erase(0, start);
     }
     for (const std::string& l : keep.lines()) emit(cri::ParseLogLine(l));
-    split.Feed(pending, emit);
+    if (!follow) return OkStatus();
   }
+  FUN_ASSIGN_OR_RETURN(UniqueFd fd, OpenLog(t, path, offset, follow, &stream));
+  cri::LogSplitter split;
+  bool half_closed = false;
   for (;;) {
-    ssize_t n = ::read(fd, buf, sizeof(buf));
+    if (stream) {
+      // fun-guestd sends as the file grows and ends the stream after we half-close.
+      pollfd p{.fd = fd.get(), .events = POLLIN, .revents = 0};
+      int r = ::poll(&p, 1, 100);
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0) return ErrnoError(errno, "waiting for the log stream");
+      if (r == 0) {
+        if (follow && !half_closed && done()) {
+          ::shutdown(fd.get(), SHUT_WR);
+          half_closed = true;
+        }
+        continue;
+      }
+    }
+    ssize_t n = ::read(fd.get(), buf, sizeof(buf));
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return ErrnoError(errno, "reading " + path);
     if (n > 0) {
       split.Feed(std::string_view(buf, static_cast<size_t>(n)), emit);
       continue;
     }
-    if (!follow) break;
+    if (stream || !follow) break;
     if (done()) {
       // The writer has finished: one last read catches what it wrote before finishing.
       ssize_t last;
-      while ((last = ::read(fd, buf, sizeof(buf))) > 0) {
+      while ((last = ::read(fd.get(), buf, sizeof(buf))) > 0) {
         split.Feed(std::string_view(buf, static_cast<size_t>(last)), emit);
       }
       break;
