@@ -97,7 +97,8 @@ TEST(LogSplitterTest, AnOverlongLineIsCutAndTheNextLineStillParses) {
 TEST(LogSplitterTest, GarbageIsAnErrorPerLineNotACrash) {
   Collected c;
   LogSplitter split;
-  split.Feed(std::string("\0\xff\n\n2026-11-29T13:17:26.2Z stdout F ok\n", 41), c.sink());
+  static constexpr char kBytes[] = "\0\xff\n\n2026-11-29T13:17:26.2Z stdout F ok\n";
+  split.Feed(std::string_view(kBytes, sizeof(kBytes) - 1), c.sink());
   EXPECT_EQ(c.errors, 2);
   EXPECT_EQ(c.messages, std::vector<std::string>{"ok"});
 }
