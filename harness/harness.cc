@@ -226,6 +226,58 @@ ScenarioReport RunVmLifecycle(const HarnessOptions& o) {
     return OkStatus();
   });
 
+  // Containers, as a person runs them: `fun` against the instance, images from the host's
+  // local registry (127.0.0.1:5000, which the VM reaches as 10.0.2.2:5000).
+  const std::string registry_dir = sc.paths().state_dir + "/registry";
+  const std::string busybox = "10.0.2.2:5000/fun/busybox:latest";
+  if (!o.registry_script.empty()) {
+    sc.Step("local_registry_up", [&](StepResult& r) -> Status {
+      ProcessResult p = sc.Tool(
+          r, o.registry_script,
+          {"start", "--dir", registry_dir, "--port", "5000", "--images", o.images_dir}, 120s);
+      return Expect(p.ok(), "images/registry.sh start (is port 5000 free?): " + p.Describe() + " " +
+                                p.stderr_data.substr(0, 400));
+    });
+    sc.Step("fun_run_in_the_vm_prints_output_and_exit_code", [&](StepResult& r) -> Status {
+      ProcessResult p = sc.Tool(
+          r, "fun",
+          {"run", "--rm", busybox, "sh", "-c", "echo hello from the VM; uname -m; exit 7"}, 180s);
+      FUN_RETURN_IF_ERROR(Expect(p.exit_code == 7, "fun run exited " + p.Describe() + ": " +
+                                                       p.stderr_data.substr(0, 400)));
+      FUN_RETURN_IF_ERROR(Expect(p.stdout_data == "hello from the VM\nx86_64\n",
+                                 "fun run printed \"" + p.stdout_data + "\""));
+      r.message = "exit 7 and the output, through the agent's log stream";
+      return OkStatus();
+    });
+    sc.Step("fun_detached_exec_logs_rm", [&](StepResult& r) -> Status {
+      ProcessResult run = sc.Tool(
+          r, "fun",
+          {"run", "-d", "--name", "web", busybox, "sh", "-c", "echo started; exec sleep 300"});
+      FUN_RETURN_IF_ERROR(
+          Expect(run.ok(), "fun run -d: " + run.Describe() + " " + run.stderr_data.substr(0, 400)));
+      ProcessResult ex = sc.Tool(r, "fun", {"exec", "web", "cat", "/etc/hostname"});
+      FUN_RETURN_IF_ERROR(Expect(ex.ok() && ex.stdout_data == "web\n",
+                                 "fun exec: " + ex.Describe() + " \"" + ex.stdout_data + "\""));
+      ProcessResult logs = sc.Tool(r, "fun", {"logs", "web"});
+      FUN_RETURN_IF_ERROR(Expect(logs.ok() && logs.stdout_data == "started\n",
+                                 "fun logs: " + logs.Describe() + " \"" + logs.stdout_data + "\""));
+      ProcessResult ps = sc.Tool(r, "fun", {"ps", "--json"});
+      auto listed = nlohmann::json::parse(ps.stdout_data, nullptr, false);
+      FUN_RETURN_IF_ERROR(
+          Expect(listed.is_array() && listed.size() == 1 && listed[0]["name"] == "web",
+                 "fun ps --json: " + ps.stdout_data.substr(0, 400)));
+      // The pod has an address on the VM's CNI bridge.
+      ProcessResult inspect = sc.Tool(r, "fun", {"inspect", "web"});
+      auto j = nlohmann::json::parse(inspect.stdout_data, nullptr, false);
+      FUN_RETURN_IF_ERROR(Expect(j.is_array() && j.size() == 1 && !Str(j[0], "ip").empty(),
+                                 "fun inspect: " + inspect.stdout_data.substr(0, 400)));
+      ProcessResult rm = sc.Tool(r, "fun", {"rm", "-f", "web"});
+      FUN_RETURN_IF_ERROR(Expect(rm.ok(), "fun rm -f: " + rm.Describe() + " " + rm.stderr_data));
+      r.message = "pod ip " + Str(j[0], "ip");
+      return OkStatus();
+    });
+  }
+
   sc.Step("status_reports_running", [&](StepResult& r) -> Status {
     FUN_ASSIGN_OR_RETURN(auto st, sc.StatusJson(r));
     FUN_RETURN_IF_ERROR(Expect(Str(st, "phase") == "running", "phase " + Str(st, "phase")));
@@ -315,6 +367,15 @@ ScenarioReport RunVmLifecycle(const HarnessOptions& o) {
         return Expect(p.ok(), "fun-vmctl stop: " + p.Describe() + " " + p.stderr_data);
       },
       /*always=*/true);
+  if (!o.registry_script.empty()) {
+    sc.Step(
+        "local_registry_down",
+        [&](StepResult& r) -> Status {
+          ProcessResult p = sc.Tool(r, o.registry_script, {"stop", "--dir", registry_dir});
+          return Expect(p.ok(), "images/registry.sh stop: " + p.Describe() + " " + p.stderr_data);
+        },
+        /*always=*/true);
+  }
 
   return sc.Finish();
 }

@@ -26,6 +26,10 @@ struct HarnessOptions {
   std::string fun_home;    // empty: a fresh temp dir, removed afterwards unless keep
   bool keep = false;
   int boot_timeout_s = 240;
+  // The local registry the VM pulls from (10.0.2.2:5000 in the VM = 127.0.0.1:5000 here):
+  // images/registry.sh and the images/build.sh output it serves. Empty: no container steps.
+  std::string registry_script;
+  std::string images_dir;
 };
 
 struct StepResult {
@@ -45,8 +49,10 @@ struct ScenarioReport {
   nlohmann::json ToJson() const;
 };
 
-// start, CRI Version and Status, status --json, stop, start again on the same disk, kill -9 the
-// hypervisor, status reports the death, fun-doctor names it, start again, stop.
+// start, CRI Version and Status, containers with `fun` (foreground output and exit code, a
+// detached container's exec, logs and rm; images from the local registry), status --json,
+// stop, start again on the same disk, kill -9 the hypervisor, status reports the death,
+// fun-doctor names it, start again, stop.
 ScenarioReport RunVmLifecycle(const HarnessOptions& options);
 
 std::string ToJUnitXml(const ScenarioReport& r);

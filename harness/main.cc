@@ -1,7 +1,7 @@
 // fun-harness: boots a real VM headless and runs a scenario against it (see harness.h).
 //
 //   fun-harness [--scenario vm_lifecycle] [--report-dir DIR] [--image-dir DIR]
-//               [--boot-timeout S] [--keep]
+//               [--boot-timeout S] [--keep] [--registry-script PATH] [--images-dir DIR]
 //
 // Exit 0 when every step passed, 1 otherwise, 2 on bad usage. Reports: DIR/<scenario>.xml
 // (JUnit) and DIR/<scenario>.json.
@@ -15,7 +15,11 @@ int main(int argc, char** argv) {
   std::string scenario = "vm_lifecycle", report_dir = "harness-report", image_dir;
   int boot_timeout = 240;
   bool keep = false;
+  std::string registry_script = FUN_REGISTRY_SCRIPT, images_dir = FUN_IMAGES_DIR;
   fun::FlagSet flags("fun-harness");
+  flags.String("registry-script", &registry_script,
+               "images/registry.sh, to serve the container images (\"\": no container steps)");
+  flags.String("images-dir", &images_dir, "the images/build.sh output to serve");
   flags.String("scenario", &scenario, "vm_lifecycle");
   flags.String("report-dir", &report_dir, "where the JUnit XML and JSON reports go");
   flags.String("image-dir", &image_dir, "the VM image (default: found like fun-vmctl does)");
@@ -41,7 +45,9 @@ int main(int argc, char** argv) {
                                  .image_dir = image_dir,
                                  .report_dir = report_dir,
                                  .keep = keep,
-                                 .boot_timeout_s = boot_timeout};
+                                 .boot_timeout_s = boot_timeout,
+                                 .registry_script = registry_script,
+                                 .images_dir = images_dir};
   fun::harness::ScenarioReport r = fun::harness::RunVmLifecycle(o);
   fun::Status s = fun::harness::WriteReports(r, report_dir);
   if (!s.ok()) std::cerr << "fun-harness: " << s.message() << "\n";
