@@ -20,6 +20,7 @@
 #include "lib/base/version.h"
 #include "lib/cri/client.h"
 #include "lib/cri/engine.h"
+#include "lib/cri/image_ref.h"
 #include "lib/cri/log_line.h"
 #include "lib/net/agent_client.h"
 #include "lib/vm/instance_state.h"
@@ -423,7 +424,8 @@ int CmdRun(const Context& c, const std::vector<std::string>& args) {
       spec.env.emplace_back(e.substr(0, eq), e.substr(eq + 1));
     }
   }
-  // Check the flags that need no containerd before starting anything.
+  // Check what needs no containerd before starting anything.
+  if (auto ref = cri::ParseImageRef(spec.image); !ref.ok()) return Usage(c.err, ref.status());
   if (!spec.name.empty()) {
     if (Status s = cri::ValidateContainerName(spec.name); !s.ok()) return Usage(c.err, s);
   }
@@ -627,6 +629,9 @@ int CmdPull(const Context& c, const std::vector<std::string>& args) {
   auto rest = flags.Parse(args);
   if (!rest.ok()) return Usage(c.err, rest.status());
   if (rest->size() != 1) return Usage(c.err, InvalidArgumentError("pull needs one IMAGE"));
+  if (auto parsed = cri::ParseImageRef((*rest)[0]); !parsed.ok()) {
+    return Usage(c.err, parsed.status());
+  }
   auto session = Open(c);
   if (!session.ok()) return Fail(c.err, session.status());
   const std::string& ref = (*rest)[0];

@@ -13,6 +13,7 @@
 #include <sstream>
 #include <thread>
 
+#include "lib/cri/client.h"
 #include "lib/cri/testing/containerd_fixture.h"
 #include "lib/cri/testing/registry_fixture.h"
 
@@ -79,6 +80,14 @@ class FunCliTest : public ::testing::Test {
     return r;
   }
   static std::string Busybox() { return registry_->busybox_ref(); }
+  // Our pod sandboxes in the fixture's containerd (a failed or --rm run must leave none).
+  static size_t OurPods() {
+    auto cri = cri::CriClient::Connect(containerd_->socket_path());
+    EXPECT_TRUE(cri.ok());
+    auto pods = (*cri)->ListPodSandbox({{"io.fun.managed", "true"}});
+    EXPECT_TRUE(pods.ok()) << pods.status();
+    return pods.ok() ? pods->size() : 999;
+  }
 
   static inline std::string skip_;
   static inline RegistryFixture* registry_ = nullptr;
@@ -95,6 +104,7 @@ TEST_F(FunCliTest, ForegroundRunPrintsOutputAndExitsWithTheContainersCode) {
   Result ps = Fun({"ps", "-a", "--json"});
   ASSERT_EQ(ps.code, 0) << ps.err;
   EXPECT_EQ(nlohmann::json::parse(ps.out).size(), 0u) << ps.out;
+  EXPECT_EQ(OurPods(), 0u) << "--rm left a pod sandbox behind";
 }
 
 TEST_F(FunCliTest, DetachedLifecyclePsExecStopRm) {
@@ -236,6 +246,51 @@ TEST_F(FunCliTest, BadInputIsAOneLineErrorWithANonZeroExit) {
     EXPECT_THAT(r.err, HasSubstr(c.says)) << c.args[0];
     EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
   }
+}
+
+TEST_F(FunCliTest, FailuresLeakNoSandbox) {
+  const size_t before = OurPods();
+  // One error line (progress lines of the pull may come before it).
+  auto one_line = [](const Result& r) {
+    size_t errors = 0;
+    for (size_t at = 0; (at = r.err.find("fun: ", at)) != std::string::npos; ++at) ++errors;
+    return errors == 1 && r.err.back() == '\n' &&
+           r.err.find('\n', r.err.rfind("fun: ")) == r.err.size() - 1;
+  };
+  // An image the registry does not have.
+  Result unknown = Fun({"run", "--rm", registry_->host() + "/fun/nothing:here", "true"});
+  EXPECT_EQ(unknown.code, 1);
+  EXPECT_THAT(unknown.err, HasSubstr("not found"));
+  EXPECT_TRUE(one_line(unknown)) << unknown.err;
+  // An invalid reference never reaches containerd.
+  Result invalid = Fun({"run", "Fun/BusyBox:", "true"});
+  EXPECT_EQ(invalid.code, 2);
+  EXPECT_THAT(invalid.err, HasSubstr("invalid image reference"));
+  // A registry that is down: one of our own, started and stopped again.
+  auto down = RegistryFixture::Create({.seed = false});
+  ASSERT_TRUE(down.ok()) << down.status();
+  ASSERT_TRUE(containerd_->TrustPlainHttpRegistry((*down)->host()).ok());
+  ASSERT_TRUE((*down)->Stop().ok());
+  Result refused = Fun({"run", "--rm", (*down)->host() + "/fun/busybox:latest", "true"});
+  EXPECT_EQ(refused.code, 1);
+  EXPECT_THAT(refused.err, HasSubstr("connection refused"));
+  EXPECT_TRUE(one_line(refused)) << refused.err;
+  // A command the image does not have: the pod made for it is removed again.
+  Result nocmd = Fun({"run", "--rm", Busybox(), "/no/such/program"});
+  EXPECT_NE(nocmd.code, 0);
+  EXPECT_TRUE(one_line(nocmd)) << nocmd.err;
+  EXPECT_EQ(OurPods(), before) << "a failed run leaked a pod sandbox";
+}
+
+TEST(FunCliHostTest, ContainerdGoneIsOneLineAndExit1) {
+  Environment env;
+  env.paths = PathsInputFromEnvironment();
+  std::ostringstream out, err;
+  EXPECT_EQ(fun::cli::Run({"--host", "unix:/tmp/fun-no-such-containerd.sock", "ps"}, env, out, err),
+            1);
+  const std::string e = err.str();
+  EXPECT_THAT(e, HasSubstr("cannot reach containerd"));
+  EXPECT_EQ(std::count(e.begin(), e.end(), '\n'), 1) << e;
 }
 
 TEST(FunCliHostTest, AHostThatIsNoInstanceNameIsRefused) {
