@@ -302,7 +302,12 @@ fun::Status CriClient::Call(std::string_view method, milliseconds timeout, Rpc&&
   std::shared_ptr<Channel> ch = CurrentChannel();
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + timeout);
+  const auto t0 = std::chrono::steady_clock::now();
   const grpc::Status s = std::forward<Rpc>(rpc)(*ch, &ctx);
+  // `fun --debug` shows where a command spends its time, call by call.
+  FUN_LOG(Debug, "CRI {} took {:.1f} ms ({})", method,
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count(),
+          s.ok() ? "ok" : s.error_message());
   if (s.ok()) return fun::OkStatus();
   if (s.error_code() == grpc::StatusCode::UNAVAILABLE) RenewChannel(ch);
   fun::Status err = FromGrpc(s, method, socket_path_, timeout);

@@ -309,7 +309,15 @@ Status Engine::Remove(std::string_view name_or_id, bool force) {
       .WithContext(fmt::format("removing the pod of {}", info.name));
 }
 
+Status Engine::RemoveIds(std::string_view container_id, std::string_view pod_id) {
+  FUN_RETURN_IF_ERROR(cri_->RemoveContainer(container_id));
+  FUN_RETURN_IF_ERROR(cri_->StopPodSandbox(pod_id));
+  return cri_->RemovePodSandbox(pod_id);
+}
+
 StatusOr<int> Engine::Wait(std::string_view container_id) {
+  // Short polls first (most foreground runs end soon), up to poll_interval.
+  Clock::Duration interval = std::chrono::milliseconds(5);
   for (;;) {
     FUN_ASSIGN_OR_RETURN(Container st, cri_->ContainerStatus(container_id));
     if (st.state == ContainerState::kExited) return st.exit_code;
@@ -317,7 +325,8 @@ StatusOr<int> Engine::Wait(std::string_view container_id) {
       return FailedPreconditionError(fmt::format("container {} is in an unknown state ({}: {})",
                                                  st.id.substr(0, 12), st.reason, st.message));
     }
-    clock_->SleepFor(options_.poll_interval);
+    clock_->SleepFor(std::min<Clock::Duration>(interval, options_.poll_interval));
+    interval *= 2;
   }
 }
 

@@ -116,6 +116,9 @@ class Engine {
   Status Stop(std::string_view name_or_id, std::chrono::seconds grace);
   // Removes the container and its pod; a running one only with force (stopped at once).
   Status Remove(std::string_view name_or_id, bool force);
+  // Removes a container and its pod known by their ids (what Run returned), without looking
+  // them up first: `run --rm` after the container exited.
+  Status RemoveIds(std::string_view container_id, std::string_view pod_id);
   // Blocks until the container exits; returns its exit code.
   StatusOr<int> Wait(std::string_view container_id);
   StatusOr<ExecResult> Exec(std::string_view name_or_id, const std::vector<std::string>& cmd,

@@ -15,6 +15,7 @@
 #include "lib/base/clock.h"
 #include "lib/base/flags.h"
 #include "lib/base/instance_config.h"
+#include "lib/base/log.h"
 #include "lib/base/progress.h"
 #include "lib/base/unique_fd.h"
 #include "lib/base/version.h"
@@ -33,7 +34,7 @@ using std::chrono::milliseconds;
 using std::chrono::seconds;
 
 constexpr const char kUsage[] =
-    "usage: fun [--host NAME|native|unix:PATH] [--log-root DIR] COMMAND [ARGS]\n"
+    "usage: fun [--host NAME|native|unix:PATH] [--log-root DIR] [--debug] COMMAND [ARGS]\n"
     "\n"
     "Run Linux containers in Fun's VM, with Docker's commands. The first command starts the VM.\n"
     "\n"
@@ -339,11 +340,15 @@ Status CopyLog(const Target& t, const std::string& path, bool follow, int tail,
   FUN_ASSIGN_OR_RETURN(UniqueFd fd, OpenLog(t, path, offset, follow, &stream));
   cri::LogSplitter split;
   bool half_closed = false;
+  // How long to wait for more before asking whether the container is done: short right after
+  // output (a short-lived container's exit is seen at once), backing off while it is quiet.
+  constexpr milliseconds kMinQuiet{5}, kMaxQuiet{200};
+  milliseconds quiet = kMinQuiet;
   for (;;) {
     if (stream) {
       // fun-guestd sends as the file grows and ends the stream after we half-close.
       pollfd p{.fd = fd.get(), .events = POLLIN, .revents = 0};
-      int r = ::poll(&p, 1, 100);
+      int r = ::poll(&p, 1, static_cast<int>(quiet.count()));
       if (r < 0 && errno == EINTR) continue;
       if (r < 0) return ErrnoError(errno, "waiting for the log stream");
       if (r == 0) {
@@ -351,6 +356,7 @@ Status CopyLog(const Target& t, const std::string& path, bool follow, int tail,
           ::shutdown(fd.get(), SHUT_WR);
           half_closed = true;
         }
+        quiet = std::min(quiet * 2, kMaxQuiet);
         continue;
       }
     }
@@ -359,6 +365,7 @@ Status CopyLog(const Target& t, const std::string& path, bool follow, int tail,
     if (n < 0) return ErrnoError(errno, "reading " + path);
     if (n > 0) {
       split.Feed(std::string_view(buf, static_cast<size_t>(n)), emit);
+      quiet = kMinQuiet;
       continue;
     }
     if (stream || !follow) break;
@@ -370,7 +377,8 @@ Status CopyLog(const Target& t, const std::string& path, bool follow, int tail,
       }
       break;
     }
-    std::this_thread::sleep_for(milliseconds(100));
+    std::this_thread::sleep_for(quiet);
+    quiet = std::min(quiet * 2, kMaxQuiet);
   }
   split.Finish(emit);
   return OkStatus();
@@ -461,7 +469,7 @@ int CmdRun(const Context& c, const std::vector<std::string>& args) {
   auto code = engine.Wait(r->container_id);
   if (!code.ok()) return Fail(c.err, code.status());
   if (rm) {
-    if (Status s = engine.Remove(r->container_id, /*force=*/true); !s.ok()) {
+    if (Status s = engine.RemoveIds(r->container_id, r->pod_id); !s.ok()) {
       c.err << "fun: " << s.message() << "\n";
     }
   }
@@ -788,12 +796,15 @@ int Run(const std::vector<std::string>& args, const Environment& env, std::ostre
   FlagSet global("fun");
   global.String("host", &c.host, "NAME (a VM instance), native, or unix:PATH", 'H');
   global.String("log-root", &c.log_root, "where containerd writes container logs");
+  bool debug = false;
+  global.Bool("debug", &debug, "log each CRI call and its duration to stderr");
   auto rest = global.Parse(args, /*stop_at_first_positional=*/true);
   if (!rest.ok()) return Usage(err, rest.status());
   if (rest->empty()) {
     err << kUsage;
     return 2;
   }
+  if (debug) log::Default().SetStderrLevel(log::Level::kDebug);
   const std::string cmd = (*rest)[0];
   std::vector<std::string> a(rest->begin() + 1, rest->end());
   if (cmd == "-h" || cmd == "--help" || cmd == "help") {
