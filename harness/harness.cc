@@ -360,6 +360,23 @@ ScenarioReport RunVmLifecycle(const HarnessOptions& o) {
 
   sc.Step("start_after_the_death", start);
 
+  // The product promise: the first command starts the VM. Stopped, then `fun run` alone.
+  if (!o.registry_script.empty()) {
+    sc.Step("fun_run_starts_a_stopped_vm", [&](StepResult& r) -> Status {
+      ProcessResult stop = sc.Tool(r, "fun-vmctl", {"stop"}, 90s);
+      FUN_RETURN_IF_ERROR(Expect(stop.ok(), "fun-vmctl stop: " + stop.Describe()));
+      ProcessResult p =
+          sc.Tool(r, "fun", {"run", "--rm", busybox, "echo", "auto-started"}, boot + 120s);
+      FUN_RETURN_IF_ERROR(Expect(p.ok() && p.stdout_data == "auto-started\n",
+                                 "fun run on a stopped VM: " + p.Describe() + " \"" +
+                                     p.stdout_data + "\" " + p.stderr_data.substr(0, 400)));
+      FUN_ASSIGN_OR_RETURN(auto st, sc.StatusJson(r));
+      FUN_RETURN_IF_ERROR(Expect(Str(st, "phase") == "running", "phase " + Str(st, "phase")));
+      r.message = "fun run booted the VM and ran the container";
+      return OkStatus();
+    });
+  }
+
   sc.Step(
       "final_stop",
       [&](StepResult& r) -> Status {
