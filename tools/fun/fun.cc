@@ -20,10 +20,14 @@
 #include "lib/base/version.h"
 #include "lib/cri/client.h"
 #include "lib/cri/engine.h"
+#include "lib/cri/exec_stream.h"
 #include "lib/cri/log_line.h"
+#include "lib/cri/stream_codec.h"
 #include "lib/net/agent_client.h"
+#include "lib/vm/instance_agent.h"
 #include "lib/vm/instance_state.h"
 #include "tools/fun-vmctl/vmctl.h"
+#include "tools/fun/terminal.h"
 
 namespace fun::cli {
 namespace {
@@ -44,7 +48,8 @@ constexpr const char kUsage[] =
     "  stop [-t S] CONTAINER...   SIGTERM, then SIGKILL after S seconds (default 10)\n"
     "  rm [-f] CONTAINER...       remove (-f: a running one too)\n"
     "  logs [-f] [--tail N] CONTAINER\n"
-    "  exec CONTAINER CMD [ARG...]   run a command in a running container\n"
+    "  exec [-i] [-t] CONTAINER CMD [ARG...]   run a command in a running container\n"
+    "                  (-i: pass stdin; -t: a terminal; -it: an interactive shell)\n"
     "  inspect CONTAINER...       everything known about a container, as JSON\n"
     "Images:\n"
     "  pull IMAGE      images [-q]      rmi IMAGE...\n"
@@ -272,16 +277,8 @@ StatusOr<UniqueFd> OpenLog(const Target& t, const std::string& path, uint64_t of
   }
   *stream = true;
   FUN_ASSIGN_OR_RETURN(Paths paths, ResolvePaths(t.env_paths));
-  const std::string dir = paths.InstanceDir(t.instance);
-  FUN_ASSIGN_OR_RETURN(vm::InstanceState state, vm::LoadInstanceState(dir));
-  if (state.agent_port == 0) {
-    return UnavailableError(
-        fmt::format("instance {} has no agent port recorded: is it running?", t.instance));
-  }
-  agent::AgentEndpoint ep;
-  ep.address = SocketAddress{
-      .kind = SocketAddress::Kind::kTcp, .host = "127.0.0.1", .port = state.agent_port};
-  FUN_ASSIGN_OR_RETURN(ep.token, agent::ReadTokenFile(dir + "/secret"));
+  FUN_ASSIGN_OR_RETURN(agent::AgentEndpoint ep,
+                       vm::InstanceAgentEndpoint(paths.InstanceDir(t.instance), t.instance));
   StatusOr<UniqueFd> fd = UnavailableError("not tried");
   // A just-started container's file may not exist for a moment (the guest says Unavailable).
   for (int i = 0; i < 50; ++i) {
@@ -292,9 +289,8 @@ StatusOr<UniqueFd> OpenLog(const Target& t, const std::string& path, uint64_t of
     std::this_thread::sleep_for(milliseconds(100));
   }
   if (!fd.ok()) return fd.status().WithContext("reading the container log in the VM");
-  // The dial set receive/send timeouts for the handshake; a followed log may be quiet for long.
-  timeval none{};
-  ::setsockopt(fd->get(), SOL_SOCKET, SO_RCVTIMEO, &none, sizeof(none));
+  // The dial set timeouts for the handshake; a followed log may be quiet for long.
+  vm::ClearSocketTimeouts(fd->get());
   return fd;
 }
 
@@ -575,21 +571,104 @@ int CmdLogs(const Context& c, const std::vector<std::string>& args) {
   return 0;
 }
 
+// Connects to containerd's stream server: directly when containerd runs here, else through the
+// instance's agent (the server listens on the VM's loopback).
+StatusOr<UniqueFd> DialStreamServer(const Target& t, const cri::stream::StreamUrl& u) {
+  if (t.instance.empty()) {
+    StatusOr<UniqueFd> fd =
+        Connect(SocketAddress{.kind = SocketAddress::Kind::kTcp, .host = u.host, .port = u.port});
+    if (!fd.ok()) {
+      return fd.status().WithContext(
+          fmt::format("connecting to containerd's stream server {}:{}", u.host, u.port));
+    }
+    return fd;
+  }
+  FUN_ASSIGN_OR_RETURN(Paths paths, ResolvePaths(t.env_paths));
+  const std::string target = u.host.find(':') != std::string::npos
+                                 ? fmt::format("[{}]:{}", u.host, u.port)
+                                 : fmt::format("{}:{}", u.host, u.port);
+  StatusOr<UniqueFd> fd =
+      vm::DialInstanceAgent(paths.InstanceDir(t.instance), t.instance,
+                            {.kind = agent::Kind::kTcp, .target = target}, seconds(10));
+  if (!fd.ok()) {
+    return fd.status().WithContext(
+        fmt::format("reaching containerd's stream server {} in the VM", target));
+  }
+  return fd;
+}
+
+Status WriteTo(std::ostream& o, std::string_view bytes) {
+  o.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  o.flush();
+  if (!o) return UnavailableError("writing the command's output failed");
+  return OkStatus();
+}
+
+// exec -i / -t: through CRI's streaming URL.
+int ExecInteractive(const Context& c, const std::vector<std::string>& rest, bool tty,
+                    bool interactive) {
+  const int in = c.env.stdin_fd;
+  const bool in_is_tty = in >= 0 && ::isatty(in) == 1;
+  if (tty && interactive && !in_is_tty) {
+    return Fail(c.err, FailedPreconditionError(
+                           "the input device is not a TTY: drop -t to pass stdin, or run fun "
+                           "from a terminal"));
+  }
+  auto session = Open(c);
+  if (!session.ok()) return Fail(c.err, session.status());
+  std::vector<std::string> cmd(rest.begin() + 1, rest.end());
+  auto url = session->engine->ExecStreamUrl(
+      rest[0], cmd, {.tty = tty, .stdin = interactive, .stdout = true, .stderr = !tty});
+  if (!url.ok()) return Fail(c.err, url.status());
+  auto u = cri::stream::ParseStreamUrl(*url);
+  if (!u.ok()) return Fail(c.err, u.status());
+  auto conn = DialStreamServer(session->target, *u);
+  if (!conn.ok()) return Fail(c.err, conn.status());
+
+  // The terminal whose size the container's gets: stdin's, else stdout's.
+  const int size_fd = in_is_tty ? in : (c.env.stdout_is_terminal ? 1 : -1);
+  std::unique_ptr<TerminalSession> term;
+  if (tty && size_fd >= 0) {
+    auto t = TerminalSession::Start(size_fd, /*raw=*/interactive && in_is_tty);
+    if (!t.ok()) return Fail(c.err, t.status());
+    term = std::move(*t);
+  }
+  cri::ExecStreamOptions o;
+  o.tty = tty;
+  o.stdin_fd = interactive ? in : -1;
+  o.on_stdout = [&](std::string_view b) { return WriteTo(c.out, b); };
+  o.on_stderr = [&](std::string_view b) { return WriteTo(c.err, b); };
+  if (term) {
+    o.terminal_size = [&] { return term->Size(); };
+    o.resize_fd = term->resize_fd();
+  }
+  StatusOr<int> code = cri::RunExecStream(std::move(*conn), *u, o);
+  term.reset();  // the terminal is itself again before anything more is printed
+  if (!code.ok()) {
+    // Docker's codes: 126 when the command could not be run.
+    Fail(c.err, code.status().WithContext(fmt::format("exec in {}", rest[0])));
+    return code.status().code() == Code::kFailedPrecondition ? 126 : 1;
+  }
+  return *code;
+}
+
 int CmdExec(const Context& c, const std::vector<std::string>& args) {
   bool tty = false, interactive = false;
   int timeout = 0;
   FlagSet flags("fun exec");
-  flags.Bool("tty", &tty, "allocate a terminal (not built yet)", 't');
-  flags.Bool("interactive", &interactive, "keep stdin open (not built yet)", 'i');
+  flags.Bool("tty", &tty, "give the command a terminal", 't');
+  flags.Bool("interactive", &interactive, "pass stdin to the command", 'i');
   flags.Int("timeout", &timeout, "kill the command after this many seconds (0: never)");
   auto rest = flags.Parse(args, /*stop_at_first_positional=*/true);
   if (!rest.ok()) return Usage(c.err, rest.status());
-  if (tty || interactive) {
-    return Usage(c.err, UnimplementedError("exec -i/-t (an interactive terminal) is not built yet: "
-                                           "run the command without them"));
-  }
   if (rest->size() < 2)
     return Usage(c.err, InvalidArgumentError("exec needs a CONTAINER and a CMD"));
+  if (tty || interactive) {
+    if (timeout != 0) {
+      return Usage(c.err, InvalidArgumentError("--timeout works only without -i and -t"));
+    }
+    return ExecInteractive(c, *rest, tty, interactive);
+  }
   auto session = Open(c);
   if (!session.ok()) return Fail(c.err, session.status());
   std::vector<std::string> cmd(rest->begin() + 1, rest->end());
