@@ -672,4 +672,20 @@ StatusOr<std::string> CriClient::Exec(std::string_view id, const std::vector<std
   return resp.url();
 }
 
+StatusOr<std::string> CriClient::Attach(std::string_view id, const ExecStreams& streams,
+                                        CallOptions call) {
+  v1::AttachRequest req;
+  req.set_container_id(std::string(id));
+  req.set_tty(streams.tty);
+  req.set_stdin(streams.stdin);
+  req.set_stdout(streams.stdout);
+  req.set_stderr(streams.stderr);
+  v1::AttachResponse resp;
+  FUN_RETURN_IF_ERROR(Call(
+      "Attach", call.timeout.value_or(options_.default_timeout),
+      [&](Channel& ch, grpc::ClientContext* ctx) { return ch.runtime->Attach(ctx, req, &resp); }));
+  if (resp.url().empty()) return InternalError("CRI Attach: containerd returned no streaming URL");
+  return resp.url();
+}
+
 }  // namespace fun::cri

@@ -341,6 +341,11 @@ class CriClient {
   // together with stderr (a terminal has one output) and a request with none of the streams.
   StatusOr<std::string> Exec(std::string_view id, const std::vector<std::string>& cmd,
                              const ExecStreams& streams, CallOptions call = {});
+  // Attach: the streaming URL for the running container's own process (its stdin only if it
+  // was created with stdin). Same rules as Exec; the session's status says nothing about the
+  // container's exit code (ContainerStatus does).
+  StatusOr<std::string> Attach(std::string_view id, const ExecStreams& streams,
+                               CallOptions call = {});
 
  private:
   struct Channel;  // one gRPC channel and its stubs (client.cc)

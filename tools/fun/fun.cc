@@ -41,7 +41,8 @@ constexpr const char kUsage[] =
     "Run Linux containers in Fun's VM, with Docker's commands. The first command starts the VM.\n"
     "\n"
     "Containers:\n"
-    "  run [-d] [--rm] [--name N] [-e K=V]... [-w DIR] [--entrypoint E] [--user U] IMAGE [CMD...]\n"
+    "  run [-d] [-i] [-t] [--rm] [--name N] [-e K=V]... [-w DIR] [--entrypoint E] [--user U]\n"
+    "      IMAGE [CMD...]\n"
     "                  start a container; in the foreground, print its output and exit with its "
     "code\n"
     "  ps [-a] [-q]    running containers (-a: all)\n"
@@ -373,6 +374,76 @@ Status CopyLog(const Target& t, const std::string& path, bool follow, int tail,
 
 // --- commands -----------------------------------------------------------------------------
 
+// Connects to containerd's stream server: directly when containerd runs here, else through the
+// instance's agent (the server listens on the VM's loopback).
+StatusOr<UniqueFd> DialStreamServer(const Target& t, const cri::stream::StreamUrl& u) {
+  if (t.instance.empty()) {
+    StatusOr<UniqueFd> fd =
+        Connect(SocketAddress{.kind = SocketAddress::Kind::kTcp, .host = u.host, .port = u.port});
+    if (!fd.ok()) {
+      return fd.status().WithContext(
+          fmt::format("connecting to containerd's stream server {}:{}", u.host, u.port));
+    }
+    return fd;
+  }
+  FUN_ASSIGN_OR_RETURN(Paths paths, ResolvePaths(t.env_paths));
+  const std::string target = u.host.find(':') != std::string::npos
+                                 ? fmt::format("[{}]:{}", u.host, u.port)
+                                 : fmt::format("{}:{}", u.host, u.port);
+  StatusOr<UniqueFd> fd =
+      vm::DialInstanceAgent(paths.InstanceDir(t.instance), t.instance,
+                            {.kind = agent::Kind::kTcp, .target = target}, seconds(10));
+  if (!fd.ok()) {
+    return fd.status().WithContext(
+        fmt::format("reaching containerd's stream server {} in the VM", target));
+  }
+  return fd;
+}
+
+Status WriteTo(std::ostream& o, std::string_view bytes) {
+  o.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  o.flush();
+  if (!o) return UnavailableError("writing the command's output failed");
+  return OkStatus();
+}
+
+// -it needs a terminal to read from (Docker's rule).
+Status CheckTerminalInput(const Context& c, bool tty, bool interactive) {
+  if (tty && interactive && !(c.env.stdin_fd >= 0 && ::isatty(c.env.stdin_fd) == 1)) {
+    return FailedPreconditionError(
+        "the input device is not a TTY: drop -t to pass stdin, or run fun from a terminal");
+  }
+  return OkStatus();
+}
+
+// Connects to a streaming URL (Exec's or Attach's) and runs the session: stdin with
+// interactive, our terminal raw with -it, output to out/err. The session's exit code.
+StatusOr<int> RunStreamSession(const Context& c, const Target& target, const std::string& url,
+                               bool tty, bool interactive) {
+  const int in = c.env.stdin_fd;
+  const bool in_is_tty = in >= 0 && ::isatty(in) == 1;
+  FUN_ASSIGN_OR_RETURN(cri::stream::StreamUrl u, cri::stream::ParseStreamUrl(url));
+  FUN_ASSIGN_OR_RETURN(UniqueFd conn, DialStreamServer(target, u));
+  // The terminal whose size the container's gets: stdin's, else stdout's.
+  const int size_fd = in_is_tty ? in : (c.env.stdout_is_terminal ? 1 : -1);
+  std::unique_ptr<TerminalSession> term;
+  if (tty && size_fd >= 0) {
+    FUN_ASSIGN_OR_RETURN(term, TerminalSession::Start(size_fd, /*raw=*/interactive && in_is_tty));
+  }
+  cri::ExecStreamOptions o;
+  o.tty = tty;
+  o.stdin_fd = interactive ? in : -1;
+  o.on_stdout = [&](std::string_view b) { return WriteTo(c.out, b); };
+  o.on_stderr = [&](std::string_view b) { return WriteTo(c.err, b); };
+  if (term) {
+    o.terminal_size = [&] { return term->Size(); };
+    o.resize_fd = term->resize_fd();
+  }
+  StatusOr<int> code = cri::RunExecStream(std::move(conn), u, o);
+  term.reset();  // the terminal is itself again before anything more is printed
+  return code;
+}
+
 int CmdRun(const Context& c, const std::vector<std::string>& args) {
   bool detach = false, rm = false, tty = false, interactive = false;
   std::string name, workdir, entrypoint, user;
@@ -385,16 +456,15 @@ int CmdRun(const Context& c, const std::vector<std::string>& args) {
   flags.String("workdir", &workdir, "the working directory in the container", 'w');
   flags.String("entrypoint", &entrypoint, "replace the image's entrypoint");
   flags.String("user", &user, "UID, UID:GID or a user name of the image", 'u');
-  flags.Bool("tty", &tty, "allocate a terminal (interactive sessions are not built yet)", 't');
-  flags.Bool("interactive", &interactive, "keep stdin open (not built yet)", 'i');
+  flags.Bool("tty", &tty, "give the container a terminal", 't');
+  flags.Bool("interactive", &interactive, "pass stdin to the container", 'i');
   auto rest = flags.Parse(args, /*stop_at_first_positional=*/true);
   if (!rest.ok()) return Usage(c.err, rest.status());
   if (rest->empty())
     return Usage(c.err,
                  InvalidArgumentError("run needs an IMAGE: fun run [OPTIONS] IMAGE [CMD...]"));
-  if (tty || interactive) {
-    return Usage(c.err, UnimplementedError("run -i/-t (an interactive terminal) is not built yet: "
-                                           "run without them, or with -d and then fun exec"));
+  if (!detach) {
+    if (Status s = CheckTerminalInput(c, tty, interactive); !s.ok()) return Fail(c.err, s);
   }
   if (detach && rm) {
     // Docker allows it; so do we: the container is removed by whoever sees it exit (fun ps).
@@ -406,6 +476,8 @@ int CmdRun(const Context& c, const std::vector<std::string>& args) {
   spec.workdir = workdir;
   spec.user = user;
   spec.rm = rm;
+  spec.tty = tty;
+  spec.interactive = interactive;
   if (!entrypoint.empty()) spec.entrypoint = std::vector<std::string>{entrypoint};
   for (const std::string& e : env) {
     const size_t eq = e.find('=');
@@ -439,8 +511,35 @@ int CmdRun(const Context& c, const std::vector<std::string>& args) {
     c.out << r->container_id << std::endl;
     return 0;
   }
-  // Foreground: print its output until it exits, then exit with its code.
   cri::Engine& engine = *session->engine;
+  auto finish = [&](int code) {
+    if (rm) {
+      if (Status s = engine.Remove(r->container_id, /*force=*/true); !s.ok()) {
+        c.err << "fun: " << s.message() << "\n";
+      }
+    }
+    return code;
+  };
+  if (tty || interactive) {
+    // Attach to the container's process (CRI attaches only once it runs: what it printed
+    // before that is in its log, not here; a shell's prompt comes again on Enter).
+    auto url = session->cri->Attach(
+        r->container_id, {.tty = tty, .stdin = interactive, .stdout = true, .stderr = !tty});
+    if (url.ok()) {
+      StatusOr<int> attached = RunStreamSession(c, session->target, *url, tty, interactive);
+      if (!attached.ok()) c.err << "fun: " << attached.status().message() << "\n";
+      auto code = engine.Wait(r->container_id);
+      if (!code.ok()) return Fail(c.err, code.status());
+      return finish(*code);
+    }
+    auto st = session->cri->ContainerStatus(r->container_id);
+    if (!st.ok() || st->state == cri::ContainerState::kRunning) {
+      Fail(c.err, url.status().WithContext("attaching to the container"));
+      return finish(1);
+    }
+    // It ended before it could be attached: show its output from the log, as without -i/-t.
+  }
+  // Foreground: print its output until it exits, then exit with its code.
   auto status = session->cri->ContainerStatus(r->container_id);
   if (!status.ok()) return Fail(c.err, status.status());
   bool exited = false;
@@ -454,12 +553,7 @@ int CmdRun(const Context& c, const std::vector<std::string>& args) {
   if (!copied.ok()) c.err << "fun: " << copied.message() << "\n";
   auto code = engine.Wait(r->container_id);
   if (!code.ok()) return Fail(c.err, code.status());
-  if (rm) {
-    if (Status s = engine.Remove(r->container_id, /*force=*/true); !s.ok()) {
-      c.err << "fun: " << s.message() << "\n";
-    }
-  }
-  return *code;
+  return finish(*code);
 }
 
 int CmdPs(const Context& c, const std::vector<std::string>& args) {
@@ -571,79 +665,17 @@ int CmdLogs(const Context& c, const std::vector<std::string>& args) {
   return 0;
 }
 
-// Connects to containerd's stream server: directly when containerd runs here, else through the
-// instance's agent (the server listens on the VM's loopback).
-StatusOr<UniqueFd> DialStreamServer(const Target& t, const cri::stream::StreamUrl& u) {
-  if (t.instance.empty()) {
-    StatusOr<UniqueFd> fd =
-        Connect(SocketAddress{.kind = SocketAddress::Kind::kTcp, .host = u.host, .port = u.port});
-    if (!fd.ok()) {
-      return fd.status().WithContext(
-          fmt::format("connecting to containerd's stream server {}:{}", u.host, u.port));
-    }
-    return fd;
-  }
-  FUN_ASSIGN_OR_RETURN(Paths paths, ResolvePaths(t.env_paths));
-  const std::string target = u.host.find(':') != std::string::npos
-                                 ? fmt::format("[{}]:{}", u.host, u.port)
-                                 : fmt::format("{}:{}", u.host, u.port);
-  StatusOr<UniqueFd> fd =
-      vm::DialInstanceAgent(paths.InstanceDir(t.instance), t.instance,
-                            {.kind = agent::Kind::kTcp, .target = target}, seconds(10));
-  if (!fd.ok()) {
-    return fd.status().WithContext(
-        fmt::format("reaching containerd's stream server {} in the VM", target));
-  }
-  return fd;
-}
-
-Status WriteTo(std::ostream& o, std::string_view bytes) {
-  o.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  o.flush();
-  if (!o) return UnavailableError("writing the command's output failed");
-  return OkStatus();
-}
-
 // exec -i / -t: through CRI's streaming URL.
 int ExecInteractive(const Context& c, const std::vector<std::string>& rest, bool tty,
                     bool interactive) {
-  const int in = c.env.stdin_fd;
-  const bool in_is_tty = in >= 0 && ::isatty(in) == 1;
-  if (tty && interactive && !in_is_tty) {
-    return Fail(c.err, FailedPreconditionError(
-                           "the input device is not a TTY: drop -t to pass stdin, or run fun "
-                           "from a terminal"));
-  }
+  if (Status s = CheckTerminalInput(c, tty, interactive); !s.ok()) return Fail(c.err, s);
   auto session = Open(c);
   if (!session.ok()) return Fail(c.err, session.status());
   std::vector<std::string> cmd(rest.begin() + 1, rest.end());
   auto url = session->engine->ExecStreamUrl(
       rest[0], cmd, {.tty = tty, .stdin = interactive, .stdout = true, .stderr = !tty});
   if (!url.ok()) return Fail(c.err, url.status());
-  auto u = cri::stream::ParseStreamUrl(*url);
-  if (!u.ok()) return Fail(c.err, u.status());
-  auto conn = DialStreamServer(session->target, *u);
-  if (!conn.ok()) return Fail(c.err, conn.status());
-
-  // The terminal whose size the container's gets: stdin's, else stdout's.
-  const int size_fd = in_is_tty ? in : (c.env.stdout_is_terminal ? 1 : -1);
-  std::unique_ptr<TerminalSession> term;
-  if (tty && size_fd >= 0) {
-    auto t = TerminalSession::Start(size_fd, /*raw=*/interactive && in_is_tty);
-    if (!t.ok()) return Fail(c.err, t.status());
-    term = std::move(*t);
-  }
-  cri::ExecStreamOptions o;
-  o.tty = tty;
-  o.stdin_fd = interactive ? in : -1;
-  o.on_stdout = [&](std::string_view b) { return WriteTo(c.out, b); };
-  o.on_stderr = [&](std::string_view b) { return WriteTo(c.err, b); };
-  if (term) {
-    o.terminal_size = [&] { return term->Size(); };
-    o.resize_fd = term->resize_fd();
-  }
-  StatusOr<int> code = cri::RunExecStream(std::move(*conn), *u, o);
-  term.reset();  // the terminal is itself again before anything more is printed
+  StatusOr<int> code = RunStreamSession(c, session->target, *url, tty, interactive);
   if (!code.ok()) {
     // Docker's codes: 126 when the command could not be run.
     Fail(c.err, code.status().WithContext(fmt::format("exec in {}", rest[0])));
