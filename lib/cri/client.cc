@@ -660,4 +660,37 @@ StatusOr<ExecResult> CriClient::ExecSync(std::string_view id, const std::vector<
       .stdout_bytes = resp.stdout(), .stderr_bytes = resp.stderr(), .exit_code = resp.exit_code()};
 }
 
+StatusOr<std::string> CriClient::Exec(std::string_view id, const std::vector<std::string>& cmd,
+                                      const ExecStreams& streams, CallOptions call) {
+  v1::ExecRequest req;
+  req.set_container_id(std::string(id));
+  for (const std::string& a : cmd) req.add_cmd(a);
+  req.set_tty(streams.tty);
+  req.set_stdin(streams.stdin);
+  req.set_stdout(streams.stdout);
+  req.set_stderr(streams.stderr);
+  v1::ExecResponse resp;
+  FUN_RETURN_IF_ERROR(Call(
+      "Exec", call.timeout.value_or(options_.default_timeout),
+      [&](Channel& ch, grpc::ClientContext* ctx) { return ch.runtime->Exec(ctx, req, &resp); }));
+  if (resp.url().empty()) return InternalError("CRI Exec: containerd returned no streaming URL");
+  return resp.url();
+}
+
+StatusOr<std::string> CriClient::Attach(std::string_view id, const ExecStreams& streams,
+                                        CallOptions call) {
+  v1::AttachRequest req;
+  req.set_container_id(std::string(id));
+  req.set_tty(streams.tty);
+  req.set_stdin(streams.stdin);
+  req.set_stdout(streams.stdout);
+  req.set_stderr(streams.stderr);
+  v1::AttachResponse resp;
+  FUN_RETURN_IF_ERROR(Call(
+      "Attach", call.timeout.value_or(options_.default_timeout),
+      [&](Channel& ch, grpc::ClientContext* ctx) { return ch.runtime->Attach(ctx, req, &resp); }));
+  if (resp.url().empty()) return InternalError("CRI Attach: containerd returned no streaming URL");
+  return resp.url();
+}
+
 }  // namespace fun::cri

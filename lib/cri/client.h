@@ -203,6 +203,14 @@ struct ExecResult {
   int32_t exit_code = 0;
 };
 
+// Which streams an Exec attaches (ExecRequest's tty, stdin, stdout, stderr).
+struct ExecStreams {
+  bool tty = false;
+  bool stdin = false;
+  bool stdout = true;
+  bool stderr = true;  // must be false with tty
+};
+
 // Per-call options.
 struct CallOptions {
   // The call's deadline is now + timeout; unset: the client's default for that call.
@@ -327,6 +335,17 @@ class CriClient {
   // none) is the command's own limit, enforced by containerd.
   StatusOr<ExecResult> ExecSync(std::string_view id, const std::vector<std::string>& cmd,
                                 std::chrono::seconds timeout, CallOptions call = {});
+  // Exec: prepares `cmd` in the container and returns the URL of containerd's streaming
+  // server where it runs once a client connects (stream_codec.h speaks to it). The URL is
+  // single-use and expires (containerd: after 1 minute) when nobody connects. CRI refuses tty
+  // together with stderr (a terminal has one output) and a request with none of the streams.
+  StatusOr<std::string> Exec(std::string_view id, const std::vector<std::string>& cmd,
+                             const ExecStreams& streams, CallOptions call = {});
+  // Attach: the streaming URL for the running container's own process (its stdin only if it
+  // was created with stdin). Same rules as Exec; the session's status says nothing about the
+  // container's exit code (ContainerStatus does).
+  StatusOr<std::string> Attach(std::string_view id, const ExecStreams& streams,
+                               CallOptions call = {});
 
  private:
   struct Channel;  // one gRPC channel and its stubs (client.cc)

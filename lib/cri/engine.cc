@@ -330,15 +330,35 @@ StatusOr<int> Engine::Wait(std::string_view container_id) {
   }
 }
 
-StatusOr<ExecResult> Engine::Exec(std::string_view name_or_id, const std::vector<std::string>& cmd,
-                                  std::chrono::seconds timeout) {
-  if (cmd.empty()) return InvalidArgumentError("no command given: fun exec CONTAINER CMD [ARG...]");
-  FUN_ASSIGN_OR_RETURN(ContainerInfo info, Find(name_or_id));
+namespace {
+
+Status CheckExecTarget(const ContainerInfo& info) {
   if (info.container.state != ContainerState::kRunning) {
     return FailedPreconditionError(
         fmt::format("container {} is not running ({}): exec needs a running container", info.name,
                     ContainerStateName(info.container.state)));
   }
+  return OkStatus();
+}
+
+}  // namespace
+
+StatusOr<std::string> Engine::ExecStreamUrl(std::string_view name_or_id,
+                                            const std::vector<std::string>& cmd,
+                                            const ExecStreams& streams) {
+  if (cmd.empty()) return InvalidArgumentError("no command given: fun exec CONTAINER CMD [ARG...]");
+  FUN_ASSIGN_OR_RETURN(ContainerInfo info, Find(name_or_id));
+  FUN_RETURN_IF_ERROR(CheckExecTarget(info));
+  StatusOr<std::string> url = cri_->Exec(info.container.id, cmd, streams);
+  if (!url.ok()) return url.status().WithContext(fmt::format("exec in {}", info.name));
+  return url;
+}
+
+StatusOr<ExecResult> Engine::Exec(std::string_view name_or_id, const std::vector<std::string>& cmd,
+                                  std::chrono::seconds timeout) {
+  if (cmd.empty()) return InvalidArgumentError("no command given: fun exec CONTAINER CMD [ARG...]");
+  FUN_ASSIGN_OR_RETURN(ContainerInfo info, Find(name_or_id));
+  FUN_RETURN_IF_ERROR(CheckExecTarget(info));
   StatusOr<ExecResult> r = cri_->ExecSync(info.container.id, cmd, timeout);
   if (!r.ok()) return r.status().WithContext(fmt::format("exec in {}", info.name));
   return r;

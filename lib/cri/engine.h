@@ -123,6 +123,11 @@ class Engine {
   StatusOr<int> Wait(std::string_view container_id);
   StatusOr<ExecResult> Exec(std::string_view name_or_id, const std::vector<std::string>& cmd,
                             std::chrono::seconds timeout);
+  // An interactive exec (-i, -t): checks the container runs and returns containerd's
+  // streaming URL for `cmd` (exec_stream.h connects to it and pumps the streams).
+  StatusOr<std::string> ExecStreamUrl(std::string_view name_or_id,
+                                      const std::vector<std::string>& cmd,
+                                      const ExecStreams& streams);
 
  private:
   StatusOr<ContainerInfo> Describe(const Container& listed);

@@ -21,11 +21,15 @@
 #include "lib/base/version.h"
 #include "lib/cri/client.h"
 #include "lib/cri/engine.h"
+#include "lib/cri/exec_stream.h"
 #include "lib/cri/image_ref.h"
 #include "lib/cri/log_line.h"
+#include "lib/cri/stream_codec.h"
 #include "lib/net/agent_client.h"
+#include "lib/vm/instance_agent.h"
 #include "lib/vm/instance_state.h"
 #include "tools/fun-vmctl/vmctl.h"
+#include "tools/fun/terminal.h"
 
 namespace fun::cli {
 namespace {
@@ -39,14 +43,16 @@ constexpr const char kUsage[] =
     "Run Linux containers in Fun's VM, with Docker's commands. The first command starts the VM.\n"
     "\n"
     "Containers:\n"
-    "  run [-d] [--rm] [--name N] [-e K=V]... [-w DIR] [--entrypoint E] [--user U] IMAGE [CMD...]\n"
+    "  run [-d] [-i] [-t] [--rm] [--name N] [-e K=V]... [-w DIR] [--entrypoint E] [--user U]\n"
+    "      IMAGE [CMD...]\n"
     "                  start a container; in the foreground, print its output and exit with its "
     "code\n"
     "  ps [-a] [-q]    running containers (-a: all)\n"
     "  stop [-t S] CONTAINER...   SIGTERM, then SIGKILL after S seconds (default 10)\n"
     "  rm [-f] CONTAINER...       remove (-f: a running one too)\n"
     "  logs [-f] [--tail N] CONTAINER\n"
-    "  exec CONTAINER CMD [ARG...]   run a command in a running container\n"
+    "  exec [-i] [-t] CONTAINER CMD [ARG...]   run a command in a running container\n"
+    "                  (-i: pass stdin; -t: a terminal; -it: an interactive shell)\n"
     "  inspect CONTAINER...       everything known about a container, as JSON\n"
     "Images:\n"
     "  pull IMAGE      images [-q]      rmi IMAGE...\n"
@@ -274,16 +280,8 @@ StatusOr<UniqueFd> OpenLog(const Target& t, const std::string& path, uint64_t of
   }
   *stream = true;
   FUN_ASSIGN_OR_RETURN(Paths paths, ResolvePaths(t.env_paths));
-  const std::string dir = paths.InstanceDir(t.instance);
-  FUN_ASSIGN_OR_RETURN(vm::InstanceState state, vm::LoadInstanceState(dir));
-  if (state.agent_port == 0) {
-    return UnavailableError(
-        fmt::format("instance {} has no agent port recorded: is it running?", t.instance));
-  }
-  agent::AgentEndpoint ep;
-  ep.address = SocketAddress{
-      .kind = SocketAddress::Kind::kTcp, .host = "127.0.0.1", .port = state.agent_port};
-  FUN_ASSIGN_OR_RETURN(ep.token, agent::ReadTokenFile(dir + "/secret"));
+  FUN_ASSIGN_OR_RETURN(agent::AgentEndpoint ep,
+                       vm::InstanceAgentEndpoint(paths.InstanceDir(t.instance), t.instance));
   StatusOr<UniqueFd> fd = UnavailableError("not tried");
   // A just-started container's file may not exist for a moment (the guest says Unavailable).
   for (int i = 0; i < 50; ++i) {
@@ -294,9 +292,8 @@ StatusOr<UniqueFd> OpenLog(const Target& t, const std::string& path, uint64_t of
     std::this_thread::sleep_for(milliseconds(100));
   }
   if (!fd.ok()) return fd.status().WithContext("reading the container log in the VM");
-  // The dial set receive/send timeouts for the handshake; a followed log may be quiet for long.
-  timeval none{};
-  ::setsockopt(fd->get(), SOL_SOCKET, SO_RCVTIMEO, &none, sizeof(none));
+  // The dial set timeouts for the handshake; a followed log may be quiet for long.
+  vm::ClearSocketTimeouts(fd->get());
   return fd;
 }
 
@@ -386,6 +383,76 @@ Status CopyLog(const Target& t, const std::string& path, bool follow, int tail,
 
 // --- commands -----------------------------------------------------------------------------
 
+// Connects to containerd's stream server: directly when containerd runs here, else through the
+// instance's agent (the server listens on the VM's loopback).
+StatusOr<UniqueFd> DialStreamServer(const Target& t, const cri::stream::StreamUrl& u) {
+  if (t.instance.empty()) {
+    StatusOr<UniqueFd> fd =
+        Connect(SocketAddress{.kind = SocketAddress::Kind::kTcp, .host = u.host, .port = u.port});
+    if (!fd.ok()) {
+      return fd.status().WithContext(
+          fmt::format("connecting to containerd's stream server {}:{}", u.host, u.port));
+    }
+    return fd;
+  }
+  FUN_ASSIGN_OR_RETURN(Paths paths, ResolvePaths(t.env_paths));
+  const std::string target = u.host.find(':') != std::string::npos
+                                 ? fmt::format("[{}]:{}", u.host, u.port)
+                                 : fmt::format("{}:{}", u.host, u.port);
+  StatusOr<UniqueFd> fd =
+      vm::DialInstanceAgent(paths.InstanceDir(t.instance), t.instance,
+                            {.kind = agent::Kind::kTcp, .target = target}, seconds(10));
+  if (!fd.ok()) {
+    return fd.status().WithContext(
+        fmt::format("reaching containerd's stream server {} in the VM", target));
+  }
+  return fd;
+}
+
+Status WriteTo(std::ostream& o, std::string_view bytes) {
+  o.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  o.flush();
+  if (!o) return UnavailableError("writing the command's output failed");
+  return OkStatus();
+}
+
+// -it needs a terminal to read from (Docker's rule).
+Status CheckTerminalInput(const Context& c, bool tty, bool interactive) {
+  if (tty && interactive && !(c.env.stdin_fd >= 0 && ::isatty(c.env.stdin_fd) == 1)) {
+    return FailedPreconditionError(
+        "the input device is not a TTY: drop -t to pass stdin, or run fun from a terminal");
+  }
+  return OkStatus();
+}
+
+// Connects to a streaming URL (Exec's or Attach's) and runs the session: stdin with
+// interactive, our terminal raw with -it, output to out/err. The session's exit code.
+StatusOr<int> RunStreamSession(const Context& c, const Target& target, const std::string& url,
+                               bool tty, bool interactive) {
+  const int in = c.env.stdin_fd;
+  const bool in_is_tty = in >= 0 && ::isatty(in) == 1;
+  FUN_ASSIGN_OR_RETURN(cri::stream::StreamUrl u, cri::stream::ParseStreamUrl(url));
+  FUN_ASSIGN_OR_RETURN(UniqueFd conn, DialStreamServer(target, u));
+  // The terminal whose size the container's gets: stdin's, else stdout's.
+  const int size_fd = in_is_tty ? in : (c.env.stdout_is_terminal ? 1 : -1);
+  std::unique_ptr<TerminalSession> term;
+  if (tty && size_fd >= 0) {
+    FUN_ASSIGN_OR_RETURN(term, TerminalSession::Start(size_fd, /*raw=*/interactive && in_is_tty));
+  }
+  cri::ExecStreamOptions o;
+  o.tty = tty;
+  o.stdin_fd = interactive ? in : -1;
+  o.on_stdout = [&](std::string_view b) { return WriteTo(c.out, b); };
+  o.on_stderr = [&](std::string_view b) { return WriteTo(c.err, b); };
+  if (term) {
+    o.terminal_size = [&] { return term->Size(); };
+    o.resize_fd = term->resize_fd();
+  }
+  StatusOr<int> code = cri::RunExecStream(std::move(conn), u, o);
+  term.reset();  // the terminal is itself again before anything more is printed
+  return code;
+}
+
 int CmdRun(const Context& c, const std::vector<std::string>& args) {
   bool detach = false, rm = false, tty = false, interactive = false;
   std::string name, workdir, entrypoint, user;
@@ -398,16 +465,15 @@ int CmdRun(const Context& c, const std::vector<std::string>& args) {
   flags.String("workdir", &workdir, "the working directory in the container", 'w');
   flags.String("entrypoint", &entrypoint, "replace the image's entrypoint");
   flags.String("user", &user, "UID, UID:GID or a user name of the image", 'u');
-  flags.Bool("tty", &tty, "allocate a terminal (interactive sessions are not built yet)", 't');
-  flags.Bool("interactive", &interactive, "keep stdin open (not built yet)", 'i');
+  flags.Bool("tty", &tty, "give the container a terminal", 't');
+  flags.Bool("interactive", &interactive, "pass stdin to the container", 'i');
   auto rest = flags.Parse(args, /*stop_at_first_positional=*/true);
   if (!rest.ok()) return Usage(c.err, rest.status());
   if (rest->empty())
     return Usage(c.err,
                  InvalidArgumentError("run needs an IMAGE: fun run [OPTIONS] IMAGE [CMD...]"));
-  if (tty || interactive) {
-    return Usage(c.err, UnimplementedError("run -i/-t (an interactive terminal) is not built yet: "
-                                           "run without them, or with -d and then fun exec"));
+  if (!detach) {
+    if (Status s = CheckTerminalInput(c, tty, interactive); !s.ok()) return Fail(c.err, s);
   }
   if (detach && rm) {
     // Docker allows it; so do we: the container is removed by whoever sees it exit (fun ps).
@@ -419,6 +485,8 @@ int CmdRun(const Context& c, const std::vector<std::string>& args) {
   spec.workdir = workdir;
   spec.user = user;
   spec.rm = rm;
+  spec.tty = tty;
+  spec.interactive = interactive;
   if (!entrypoint.empty()) spec.entrypoint = std::vector<std::string>{entrypoint};
   for (const std::string& e : env) {
     const size_t eq = e.find('=');
@@ -453,8 +521,41 @@ int CmdRun(const Context& c, const std::vector<std::string>& args) {
     c.out << r->container_id << std::endl;
     return 0;
   }
-  // Foreground: print its output until it exits, then exit with its code.
   cri::Engine& engine = *session->engine;
+  auto finish = [&](int code) {
+    if (rm) {
+      // An exited container is removed by its ids; one still running (a failed attach) is
+      // stopped first.
+      auto st = session->cri->ContainerStatus(r->container_id);
+      Status s = st.ok() && st->state == cri::ContainerState::kExited
+                     ? engine.RemoveIds(r->container_id, r->pod_id)
+                     : engine.Remove(r->container_id, /*force=*/true);
+      if (!s.ok()) {
+        c.err << "fun: " << s.message() << "\n";
+      }
+    }
+    return code;
+  };
+  if (tty || interactive) {
+    // Attach to the container's process (CRI attaches only once it runs: what it printed
+    // before that is in its log, not here; a shell's prompt comes again on Enter).
+    auto url = session->cri->Attach(
+        r->container_id, {.tty = tty, .stdin = interactive, .stdout = true, .stderr = !tty});
+    if (url.ok()) {
+      StatusOr<int> attached = RunStreamSession(c, session->target, *url, tty, interactive);
+      if (!attached.ok()) c.err << "fun: " << attached.status().message() << "\n";
+      auto code = engine.Wait(r->container_id);
+      if (!code.ok()) return Fail(c.err, code.status());
+      return finish(*code);
+    }
+    auto st = session->cri->ContainerStatus(r->container_id);
+    if (!st.ok() || st->state == cri::ContainerState::kRunning) {
+      Fail(c.err, url.status().WithContext("attaching to the container"));
+      return finish(1);
+    }
+    // It ended before it could be attached: show its output from the log, as without -i/-t.
+  }
+  // Foreground: print its output until it exits, then exit with its code.
   auto status = session->cri->ContainerStatus(r->container_id);
   if (!status.ok()) return Fail(c.err, status.status());
   bool exited = false;
@@ -468,12 +569,7 @@ int CmdRun(const Context& c, const std::vector<std::string>& args) {
   if (!copied.ok()) c.err << "fun: " << copied.message() << "\n";
   auto code = engine.Wait(r->container_id);
   if (!code.ok()) return Fail(c.err, code.status());
-  if (rm) {
-    if (Status s = engine.RemoveIds(r->container_id, r->pod_id); !s.ok()) {
-      c.err << "fun: " << s.message() << "\n";
-    }
-  }
-  return *code;
+  return finish(*code);
 }
 
 int CmdPs(const Context& c, const std::vector<std::string>& args) {
@@ -585,21 +681,42 @@ int CmdLogs(const Context& c, const std::vector<std::string>& args) {
   return 0;
 }
 
+// exec -i / -t: through CRI's streaming URL.
+int ExecInteractive(const Context& c, const std::vector<std::string>& rest, bool tty,
+                    bool interactive) {
+  if (Status s = CheckTerminalInput(c, tty, interactive); !s.ok()) return Fail(c.err, s);
+  auto session = Open(c);
+  if (!session.ok()) return Fail(c.err, session.status());
+  std::vector<std::string> cmd(rest.begin() + 1, rest.end());
+  auto url = session->engine->ExecStreamUrl(
+      rest[0], cmd, {.tty = tty, .stdin = interactive, .stdout = true, .stderr = !tty});
+  if (!url.ok()) return Fail(c.err, url.status());
+  StatusOr<int> code = RunStreamSession(c, session->target, *url, tty, interactive);
+  if (!code.ok()) {
+    // Docker's codes: 126 when the command could not be run.
+    Fail(c.err, code.status().WithContext(fmt::format("exec in {}", rest[0])));
+    return code.status().code() == Code::kFailedPrecondition ? 126 : 1;
+  }
+  return *code;
+}
+
 int CmdExec(const Context& c, const std::vector<std::string>& args) {
   bool tty = false, interactive = false;
   int timeout = 0;
   FlagSet flags("fun exec");
-  flags.Bool("tty", &tty, "allocate a terminal (not built yet)", 't');
-  flags.Bool("interactive", &interactive, "keep stdin open (not built yet)", 'i');
+  flags.Bool("tty", &tty, "give the command a terminal", 't');
+  flags.Bool("interactive", &interactive, "pass stdin to the command", 'i');
   flags.Int("timeout", &timeout, "kill the command after this many seconds (0: never)");
   auto rest = flags.Parse(args, /*stop_at_first_positional=*/true);
   if (!rest.ok()) return Usage(c.err, rest.status());
-  if (tty || interactive) {
-    return Usage(c.err, UnimplementedError("exec -i/-t (an interactive terminal) is not built yet: "
-                                           "run the command without them"));
-  }
   if (rest->size() < 2)
     return Usage(c.err, InvalidArgumentError("exec needs a CONTAINER and a CMD"));
+  if (tty || interactive) {
+    if (timeout != 0) {
+      return Usage(c.err, InvalidArgumentError("--timeout works only without -i and -t"));
+    }
+    return ExecInteractive(c, *rest, tty, interactive);
+  }
   auto session = Open(c);
   if (!session.ok()) return Fail(c.err, session.status());
   std::vector<std::string> cmd(rest->begin() + 1, rest->end());

@@ -26,6 +26,8 @@ struct Environment {
   std::string fun_host;  // $FUN_HOST
   bool stdout_is_terminal = false;
   bool stderr_is_terminal = false;
+  // What `exec -i` reads (until EOF) and `exec -t` sizes and sets raw when it is a terminal.
+  int stdin_fd = 0;
 };
 Environment EnvironmentFromProcess();
 

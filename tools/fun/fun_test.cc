@@ -4,6 +4,9 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <pty.h>
+#include <sys/ioctl.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -66,12 +69,13 @@ class FunCliTest : public ::testing::Test {
     ASSERT_NE(containerd_, nullptr);
   }
 
-  static Result Fun(std::vector<std::string> args) {
+  static Result Fun(std::vector<std::string> args, int stdin_fd = 0) {
     std::vector<std::string> full = {"--host", "unix:" + containerd_->socket_path(), "--log-root",
                                      log_root_};
     full.insert(full.end(), args.begin(), args.end());
     Environment env;
     env.paths = PathsInputFromEnvironment();
+    env.stdin_fd = stdin_fd;
     std::ostringstream out, err;
     Result r;
     r.code = fun::cli::Run(full, env, out, err);
@@ -87,6 +91,26 @@ class FunCliTest : public ::testing::Test {
     auto pods = (*cri)->ListPodSandbox({{"io.fun.managed", "true"}});
     EXPECT_TRUE(pods.ok()) << pods.status();
     return pods.ok() ? pods->size() : 999;
+  }
+
+  // `fun exec -i` with `input` as its stdin (a pipe, closed after the input: EOF).
+  static Result FunWithInput(std::vector<std::string> args, const std::string& input) {
+    int p[2];
+    EXPECT_EQ(::pipe(p), 0);
+    // A writer thread: the input may be larger than the pipe's buffer.
+    std::thread writer([&] {
+      size_t off = 0;
+      while (off < input.size()) {
+        const ssize_t n = ::write(p[1], input.data() + off, input.size() - off);
+        if (n <= 0) break;
+        off += static_cast<size_t>(n);
+      }
+      ::close(p[1]);
+    });
+    Result r = Fun(std::move(args), p[0]);
+    writer.join();
+    ::close(p[0]);
+    return r;
   }
 
   static inline std::string skip_;
@@ -153,6 +177,110 @@ TEST_F(FunCliTest, DetachedLifecyclePsExecStopRm) {
 
   Result rm = Fun({"rm", "web"});
   ASSERT_EQ(rm.code, 0) << rm.err;
+  EXPECT_EQ(nlohmann::json::parse(Fun({"ps", "-a", "--json"}).out).size(), 0u);
+}
+
+TEST_F(FunCliTest, ExecInteractivePipesStdinThroughTheStreamingUrl) {
+  ASSERT_EQ(Fun({"run", "-d", "--name", "cat", Busybox(), "sleep", "300"}).code, 0);
+  // echo hi | fun exec -i cat cat: stdin's EOF reaches cat, so it ends and fun with it.
+  Result hi = FunWithInput({"exec", "-i", "cat", "cat"}, "hi\n");
+  EXPECT_EQ(hi.code, 0) << hi.err;
+  EXPECT_EQ(hi.out, "hi\n");
+  EXPECT_EQ(hi.err, "");
+
+  // stdout and stderr stay apart; the exit code comes through the v4 status.
+  Result both =
+      FunWithInput({"exec", "-i", "cat", "sh", "-c", "cat; echo err >&2; exit 3"}, "one\ntwo\n");
+  EXPECT_EQ(both.code, 3) << both.err;
+  EXPECT_EQ(both.out, "one\ntwo\n");
+  EXPECT_EQ(both.err, "err\n");
+
+  // More than SPDY's 64 KiB window each way, and output that comes only after stdin's EOF.
+  std::string big;
+  for (int i = 0; big.size() < 300 * 1024; ++i) big += "line " + std::to_string(i) + "\n";
+  Result echo = FunWithInput({"exec", "-i", "cat", "cat"}, big);
+  EXPECT_EQ(echo.code, 0) << echo.err;
+  EXPECT_EQ(echo.out.size(), big.size());
+  EXPECT_TRUE(echo.out == big);
+  Result count = FunWithInput({"exec", "-i", "cat", "wc", "-c"}, big);
+  EXPECT_EQ(count.code, 0) << count.err;
+  EXPECT_THAT(count.out, HasSubstr(std::to_string(big.size())));
+
+  Result exit42 = FunWithInput({"exec", "-i", "cat", "sh", "-c", "exit 42"}, "");
+  EXPECT_EQ(exit42.code, 42) << exit42.err;
+
+  Result missing = FunWithInput({"exec", "-i", "cat", "/no/such/program"}, "");
+  EXPECT_EQ(missing.code, 126);
+  EXPECT_THAT(missing.err, HasSubstr("/no/such/program"));
+  EXPECT_EQ(std::count(missing.err.begin(), missing.err.end(), '\n'), 1) << missing.err;
+
+  Result not_running = FunWithInput({"exec", "-i", "nosuch", "cat"}, "");
+  EXPECT_EQ(not_running.code, 1);
+  EXPECT_THAT(not_running.err, HasSubstr("no container named \"nosuch\""));
+  EXPECT_EQ(Fun({"rm", "-f", "cat"}).code, 0);
+}
+
+TEST_F(FunCliTest, ExecWithATerminal) {
+  ASSERT_EQ(Fun({"run", "-d", "--name", "term", Busybox(), "sleep", "300"}).code, 0);
+  int master = -1, slave = -1;
+  winsize ws{};
+  ws.ws_row = 33;
+  ws.ws_col = 111;
+  ASSERT_EQ(::openpty(&master, &slave, nullptr, nullptr, &ws), 0);
+  termios before{};
+  ASSERT_EQ(::tcgetattr(slave, &before), 0);
+
+  // -t: the command gets a terminal of its own, as large as ours (the size may land a moment
+  // after the command starts, so it asks until it is set; busybox's stty fails on 0x0).
+  Result t =
+      Fun({"exec", "-t", "term", "sh", "-c",
+           "tty; for i in $(seq 50); do s=$(stty size 2>/dev/null); case \"$s\" in \"\"|\"0 0\") "
+           "sleep 0.1;; *) break;; esac; done; echo \"size $s\""},
+          slave);
+  EXPECT_EQ(t.code, 0) << t.err;
+  EXPECT_THAT(t.out, ::testing::MatchesRegex("/dev/pts/[0-9]+\r\nsize 33 111\r\n"));
+
+  // -it: our terminal goes raw while keys go to the container's, and is restored after.
+  const std::string typed = "abc\n";
+  ASSERT_EQ(::write(master, typed.data(), typed.size()), static_cast<ssize_t>(typed.size()));
+  Result it =
+      Fun({"exec", "-it", "term", "sh", "-c", "read line; echo \"got:$line\"; exit 7"}, slave);
+  EXPECT_EQ(it.code, 7) << it.err;
+  EXPECT_THAT(it.out, HasSubstr("got:abc\r\n"));
+  termios after{};
+  ASSERT_EQ(::tcgetattr(slave, &after), 0);
+  EXPECT_EQ(after.c_lflag, before.c_lflag);
+  EXPECT_EQ(after.c_iflag, before.c_iflag);
+  EXPECT_EQ(after.c_oflag, before.c_oflag);
+
+  // -it from something that is not a terminal: Docker's refusal.
+  Result notty = FunWithInput({"exec", "-it", "term", "sh"}, "");
+  EXPECT_EQ(notty.code, 1);
+  EXPECT_THAT(notty.err, HasSubstr("not a TTY"));
+  ::close(master);
+  ::close(slave);
+  EXPECT_EQ(Fun({"rm", "-f", "term"}).code, 0);
+}
+
+TEST_F(FunCliTest, RunInteractiveAttachesToTheContainersProcess) {
+  // run -i: stdin reaches the container's own process (CRI Attach), its EOF too.
+  Result i = FunWithInput({"run", "-i", "--rm", Busybox(), "sh", "-c", "cat; echo err >&2; exit 4"},
+                          "in\n");
+  EXPECT_EQ(i.code, 4) << i.err;
+  EXPECT_EQ(i.out, "in\n");
+  EXPECT_THAT(i.err, HasSubstr("err\n"));
+
+  // run -it with a pty: keys in, the exit code out, --rm honoured.
+  int master = -1, slave = -1;
+  ASSERT_EQ(::openpty(&master, &slave, nullptr, nullptr, nullptr), 0);
+  const std::string typed = "xyz\n";
+  ASSERT_EQ(::write(master, typed.data(), typed.size()), static_cast<ssize_t>(typed.size()));
+  Result it =
+      Fun({"run", "-it", "--rm", Busybox(), "sh", "-c", "read l; echo \"got:$l\"; exit 5"}, slave);
+  EXPECT_EQ(it.code, 5) << it.err;
+  EXPECT_THAT(it.out, HasSubstr("got:xyz\r\n"));
+  ::close(master);
+  ::close(slave);
   EXPECT_EQ(nlohmann::json::parse(Fun({"ps", "-a", "--json"}).out).size(), 0u);
 }
 
@@ -234,10 +362,11 @@ TEST_F(FunCliTest, BadInputIsAOneLineErrorWithANonZeroExit) {
       {{"run", "--user", "bob:staff", "busybox"}, 2, "numeric GID"},
       {{"run", "-e", "=x", "busybox"}, 2, "name is empty"},
       {{"run", "--bogus", "busybox"}, 2, "--bogus"},
-      {{"run", "-it", "busybox"}, 2, "not built yet"},
+      {{"run", "-it", "busybox"}, 1, "not a TTY"},
       {{"stop", "-t", "-1", "x"}, 2, "-t"},
       {{"logs", "--tail", "many", "x"}, 2, "--tail"},
       {{"exec", "x"}, 2, "needs a CONTAINER and a CMD"},
+      {{"exec", "-i", "--timeout", "5", "x", "cat"}, 2, "--timeout works only without"},
       {{"stop", "nosuch"}, 1, "no container named \"nosuch\""},
   };
   for (const Case& c : cases) {
