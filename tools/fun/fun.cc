@@ -433,12 +433,15 @@ int CmdRun(const Context& c, const std::vector<std::string>& args) {
 
   auto session = Open(c);
   if (!session.ok()) return Fail(c.err, session.status());
-  // A progress bar from containerd's content service (a spinner where there is none).
+  // The pull on its own first (as Docker does), with a progress bar from containerd's content
+  // service: inside Run, RunPodSandbox may pull the sandbox image, which the bar must not count.
   std::optional<cri::PullProgress> pulling;
-  auto r = session->engine->Run(spec, [&](std::string_view image) {
-    pulling.emplace(session->target.socket, std::string(image), c.err, c.env.stderr_is_terminal);
+  auto image = session->engine->EnsureImage(spec.image, [&](std::string_view ref) {
+    pulling.emplace(session->target.socket, std::string(ref), c.err, c.env.stderr_is_terminal);
   });
-  if (pulling) pulling->Finish(r.ok() ? fmt::format("pulled {}", spec.image) : "");
+  if (pulling) pulling->Finish(image.ok() ? fmt::format("pulled {}", spec.image) : "");
+  if (!image.ok()) return Fail(c.err, image.status());
+  auto r = session->engine->Run(spec);
   if (!r.ok()) return Fail(c.err, r.status());
   if (detach) {
     c.out << r->container_id << std::endl;
