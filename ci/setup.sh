@@ -14,7 +14,8 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   libboost-dev libboost-filesystem-dev libfmt-dev nlohmann-json3-dev
-  golang-github-containerd-containerd-dev
+  # containerd's API protos (content service: pull progress) and the gogo.proto they import
+  golang-github-containerd-containerd-dev golang-github-gogo-protobuf-dev
   # the real peers the tests start
   qemu-system-x86 qemu-utils containerd runc containernetworking-plugins
   docker-registry skopeo umoci busybox-static diod socat iperf3 haproxy curl

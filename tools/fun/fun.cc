@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <thread>
 
 #include "lib/base/clock.h"
@@ -25,6 +26,7 @@
 #include "lib/cri/image_ref.h"
 #include "lib/cri/log_line.h"
 #include "lib/cri/stream_codec.h"
+#include "lib/cri/pull_progress.h"
 #include "lib/net/agent_client.h"
 #include "lib/vm/instance_agent.h"
 #include "lib/vm/instance_state.h"
@@ -509,13 +511,15 @@ int CmdRun(const Context& c, const std::vector<std::string>& args) {
 
   auto session = Open(c);
   if (!session.ok()) return Fail(c.err, session.status());
-  Spinner pull_spinner(c.err, c.env.stderr_is_terminal, Clock::Real());
-  bool pulling = false;
-  auto r = session->engine->Run(spec, [&](std::string_view image) {
-    pulling = true;
-    pull_spinner.Update(fmt::format("pulling {}", image));
+  // The pull on its own first (as Docker does), with a progress bar from containerd's content
+  // service: inside Run, RunPodSandbox may pull the sandbox image, which the bar must not count.
+  std::optional<cri::PullProgress> pulling;
+  auto image = session->engine->EnsureImage(spec.image, [&](std::string_view ref) {
+    pulling.emplace(session->target.socket, std::string(ref), c.err, c.env.stderr_is_terminal);
   });
-  if (pulling) pull_spinner.Done(r.ok() ? fmt::format("pulled {}", spec.image) : "");
+  if (pulling) pulling->Finish(image.ok() ? fmt::format("pulled {}", spec.image) : "");
+  if (!image.ok()) return Fail(c.err, image.status());
+  auto r = session->engine->Run(spec);
   if (!r.ok()) return Fail(c.err, r.status());
   if (detach) {
     c.out << r->container_id << std::endl;
@@ -760,23 +764,15 @@ int CmdPull(const Context& c, const std::vector<std::string>& args) {
   auto session = Open(c);
   if (!session.ok()) return Fail(c.err, session.status());
   const std::string& ref = (*rest)[0];
-  Spinner spinner(c.err, c.env.stderr_is_terminal, Clock::Real());
-  spinner.Update(fmt::format("pulling {}", ref));
-  // The spinner redraws from a thread of its own while the pull call blocks.
-  std::atomic<bool> stop{false};
-  std::thread ticker([&] {
-    while (!stop.load()) {
-      std::this_thread::sleep_for(milliseconds(100));
-      if (!stop.load()) spinner.Update(fmt::format("pulling {}", ref));
-    }
-  });
+  // Bytes and layers from containerd's content service, polled on a thread of its own while
+  // the pull call blocks (a spinner where there is no content service).
+  cri::PullProgress progress(session->target.socket, ref, c.err, c.env.stderr_is_terminal);
   auto id = session->cri->PullImage(ref);
-  stop = true;
-  ticker.join();
-  spinner.Done("");
+  const cri::PullSnapshot pulled = progress.Finish("");
   if (!id.ok()) return Fail(c.err, id.status().WithContext(fmt::format("pulling {}", ref)));
-  c.out << fmt::format("pulled {} ({}, {:.1f} s)\n", ref, id->substr(0, 19),
-                       spinner.elapsed_seconds());
+  c.out << fmt::format("pulled {} ({}, {}{:.1f} s)\n", ref, id->substr(0, 19),
+                       pulled.layers_seen == 0 ? "" : pulled.Describe() + ", ",
+                       progress.elapsed_seconds());
   return 0;
 }
 
