@@ -13,6 +13,7 @@
 #include "lib/base/log.h"
 #include "lib/net/splice.h"
 #include "lib/vm/accel.h"
+#include "lib/vm/instance.h"
 #include "lib/vm/pidfile.h"
 #include "lib/vm/qemu_command.h"
 #include "lib/vm/qmp.h"
@@ -89,6 +90,11 @@ Status Hostd::Prepare() {
   std::lock_guard lock(mu_);
   if (old.ok()) state_.last_exit = old->last_exit;
   state_.backend = std::string(BackendName(config_.backend));
+  // macOS: ~/Library/Logs/Fun/linuxkit.log follows the console. Not worth failing a start.
+  if (Status s = LinkConsoleForUser(o_.paths, o_.instance); !s.ok()) {
+    FUN_LOG(Warning, "{} (the console is still in {})", s.message(),
+            File(InstanceFileKind::kConsoleLog));
+  }
   return OkStatus();
 }
 

@@ -282,6 +282,13 @@ Status RemoveInstance(const Paths& paths, const std::string& name) {
   if (::rmdir(st.instance_dir.c_str()) != 0) {
     return ErrnoError(errno, "removing " + st.instance_dir);
   }
+  // The console link of macOS (~/Library/Logs/Fun/linuxkit.log) would point at nothing now.
+  const std::string user_console = paths.ConsoleLogForUser(name);
+  struct stat link {};
+  if (user_console != paths.InstanceFile(name, InstanceFileKind::kConsoleLog) &&
+      ::lstat(user_console.c_str(), &link) == 0 && S_ISLNK(link.st_mode)) {
+    ::unlink(user_console.c_str());
+  }
   return OkStatus();
 }
 
@@ -296,6 +303,28 @@ std::string TailFile(const std::string& path, size_t lines) {
   std::string out;
   for (const auto& l : last) out += l + "\n";
   return out;
+}
+
+Status LinkConsoleForUser(const Paths& paths, const std::string& name) {
+  const std::string console = paths.InstanceFile(name, InstanceFileKind::kConsoleLog);
+  const std::string user = paths.ConsoleLogForUser(name);
+  if (user == console) return OkStatus();
+  const size_t slash = user.rfind('/');
+  if (slash != std::string::npos && slash > 0) {
+    FUN_RETURN_IF_ERROR(MakeDirs(user.substr(0, slash), 0700));
+  }
+  // Made under a private name and renamed over the old one: never a moment without it.
+  const std::string tmp = fmt::format("{}.tmp.{}", user, ::getpid());
+  ::unlink(tmp.c_str());
+  if (::symlink(console.c_str(), tmp.c_str()) != 0) {
+    return ErrnoError(errno, fmt::format("linking {} to {}", user, console));
+  }
+  if (::rename(tmp.c_str(), user.c_str()) != 0) {
+    int e = errno;
+    ::unlink(tmp.c_str());
+    return ErrnoError(e, fmt::format("linking {} to {}", user, console));
+  }
+  return OkStatus();
 }
 
 }  // namespace fun::vm

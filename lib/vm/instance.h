@@ -87,4 +87,10 @@ Status RemoveInstance(const Paths& paths, const std::string& name);
 // The last `lines` lines of a text file ("" if unreadable).
 std::string TailFile(const std::string& path, size_t lines);
 
+// Where the user is told to look for the console differs from the instance's console.log (on
+// macOS: ~/Library/Logs/Fun/linuxkit.log, the product's promise): makes that path a symlink to
+// console.log, so Console.app and `tail -f` see the live console. Replaces an old symlink or
+// file there; a no-op where the two paths are the same (Linux). Called by fun-hostd at start.
+Status LinkConsoleForUser(const Paths& paths, const std::string& name);
+
 }  // namespace fun::vm

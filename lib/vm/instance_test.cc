@@ -133,6 +133,37 @@ TEST_F(InstanceTest, RemoveRefusesARunningInstanceAndDeletesAStoppedOne) {
   EXPECT_EQ(RemoveInstance(paths_, "dev").code(), Code::kNotFound);
 }
 
+TEST_F(InstanceTest, OnLinuxTheConsoleIsWhereTheUserLooks) {
+  ASSERT_TRUE(EnsureInstance(paths_, "default", {}).ok());
+  ASSERT_TRUE(LinkConsoleForUser(paths_, "default").ok());
+  EXPECT_EQ(paths_.ConsoleLogForUser("default"),
+            paths_.InstanceFile("default", InstanceFileKind::kConsoleLog));
+}
+
+// The macOS layout (pure paths, so it runs here): ~/Library/Logs/Fun/linuxkit.log follows the
+// instance's console.log, and a restart replaces a stale link or file.
+TEST_F(InstanceTest, OnMacosLinuxkitLogFollowsTheConsole) {
+  Paths mac = *ResolvePaths({.os = Os::kMacos, .home = home_ + "/mac"});
+  ASSERT_TRUE(EnsureInstance(mac, "default", {}).ok());
+  const std::string console = mac.InstanceFile("default", InstanceFileKind::kConsoleLog);
+  const std::string user = mac.ConsoleLogForUser("default");
+  EXPECT_EQ(user, home_ + "/mac/Library/Logs/Fun/linuxkit.log");
+  std::ofstream(user) << "stale copy";
+  ASSERT_TRUE(LinkConsoleForUser(mac, "default").ok());
+  std::ofstream(console) << "fun-init: containerd ready after 4.2 s\n";
+  EXPECT_EQ(TailFile(user, 5), "fun-init: containerd ready after 4.2 s\n");
+  ASSERT_TRUE(LinkConsoleForUser(mac, "default").ok());  // idempotent
+  char target[4096] = {};
+  ASSERT_GT(::readlink(user.c_str(), target, sizeof(target) - 1), 0);
+  EXPECT_EQ(std::string(target), console);
+  ASSERT_TRUE(EnsureInstance(mac, "dev", {}).ok());
+  ASSERT_TRUE(LinkConsoleForUser(mac, "dev").ok());
+  EXPECT_EQ(mac.ConsoleLogForUser("dev"), home_ + "/mac/Library/Logs/Fun/dev-linuxkit.log");
+  ASSERT_TRUE(RemoveInstance(mac, "dev").ok());
+  struct stat st {};
+  EXPECT_NE(::lstat(mac.ConsoleLogForUser("dev").c_str(), &st), 0) << "rm left the link";
+}
+
 TEST(TailFileTest, LastLines) {
   std::string path = "/tmp/fun-tail-test-" + std::to_string(::getpid());
   std::ofstream(path) << "a\nb\nc\nd\n";
