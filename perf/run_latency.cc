@@ -158,11 +158,21 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "run_latency: %s\n", fun_native.status().message().c_str());
     return 1;
   }
+  // ctr's container gets an empty network namespace, no CNI: the host-network pod shows what
+  // the pod sandbox costs without CNI's bridge setup and teardown.
+  Command fun_host = fun_run;
+  fun_host.args.insert(fun_host.args.end() - 2, {"--network", "host"});
+  auto fun_host_net = Time("fun run --rm --network host (no CNI)", fun_host, runs);
+  if (!fun_host_net.ok()) {
+    std::fprintf(stderr, "run_latency: %s\n", fun_host_net.status().message().c_str());
+    return 1;
+  }
 
   std::printf("run latency of `true` in %s, %d runs each (seconds)\n", image.c_str(), runs);
   std::printf("%-44s %8s %8s %8s %7s   %s\n", "", "median", "min", "max", "runs", "vs ctr");
   Print(ctr, nullptr);
   Print(*fun_native, &ctr);
+  Print(*fun_host_net, &ctr);
 
   if (vm) {
     char tmpl[] = "/tmp/fun-run-latency-XXXXXX";

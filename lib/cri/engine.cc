@@ -155,7 +155,8 @@ StatusOr<RunResult> Engine::Run(const RunSpec& spec, const PullCallback& on_pull
   pod.name = r.name;
   pod.uid = RandomHex(32);
   pod.ns = std::string(kPodNamespace);
-  pod.hostname = r.name.size() <= 63 ? r.name : r.name.substr(0, 63);
+  // A host-network pod shares the host's UTS namespace too: its hostname is the host's.
+  if (!spec.host_network) pod.hostname = r.name.size() <= 63 ? r.name : r.name.substr(0, 63);
   pod.log_directory = fmt::format("{}/{}_{}", options_.log_root, r.name, pod.uid.substr(0, 12));
   pod.ports = spec.ports;
   pod.host_network = spec.host_network;

@@ -46,7 +46,7 @@ constexpr const char kUsage[] =
     "\n"
     "Containers:\n"
     "  run [-d] [-i] [-t] [--rm] [--name N] [-e K=V]... [-w DIR] [--entrypoint E] [--user U]\n"
-    "      IMAGE [CMD...]\n"
+    "      [--network bridge|host] IMAGE [CMD...]\n"
     "                  start a container; in the foreground, print its output and exit with its "
     "code\n"
     "  ps [-a] [-q]    running containers (-a: all)\n"
@@ -469,6 +469,10 @@ int CmdRun(const Context& c, const std::vector<std::string>& args) {
   flags.String("user", &user, "UID, UID:GID or a user name of the image", 'u');
   flags.Bool("tty", &tty, "give the container a terminal", 't');
   flags.Bool("interactive", &interactive, "pass stdin to the container", 'i');
+  std::string network = "bridge";
+  flags.String("network", &network,
+               "bridge (the default: an address on the CNI bridge, NATed out) or host (the VM's "
+               "network, or this host's with --host native)");
   auto rest = flags.Parse(args, /*stop_at_first_positional=*/true);
   if (!rest.ok()) return Usage(c.err, rest.status());
   if (rest->empty())
@@ -487,6 +491,12 @@ int CmdRun(const Context& c, const std::vector<std::string>& args) {
   spec.workdir = workdir;
   spec.user = user;
   spec.rm = rm;
+  if (network == "host") {
+    spec.host_network = true;
+  } else if (network != "bridge") {
+    return Usage(c.err, InvalidArgumentError(
+                            fmt::format("--network \"{:.40}\": use bridge or host", network)));
+  }
   spec.tty = tty;
   spec.interactive = interactive;
   if (!entrypoint.empty()) spec.entrypoint = std::vector<std::string>{entrypoint};

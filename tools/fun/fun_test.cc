@@ -308,6 +308,17 @@ TEST_F(FunCliTest, EnvWorkdirEntrypointAndUser) {
   EXPECT_EQ(r.out, "hi there\n/tmp\n1000\n1001\n");
 }
 
+TEST_F(FunCliTest, HostNetworkSharesTheHostsNameAndInterfaces) {
+  char host[256] = {};
+  ASSERT_EQ(::gethostname(host, sizeof(host) - 1), 0);
+  Result r = Fun({"run", "--rm", "--network", "host", Busybox(), "hostname"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, std::string(host) + "\n");
+  Result bad = Fun({"run", "--network", "overlay", Busybox()});
+  EXPECT_EQ(bad.code, 2);
+  EXPECT_THAT(bad.err, HasSubstr("use bridge or host"));
+}
+
 TEST_F(FunCliTest, LogsWithTailAndBothStreams) {
   ASSERT_EQ(Fun({"run", "-d", "--name", "talker", Busybox(), "sh", "-c",
                  "echo err >&2; sleep 0.3; for i in 1 2 3 4 5; do echo line$i; done"})
