@@ -18,8 +18,8 @@ gen=()
 command -v ninja >/dev/null && gen=(-G Ninja)
 cmake -S . -B build "${gen[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j "$(nproc)"
-bash linuxkit/build.sh --out build/linuxkit --guestd build/bin/fun-guestd
 bash images/build.sh --out build/images
+bash linuxkit/build.sh --out build/linuxkit --guestd build/bin/fun-guestd --images build/images
 
 bin=build/bin
 export FUN_IMAGE_DIR=$PWD/build/linuxkit

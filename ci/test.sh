@@ -25,7 +25,7 @@ cmake -S . -B build "${gen[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFUN_WERROR=O
 cmake --build build -j "$jobs"
 
 step "VM image (linuxkit/build.sh: Debian's kernel, busybox, containerd, runc, fun-guestd)"
-bash linuxkit/build.sh --out build/linuxkit --guestd build/bin/fun-guestd
+bash linuxkit/build.sh --out build/linuxkit --guestd build/bin/fun-guestd --images build/images
 
 status=0
 step "tests (ctest, normal build: unit, containerd, interop, harness with a real VM)"

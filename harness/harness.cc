@@ -271,6 +271,14 @@ ScenarioReport RunVmLifecycle(const HarnessOptions& o) {
       auto j = nlohmann::json::parse(inspect.stdout_data, nullptr, false);
       FUN_RETURN_IF_ERROR(Expect(j.is_array() && j.size() == 1 && !Str(j[0], "ip").empty(),
                                  "fun inspect: " + inspect.stdout_data.substr(0, 400)));
+      // The pod's pause image came from the VM's own registry (fun-guestd), not the host's.
+      ProcessResult images = sc.Tool(r, "fun", {"images", "--json"});
+      FUN_RETURN_IF_ERROR(
+          Expect(images.ok() &&
+                     images.stdout_data.find("127.0.0.1:5001/fun/pause:1.0") != std::string::npos,
+                 "the sandbox image is not 127.0.0.1:5001/fun/pause:1.0 (the VM's own "
+                 "registry): " +
+                     images.stdout_data.substr(0, 400)));
       ProcessResult rm = sc.Tool(r, "fun", {"rm", "-f", "web"});
       FUN_RETURN_IF_ERROR(Expect(rm.ok(), "fun rm -f: " + rm.Describe() + " " + rm.stderr_data));
       r.message = "pod ip " + Str(j[0], "ip");

@@ -16,7 +16,11 @@
 # <out>/.inputs.
 #
 #   linuxkit/build.sh [--out DIR] [--cache DIR] [--guestd PATH] [--compress none|gzip|lz4|zstd]
-#                     [--with-ctr] [--force]
+#                     [--with-ctr] [--images DIR] [--force]
+#
+# --images DIR: images/build.sh's output; its pause layout ships in the image under
+# /usr/share/fun/images/fun/pause, where fun-guestd serves it as a read-only registry on the
+# VM's 127.0.0.1:5001 (containerd's sandbox_image), so pods need no registry on the host.
 #
 # Needs: apt-get, dpkg-deb, cpio, depmod + modprobe (kmod), xz, sha256sum, readelf or
 # objdump (binutils); lz4 / zstd / gzip for the matching --compress. Root is not needed.
@@ -30,6 +34,7 @@ self="$here/build.sh"
 out="$repo/build/linuxkit"
 cache="$repo/.cache/linuxkit"
 guestd=""
+images=""
 compress="none"   # measured fastest under TCG; see linuxkit/README.md
 with_ctr=0         # ctr is 22 MB of initrd that nothing in the VM runs; --with-ctr for debugging
 force=0
@@ -47,6 +52,7 @@ while [ $# -gt 0 ]; do
     --guestd) [ $# -ge 2 ] || die "--guestd needs a path"; guestd=$2; shift 2 ;;
     --compress) [ $# -ge 2 ] || die "--compress needs none|gzip|lz4|zstd"; compress=$2; shift 2 ;;
     --with-ctr) with_ctr=1; shift ;;
+    --images) [ $# -ge 2 ] || die "--images needs a directory"; images=$2; shift 2 ;;
     --no-ctr) with_ctr=0; shift ;;  # the default since session 2; kept for old command lines
     --force) force=1; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "$self" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -54,6 +60,10 @@ while [ $# -gt 0 ]; do
   esac
 done
 case "$compress" in none|gzip|lz4|zstd) ;; *) die "--compress must be none, gzip, lz4 or zstd, not '$compress'" ;; esac
+if [ -n "$images" ]; then
+  [ -f "$images/pause/index.json" ] || die "--images $images: no pause/index.json (run images/build.sh --out $images)"
+  images=$(cd "$images" && pwd)
+fi
 if [ -n "$guestd" ]; then
   [ -f "$guestd" ] || die "--guestd $guestd: no such file"
   guestd=$(cd "$(dirname "$guestd")" && pwd)/$(basename "$guestd")
@@ -239,6 +249,10 @@ inputs_manifest() {
     done)
   fi
   if [ -n "$guestd" ]; then echo "guestd $(sha256sum < "$guestd" | cut -d' ' -f1)"; fi
+  if [ -n "$images" ]; then
+    (cd "$images/pause" && find . -type f | LC_ALL=C sort | while read -r f; do
+      echo "image pause $f $(sha256sum < "$f" | cut -d' ' -f1)"; done)
+  fi
 }
 manifest=$(inputs_manifest)
 hash=$(echo "$manifest" | sha256sum | cut -d' ' -f1)
@@ -424,6 +438,11 @@ ln -sf /proc/mounts "$r/etc/mtab"
 # Static files of the guest (CNI conflist, acpid config, ...) override the defaults above.
 if [ -d "$repo/guest/rootfs" ]; then cp -a "$repo/guest/rootfs/." "$r/"; fi
 install -m 755 "$repo/guest/init" "$r/init"
+# The pod sandbox image, served in the VM by fun-guestd (see --images).
+if [ -n "$images" ]; then
+  mkdir -p "$r/usr/share/fun/images/fun"
+  cp -a "$images/pause" "$r/usr/share/fun/images/fun/pause"
+fi
 
 # Trim what a VM never reads.
 rm -rf "$r/usr/share/doc" "$r/usr/share/man" "$r/usr/share/info" "$r/usr/share/lintian"

@@ -20,6 +20,7 @@
 #include <system_error>
 #include <thread>
 
+#include "guest/guestd/image_server.h"
 #include "lib/base/flags.h"
 #include "lib/base/log.h"
 #include "lib/base/version.h"
@@ -34,7 +35,8 @@ using agent::ReplyStatus;
 constexpr char kUsage[] =
     "usage: fun-guestd [--listen ADDRESS]... [--token-file PATH] [--containerd-socket PATH]\n"
     "                  [--shutdown-command PATH] [--no-timesync] [--max-connections N]\n"
-    "                  [--log-root DIR] [--log-file PATH] [--log-level LEVEL]\n"
+    "                  [--log-root DIR] [--image-listen ADDRESS] [--image-dir DIR]\n"
+    "                  [--log-file PATH] [--log-level LEVEL]\n"
     "\n"
     "The agent inside Fun's VM: serves the host's agent channel (containerd, TCP forwards,\n"
     "ping, time sync, shutdown). ADDRESS is tcp:HOST:PORT, unix:PATH or vsock:PORT\n"
@@ -532,6 +534,9 @@ StatusOr<Options> ParseArgs(const std::vector<std::string>& args) {
   flags.Bool("no-timesync", &no_timesync, "refuse the host's time sync requests");
   flags.Int("max-connections", &o.max_connections, "connections served at once (1 .. 65536)");
   flags.String("log-root", &o.log_root, "container logs the host may read (kLog) live under it");
+  flags.String("image-listen", &o.image_listen,
+               "serve the OCI layouts of --image-dir as a read-only registry here (tcp:HOST:PORT)");
+  flags.String("image-dir", &o.image_dir, "OCI image layouts, one per repository name");
   flags.String("log-file", &o.log_file, "also log to this file");
   flags.String("log-level", &o.log_level, "debug, info, warning, error");
   FUN_ASSIGN_OR_RETURN(auto rest, flags.Parse(args));
@@ -559,6 +564,9 @@ StatusOr<Options> ParseArgs(const std::vector<std::string>& args) {
         fmt::format("--shutdown-command \"{}\": must be an absolute path", o.shutdown_command));
   }
   FUN_RETURN_IF_ERROR_CTX(ParseSocketAddress("unix:" + o.containerd_socket), "--containerd-socket");
+  if (!o.image_listen.empty()) {
+    FUN_RETURN_IF_ERROR_CTX(ParseSocketAddress(o.image_listen), "--image-listen");
+  }
   FUN_RETURN_IF_ERROR_CTX(log::ParseLevel(o.log_level), "--log-level");
   return o;
 }
@@ -778,7 +786,25 @@ int Main(const std::vector<std::string>& args, std::ostream& out, std::ostream& 
     out << "listening on " << a << std::endl;
     FUN_LOG(Info, "listening on {}", a);
   }
+  // The image registry for the pod sandbox image (see image_server.h), when asked for. A
+  // failure to start it is logged, not fatal: the agent matters more.
+  std::unique_ptr<ImageServer> images;
+  std::thread images_thread;
+  if (!opts->image_listen.empty()) {
+    auto is = ImageServer::Create({.listen = opts->image_listen, .dir = opts->image_dir});
+    if (is.ok()) {
+      images = std::move(*is);
+      FUN_LOG(Info, "serving the images in {} on {}", opts->image_dir, images->address());
+      images_thread = std::thread([&] { images->Run(); });
+    } else {
+      FUN_LOG(Error, "image registry: {}", is.status().message());
+    }
+  }
   Status s = (*agent)->Run(stop_fd);
+  if (images) {
+    images->Stop();
+    images_thread.join();
+  }
   if (!s.ok()) {
     err << "fun-guestd: " << s.message() << "\n";
     return 1;

@@ -76,6 +76,9 @@ struct Options {
   // kLog serves files under this directory only (where the host's engine tells containerd to
   // write container logs: on the data disk, so they survive a VM restart).
   std::string log_root = kDefaultLogRoot;
+  // A read-only image registry (image_server.h) for the layouts in image_dir; "" : none.
+  std::string image_listen;
+  std::string image_dir = "/usr/share/fun/images";
   std::string log_file;
   std::string log_level = "info";
 };

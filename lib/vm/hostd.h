@@ -44,6 +44,10 @@
 
 namespace fun::vm {
 
+// fun-hostd's exit status when another fun-hostd already runs the instance (its lock is held):
+// a concurrent `fun-vmctl start` that spawned this one waits for the other instead of failing.
+inline constexpr int kHostdExitAlreadyRunning = 3;
+
 struct HostdOptions {
   std::string instance = "default";
   Paths paths;

@@ -88,7 +88,7 @@ int main(int argc, char** argv) {
   fun::Status s = (*hostd)->Run();
   if (!s.ok()) {
     FUN_LOG(Error, "{}", s.message());
-    return 1;
+    return s.code() == fun::Code::kAlreadyExists ? fun::vm::kHostdExitAlreadyRunning : 1;
   }
   return 0;
 }

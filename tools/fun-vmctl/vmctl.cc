@@ -9,6 +9,7 @@
 #include <chrono>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <thread>
 
 #include "lib/base/clock.h"
@@ -17,6 +18,7 @@
 #include "lib/base/progress.h"
 #include "lib/base/version.h"
 #include "lib/cri/client.h"
+#include "lib/vm/hostd.h"
 #include "lib/vm/image.h"
 #include "lib/vm/instance.h"
 
@@ -166,15 +168,25 @@ Status WaitForRuntime(const Paths& paths, const std::string& name, std::chrono::
   std::string sock = paths.InstanceFile(name, InstanceFileKind::kContainerdSock);
   auto deadline = std::chrono::steady_clock::now() + timeout;
   std::unique_ptr<cri::CriClient> client;
+  std::optional<std::chrono::steady_clock::time_point> other_since;
   for (;;) {
     vm::InstanceStatus st = vm::GetInstanceStatus(paths, name);
-    bool ours_exited = false;
     if (spawned > 0) {
       int wst = 0;
-      ours_exited = ::waitpid(spawned, &wst, WNOHANG) == spawned;
-      if (ours_exited) spawned = 0;
+      if (::waitpid(spawned, &wst, WNOHANG) == spawned) {
+        spawned = 0;
+        // Another start won the instance's lock: its fun-hostd runs the VM; wait for that one.
+        if (WIFEXITED(wst) && WEXITSTATUS(wst) == vm::kHostdExitAlreadyRunning) {
+          other_since = std::chrono::steady_clock::now();
+        }
+      }
     }
-    bool stale = spawned > 0 && (!st.state || st.state->started_at_ms < spawned_at_ms);
+    // Until the winner has written its pid file (a moment), the state on disk is the last run's.
+    const bool waiting_for_other =
+        other_since.has_value() && st.hostd.status != vm::PidStatus::kAlive &&
+        std::chrono::steady_clock::now() - *other_since < std::chrono::seconds(10);
+    bool stale = (spawned > 0 && (!st.state || st.state->started_at_ms < spawned_at_ms)) ||
+                 waiting_for_other;
     if (!stale && (st.phase == "failed" || st.phase == "stopped" || st.phase == "crashed")) {
       std::string why = st.state && !st.state->error.empty() ? st.state->error
                         : st.state && st.state->last_exit    ? st.state->last_exit->reason
