@@ -2,11 +2,14 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdlib>
 #include <fstream>
+#include <thread>
 
 #include "lib/vm/instance_state.h"
 #include "lib/vm/pidfile.h"
@@ -162,6 +165,83 @@ TEST_F(InstanceTest, OnMacosLinuxkitLogFollowsTheConsole) {
   ASSERT_TRUE(RemoveInstance(mac, "dev").ok());
   struct stat st {};
   EXPECT_NE(::lstat(mac.ConsoleLogForUser("dev").c_str(), &st), 0) << "rm left the link";
+}
+
+// A stand-in fun-hostd (a forked child with hostd.pid naming it): it counts SIGTERMs and ends
+// after `terms_to_exit` of them, reporting the count through a pipe.
+// (A thread reaps it as soon as it exits, as a real hostd's parent would be gone: a zombie
+// would look alive to StopInstance.)
+struct StandInHostd {
+  pid_t pid = -1;
+  int report = -1;
+  std::thread reaper;
+  static StandInHostd Start(int terms_to_exit) {
+    int p[2];
+    EXPECT_EQ(::pipe(p), 0);
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigset_t old;
+    ::pthread_sigmask(SIG_BLOCK, &set, &old);  // no SIGTERM lost before the child waits
+    pid_t pid = ::fork();
+    if (pid == 0) {
+      ::close(p[0]);
+      int got = 0;
+      while (got < terms_to_exit) {
+        int sig = 0;
+        if (::sigwait(&set, &sig) == 0 && sig == SIGTERM) ++got;
+        char c = static_cast<char>('0' + got);
+        (void)!::write(p[1], &c, 1);
+      }
+      ::_exit(0);
+    }
+    ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    ::close(p[1]);
+    StandInHostd h;
+    h.pid = pid;
+    h.report = p[0];
+    h.reaper = std::thread([pid] {
+      int st = 0;
+      ::waitpid(pid, &st, 0);
+    });
+    return h;
+  }
+  std::string Reported() {
+    std::string s;
+    char c;
+    while (::read(report, &c, 1) == 1) s.push_back(c);
+    ::close(report);
+    reaper.join();
+    return s;
+  }
+};
+
+TEST_F(InstanceTest, StopAsksALiveHostdWithOneSigtermAndCleansUp) {
+  ASSERT_TRUE(EnsureInstance(paths_, "default", {}).ok());
+  StandInHostd h = StandInHostd::Start(1);
+  ASSERT_TRUE(
+      WritePidFile(paths_.InstanceFile("default", InstanceFileKind::kHostdPid), h.pid).ok());
+  InstanceState running{.phase = Phase::kRunning, .started_at_ms = 1};
+  ASSERT_TRUE(SaveInstanceState(paths_.InstanceDir("default"), running).ok());
+  std::vector<std::string> said;
+  Status s = StopInstance(paths_, "default",
+                          {.on_progress = [&](std::string_view m) { said.emplace_back(m); }});
+  ASSERT_TRUE(s.ok()) << s;
+  EXPECT_EQ(h.Reported(), "1");
+  EXPECT_THAT(said, ElementsAre("shutting the guest down"));
+  InstanceStatus st = GetInstanceStatus(paths_, "default");
+  EXPECT_EQ(st.hostd.status, PidStatus::kMissing);
+  EXPECT_EQ(st.phase, "stopped");
+}
+
+TEST_F(InstanceTest, ForcedStopSendsASecondSigterm) {
+  ASSERT_TRUE(EnsureInstance(paths_, "default", {}).ok());
+  StandInHostd h = StandInHostd::Start(2);
+  ASSERT_TRUE(
+      WritePidFile(paths_.InstanceFile("default", InstanceFileKind::kHostdPid), h.pid).ok());
+  Status s = StopInstance(paths_, "default", {.force = true});
+  ASSERT_TRUE(s.ok()) << s;
+  EXPECT_EQ(h.Reported(), "12") << "hostd turns the second SIGTERM into a forced stop";
 }
 
 TEST(TailFileTest, LastLines) {
