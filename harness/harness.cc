@@ -258,6 +258,12 @@ ScenarioReport RunVmLifecycle(const HarnessOptions& o) {
       ProcessResult ex = sc.Tool(r, "fun", {"exec", "web", "cat", "/etc/hostname"});
       FUN_RETURN_IF_ERROR(Expect(ex.ok() && ex.stdout_data == "web\n",
                                  "fun exec: " + ex.Describe() + " \"" + ex.stdout_data + "\""));
+      // Outbound from a bridged pod, NATed by the VM: the host's registry answers.
+      ProcessResult out =
+          sc.Tool(r, "fun", {"exec", "web", "wget", "-qO-", "http://10.0.2.2:5000/v2/"});
+      FUN_RETURN_IF_ERROR(Expect(out.ok() && out.stdout_data == "{}",
+                                 "outbound from the pod: " + out.Describe() + " \"" +
+                                     out.stdout_data + "\" " + out.stderr_data.substr(0, 300)));
       ProcessResult logs = sc.Tool(r, "fun", {"logs", "web"});
       FUN_RETURN_IF_ERROR(Expect(logs.ok() && logs.stdout_data == "started\n",
                                  "fun logs: " + logs.Describe() + " \"" + logs.stdout_data + "\""));
