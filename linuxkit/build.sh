@@ -90,8 +90,7 @@ cache=$(cd "$cache" && pwd)
 # Packages whose files are used; their library dependencies are added below.
 packages=(busybox-static containerd runc containernetworking-plugins e2fsprogs iptables)
 # CNI plugins shipped (the default conflist uses bridge + host-local; portmap ships for configs
-# that want hostPorts; containerd's
-# CRI runs loopback itself).
+# that want hostPorts; containerd's CRI runs loopback itself).
 cni_plugins=(bridge host-local loopback portmap)
 # Kernel modules, loaded by /init in these groups (dependencies are resolved by modprobe from
 # the modules.dep that depmod writes here).
