@@ -111,7 +111,24 @@ InstanceStatus GetInstanceStatus(const Paths& paths, const std::string& name) {
   bool hostd_alive = s.hostd.status == PidStatus::kAlive;
   Phase recorded = s.state ? s.state->phase : Phase::kStopped;
   if (hostd_alive) {
-    s.phase = std::string(PhaseName(recorded == Phase::kStopped ? Phase::kStarting : recorded));
+    // A live hostd with "stopped" on disk is one that has not written its state yet (the
+    // state is the last run's: "starting"), or one that has just recorded its own end and is
+    // removing its pid files (its run started after the hostd did: "stopped"). The harness
+    // caught the second window reported as "starting".
+    bool ended_by_this_hostd = false;
+    if (recorded == Phase::kStopped && s.state) {
+      if (auto up = ProcessUptimeSeconds(s.hostd.pid)) {
+        const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                   std::chrono::system_clock::now().time_since_epoch())
+                                   .count();
+        const int64_t hostd_started_ms = now_ms - static_cast<int64_t>(*up * 1000.0);
+        ended_by_this_hostd = s.state->started_at_ms + 500 >= hostd_started_ms &&
+                              s.state->last_exit.has_value() &&
+                              s.state->last_exit->at_ms >= s.state->started_at_ms;
+      }
+    }
+    s.phase = std::string(PhaseName(
+        recorded == Phase::kStopped && !ended_by_this_hostd ? Phase::kStarting : recorded));
   } else if (recorded == Phase::kStarting || recorded == Phase::kRunning ||
              recorded == Phase::kStopping) {
     s.phase = "crashed";  // hostd never recorded an end: it was killed

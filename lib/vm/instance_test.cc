@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <fstream>
 #include <thread>
@@ -242,6 +243,30 @@ TEST_F(InstanceTest, ForcedStopSendsASecondSigterm) {
   Status s = StopInstance(paths_, "default", {.force = true});
   ASSERT_TRUE(s.ok()) << s;
   EXPECT_EQ(h.Reported(), "12") << "hostd turns the second SIGTERM into a forced stop";
+}
+
+// A live hostd whose state says stopped: its own run ended (it is removing its pid files) ->
+// "stopped"; the previous run's state (this hostd has not written its own yet) -> "starting".
+TEST_F(InstanceTest, ALiveHostdWithAStoppedStateIsStoppedOnlyWhenItsOwnRunEnded) {
+  ASSERT_TRUE(EnsureInstance(paths_, "default", {}).ok());
+  ASSERT_TRUE(
+      WritePidFile(paths_.InstanceFile("default", InstanceFileKind::kHostdPid), ::getpid()).ok());
+  const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                             std::chrono::system_clock::now().time_since_epoch())
+                             .count();
+  InstanceState ended{.phase = Phase::kStopped, .started_at_ms = now_ms - 10};
+  ended.last_exit = LastExit{.reason = "qemu killed by signal 9 (SIGKILL)", .at_ms = now_ms};
+  ASSERT_TRUE(SaveInstanceState(paths_.InstanceDir("default"), ended).ok());
+  EXPECT_EQ(GetInstanceStatus(paths_, "default").phase, "stopped");
+
+  const double up = ProcessUptimeSeconds(::getpid()).value_or(0);
+  InstanceState previous{.phase = Phase::kStopped,
+                         .started_at_ms = now_ms - static_cast<int64_t>(up * 1000) - 60000};
+  previous.last_exit =
+      LastExit{.reason = "stopped on request", .at_ms = previous.started_at_ms + 1000};
+  ASSERT_TRUE(SaveInstanceState(paths_.InstanceDir("default"), previous).ok());
+  EXPECT_EQ(GetInstanceStatus(paths_, "default").phase, "starting");
+  ::unlink(paths_.InstanceFile("default", InstanceFileKind::kHostdPid).c_str());
 }
 
 TEST(TailFileTest, LastLines) {
