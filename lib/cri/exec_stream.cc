@@ -1,7 +1,9 @@
 #include "lib/cri/exec_stream.h"
 
+#include <fcntl.h>
 #include <fmt/format.h>
 #include <poll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -70,6 +72,13 @@ class Session {
   StatusOr<int> Run(const stream::StreamUrl& url) {
     FUN_ASSIGN_OR_RETURN(std::string rest, Upgrade(fd_, url, o_.handshake_timeout));
     decoder_.Append(rest);
+    // From here the socket never blocks: a write that would block waits in out_ while reading
+    // goes on. Blocking writes deadlocked under load (seen in CI): we blocked sending stdin
+    // while the server blocked sending us the output that would have let it read more.
+    const int flags = ::fcntl(fd_, F_GETFL);
+    if (flags < 0 || ::fcntl(fd_, F_SETFL, flags | O_NONBLOCK) != 0) {
+      return ErrnoError(errno, "making the exec stream non-blocking");
+    }
     FUN_RETURN_IF_ERROR(OpenStreams());
     if (o_.tty) FUN_RETURN_IF_ERROR(SendResize());
     FUN_RETURN_IF_ERROR(Pump());
@@ -85,14 +94,32 @@ class Session {
   }
 
  private:
+  // Queues `bytes` and writes what the socket takes now; the rest goes when it is writable.
   Status Send(std::string_view bytes) {
-    FUN_RETURN_IF_ERROR_CTX(WriteAll(fd_, bytes), "writing to containerd's stream server");
-    return OkStatus();
+    if (write_failed_) return UnavailableError("containerd's stream server stopped reading");
+    out_.append(bytes);
+    return Flush();
   }
   // For what may race with the server's close after the command ended (stdin, window updates,
   // resizes, pings): a failed write stops further sends, and reading on decides the outcome.
   Status SendLate(std::string_view bytes) {
-    if (!write_failed_ && !WriteAll(fd_, bytes).ok()) write_failed_ = true;
+    if (write_failed_) return OkStatus();
+    out_.append(bytes);
+    if (!Flush().ok()) write_failed_ = true;
+    return OkStatus();
+  }
+  Status Flush() {
+    while (!out_.empty()) {
+      const ssize_t n = ::send(fd_, out_.data(), out_.size(), MSG_NOSIGNAL);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return OkStatus();
+      if (n < 0) {
+        write_failed_ = true;
+        out_.clear();
+        return ErrnoError(errno, "writing to containerd's stream server");
+      }
+      out_.erase(0, static_cast<size_t>(n));
+    }
     return OkStatus();
   }
 
@@ -190,8 +217,11 @@ class Session {
     while (true) {
       pollfd fds[3];
       nfds_t n = 0;
-      fds[n++] = {.fd = fd_, .events = POLLIN, .revents = 0};
-      const int stdin_slot = (o_.stdin_fd >= 0 && !stdin_closed_) ? static_cast<int>(n++) : -1;
+      const short socket_events = static_cast<short>(POLLIN | (out_.empty() ? 0 : POLLOUT));
+      fds[n++] = {.fd = fd_, .events = socket_events, .revents = 0};
+      // Backpressure: no more stdin while what we have not sent yet is large.
+      const bool take_stdin = o_.stdin_fd >= 0 && !stdin_closed_ && out_.size() < kMaxPending;
+      const int stdin_slot = take_stdin ? static_cast<int>(n++) : -1;
       if (stdin_slot >= 0) fds[stdin_slot] = {.fd = o_.stdin_fd, .events = POLLIN, .revents = 0};
       const int resize_slot = (o_.tty && o_.resize_fd >= 0) ? static_cast<int>(n++) : -1;
       if (resize_slot >= 0) fds[resize_slot] = {.fd = o_.resize_fd, .events = POLLIN, .revents = 0};
@@ -208,9 +238,10 @@ class Session {
           (fds[stdin_slot].revents & (POLLIN | POLLHUP | POLLERR | POLLNVAL)) != 0) {
         FUN_RETURN_IF_ERROR(ReadStdin());
       }
+      if ((fds[0].revents & POLLOUT) != 0 && !write_failed_) (void)Flush();
       if ((fds[0].revents & (POLLIN | POLLHUP | POLLERR)) != 0) {
         const ssize_t got = ::read(fd_, buf.data(), buf.size());
-        if (got < 0 && errno == EINTR) continue;
+        if (got < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)) continue;
         if (got < 0 && errno == ECONNRESET) return OkStatus();  // the status decides
         if (got < 0) return ErrnoError(errno, "reading from containerd's stream server");
         if (got == 0) return OkStatus();
@@ -236,6 +267,8 @@ class Session {
   uint32_t error_id_ = 0, stdin_id_ = 0, stdout_id_ = 0, stderr_id_ = 0, resize_id_ = 0;
   bool stdin_closed_ = false;
   bool write_failed_ = false;
+  std::string out_;  // written to the socket as it takes it
+  static constexpr size_t kMaxPending = 256 * 1024;
   std::string resets_;
   bool status_seen_ = false;
   std::string status_;
