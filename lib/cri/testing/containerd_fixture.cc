@@ -454,9 +454,9 @@ Status ContainerdFixture::TrustPlainHttpRegistry(std::string_view host) {
   return OkStatus();
 }
 
-std::string ContainerdFixture::LogTail(size_t max_lines) const {
-  std::ifstream f(log_path_);
-  if (!f) return "(no log at " + log_path_ + ")";
+std::string TailOfLog(const std::string& path, size_t max_lines) {
+  std::ifstream f(path);
+  if (!f) return "(no log at " + path + ")";
   std::deque<std::string> lines;
   for (std::string line; std::getline(f, line);) {
     lines.push_back(std::move(line));
@@ -465,6 +465,10 @@ std::string ContainerdFixture::LogTail(size_t max_lines) const {
   std::string out;
   for (const std::string& l : lines) out += l + "\n";
   return out;
+}
+
+std::string ContainerdFixture::LogTail(size_t max_lines) const {
+  return TailOfLog(log_path_, max_lines);
 }
 
 }  // namespace fun::cri::testing

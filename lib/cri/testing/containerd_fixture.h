@@ -74,6 +74,9 @@ struct CniNetworkOptions {
   std::string file_name = "10-fun-test.conflist";
 };
 
+// The last `max_lines` lines of a log file, or "(no log at PATH)" (both fixtures' LogTail).
+std::string TailOfLog(const std::string& path, size_t max_lines);
+
 class ContainerdFixture {
  public:
   using Options = ContainerdFixtureOptions;

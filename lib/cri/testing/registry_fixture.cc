@@ -18,6 +18,7 @@
 #include "lib/base/clock.h"
 #include "lib/base/log.h"
 #include "lib/base/socket.h"
+#include "lib/cri/testing/containerd_fixture.h"
 
 #ifndef FUN_IMAGES_DIR
 #define FUN_IMAGES_DIR ""
@@ -47,19 +48,6 @@ Status WriteFile(const std::string& path, const std::string& content) {
   f.close();
   if (!f) return ErrnoError(errno, "writing " + path);
   return OkStatus();
-}
-
-std::string ReadTail(const std::string& path, size_t max_lines) {
-  std::ifstream f(path);
-  if (!f) return "(no log at " + path + ")";
-  std::deque<std::string> lines;
-  for (std::string line; std::getline(f, line);) {
-    lines.push_back(std::move(line));
-    if (lines.size() > max_lines) lines.pop_front();
-  }
-  std::string out;
-  for (const std::string& l : lines) out += l + "\n";
-  return out;
 }
 
 // A port on 127.0.0.1 that nothing listens on right now (the kernel's pick for port 0). Another
@@ -286,7 +274,7 @@ void RegistryFixture::Cleanup() {
 RegistryFixture::~RegistryFixture() { Cleanup(); }
 
 std::string RegistryFixture::LogTail(size_t max_lines) const {
-  return ReadTail(log_path_, max_lines);
+  return TailOfLog(log_path_, max_lines);
 }
 
 }  // namespace fun::cri::testing
