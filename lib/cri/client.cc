@@ -297,6 +297,12 @@ void CriClient::RenewChannel(const std::shared_ptr<Channel>& failed) {
   channel_ = std::move(ch);
 }
 
+namespace {
+// When this process loaded the client: `--debug` lines say when each call started, so the gaps
+// between calls (polling, the command's own work) show as well as the calls.
+const std::chrono::steady_clock::time_point kProcessStart = std::chrono::steady_clock::now();
+}  // namespace
+
 template <typename Rpc>
 fun::Status CriClient::Call(std::string_view method, milliseconds timeout, Rpc&& rpc) {
   std::shared_ptr<Channel> ch = CurrentChannel();
@@ -305,7 +311,8 @@ fun::Status CriClient::Call(std::string_view method, milliseconds timeout, Rpc&&
   const auto t0 = std::chrono::steady_clock::now();
   const grpc::Status s = std::forward<Rpc>(rpc)(*ch, &ctx);
   // `fun --debug` shows where a command spends its time, call by call.
-  FUN_LOG(Debug, "CRI {} took {:.1f} ms ({})", method,
+  FUN_LOG(Debug, "CRI {} at +{:.1f} ms took {:.1f} ms ({})", method,
+          std::chrono::duration<double, std::milli>(t0 - kProcessStart).count(),
           std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count(),
           s.ok() ? "ok" : s.error_message());
   if (s.ok()) return fun::OkStatus();

@@ -317,8 +317,9 @@ Status Engine::RemoveIds(std::string_view container_id, std::string_view pod_id)
 }
 
 StatusOr<int> Engine::Wait(std::string_view container_id) {
-  // Short polls first (most foreground runs end soon), up to poll_interval.
-  Clock::Duration interval = std::chrono::milliseconds(5);
+  // Short polls for the first quarter second (most foreground runs end soon, and containerd
+  // records an exit a few ms after it happens), then backing off up to poll_interval.
+  Clock::Duration interval = std::chrono::milliseconds(5), waited{};
   for (;;) {
     FUN_ASSIGN_OR_RETURN(Container st, cri_->ContainerStatus(container_id));
     if (st.state == ContainerState::kExited) return st.exit_code;
@@ -326,8 +327,10 @@ StatusOr<int> Engine::Wait(std::string_view container_id) {
       return FailedPreconditionError(fmt::format("container {} is in an unknown state ({}: {})",
                                                  st.id.substr(0, 12), st.reason, st.message));
     }
-    clock_->SleepFor(std::min<Clock::Duration>(interval, options_.poll_interval));
-    interval *= 2;
+    const Clock::Duration step = std::min<Clock::Duration>(interval, options_.poll_interval);
+    clock_->SleepFor(step);
+    waited += step;
+    if (waited >= std::chrono::milliseconds(250)) interval *= 2;
   }
 }
 

@@ -339,10 +339,15 @@ Status CopyLog(const Target& t, const std::string& path, bool follow, int tail,
   FUN_ASSIGN_OR_RETURN(UniqueFd fd, OpenLog(t, path, offset, follow, &stream));
   cri::LogSplitter split;
   bool half_closed = false;
-  // How long to wait for more before asking whether the container is done: short right after
-  // output (a short-lived container's exit is seen at once), backing off while it is quiet.
-  constexpr milliseconds kMinQuiet{5}, kMaxQuiet{200};
-  milliseconds quiet = kMinQuiet;
+  // How long to wait for more before asking whether the container is done: short for the first
+  // kEager of quiet after output (a short-lived container's exit is seen within a few ms; each
+  // question is one cheap CRI call), then backing off while it stays quiet.
+  constexpr milliseconds kMinQuiet{5}, kMaxQuiet{200}, kEager{250};
+  milliseconds quiet = kMinQuiet, quiet_for{0};
+  auto back_off = [&] {
+    quiet_for += quiet;
+    if (quiet_for >= kEager) quiet = std::min(quiet * 2, kMaxQuiet);
+  };
   for (;;) {
     if (stream) {
       // fun-guestd sends as the file grows and ends the stream after we half-close.
@@ -355,7 +360,7 @@ Status CopyLog(const Target& t, const std::string& path, bool follow, int tail,
           ::shutdown(fd.get(), SHUT_WR);
           half_closed = true;
         }
-        quiet = std::min(quiet * 2, kMaxQuiet);
+        back_off();
         continue;
       }
     }
@@ -365,6 +370,7 @@ Status CopyLog(const Target& t, const std::string& path, bool follow, int tail,
     if (n > 0) {
       split.Feed(std::string_view(buf, static_cast<size_t>(n)), emit);
       quiet = kMinQuiet;
+      quiet_for = milliseconds(0);
       continue;
     }
     if (stream || !follow) break;
@@ -377,7 +383,7 @@ Status CopyLog(const Target& t, const std::string& path, bool follow, int tail,
       break;
     }
     std::this_thread::sleep_for(quiet);
-    quiet = std::min(quiet * 2, kMaxQuiet);
+    back_off();
   }
   split.Finish(emit);
   return OkStatus();

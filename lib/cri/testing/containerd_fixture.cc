@@ -395,7 +395,8 @@ StatusOr<std::string> ContainerdFixture::WriteCniConfig(const CniNetworkOptions&
   const std::string subnet = network.subnet.empty()
                                  ? fmt::format("10.{}.{}.0/24", 100 + (r >> 8) % 150, r % 256)
                                  : network.subnet;
-  const std::string conf = fmt::format(R"({{
+  const std::string conf = fmt::format(
+      R"({{
   "cniVersion": "1.0.0",
   "name": "{}",
   "plugins": [
@@ -403,19 +404,21 @@ StatusOr<std::string> ContainerdFixture::WriteCniConfig(const CniNetworkOptions&
       "type": "bridge",
       "bridge": "{}",
       "isGateway": true,
-      "ipMasq": true,
+      "ipMasq": {},
       "hairpinMode": true,
       "ipam": {{
         "type": "host-local",
         "ranges": [[{{"subnet": "{}"}}]],
         "routes": [{{"dst": "0.0.0.0/0"}}]
       }}
-    }},
-    {{"type": "portmap", "capabilities": {{"portMappings": true}}}}
+    }}{}
   ]
 }}
 )",
-                                       network.network_name, bridge, subnet);
+      network.network_name, bridge, network.as_in_vm ? "false" : "true", subnet,
+      network.as_in_vm
+          ? ""
+          : ",\n    {\"type\": \"portmap\", \"capabilities\": {\"portMappings\": true}}");
   // go-cni loads only *.conf, *.conflist and *.json: the temporary name is ignored until the
   // rename makes the whole file appear at once.
   const std::string path = cni_conf_dir_ + "/" + network.file_name;

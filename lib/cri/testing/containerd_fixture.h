@@ -72,6 +72,11 @@ struct CniNetworkOptions {
   std::string network_name = "fun-test";
   // Written in the CRI plugin's conf_dir; containerd loads the first file in name order.
   std::string file_name = "10-fun-test.conflist";
+  // The VM's own network (guest/rootfs/etc/cni/net.d): bridge only, without the per-pod
+  // ipMasq chains and the portmap plugin (Fun publishes ports through its agent, and the VM
+  // masquerades its pod subnet with one rule). false: bridge with ipMasq + portmap, as a
+  // stock containerd install has it.
+  bool as_in_vm = false;
 };
 
 // The last `max_lines` lines of a log file, or "(no log at PATH)" (both fixtures' LogTail).
