@@ -9,6 +9,8 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
+#include "lib/base/log.h"
+
 namespace fun::cri {
 
 namespace {
@@ -40,18 +42,182 @@ StringMap OurLabels(const std::string& name) {
   return StringMap{{std::string(kLabelManaged), "true"}, {std::string(kLabelName), name}};
 }
 
-std::string PortsJson(const std::vector<PortMapping>& ports) {
+}  // namespace
+
+namespace {
+
+std::string_view ProtocolName(PortMapping::Protocol p) {
+  switch (p) {
+    case PortMapping::Protocol::kUdp:
+      return "udp";
+    case PortMapping::Protocol::kSctp:
+      return "sctp";
+    case PortMapping::Protocol::kTcp:
+      break;
+  }
+  return "tcp";
+}
+
+nlohmann::json PortsJsonValue(const std::vector<PortMapping>& ports) {
   nlohmann::json j = nlohmann::json::array();
   for (const PortMapping& p : ports) {
     j.push_back({{"host_ip", p.host_ip},
                  {"host_port", p.host_port},
                  {"container_port", p.container_port},
-                 {"protocol", p.protocol == PortMapping::Protocol::kUdp ? "udp" : "tcp"}});
+                 {"protocol", ProtocolName(p.protocol)}});
   }
-  return j.dump();
+  return j;
+}
+
+StatusOr<std::vector<PortMapping>> PortsFromJsonValue(const nlohmann::json& j) {
+  if (!j.is_array()) return InvalidArgumentError("ports: expected an array");
+  std::vector<PortMapping> out;
+  for (size_t i = 0; i < j.size(); ++i) {
+    const nlohmann::json& e = j[i];
+    auto bad = [&](std::string_view what) {
+      return InvalidArgumentError(fmt::format("ports[{}]: {}", i, what));
+    };
+    if (!e.is_object()) return bad("expected an object");
+    PortMapping p;
+    auto port = [&](const char* key, int32_t* v) -> Status {
+      auto it = e.find(key);
+      if (it == e.end() || !it->is_number_integer()) return bad(fmt::format("{} is missing", key));
+      const int64_t n = it->get<int64_t>();
+      if (n < 1 || n > 65535) return bad(fmt::format("{} {} is out of range 1..65535", key, n));
+      *v = static_cast<int32_t>(n);
+      return OkStatus();
+    };
+    FUN_RETURN_IF_ERROR(port("host_port", &p.host_port));
+    FUN_RETURN_IF_ERROR(port("container_port", &p.container_port));
+    if (auto it = e.find("host_ip"); it != e.end()) {
+      if (!it->is_string() || it->get<std::string>().size() > 64) return bad("host_ip is invalid");
+      p.host_ip = it->get<std::string>();
+    }
+    const std::string proto = e.value("protocol", std::string("tcp"));
+    if (proto == "udp") {
+      p.protocol = PortMapping::Protocol::kUdp;
+    } else if (proto == "sctp") {
+      p.protocol = PortMapping::Protocol::kSctp;
+    } else if (proto != "tcp") {
+      return bad("protocol must be tcp or udp");
+    }
+    out.push_back(std::move(p));
+  }
+  return out;
 }
 
 }  // namespace
+
+std::string PortsToJson(const std::vector<PortMapping>& ports) {
+  return PortsJsonValue(ports).dump();
+}
+
+StatusOr<std::vector<PortMapping>> PortsFromJson(std::string_view json) {
+  auto j = nlohmann::json::parse(json, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return InvalidArgumentError("ports: not JSON");
+  return PortsFromJsonValue(j);
+}
+
+std::string RunSpecToJson(const RunSpec& spec) {
+  nlohmann::json j;
+  j["image"] = spec.image;
+  j["name"] = spec.name;
+  if (spec.entrypoint) j["entrypoint"] = *spec.entrypoint;
+  j["cmd"] = spec.cmd;
+  nlohmann::json env = nlohmann::json::array();
+  for (const auto& [k, v] : spec.env) env.push_back({k, v});
+  j["env"] = env;
+  j["workdir"] = spec.workdir;
+  j["user"] = spec.user;
+  j["rm"] = spec.rm;
+  j["tty"] = spec.tty;
+  j["interactive"] = spec.interactive;
+  j["host_network"] = spec.host_network;
+  j["ports"] = PortsJsonValue(spec.ports);
+  nlohmann::json mounts = nlohmann::json::array();
+  for (const MountSpec& m : spec.mounts) {
+    mounts.push_back({{"container_path", m.container_path},
+                      {"host_path", m.host_path},
+                      {"readonly", m.readonly}});
+  }
+  j["mounts"] = mounts;
+  return j.dump();
+}
+
+StatusOr<RunSpec> RunSpecFromJson(std::string_view json) {
+  auto j = nlohmann::json::parse(json, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object())
+    return InvalidArgumentError("run spec: not a JSON object");
+  RunSpec s;
+  auto strings = [&](const nlohmann::json& v, const char* key,
+                     std::vector<std::string>* out) -> Status {
+    if (!v.is_array()) return InvalidArgumentError(fmt::format("run spec: {} is not a list", key));
+    for (const auto& e : v) {
+      if (!e.is_string()) {
+        return InvalidArgumentError(fmt::format("run spec: {} has a non-string", key));
+      }
+      out->push_back(e.get<std::string>());
+    }
+    return OkStatus();
+  };
+  auto str = [&](const char* key, std::string* out) -> Status {
+    auto it = j.find(key);
+    if (it == j.end()) return OkStatus();
+    if (!it->is_string()) {
+      return InvalidArgumentError(fmt::format("run spec: {} is not a string", key));
+    }
+    *out = it->get<std::string>();
+    return OkStatus();
+  };
+  auto flag = [&](const char* key, bool* out) -> Status {
+    auto it = j.find(key);
+    if (it == j.end()) return OkStatus();
+    if (!it->is_boolean()) {
+      return InvalidArgumentError(fmt::format("run spec: {} is not a boolean", key));
+    }
+    *out = it->get<bool>();
+    return OkStatus();
+  };
+  FUN_RETURN_IF_ERROR(str("image", &s.image));
+  if (s.image.empty()) return InvalidArgumentError("run spec: the image is missing");
+  FUN_RETURN_IF_ERROR(str("name", &s.name));
+  if (auto it = j.find("entrypoint"); it != j.end()) {
+    s.entrypoint.emplace();
+    FUN_RETURN_IF_ERROR(strings(*it, "entrypoint", &*s.entrypoint));
+  }
+  if (auto it = j.find("cmd"); it != j.end()) FUN_RETURN_IF_ERROR(strings(*it, "cmd", &s.cmd));
+  if (auto it = j.find("env"); it != j.end()) {
+    if (!it->is_array()) return InvalidArgumentError("run spec: env is not a list");
+    for (const auto& e : *it) {
+      if (!e.is_array() || e.size() != 2 || !e[0].is_string() || !e[1].is_string()) {
+        return InvalidArgumentError("run spec: env has an entry that is not [name, value]");
+      }
+      s.env.emplace_back(e[0].get<std::string>(), e[1].get<std::string>());
+    }
+  }
+  FUN_RETURN_IF_ERROR(str("workdir", &s.workdir));
+  FUN_RETURN_IF_ERROR(str("user", &s.user));
+  FUN_RETURN_IF_ERROR(flag("rm", &s.rm));
+  FUN_RETURN_IF_ERROR(flag("tty", &s.tty));
+  FUN_RETURN_IF_ERROR(flag("interactive", &s.interactive));
+  FUN_RETURN_IF_ERROR(flag("host_network", &s.host_network));
+  if (auto it = j.find("ports"); it != j.end()) {
+    FUN_ASSIGN_OR_RETURN(s.ports, PortsFromJsonValue(*it));
+  }
+  if (auto it = j.find("mounts"); it != j.end()) {
+    if (!it->is_array()) return InvalidArgumentError("run spec: mounts is not a list");
+    for (const auto& m : *it) {
+      if (!m.is_object() || !m.value("container_path", nlohmann::json()).is_string() ||
+          !m.value("host_path", nlohmann::json()).is_string()) {
+        return InvalidArgumentError("run spec: a mount lacks container_path or host_path");
+      }
+      s.mounts.push_back({.container_path = m["container_path"].get<std::string>(),
+                          .host_path = m["host_path"].get<std::string>(),
+                          .readonly = m.value("readonly", false)});
+    }
+  }
+  return s;
+}
 
 Status ValidateContainerName(std::string_view name) {
   auto bad = [&](std::string_view why) {
@@ -129,6 +295,11 @@ StatusOr<std::string> Engine::EnsureImage(const std::string& ref, const PullCall
 }
 
 StatusOr<RunResult> Engine::Run(const RunSpec& spec, const PullCallback& on_pull) {
+  return RunReplacing(spec, "", on_pull);
+}
+
+StatusOr<RunResult> Engine::RunReplacing(const RunSpec& spec, std::string_view replaces_id,
+                                         const PullCallback& on_pull) {
   RunResult r;
   r.name = spec.name.empty() ? "fun_" + RandomHex(8) : spec.name;
   FUN_RETURN_IF_ERROR(ValidateContainerName(r.name));
@@ -141,6 +312,7 @@ StatusOr<RunResult> Engine::Run(const RunSpec& spec, const PullCallback& on_pull
       std::vector<Container> same,
       cri_->ListContainers({.label_selector = {{std::string(kLabelName), r.name},
                                                {std::string(kLabelManaged), "true"}}}));
+  std::erase_if(same, [&](const Container& c) { return c.id == replaces_id; });
   if (!same.empty()) {
     return AlreadyExistsError(
         fmt::format("the name \"{}\" is in use by container {}: remove it (fun rm -f {}) or pick "
@@ -158,7 +330,7 @@ StatusOr<RunResult> Engine::Run(const RunSpec& spec, const PullCallback& on_pull
   // A host-network pod shares the host's UTS namespace too: its hostname is the host's.
   if (!spec.host_network) pod.hostname = r.name.size() <= 63 ? r.name : r.name.substr(0, 63);
   pod.log_directory = fmt::format("{}/{}_{}", options_.log_root, r.name, pod.uid.substr(0, 12));
-  pod.ports = spec.ports;
+  if (options_.ports_via_cri) pod.ports = spec.ports;
   pod.host_network = spec.host_network;
   pod.labels = OurLabels(r.name);
   nlohmann::json command = nlohmann::json::array();
@@ -168,7 +340,14 @@ StatusOr<RunResult> Engine::Run(const RunSpec& spec, const PullCallback& on_pull
   for (const std::string& a : spec.cmd) command.push_back(a);
   pod.annotations[std::string(kAnnotationCommand)] = command.dump();
   if (spec.rm) pod.annotations[std::string(kAnnotationRm)] = "true";
-  if (!spec.ports.empty()) pod.annotations[std::string(kAnnotationPorts)] = PortsJson(spec.ports);
+  if (!spec.ports.empty()) {
+    pod.annotations[std::string(kAnnotationPorts)] = PortsToJson(spec.ports);
+  }
+  {
+    RunSpec stored = spec;
+    stored.name = r.name;
+    pod.annotations[std::string(kAnnotationSpec)] = RunSpecToJson(stored);
+  }
 
   StatusOr<std::string> pod_id = cri_->RunPodSandbox(pod);
   if (!pod_id.ok()) {
@@ -231,6 +410,13 @@ StatusOr<ContainerInfo> Engine::Describe(const Container& listed) {
   }
   if (auto it = ann.find(std::string(kAnnotationRm)); it != ann.end())
     info.rm = it->second == "true";
+  if (auto it = ann.find(std::string(kAnnotationPorts)); it != ann.end()) {
+    // A container whose annotation does not parse publishes nothing (it is not one we made).
+    if (auto ports = PortsFromJson(it->second); ports.ok()) info.ports = std::move(*ports);
+  }
+  if (auto it = ann.find(std::string(kAnnotationSpec)); it != ann.end()) {
+    if (auto spec = RunSpecFromJson(it->second); spec.ok()) info.host_network = spec->host_network;
+  }
   return info;
 }
 
@@ -308,6 +494,57 @@ Status Engine::Remove(std::string_view name_or_id, bool force) {
                           .WithContext(fmt::format("stopping the pod of {}", info.name)));
   return cri_->RemovePodSandbox(info.pod_id)
       .WithContext(fmt::format("removing the pod of {}", info.name));
+}
+
+StatusOr<RunResult> Engine::Start(std::string_view name_or_id) {
+  FUN_ASSIGN_OR_RETURN(ContainerInfo info, Find(name_or_id));
+  if (info.container.state == ContainerState::kRunning) {
+    return RunResult{.name = info.name,
+                     .container_id = info.container.id,
+                     .pod_id = info.pod_id,
+                     .pulled = false};
+  }
+  auto it = info.container.annotations.find(std::string(kAnnotationSpec));
+  if (it == info.container.annotations.end()) {
+    return FailedPreconditionError(
+        fmt::format("container {} does not record how it was run (made by an older fun or "
+                    "another client): remove it and use fun run",
+                    info.name));
+  }
+  StatusOr<RunSpec> spec = RunSpecFromJson(it->second);
+  if (!spec.ok()) {
+    return spec.status().WithContext(fmt::format(
+        "container {}: its recorded run spec is unusable; remove it and use fun run", info.name));
+  }
+  spec->name = info.name;
+  // The old container goes only once the new one runs: a start that fails loses nothing.
+  FUN_ASSIGN_OR_RETURN(RunResult r, RunReplacing(*spec, info.container.id, {}));
+  if (Status s = RemoveIds(info.container.id, info.pod_id); !s.ok()) {
+    FUN_LOG(Warning, "start {}: removing the container it replaced: {}", info.name, s);
+  }
+  return r;
+}
+
+StatusOr<std::vector<PublishedPort>> Engine::Published() {
+  FUN_ASSIGN_OR_RETURN(std::vector<ContainerInfo> running, List(/*all=*/false));
+  std::vector<PublishedPort> out;
+  for (const ContainerInfo& c : running) {
+    if (c.ports.empty()) continue;
+    std::string ip = "127.0.0.1";
+    if (!c.host_network) {
+      StatusOr<PodSandbox> pod = cri_->PodSandboxStatus(c.pod_id);
+      if (!pod.ok() || pod->ip.empty()) continue;  // going away, or no address yet
+      ip = pod->ip;
+    }
+    for (const PortMapping& p : c.ports) {
+      PublishedPort pub{.container = c.name, .container_id = c.container.id, .port = p};
+      if (pub.port.host_ip.empty()) pub.port.host_ip = "127.0.0.1";
+      pub.target = ip.find(':') != std::string::npos ? fmt::format("[{}]:{}", ip, p.container_port)
+                                                     : fmt::format("{}:{}", ip, p.container_port);
+      out.push_back(std::move(pub));
+    }
+  }
+  return out;
 }
 
 Status Engine::RemoveIds(std::string_view container_id, std::string_view pod_id) {

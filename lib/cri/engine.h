@@ -6,7 +6,12 @@
 // records what CRI does not keep (the command as typed, --rm, published ports) as annotations:
 //
 //   labels       io.fun.managed=true, io.fun.name=<name>
-//   annotations  io.fun.command=<JSON array>, io.fun.rm=true, io.fun.ports=<JSON>
+//   annotations  io.fun.command=<JSON array>, io.fun.rm=true, io.fun.ports=<JSON>,
+//                io.fun.spec=<the whole RunSpec as JSON> (what `fun start` runs again)
+//
+// Published ports (-p) reach CRI's port_mappings only when `ports_via_cri` (the native
+// backend, where CNI's portmap plugin publishes them); in a VM, fun-hostd publishes them on
+// the host from the io.fun.ports annotation of each running container (Published()).
 //
 //   Engine engine(cri.get(), {.log_root = "/var/log/fun"});
 //   FUN_ASSIGN_OR_RETURN(RunResult r, engine.Run(spec, on_pull));
@@ -38,6 +43,7 @@ inline constexpr std::string_view kLabelName = "io.fun.name";
 inline constexpr std::string_view kAnnotationCommand = "io.fun.command";
 inline constexpr std::string_view kAnnotationRm = "io.fun.rm";
 inline constexpr std::string_view kAnnotationPorts = "io.fun.ports";
+inline constexpr std::string_view kAnnotationSpec = "io.fun.spec";
 inline constexpr std::string_view kPodNamespace = "fun";
 
 // Checks a container name against Docker's rule; InvalidArgument says what is wrong.
@@ -69,6 +75,14 @@ struct RunSpec {
   std::vector<MountSpec> mounts;
 };
 
+// The io.fun.ports / io.fun.spec annotations: JSON both ways. The parsers check every field
+// (containerd hands back what was stored, but anyone with the socket can create containers
+// that carry our labels), naming what is wrong.
+std::string PortsToJson(const std::vector<PortMapping>& ports);
+StatusOr<std::vector<PortMapping>> PortsFromJson(std::string_view json);
+std::string RunSpecToJson(const RunSpec& spec);
+StatusOr<RunSpec> RunSpecFromJson(std::string_view json);
+
 struct RunResult {
   std::string name;
   std::string container_id;
@@ -84,6 +98,17 @@ struct ContainerInfo {
   std::string name;                  // the fun name (label)
   std::vector<std::string> command;  // as run (annotation), may be empty
   bool rm = false;
+  std::vector<PortMapping> ports;  // published with -p (annotation)
+  bool host_network = false;       // --network host (from the spec annotation)
+};
+
+// A port of a running container that must be published on the host.
+struct PublishedPort {
+  std::string container;  // the fun name
+  std::string container_id;
+  PortMapping port;    // host_ip "" means 127.0.0.1
+  std::string target;  // "IP:PORT" where containerd runs: the pod IP, or 127.0.0.1 for
+                       // a host-network container
 };
 
 struct EngineOptions {
@@ -93,6 +118,9 @@ struct EngineOptions {
   // Polling interval of Wait.
   std::chrono::milliseconds poll_interval{std::chrono::milliseconds(100)};
   Clock* clock = nullptr;  // nullptr: Clock::Real()
+  // Pass -p ports to CRI (port_mappings, for CNI's portmap plugin): the native backend. A VM
+  // instance's fun-hostd publishes them instead (see Published()).
+  bool ports_via_cri = true;
 };
 
 class Engine {
@@ -119,6 +147,12 @@ class Engine {
   // Removes a container and its pod known by their ids (what Run returned), without looking
   // them up first: `run --rm` after the container exited.
   Status RemoveIds(std::string_view container_id, std::string_view pod_id);
+  // Runs an exited container again with the spec it was created with (Docker's `start`): CRI
+  // cannot restart a container or its pod, so both are made anew under the same name (new
+  // ids; the earlier log goes with the old container). A running one: nothing to do.
+  StatusOr<RunResult> Start(std::string_view name_or_id);
+  // The -p ports of every running container of ours, with where they lead.
+  StatusOr<std::vector<PublishedPort>> Published();
   // Blocks until the container exits; returns its exit code.
   StatusOr<int> Wait(std::string_view container_id);
   StatusOr<ExecResult> Exec(std::string_view name_or_id, const std::vector<std::string>& cmd,
@@ -131,6 +165,10 @@ class Engine {
 
  private:
   StatusOr<ContainerInfo> Describe(const Container& listed);
+  // Run, where the name may still belong to container `replaces_id` (Start's old container,
+  // removed only once its successor runs).
+  StatusOr<RunResult> RunReplacing(const RunSpec& spec, std::string_view replaces_id,
+                                   const PullCallback& on_pull);
 
   CriClient* cri_;
   EngineOptions options_;

@@ -28,6 +28,7 @@
 #include "lib/cri/pull_progress.h"
 #include "lib/cri/stream_codec.h"
 #include "lib/net/agent_client.h"
+#include "lib/net/port_check.h"
 #include "lib/vm/instance_agent.h"
 #include "lib/vm/instance_state.h"
 #include "tools/fun-vmctl/vmctl.h"
@@ -46,9 +47,10 @@ constexpr const char kUsage[] =
     "\n"
     "Containers:\n"
     "  run [-d] [-i] [-t] [--rm] [--name N] [-e K=V]... [-w DIR] [--entrypoint E] [--user U]\n"
-    "      [--network bridge|host] IMAGE [CMD...]\n"
+    "      [--network bridge|host] [-p [HOSTIP:]HOSTPORT:PORT[/udp]]... IMAGE [CMD...]\n"
     "                  start a container; in the foreground, print its output and exit with its "
     "code\n"
+    "  start CONTAINER...         run stopped containers again, as they were run\n"
     "  ps [-a] [-q]    running containers (-a: all)\n"
     "  stop [-t S] CONTAINER...   SIGTERM, then SIGKILL after S seconds (default 10)\n"
     "  rm [-f] CONTAINER...       remove (-f: a running one too)\n"
@@ -157,8 +159,10 @@ StatusOr<Session> Open(const Context& c) {
     }
   }
   FUN_ASSIGN_OR_RETURN(s.cri, cri::CriClient::Connect(s.target.socket));
-  s.engine =
-      std::make_unique<cri::Engine>(s.cri.get(), cri::EngineOptions{.log_root = s.target.log_root});
+  // In a VM, fun-hostd publishes -p ports on this host; natively, CNI's portmap does.
+  s.engine = std::make_unique<cri::Engine>(
+      s.cri.get(), cri::EngineOptions{.log_root = s.target.log_root,
+                                      .ports_via_cri = s.target.instance.empty()});
   return s;
 }
 
@@ -222,6 +226,30 @@ std::string Rfc3339(int64_t ns) {
                      tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ns % 1'000'000'000);
 }
 
+// Docker's PORTS column: "127.0.0.1:8080->80/tcp, [::1]:53->53/udp".
+std::string PortsText(const std::vector<cri::PortMapping>& ports) {
+  std::string out;
+  for (const cri::PortMapping& p : ports) {
+    if (!out.empty()) out += ", ";
+    const std::string ip = p.host_ip.empty() ? "127.0.0.1" : p.host_ip;
+    out += fmt::format("{}:{}->{}/{}", ip.find(':') != std::string::npos ? "[" + ip + "]" : ip,
+                       p.host_port, p.container_port,
+                       p.protocol == cri::PortMapping::Protocol::kUdp ? "udp" : "tcp");
+  }
+  return out;
+}
+
+nlohmann::json PortsJsonOf(const std::vector<cri::PortMapping>& ports) {
+  nlohmann::json j = nlohmann::json::array();
+  for (const cri::PortMapping& p : ports) {
+    j.push_back({{"host_ip", p.host_ip.empty() ? "127.0.0.1" : p.host_ip},
+                 {"host_port", p.host_port},
+                 {"container_port", p.container_port},
+                 {"protocol", p.protocol == cri::PortMapping::Protocol::kUdp ? "udp" : "tcp"}});
+  }
+  return j;
+}
+
 nlohmann::json ToJson(const cri::ContainerInfo& i) {
   const cri::Container& c = i.container;
   nlohmann::json mounts = nlohmann::json::array();
@@ -247,6 +275,8 @@ nlohmann::json ToJson(const cri::ContainerInfo& i) {
           {"log_path", c.log_path},
           {"auto_remove", i.rm},
           {"mounts", mounts},
+          {"ports", PortsJsonOf(i.ports)},
+          {"network", i.host_network ? "host" : "bridge"},
           {"labels", c.labels}};
 }
 
@@ -461,6 +491,55 @@ StatusOr<int> RunStreamSession(const Context& c, const Target& target, const std
   return code;
 }
 
+// Each -p host address can be bound here now (and is not given twice). A port already in use
+// is named with the container of ours that publishes it, when there is one.
+Status CheckPublishable(const Context& c, const std::vector<cri::PortMapping>& ports) {
+  std::vector<net::HostPort> seen;
+  for (const cri::PortMapping& p : ports) {
+    net::HostPort hp{.transport = p.protocol == cri::PortMapping::Protocol::kUdp
+                                      ? net::Transport::kUdp
+                                      : net::Transport::kTcp,
+                     .ip = p.host_ip.empty() ? "127.0.0.1" : p.host_ip,
+                     .port = static_cast<uint16_t>(p.host_port)};
+    for (const net::HostPort& o : seen) {
+      if (o.transport == hp.transport && o.port == hp.port && o.ip == hp.ip) {
+        return InvalidArgumentError(
+            fmt::format("-p: {} is published twice", net::FormatHostPort(hp)));
+      }
+    }
+    seen.push_back(hp);
+    StatusOr<UniqueFd> bound = net::BindHostPort(hp);
+    if (bound.ok()) continue;
+    if (bound.status().code() != Code::kAlreadyExists) return bound.status();
+    // Ours? Only asked where containerd is up already (this check must not start a VM).
+    StatusOr<Target> t = ResolveTarget(c);
+    bool up = t.ok() && t->instance.empty();
+    if (t.ok() && !t->instance.empty()) {
+      if (auto paths = ResolvePaths(c.env.paths); paths.ok()) {
+        up = vm::GetInstanceStatus(*paths, t->instance).phase == "running";
+      }
+    }
+    if (up) {
+      if (auto cri = cri::CriClient::Connect(t->socket); cri.ok()) {
+        cri::Engine engine(cri->get(), {.log_root = t->log_root});
+        if (auto published = engine.Published(); published.ok()) {
+          for (const cri::PublishedPort& pp : *published) {
+            if (pp.port.host_port == p.host_port && pp.port.protocol == p.protocol &&
+                pp.port.host_ip == hp.ip) {
+              return AlreadyExistsError(fmt::format(
+                  "{} is already published by container {}: stop it (fun stop {}) or publish "
+                  "another host port",
+                  net::FormatHostPort(hp), pp.container, pp.container));
+            }
+          }
+        }
+      }
+    }
+    return bound.status();
+  }
+  return OkStatus();
+}
+
 int CmdRun(const Context& c, const std::vector<std::string>& args) {
   bool detach = false, rm = false, tty = false, interactive = false;
   std::string name, workdir, entrypoint, user;
@@ -475,6 +554,11 @@ int CmdRun(const Context& c, const std::vector<std::string>& args) {
   flags.String("user", &user, "UID, UID:GID or a user name of the image", 'u');
   flags.Bool("tty", &tty, "give the container a terminal", 't');
   flags.Bool("interactive", &interactive, "pass stdin to the container", 'i');
+  std::vector<std::string> publish;
+  flags.Repeated("publish", &publish,
+                 "publish a container port on the host: [HOSTIP:]HOSTPORT:PORT[/udp] (host "
+                 "address 127.0.0.1 unless named)",
+                 'p');
   std::string network = "bridge";
   flags.String("network", &network,
                "bridge (the default: an address on the CNI bridge, NATed out) or host (the VM's "
@@ -503,6 +587,16 @@ int CmdRun(const Context& c, const std::vector<std::string>& args) {
     return Usage(c.err, InvalidArgumentError(
                             fmt::format("--network \"{:.40}\": use bridge or host", network)));
   }
+  for (const std::string& p : publish) {
+    StatusOr<PortForward> f = ParsePortSpec(p);
+    if (!f.ok()) return Usage(c.err, f.status().WithContext("-p"));
+    spec.ports.push_back({.protocol = f->protocol == Protocol::kUdp
+                                          ? cri::PortMapping::Protocol::kUdp
+                                          : cri::PortMapping::Protocol::kTcp,
+                          .container_port = f->guest_port,
+                          .host_port = f->host_port,
+                          .host_ip = f->host_ip});
+  }
   spec.tty = tty;
   spec.interactive = interactive;
   if (!entrypoint.empty()) spec.entrypoint = std::vector<std::string>{entrypoint};
@@ -524,6 +618,8 @@ int CmdRun(const Context& c, const std::vector<std::string>& args) {
     if (Status s = cri::ValidateContainerName(spec.name); !s.ok()) return Usage(c.err, s);
   }
   if (auto u = cri::ParseUserSpec(spec.user); !u.ok()) return Usage(c.err, u.status());
+  // A host port that cannot be published fails the run before a container exists.
+  if (Status s = CheckPublishable(c, spec.ports); !s.ok()) return Fail(c.err, s);
 
   auto session = Open(c);
   if (!session.ok()) return Fail(c.err, session.status());
@@ -615,13 +711,13 @@ int CmdPs(const Context& c, const std::vector<std::string>& args) {
     for (const auto& i : *list) c.out << i.container.id.substr(0, 12) << "\n";
     return 0;
   }
-  c.out << fmt::format("{:<14}{:<28}{:<24}{:<17}{:<28}{}\n", "CONTAINER ID", "IMAGE", "COMMAND",
-                       "CREATED", "STATUS", "NAMES");
+  c.out << fmt::format("{:<14}{:<28}{:<24}{:<17}{:<28}{:<26}{}\n", "CONTAINER ID", "IMAGE",
+                       "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES");
   for (const auto& i : *list) {
-    c.out << fmt::format("{:<14}{:<28}{:<24}{:<17}{:<28}{}\n", i.container.id.substr(0, 12),
+    c.out << fmt::format("{:<14}{:<28}{:<24}{:<17}{:<28}{:<26}{}\n", i.container.id.substr(0, 12),
                          Cut(i.container.image, 26), Cut("\"" + Quote(i.command) + "\"", 22),
                          HumanDuration(NowNs() - i.container.created_at_ns) + " ago",
-                         StatusText(i.container), i.name);
+                         StatusText(i.container), PortsText(i.ports), i.name);
   }
   return 0;
 }
@@ -641,6 +737,35 @@ int CmdStop(const Context& c, const std::vector<std::string>& args) {
     Status s = session->engine->Stop(name, seconds(grace));
     if (!s.ok()) {
       code = Fail(c.err, s);
+    } else {
+      c.out << name << "\n";
+    }
+  }
+  return code;
+}
+
+int CmdStart(const Context& c, const std::vector<std::string>& args) {
+  FlagSet flags("fun start");
+  auto rest = flags.Parse(args);
+  if (!rest.ok()) return Usage(c.err, rest.status());
+  if (rest->empty()) return Usage(c.err, InvalidArgumentError("start needs a CONTAINER"));
+  auto session = Open(c);
+  if (!session.ok()) return Fail(c.err, session.status());
+  int code = 0;
+  for (const std::string& name : *rest) {
+    auto info = session->engine->Find(name);
+    if (info.ok()) {
+      if (Status s = CheckPublishable(c, info->container.state == cri::ContainerState::kRunning
+                                             ? std::vector<cri::PortMapping>{}
+                                             : info->ports);
+          !s.ok()) {
+        code = Fail(c.err, s.WithContext(fmt::format("starting {}", info->name)));
+        continue;
+      }
+    }
+    StatusOr<cri::RunResult> r = session->engine->Start(name);
+    if (!r.ok()) {
+      code = Fail(c.err, r.status());
     } else {
       c.out << name << "\n";
     }
@@ -944,6 +1069,7 @@ int Run(const std::vector<std::string>& args, const Environment& env, std::ostre
   if (cmd == "ps") return CmdPs(c, a);
   if (cmd == "stop") return CmdStop(c, a);
   if (cmd == "rm") return CmdRm(c, a);
+  if (cmd == "start") return CmdStart(c, a);
   if (cmd == "logs") return CmdLogs(c, a);
   if (cmd == "exec") return CmdExec(c, a);
   if (cmd == "inspect") return CmdInspect(c, a);

@@ -2,8 +2,10 @@
 // from a real registry seeded with the project's own busybox and pause images. No mocks.
 #include "tools/fun/fun.h"
 
+#include <fmt/format.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <pty.h>
 #include <sys/ioctl.h>
 #include <termios.h>
@@ -19,6 +21,7 @@
 #include "lib/cri/client.h"
 #include "lib/cri/testing/containerd_fixture.h"
 #include "lib/cri/testing/registry_fixture.h"
+#include "lib/net/port_check.h"
 
 namespace fun::cli {
 namespace {
@@ -118,6 +121,91 @@ class FunCliTest : public ::testing::Test {
   static inline ContainerdFixture* containerd_ = nullptr;
   static inline std::string log_root_;
 };
+
+TEST_F(FunCliTest, PublishedPortsAreRecordedAndShown) {
+  auto free_port = [] {
+    auto fd = net::BindHostPort({.ip = "127.0.0.1", .port = 0});
+    EXPECT_TRUE(fd.ok());
+    sockaddr_in a{};
+    socklen_t len = sizeof(a);
+    ::getsockname(fd->get(), reinterpret_cast<sockaddr*>(&a), &len);
+    return ntohs(a.sin_port);
+  };
+  const uint16_t port = free_port();
+  Result r = Fun({"run", "-d", "--name", "published", "-p", fmt::format("{}:80", port), "-p",
+                  fmt::format("[::1]:{}:53/udp", port), Busybox(), "sleep", "60"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  Result ps = Fun({"ps"});
+  EXPECT_THAT(ps.out, HasSubstr("PORTS"));
+  EXPECT_THAT(ps.out, HasSubstr(fmt::format("127.0.0.1:{}->80/tcp, [::1]:{}->53/udp", port, port)));
+  Result inspect = Fun({"inspect", "published"});
+  ASSERT_EQ(inspect.code, 0) << inspect.err;
+  auto j = nlohmann::json::parse(inspect.out);
+  ASSERT_EQ(j[0]["ports"].size(), 2u) << inspect.out;
+  EXPECT_EQ(j[0]["ports"][0]["host_ip"], "127.0.0.1");
+  EXPECT_EQ(j[0]["ports"][0]["host_port"], port);
+  EXPECT_EQ(j[0]["ports"][0]["container_port"], 80);
+  EXPECT_EQ(j[0]["ports"][1]["protocol"], "udp");
+  EXPECT_EQ(j[0]["network"], "bridge");
+  EXPECT_EQ(Fun({"rm", "-f", "published"}).code, 0);
+}
+
+TEST_F(FunCliTest, AHostPortInUseFailsTheRunBeforeAContainerExists) {
+  auto taken = net::BindHostPort({.ip = "127.0.0.1", .port = 0});
+  ASSERT_TRUE(taken.ok()) << taken.status();
+  sockaddr_in a{};
+  socklen_t len = sizeof(a);
+  ::getsockname(taken->get(), reinterpret_cast<sockaddr*>(&a), &len);
+  const uint16_t port = ntohs(a.sin_port);
+  const size_t pods = OurPods();
+  Result r = Fun({"run", "-d", "-p", fmt::format("{}:80", port), Busybox(), "true"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.err, HasSubstr(fmt::format("127.0.0.1:{}/tcp is already in use", port)));
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  EXPECT_EQ(OurPods(), pods);
+  // Bad specs are usage errors (exit 2), as is the same host port twice.
+  Result bad = Fun({"run", "-p", "80", Busybox(), "true"});
+  EXPECT_EQ(bad.code, 2);
+  EXPECT_THAT(bad.err, HasSubstr("invalid port spec"));
+  Result twice = Fun({"run", "-p", "18080:80", "-p", "18080:81", Busybox(), "true"});
+  EXPECT_EQ(twice.code, 1);
+  EXPECT_THAT(twice.err, HasSubstr("published twice"));
+  EXPECT_EQ(OurPods(), pods);
+}
+
+TEST_F(FunCliTest, StartRunsAnExitedContainerAgainAsItWasRun) {
+  Result r = Fun({"run", "--name", "again", "-e", "WHO=world", "-w", "/tmp", Busybox(), "sh", "-c",
+                  "echo hello $WHO from $(pwd); exit 4"});
+  ASSERT_EQ(r.code, 4) << r.err;
+  EXPECT_EQ(r.out, "hello world from /tmp\n");
+  Result first = Fun({"inspect", "again"});
+  ASSERT_EQ(first.code, 0) << first.err;
+  const std::string first_id = nlohmann::json::parse(first.out)[0]["id"];
+
+  Result started = Fun({"start", "again"});
+  ASSERT_EQ(started.code, 0) << started.err;
+  EXPECT_EQ(started.out, "again\n");
+  // One container of that name, a new one, running the same command with the same options.
+  Result psa = Fun({"ps", "-a", "--json"});
+  auto all = nlohmann::json::parse(psa.out);
+  size_t named = 0;
+  for (const auto& c : all) named += c["name"] == "again" ? 1 : 0;
+  EXPECT_EQ(named, 1u) << psa.out;
+  Result logs;
+  for (int i = 0; i < 100; ++i) {
+    logs = Fun({"logs", "again"});
+    if (logs.out.find("hello") != std::string::npos) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(logs.out, "hello world from /tmp\n");
+  Result second = Fun({"inspect", "again"});
+  EXPECT_NE(nlohmann::json::parse(second.out)[0]["id"], first_id);
+  EXPECT_EQ(Fun({"rm", "-f", "again"}).code, 0);
+  // Unknown containers: one line, exit 1.
+  Result unknown = Fun({"start", "no-such-container"});
+  EXPECT_EQ(unknown.code, 1);
+  EXPECT_THAT(unknown.err, HasSubstr("no container named"));
+}
 
 TEST_F(FunCliTest, ForegroundRunPrintsOutputAndExitsWithTheContainersCode) {
   Result r = Fun({"run", "--rm", Busybox(), "sh", "-c", "echo hello; echo oops >&2; exit 3"});
