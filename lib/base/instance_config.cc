@@ -33,8 +33,8 @@ constexpr std::string_view kBackendNames[] = {"qemu", "hyperkit", "native"};
 constexpr std::string_view kAccelNames[] = {"auto", "kvm", "hvf", "tcg", "none"};
 constexpr std::string_view kProtocolNames[] = {"tcp", "udp"};
 
-constexpr std::string_view kTopKeys[] = {"name",       "backend",  "accel",  "cpus",
-                                         "memory_mib", "disk_gib", "shares", "ports"};
+constexpr std::string_view kTopKeys[] = {"name",     "backend", "accel", "cpus",        "memory_mib",
+                                         "disk_gib", "shares",  "ports", "auto_forward"};
 constexpr std::string_view kShareKeys[] = {"host_path", "guest_path", "read_only", "tag"};
 constexpr std::string_view kPortKeys[] = {"host_ip", "host_port", "guest_port", "protocol"};
 
@@ -412,6 +412,9 @@ Status CheckFields(const InstanceConfig& c) {
   FUN_RETURN_IF_ERROR(CheckIntRange("cpus", c.cpus, kMinCpus, kMaxCpus));
   FUN_RETURN_IF_ERROR(CheckIntRange("memory_mib", c.memory_mib, kMinMemoryMib, kMaxMemoryMib));
   FUN_RETURN_IF_ERROR(CheckIntRange("disk_gib", c.disk_gib, kMinDiskGib, kMaxDiskGib));
+  if (auto ranges = ParsePortRanges(c.auto_forward); !ranges.ok()) {
+    return ranges.status().WithContext("auto_forward");
+  }
   for (size_t i = 0; i < c.shares.size(); ++i) {
     const Share& s = c.shares[i];
     const std::string at = fmt::format("shares[{}]", i);
@@ -634,6 +637,10 @@ StatusOr<InstanceConfig> DecodeConfig(const OJson& root, const InstanceConfig& d
   FUN_RETURN_IF_ERROR(DecodeArray<Share>(root, "shares", kSharesExpected, &DecodeShare, &c.shares));
   FUN_RETURN_IF_ERROR(
       DecodeArray<PortForward>(root, "ports", kPortsExpected, &DecodePort, &c.ports));
+  if (const OJson* af = Find(root, "auto_forward")) {
+    FUN_ASSIGN_OR_RETURN(c.auto_forward,
+                         DecodeString(*af, "auto_forward", R"("all", "off" or "3000,8000-8999")"));
+  }
   return NormalizeInstanceConfig(std::move(c));
 }
 
@@ -788,6 +795,7 @@ Json BuildJson(const InstanceConfig& c) {
     ports.push_back(std::move(o));
   }
   j["ports"] = std::move(ports);
+  j["auto_forward"] = c.auto_forward;
   return j;
 }
 
@@ -1031,6 +1039,45 @@ Status SaveInstanceConfigFile(const std::string& path, const InstanceConfig& con
   if (!normalized.ok()) return normalized.status().WithContext("not saving " + path);
   return WriteFileAtomically(path, SerializeInstanceConfig(*normalized))
       .WithContext("saving " + path);
+}
+
+StatusOr<std::vector<std::pair<uint16_t, uint16_t>>> ParsePortRanges(std::string_view spec) {
+  std::vector<std::pair<uint16_t, uint16_t>> out;
+  if (spec == "all") return std::vector<std::pair<uint16_t, uint16_t>>{{1, 65535}};
+  if (spec == "off") return out;
+  auto bad = [&](std::string_view why) {
+    return InvalidArgumentError(fmt::format(
+        "{} {}, expected \"all\", \"off\" or port ranges such as \"3000,8000-8999\"",
+        RenderString(spec), why));
+  };
+  if (spec.empty()) return bad("is empty");
+  if (spec.size() > 512) return bad("is too long");
+  auto port = [](std::string_view s) -> std::optional<uint16_t> {
+    if (s.empty() || s.size() > 5) return std::nullopt;
+    unsigned v = 0;
+    for (char ch : s) {
+      if (ch < '0' || ch > '9') return std::nullopt;
+      v = v * 10 + static_cast<unsigned>(ch - '0');
+    }
+    if (v < 1 || v > 65535) return std::nullopt;
+    return static_cast<uint16_t>(v);
+  };
+  size_t start = 0;
+  while (start <= spec.size()) {
+    const size_t comma = spec.find(',', start);
+    const std::string_view item =
+        spec.substr(start, comma == std::string_view::npos ? std::string_view::npos : comma - start);
+    const size_t dash = item.find('-');
+    const auto lo = port(item.substr(0, dash));
+    const auto hi = dash == std::string_view::npos ? lo : port(item.substr(dash + 1));
+    if (!lo || !hi) return bad(fmt::format("has {} which is not a port 1-65535 or a range A-B", RenderString(item)));
+    if (*lo > *hi) return bad(fmt::format("has the descending range {}", RenderString(item)));
+    out.emplace_back(*lo, *hi);
+    if (out.size() > 64) return bad("has more than 64 ranges");
+    if (comma == std::string_view::npos) break;
+    start = comma + 1;
+  }
+  return out;
 }
 
 StatusOr<PortForward> ParsePortSpec(std::string_view spec) {

@@ -33,6 +33,7 @@
 #include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "lib/base/status.h"
@@ -124,6 +125,9 @@ struct InstanceConfig {
   int disk_gib = 20;      // kMinDiskGib..kMaxDiskGib
   std::vector<Share> shares{};
   std::vector<PortForward> ports{};
+  // Ports that sockets listening in the VM (services, host-network containers) appear on at
+  // host loopback, as Lima does: "all", "off", or port ranges such as "3000,8000-8999".
+  std::string auto_forward = "all";
 
   friend bool operator==(const InstanceConfig&, const InstanceConfig&) = default;
 };
@@ -199,6 +203,10 @@ Status SaveInstanceConfigFile(const std::string& path, const InstanceConfig& con
 // defaults to 127.0.0.1 and the protocol to tcp. Port ranges and random host ports are not
 // supported.
 StatusOr<PortForward> ParsePortSpec(std::string_view spec);
+
+// auto_forward: "all" -> {{1, 65535}}, "off" -> {}, "3000,8000-8999" -> {{3000, 3000},
+// {8000, 8999}}. Ranges are inclusive, ascending within, at most 64 of them.
+StatusOr<std::vector<std::pair<uint16_t, uint16_t>>> ParsePortRanges(std::string_view spec);
 
 // The inverse of ParsePortSpec, always in full form: "127.0.0.1:8080:80/tcp",
 // "[::1]:8080:80/udp".

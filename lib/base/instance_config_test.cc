@@ -530,7 +530,7 @@ TEST(ParseInstanceConfigErrorTest, UnknownKeySuggestsTheClosestKnownKey) {
       {R"({"share": []})", R"(unknown key "share" at top level (did you mean "shares"?))"},
       {R"({"colour": "blue"})",
        R"(unknown key "colour" at top level, expected one of "name", "backend", "accel", "cpus", )"
-       R"("memory_mib", "disk_gib", "shares", "ports")"},
+       R"("memory_mib", "disk_gib", "shares", "ports", "auto_forward")"},
   });
 }
 
@@ -538,7 +538,7 @@ TEST(ParseInstanceConfigErrorTest, FirstErrorInDocumentedOrder) {
   // Unknown keys come before any field; fields in schema order, not document order.
   EXPECT_EQ(ErrorFor(R"({"cpus": 0, "x": 1})"),
             R"(unknown key "x" at top level, expected one of "name", "backend", "accel", "cpus", )"
-            R"("memory_mib", "disk_gib", "shares", "ports")");
+            R"("memory_mib", "disk_gib", "shares", "ports", "auto_forward")");
   EXPECT_EQ(ErrorFor(R"({"disk_gib": 0, "cpus": 0})"),
             "cpus: 0 is out of range, expected an integer from 1 to 64");
   // Cross-field rules come after every field.
@@ -709,9 +709,27 @@ TEST(SerializeInstanceConfigTest, PrettyJsonInDeclarationOrder) {
       "guest_port": 80,
       "protocol": "tcp"
     }
-  ]
+  ],
+  "auto_forward": "all"
 }
 )");
+}
+
+TEST(InstanceConfigTest, AutoForwardTakesAllOffOrPortRanges) {
+  using Ranges = std::vector<std::pair<uint16_t, uint16_t>>;
+  EXPECT_EQ(*ParsePortRanges("all"), (Ranges{{1, 65535}}));
+  EXPECT_EQ(*ParsePortRanges("off"), Ranges{});
+  EXPECT_EQ(*ParsePortRanges("3000,8000-8999"), (Ranges{{3000, 3000}, {8000, 8999}}));
+  for (const char* bad : {"", "0", "70000", "9-8", "1,,2", "8000-", "-1", "a-b", "1 - 2"}) {
+    EXPECT_FALSE(ParsePortRanges(bad).ok()) << bad;
+  }
+  auto parsed = ParseInstanceConfig(R"({"auto_forward": "8000-8999"})", InstanceConfig());
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->auto_forward, "8000-8999");
+  auto bad = ParseInstanceConfig(R"({"auto_forward": "9-8"})", InstanceConfig());
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("auto_forward"), std::string::npos) << bad.status();
+  EXPECT_NE(bad.status().message().find("descending range"), std::string::npos) << bad.status();
 }
 
 TEST(SerializeInstanceConfigTest, UnnormalizedSharesParseToTheNormalizedConfig) {

@@ -24,6 +24,7 @@ struct HostPort {
   Transport transport = Transport::kTcp;
   std::string ip = "127.0.0.1";  // an IPv4 or IPv6 literal
   uint16_t port = 0;
+  friend bool operator==(const HostPort&, const HostPort&) = default;
 };
 
 // "127.0.0.1:8080/tcp", "[::1]:53/udp".
