@@ -7,8 +7,10 @@
 #                    /usr/sbin/httpd, ...), a minimal /etc/passwd and /etc/group; Cmd ["sh"]
 #   <out>/pause/     OCI layout, tag "1.0": /pause (images/pause/pause.c, gcc -static -Os,
 #                    stripped); Entrypoint ["/pause"]
+#   <out>/echo/      OCI layout, tag "1.0": /echo (images/echo/echo.c, likewise), a TCP and
+#                    UDP echo server without a fork per connection; Entrypoint ["/echo"]
 #   <out>/images.txt one line per image: "<layout dir> <tag> <repository>:<tag>", what
-#                    images/registry.sh pushes (fun/busybox:latest, fun/pause:1.0)
+#                    images/registry.sh pushes (fun/busybox:latest, fun/pause:1.0, fun/echo:1.0)
 #
 # Each image is built with umoci (init, new, insert, config, gc) in a work dir and copied into
 # <out> with skopeo (a clean layout, checked on the way). An image is rebuilt only when one of
@@ -134,6 +136,13 @@ populate_pause() {
   "$root/pause" --version >/dev/null || die "the pause binary does not run"
 }
 
+# --- echo ---------------------------------------------------------------------------------------
+populate_echo() {
+  local root=$1
+  gcc -static -Os -s -Wall -Wextra -Werror -o "$root/echo" "$here/echo/echo.c"
+  "$root/echo" --version >/dev/null || die "the echo binary does not run"
+}
+
 cc_version=$(gcc --version | head -1)
 busybox_inputs=$(printf '%s\n' "script $(sha "$self")" "busybox $(sha "$busybox")" | sha)
 pause_inputs=$(printf '%s\n' "script $(sha "$self")" "pause.c $(sha "$here/pause/pause.c")" \
@@ -143,15 +152,20 @@ build_image busybox latest "$busybox_inputs" populate_busybox \
   --config.cmd sh --config.env "PATH=/usr/sbin:/usr/bin:/sbin:/bin" --config.workingdir /
 build_image pause 1.0 "$pause_inputs" populate_pause \
   --config.entrypoint /pause --config.workingdir /
+echo_inputs=$(printf '%s\n' "script $(sha "$self")" "echo.c $(sha "$here/echo/echo.c")" \
+  "cc $cc_version" | sha)
+build_image echo 1.0 "$echo_inputs" populate_echo \
+  --config.entrypoint /echo --config.workingdir /
 
 cat > "$out/images.txt" <<EOF
 busybox latest fun/busybox:latest
 pause 1.0 fun/pause:1.0
+echo 1.0 fun/echo:1.0
 EOF
 
 # --- sizes --------------------------------------------------------------------------------------
 # The compressed size of an image: its config, manifest and layers (what a registry stores).
-for name in busybox pause; do
+for name in busybox pause echo; do
   bytes=$(find "$out/$name/blobs" -type f -printf '%s\n' | awk '{s += $1} END {print s + 0}')
   layer=$(find "$out/$name/blobs" -type f -printf '%s\n' | sort -n | tail -1)
   note "$name: $(human "$bytes") in $out/$name (largest blob, the layer: $(human "$layer"))"
