@@ -1,6 +1,7 @@
 #include "lib/base/accept_loop.h"
 
 #include <gtest/gtest.h>
+#include <pthread.h>
 
 #include <atomic>
 #include <thread>
@@ -36,6 +37,33 @@ TEST(AcceptLoopTest, ServesManyConnectionsAndReapsThreads) {
   t.join();
   while (served.load() < 200) std::this_thread::yield();
   EXPECT_EQ((*loop)->live_connections(), 0u);
+}
+
+// A server holding thousands of connections asks for small stacks; each handler gets one.
+TEST(AcceptLoopTest, ConnectionThreadsGetTheStackSizeAskedFor) {
+  std::atomic<size_t> stack{0};
+  auto loop = AcceptLoop::Create(*ParseSocketAddress("tcp:127.0.0.1:0"),
+                                 [&](UniqueFd c, std::string) {
+                                   pthread_attr_t attr;
+                                   size_t size = 0;
+                                   if (pthread_getattr_np(pthread_self(), &attr) == 0) {
+                                     pthread_attr_getstacksize(&attr, &size);
+                                     pthread_attr_destroy(&attr);
+                                   }
+                                   stack = size;
+                                   (void)WriteAll(c.get(), "x");
+                                 },
+                                 {.thread_stack_size = 128 * 1024});
+  ASSERT_TRUE(loop.ok()) << loop.status();
+  std::thread t([&] { EXPECT_TRUE((*loop)->Run().ok()); });
+  auto c = Connect(*ParseSocketAddress((*loop)->address()));
+  ASSERT_TRUE(c.ok());
+  char b;
+  ASSERT_TRUE(ReadExactly(c->get(), &b, 1).ok());
+  EXPECT_GE(stack.load(), 128u * 1024);
+  EXPECT_LT(stack.load(), 1024u * 1024);  // not the 8 MiB default
+  (*loop)->Stop();
+  t.join();
 }
 
 TEST(AcceptLoopTest, UnixSocketRemovedOnDestruction) {

@@ -102,17 +102,7 @@ StatusOr<SockAddr> ToSockAddr(const SocketAddress& a) {
 namespace {
 
 std::string FromSockAddr(const sockaddr_storage& ss) {
-  char buf[INET6_ADDRSTRLEN] = {};
-  if (ss.ss_family == AF_INET) {
-    const auto* v4 = reinterpret_cast<const sockaddr_in*>(&ss);
-    inet_ntop(AF_INET, &v4->sin_addr, buf, sizeof(buf));
-    return fmt::format("tcp:{}:{}", buf, ntohs(v4->sin_port));
-  }
-  if (ss.ss_family == AF_INET6) {
-    const auto* v6 = reinterpret_cast<const sockaddr_in6*>(&ss);
-    inet_ntop(AF_INET6, &v6->sin6_addr, buf, sizeof(buf));
-    return fmt::format("tcp:[{}]:{}", buf, ntohs(v6->sin6_port));
-  }
+  if (ss.ss_family == AF_INET || ss.ss_family == AF_INET6) return "tcp:" + FormatIpPort(ss);
   if (ss.ss_family == AF_UNIX) {
     const auto* un = reinterpret_cast<const sockaddr_un*>(&ss);
     return std::string("unix:") + un->sun_path;
@@ -121,6 +111,21 @@ std::string FromSockAddr(const sockaddr_storage& ss) {
 }
 
 }  // namespace
+
+std::string FormatIpPort(const sockaddr_storage& ss) {
+  char buf[INET6_ADDRSTRLEN] = {};
+  if (ss.ss_family == AF_INET) {
+    const auto* v4 = reinterpret_cast<const sockaddr_in*>(&ss);
+    inet_ntop(AF_INET, &v4->sin_addr, buf, sizeof(buf));
+    return fmt::format("{}:{}", buf, ntohs(v4->sin_port));
+  }
+  if (ss.ss_family == AF_INET6) {
+    const auto* v6 = reinterpret_cast<const sockaddr_in6*>(&ss);
+    inet_ntop(AF_INET6, &v6->sin6_addr, buf, sizeof(buf));
+    return fmt::format("[{}]:{}", buf, ntohs(v6->sin6_port));
+  }
+  return "unknown";
+}
 
 StatusOr<UniqueFd> Listen(const SocketAddress& addr, int backlog, unsigned unix_mode) {
   FUN_ASSIGN_OR_RETURN(SockAddr sa, ToSockAddr(addr));
@@ -196,6 +201,20 @@ StatusOr<UniqueFd> Connect(const SocketAddress& addr) {
   if (addr.kind == SocketAddress::Kind::kTcp) {
     int one = 1;
     ::setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  }
+  return fd;
+}
+
+StatusOr<UniqueFd> BindUdp(const SocketAddress& addr) {
+  if (addr.kind != SocketAddress::Kind::kTcp) {
+    return InvalidArgumentError("a UDP socket needs an IP address, not " + addr.ToString());
+  }
+  FUN_ASSIGN_OR_RETURN(SockAddr sa, ToSockAddr(addr));
+  UniqueFd fd(::socket(sa.ss.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  const std::string name = FormatIpPort(sa.ss) + "/udp";
+  if (!fd.valid()) return ErrnoError(errno, "socket for " + name);
+  if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&sa.ss), sa.len) != 0) {
+    return ErrnoError(errno, "binding " + name);
   }
   return fd;
 }

@@ -6,7 +6,8 @@
 //   std::string bound = fun::LocalAddress(lfd.get()).value_or("?");  // "tcp:127.0.0.1:41234"
 //   FUN_ASSIGN_OR_RETURN(fun::UniqueFd c, fun::Accept(lfd.get()));
 //
-// Addresses are written "tcp:HOST:PORT" (IPv6 as "tcp:[::1]:PORT") or "unix:PATH".
+// Addresses are written "tcp:HOST:PORT" (IPv6 as "tcp:[::1]:PORT") or "unix:PATH". UDP
+// sockets (BindUdp) take the tcp: form's HOST:PORT: it names an IP address and a port.
 // Thread-safety: functions are safe to call concurrently; a UniqueFd is owned by one thread.
 #pragma once
 
@@ -48,6 +49,13 @@ StatusOr<std::string> LocalAddress(int fd);
 // Accepts one connection (retries EINTR). The new fd is close-on-exec.
 StatusOr<UniqueFd> Accept(int listen_fd, std::string* peer = nullptr);
 StatusOr<UniqueFd> Connect(const SocketAddress& addr);
+
+// A UDP socket bound to addr's IP address and port (addr.kind must be kTcp: "tcp:[::1]:5353").
+// Close-on-exec, blocking. Bind errors keep their errno (EADDRINUSE, EACCES) for the caller.
+StatusOr<UniqueFd> BindUdp(const SocketAddress& addr);
+// An AF_INET / AF_INET6 sockaddr as "127.0.0.1:8080" or "[::1]:8080" (no kind prefix), for
+// log lines about UDP peers; "unknown" for other families.
+std::string FormatIpPort(const sockaddr_storage& ss);
 
 // Writes all of `data` (retries short writes and EINTR; no SIGPIPE).
 Status WriteAll(int fd, std::string_view data);

@@ -77,6 +77,32 @@ TEST(SocketTest, PortInUseIsAClearError) {
   EXPECT_THAT(again.status().message(), HasSubstr("pick another port"));
 }
 
+TEST(SocketTest, UdpBindsAndNamesPeers) {
+  auto u = BindUdp(*ParseSocketAddress("tcp:127.0.0.1:0"));
+  ASSERT_TRUE(u.ok()) << u.status();
+  sockaddr_storage bound{};
+  socklen_t len = sizeof(bound);
+  ASSERT_EQ(::getsockname(u->get(), reinterpret_cast<sockaddr*>(&bound), &len), 0);
+  std::string name = FormatIpPort(bound);
+  EXPECT_THAT(name, StartsWith("127.0.0.1:"));
+  // The same port again is EADDRINUSE, kept for the caller's message.
+  auto again = BindUdp(*ParseSocketAddress("tcp:" + name));
+  ASSERT_FALSE(again.ok());
+  EXPECT_EQ(again.status().sys_errno(), EADDRINUSE);
+  EXPECT_THAT(again.status().message(), HasSubstr(name + "/udp"));
+  // A datagram to it arrives from a peer FormatIpPort names.
+  auto c = BindUdp(*ParseSocketAddress("tcp:127.0.0.1:0"));
+  ASSERT_TRUE(c.ok());
+  ASSERT_EQ(::sendto(c->get(), "hi", 2, 0, reinterpret_cast<sockaddr*>(&bound), len), 2);
+  char buf[8];
+  sockaddr_storage from{};
+  socklen_t from_len = sizeof(from);
+  ASSERT_EQ(
+      ::recvfrom(u->get(), buf, sizeof(buf), 0, reinterpret_cast<sockaddr*>(&from), &from_len), 2);
+  EXPECT_EQ(FormatIpPort(from), LocalAddress(c->get())->substr(4));
+  EXPECT_FALSE(BindUdp(*ParseSocketAddress("unix:/tmp/x")).ok());
+}
+
 TEST(SocketTest, UnixSocketIsPrivateAndStaleFileReplaced) {
   std::string dir = "/tmp/fun-socket-test-" + std::to_string(::getpid());
   ::mkdir(dir.c_str(), 0700);
