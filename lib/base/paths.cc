@@ -73,6 +73,10 @@ std::string_view InstanceFileName(InstanceFileKind kind) {
       return "hostd.log";
     case InstanceFileKind::kContainerdSock:
       return "containerd.sock";
+    case InstanceFileKind::kHostdSock:
+      return "hostd.sock";
+    case InstanceFileKind::kPortsJson:
+      return "ports.json";
     case InstanceFileKind::kDataImage:
       return "data.img";
   }

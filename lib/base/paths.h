@@ -48,6 +48,8 @@ enum class InstanceFileKind {
   kHostdLog,        // hostd.log
   kContainerdSock,  // containerd.sock
   kDataImage,       // data.img
+  kHostdSock,       // hostd.sock: ask fun-hostd to publish ports now, get the table back
+  kPortsJson,       // ports.json: the host ports fun-hostd publishes, and why any is not
 };
 std::string_view InstanceFileName(InstanceFileKind kind);
 

@@ -10,7 +10,11 @@
 #include <sstream>
 #include <thread>
 
+#include "lib/base/files.h"
 #include "lib/base/log.h"
+#include "lib/cri/client.h"
+#include "lib/cri/engine.h"
+#include "lib/net/port_forward.h"
 #include "lib/net/splice.h"
 #include "lib/vm/accel.h"
 #include "lib/vm/instance.h"
@@ -55,7 +59,23 @@ StatusOr<std::unique_ptr<Hostd>> Hostd::Create(HostdOptions options) {
 }
 
 Hostd::Hostd(HostdOptions options)
-    : o_(std::move(options)), dir_(o_.paths.InstanceDir(o_.instance)) {}
+    : o_(std::move(options)), dir_(o_.paths.InstanceDir(o_.instance)) {
+  // Each published port: a forward whose connections (TCP) or sessions (UDP) are agent
+  // channels to the target inside the VM.
+  publisher_ = std::make_unique<PortPublisher>(
+      [this](const PublishRequest& r) -> StatusOr<PortPublisher::Handle> {
+        net::ChannelDialer dial = [this](agent::Kind kind, const std::string& target) {
+          return agent::DialAgent(agent_, {.kind = kind, .target = target}, 10s);
+        };
+        net::ForwardSpec spec{.host_ip = r.host.ip, .host_port = r.host.port, .target = r.target};
+        if (r.host.transport == net::Transport::kUdp) {
+          FUN_ASSIGN_OR_RETURN(auto f, net::UdpForward::Listen(spec, std::move(dial), {}));
+          return PortPublisher::Handle(std::move(f));
+        }
+        FUN_ASSIGN_OR_RETURN(auto f, net::TcpForward::Listen(spec, std::move(dial), {}));
+        return PortPublisher::Handle(std::move(f));
+      });
+}
 
 Hostd::~Hostd() {
   if (lock_fd_ >= 0) ::close(lock_fd_);
@@ -223,6 +243,116 @@ Status Hostd::ServeContainerd() {
   return OkStatus();
 }
 
+namespace {
+
+// The VM's own services, never auto-forwarded: the guest agent, fun-guestd's image server,
+// containerd's stream server (linuxkit/containerd-config.toml).
+constexpr uint16_t kGuestServicePorts[] = {7070, 5001, 10010};
+
+}  // namespace
+
+std::vector<PublishRequest> Hostd::WantedPorts(cri::Engine* engine) {
+  std::vector<PublishRequest> want;
+  for (const PortForward& p : config_.ports) {
+    want.push_back({.host = {.transport = p.protocol == Protocol::kUdp ? net::Transport::kUdp
+                                                                       : net::Transport::kTcp,
+                             .ip = p.host_ip,
+                             .port = p.host_port},
+                    .target = fmt::format("127.0.0.1:{}", p.guest_port),
+                    .owner = "config"});
+  }
+  if (engine != nullptr) {
+    StatusOr<std::vector<cri::PublishedPort>> published = engine->Published();
+    if (!published.ok()) {
+      // Keep what is published: a slow containerd must not unpublish every container.
+      FUN_LOG(Debug, "published ports: {}", published.status().message());
+      for (const PublishState& s : publisher_->Table()) {
+        if (!s.want.auto_forward && s.want.owner != "config") want.push_back(s.want);
+      }
+    } else {
+      for (const cri::PublishedPort& p : *published) {
+        if (p.port.protocol == cri::PortMapping::Protocol::kSctp) continue;
+        want.push_back({.host = {.transport = p.port.protocol == cri::PortMapping::Protocol::kUdp
+                                                  ? net::Transport::kUdp
+                                                  : net::Transport::kTcp,
+                                 .ip = p.port.host_ip,
+                                 .port = static_cast<uint16_t>(p.port.host_port)},
+                        .target = p.target,
+                        .owner = p.container});
+      }
+    }
+  }
+  return want;
+}
+
+void Hostd::PublishLoop() {
+  {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock,
+             [this] { return stop_requested_ || vm_exited_ || state_.phase == Phase::kRunning; });
+    if (stop_requested_ || vm_exited_) return;
+    publishing_ = true;
+  }
+  std::unique_ptr<cri::CriClient> cri;
+  if (auto c = cri::CriClient::Connect(File(InstanceFileKind::kContainerdSock)); c.ok()) {
+    cri = std::move(*c);
+  } else {
+    FUN_LOG(Warning, "published ports: no CRI client: {}", c.status().message());
+  }
+  std::unique_ptr<cri::Engine> engine =
+      cri ? std::make_unique<cri::Engine>(cri.get(), cri::EngineOptions{}) : nullptr;
+  std::string written;
+  for (;;) {
+    uint64_t round = 0;
+    {
+      std::lock_guard lock(mu_);
+      round = publish_requested_;
+    }
+    std::vector<PublishState> table = publisher_->Apply(WantedPorts(engine.get()));
+    const std::string json = PublishTableJson(table);
+    if (json != written) {
+      Status s = WriteFileAtomically(File(InstanceFileKind::kPortsJson), json, 0600);
+      if (!s.ok()) FUN_LOG(Warning, "ports.json: {}", s.message());
+      written = json;
+    }
+    std::unique_lock lock(mu_);
+    publish_done_ = std::max(publish_done_, round);
+    cv_.notify_all();
+    if (cv_.wait_for(lock, o_.publish_interval,
+                     [this] {
+                       return stop_requested_ || vm_exited_ || publish_requested_ > publish_done_;
+                     }) &&
+        (stop_requested_ || vm_exited_)) {
+      break;
+    }
+  }
+  publisher_->Clear();
+  ::unlink(File(InstanceFileKind::kPortsJson).c_str());
+}
+
+Status Hostd::ServeControl() {
+  FUN_ASSIGN_OR_RETURN(
+      control_loop_,
+      AcceptLoop::Create(SocketAddress{.kind = SocketAddress::Kind::kUnix,
+                                       .path = File(InstanceFileKind::kHostdSock)},
+                         [this](UniqueFd client, std::string) {
+                           // Any connection asks for a publish round now; the table is the answer.
+                           // Nothing is read from the client: there is nothing to parse.
+                           {
+                             std::unique_lock lock(mu_);
+                             if (publishing_) {
+                               const uint64_t round = ++publish_requested_;
+                               cv_.notify_all();
+                               cv_.wait_for(lock, 10s, [&] {
+                                 return publish_done_ >= round || stop_requested_ || vm_exited_;
+                               });
+                             }
+                           }
+                           (void)WriteAll(client.get(), PublishTableJson(publisher_->Table()));
+                         }));
+  return OkStatus();
+}
+
 void Hostd::WatchReady() {
   bool ready = false;
   Clock::MonoTime last_sync{};
@@ -242,6 +372,7 @@ void Hostd::WatchReady() {
       // A stop requested while the ping was under way: "stopping" must not become "running".
       if (stop_requested_ || vm_exited_) return;
       state_.phase = Phase::kRunning;
+      cv_.notify_all();  // PublishLoop waits for this
       state_.ready_at_ms = WallMs(*o_.clock);
       state_.guest_uptime_at_ready_s = ping->uptime_s;
       SaveState();
@@ -382,6 +513,13 @@ Status Hostd::Run() {
     if (!s.ok()) FUN_LOG(Error, "{}", s.message());
   });
   std::thread watcher([this] { WatchReady(); });
+  if (Status s = ServeControl(); !s.ok()) FUN_LOG(Warning, "hostd.sock: {}", s.message());
+  std::thread control([this] {
+    if (!control_loop_) return;
+    Status s = control_loop_->Run();
+    if (!s.ok()) FUN_LOG(Warning, "hostd.sock: {}", s.message());
+  });
+  std::thread publish([this] { PublishLoop(); });
 
   bool exited = false;
   {
@@ -392,6 +530,10 @@ Status Hostd::Run() {
   if (!exited) StopVm();
   waiter.join();
   watcher.join();
+  publish.join();  // closes every published port
+  if (control_loop_) control_loop_->Stop();
+  control.join();
+  control_loop_.reset();
   // The VM is gone: end the relays it carried, then stop serving.
   if (relays_stop_write_.valid()) (void)!::write(relays_stop_write_.get(), "x", 1);
   if (containerd_loop_) containerd_loop_->Stop();

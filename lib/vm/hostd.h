@@ -5,6 +5,10 @@
 // channel to the guest's containerd; watches the guest agent until containerd answers (phase
 // "running" in state.json) and keeps the guest clock in step; and on a stop request shuts the
 // guest down in escalating steps: agent shutdown, ACPI power button (QMP), SIGTERM, SIGKILL.
+// Once containerd is ready it publishes host ports (PortPublisher): the config's `ports`, the -p
+// ports of running containers (read over CRI), and what listens in the VM (auto_forward); every
+// publish_interval, and at once when a client connects to <instance>/hostd.sock (`fun run -p`
+// does, and reads the table back). The table is also in <instance>/ports.json.
 // When the VM ends, for whatever reason, it records why (state.json last_exit), removes its
 // sockets and pid files, and returns.
 //
@@ -41,6 +45,11 @@
 #include "lib/base/unique_fd.h"
 #include "lib/net/agent_client.h"
 #include "lib/vm/instance_state.h"
+#include "lib/vm/port_publisher.h"
+
+namespace fun::cri {
+class Engine;
+}
 
 namespace fun::vm {
 
@@ -61,6 +70,8 @@ struct HostdOptions {
   // After SIGTERM, how long QEMU may take to exit before SIGKILL.
   std::chrono::milliseconds kill_grace{5000};
   std::chrono::seconds time_sync_interval{60};
+  // How often the published ports are compared with containers and listening sockets.
+  std::chrono::milliseconds publish_interval{2000};
   // The loopback port QEMU forwards to the guest agent (hostfwd); 0 picks a free one. Tests set
   // it to where a stand-in agent already listens (the QEMU process is a fake there).
   uint16_t agent_port = 0;
@@ -89,6 +100,9 @@ class Hostd {
   Status StartVm();
   Status ServeContainerd();
   void WatchReady();
+  Status ServeControl();
+  void PublishLoop();
+  std::vector<PublishRequest> WantedPorts(cri::Engine* engine);
   void StopVm();
   void Finish(const ProcessResult* result);
   void SaveState();  // requires mu_
@@ -108,6 +122,12 @@ class Hostd {
   std::optional<ProcessResult> vm_result_;
   std::unique_ptr<Process> qemu_;
   std::unique_ptr<AcceptLoop> containerd_loop_;
+  std::unique_ptr<AcceptLoop> control_loop_;
+  std::unique_ptr<PortPublisher> publisher_;
+  // hostd.sock asks for a publish round (requested), PublishLoop says which it finished (done).
+  uint64_t publish_requested_ = 0;  // guarded by mu_
+  uint64_t publish_done_ = 0;       // guarded by mu_
+  bool publishing_ = false;         // guarded by mu_: PublishLoop is past containerd's start
   // A pipe made readable once the VM has ended: every containerd.sock relay watches it, so a
   // client that keeps an idle connection open cannot keep Run from returning.
   UniqueFd relays_stop_read_, relays_stop_write_;

@@ -31,6 +31,7 @@
 #include "lib/base/socket.h"
 #include "lib/net/agent_client.h"
 #include "lib/net/agent_protocol.h"
+#include "lib/net/port_check.h"
 #include "lib/vm/instance.h"
 #include "lib/vm/instance_state.h"
 #include "lib/vm/pidfile.h"
@@ -814,6 +815,68 @@ TEST_F(HostdWithGuestdTest, ContainerdSockIsPrivateAndRelaysThroughTheAgent) {
   EXPECT_LE(::read(idle->get(), &b, 1), 0);  // the relay was cut
   EXPECT_FALSE(Exists(sock));
   EXPECT_EQ(State()->last_exit->reason, "the guest powered off");
+}
+
+TEST_F(HostdWithGuestdTest, ConfigPortsArePublishedWhileTheVmRunsAndTheTableIsOnHostdSock) {
+  // A TCP echo server "in the VM" (fun-guestd runs here, so 127.0.0.1 is this host's).
+  auto target = AcceptLoop::Create(
+      SocketAddress{.kind = SocketAddress::Kind::kTcp, .host = "127.0.0.1", .port = 0},
+      [](UniqueFd c, std::string) {
+        char buf[4096];
+        for (ssize_t n; (n = ::read(c.get(), buf, sizeof(buf))) > 0;) {
+          if (!WriteAll(c.get(), std::string_view(buf, static_cast<size_t>(n))).ok()) return;
+        }
+      });
+  ASSERT_TRUE(target.ok()) << target.status();
+  std::thread target_thread([&] { (void)(*target)->Run(); });
+  auto target_addr = ParseSocketAddress((*target)->address());
+  ASSERT_TRUE(target_addr.ok());
+  // The host port: one that is free now.
+  auto probe = net::BindHostPort({.ip = "127.0.0.1", .port = 0});
+  ASSERT_TRUE(probe.ok());
+  auto local = ParseSocketAddress(*LocalAddress(probe->get()));
+  ASSERT_TRUE(local.ok());
+  const uint16_t host_port = local->port;
+  probe->reset();
+  auto cfg = LoadInstanceConfigFile(File(InstanceFileKind::kConfig), DefaultInstanceConfig({}));
+  ASSERT_TRUE(cfg.ok()) << cfg.status();
+  cfg->ports = {PortForward{.host_port = host_port, .guest_port = target_addr->port}};
+  ASSERT_TRUE(SaveInstanceConfigFile(File(InstanceFileKind::kConfig), *cfg).ok());
+
+  HostdOptions o = Options();
+  o.agent_port = guestd_port_;
+  o.publish_interval = 200ms;
+  RunningHostd r = Start(o);
+  ASSERT_TRUE(r.vm);
+  ASSERT_TRUE(AwaitPhase(Phase::kRunning));
+  // hostd.sock answers with the table once a publish round is done.
+  auto table = RequestPublish(dir_, 30s);
+  ASSERT_TRUE(table.ok()) << table.status();
+  ASSERT_EQ(table->size(), 1u);
+  EXPECT_TRUE((*table)[0].listening) << (*table)[0].error;
+  EXPECT_EQ((*table)[0].want.owner, "config");
+  EXPECT_EQ((*table)[0].want.target, fmt::format("127.0.0.1:{}", target_addr->port));
+  auto on_disk = ParsePublishTableJson(ReadFile(File(InstanceFileKind::kPortsJson)));
+  ASSERT_TRUE(on_disk.ok()) << on_disk.status();
+  EXPECT_EQ(on_disk->size(), 1u);
+
+  // Bytes go host port -> hostd -> agent channel -> fun-guestd -> the target, and back.
+  auto c = Connect(
+      SocketAddress{.kind = SocketAddress::Kind::kTcp, .host = "127.0.0.1", .port = host_port});
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_TRUE(WriteAll(c->get(), "through the forward").ok());
+  std::string got(19, '\0');
+  ASSERT_TRUE(ReadExactly(c->get(), got.data(), got.size()).ok());
+  EXPECT_EQ(got, "through the forward");
+
+  // When the VM ends, the port is free again and ports.json is gone.
+  r.vm->Exit(0);
+  ASSERT_TRUE(r.Join().ok());
+  EXPECT_TRUE(net::BindHostPort({.ip = "127.0.0.1", .port = host_port}).ok());
+  EXPECT_FALSE(Exists(File(InstanceFileKind::kPortsJson)));
+  EXPECT_FALSE(Exists(File(InstanceFileKind::kHostdSock)));
+  (*target)->Stop();
+  target_thread.join();
 }
 
 }  // namespace

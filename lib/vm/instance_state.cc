@@ -8,6 +8,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "lib/base/files.h"
 #include "lib/base/socket.h"
 
 namespace fun::vm {
@@ -107,15 +108,7 @@ StatusOr<InstanceState> StateFromJson(std::string_view text) {
 }
 
 Status SaveInstanceState(const std::string& dir, const InstanceState& s) {
-  std::string path = dir + "/state.json";
-  std::string tmp = path + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return ErrnoError(errno, "writing " + tmp);
-  UniqueFd f(fd);
-  FUN_RETURN_IF_ERROR_CTX(WriteAll(fd, StateToJson(s).dump(2) + "\n"), "writing " + tmp);
-  f.reset();
-  if (::rename(tmp.c_str(), path.c_str()) != 0) return ErrnoError(errno, "renaming " + tmp);
-  return OkStatus();
+  return WriteFileAtomically(dir + "/state.json", StateToJson(s).dump(2) + "\n", 0600);
 }
 
 StatusOr<InstanceState> LoadInstanceState(const std::string& dir) {

@@ -10,6 +10,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "lib/base/files.h"
+
 namespace fun::vm {
 
 namespace {
@@ -25,16 +27,7 @@ std::string ReadSmallFile(const std::string& path) {
 
 Status WritePidFile(const std::string& path, pid_t pid) {
   FUN_ASSIGN_OR_RETURN(uint64_t start, ProcessStartTime(pid));
-  std::string tmp = path + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return ErrnoError(errno, "writing " + tmp);
-  std::string text = fmt::format("{} {}\n", pid, start);
-  ssize_t n = ::write(fd, text.data(), text.size());
-  int err = errno;
-  ::close(fd);
-  if (n != static_cast<ssize_t>(text.size())) return ErrnoError(err, "writing " + tmp);
-  if (::rename(tmp.c_str(), path.c_str()) != 0) return ErrnoError(errno, "renaming " + tmp);
-  return OkStatus();
+  return WriteFileAtomically(path, fmt::format("{} {}\n", pid, start), 0600);
 }
 
 std::string_view PidStatusName(PidStatus s) {

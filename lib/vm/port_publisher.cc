@@ -1,11 +1,17 @@
 #include "lib/vm/port_publisher.h"
 
 #include <fmt/format.h>
+#include <poll.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <nlohmann/json.hpp>
 #include <set>
 
 #include "lib/base/log.h"
+#include "lib/base/paths.h"
+#include "lib/base/socket.h"
+#include "lib/base/unique_fd.h"
 
 namespace fun::vm {
 
@@ -62,6 +68,37 @@ StatusOr<std::vector<PublishState>> ParsePublishTableJson(std::string_view json)
     out.push_back(std::move(s));
   }
   return out;
+}
+
+StatusOr<std::vector<PublishState>> RequestPublish(const std::string& instance_dir,
+                                                   std::chrono::milliseconds timeout) {
+  const std::string path =
+      instance_dir + "/" + std::string(InstanceFileName(InstanceFileKind::kHostdSock));
+  StatusOr<UniqueFd> fd = Connect(SocketAddress{.kind = SocketAddress::Kind::kUnix, .path = path});
+  if (!fd.ok()) {
+    return UnavailableError(
+        fmt::format("fun-hostd does not answer on {}: {}", path, fd.status().message()));
+  }
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  std::string got;
+  char buf[16 * 1024];
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return DeadlineExceededError("fun-hostd did not answer in time");
+    pollfd p{.fd = fd->get(), .events = POLLIN, .revents = 0};
+    const int r = ::poll(&p, 1, static_cast<int>(left.count()));
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) return ErrnoError(errno, "waiting for fun-hostd");
+    if (r == 0) continue;
+    const ssize_t n = ::read(fd->get(), buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return ErrnoError(errno, "reading from fun-hostd");
+    if (n == 0) break;
+    got.append(buf, static_cast<size_t>(n));
+    if (got.size() > (16u << 20)) return InvalidArgumentError("fun-hostd's answer is too long");
+  }
+  return ParsePublishTableJson(got);
 }
 
 PortPublisher::PortPublisher(Opener open) : open_(std::move(open)) {}

@@ -18,6 +18,7 @@
 // called, and handles are destroyed, with it held.
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <map>
 #include <memory>
@@ -50,6 +51,11 @@ struct PublishState {
 std::string PublishTableJson(const std::vector<PublishState>& table);
 // The inverse, for fun-doctor and `fun`; strict about types (the file could be damaged).
 StatusOr<std::vector<PublishState>> ParsePublishTableJson(std::string_view json);
+
+// Asks the instance's fun-hostd (<instance_dir>/hostd.sock) to publish now, and returns its
+// table once that round is done. Unavailable when no hostd serves the instance.
+StatusOr<std::vector<PublishState>> RequestPublish(const std::string& instance_dir,
+                                                   std::chrono::milliseconds timeout);
 
 class PortPublisher {
  public:

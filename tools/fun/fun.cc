@@ -31,6 +31,7 @@
 #include "lib/net/port_check.h"
 #include "lib/vm/instance_agent.h"
 #include "lib/vm/instance_state.h"
+#include "lib/vm/port_publisher.h"
 #include "tools/fun-vmctl/vmctl.h"
 #include "tools/fun/terminal.h"
 
@@ -540,6 +541,29 @@ Status CheckPublishable(const Context& c, const std::vector<cri::PortMapping>& p
   return OkStatus();
 }
 
+// In a VM instance, fun-hostd publishes ports: ask it to catch up now (a container started,
+// stopped or went away) rather than on its next round; with `container`, say which of that
+// container's ports could not be published. Natively there is nothing to ask.
+void SyncPublishedPorts(const Context& c, const Target& t, const std::string& container = "") {
+  if (t.instance.empty()) return;
+  auto paths = ResolvePaths(t.env_paths);
+  if (!paths.ok()) return;
+  auto table = vm::RequestPublish(paths->InstanceDir(t.instance), seconds(15));
+  if (!table.ok()) {
+    if (!container.empty()) {
+      c.err << "fun: warning: ports not published yet: " << table.status().message() << "\n";
+    }
+    return;
+  }
+  if (container.empty()) return;
+  for (const vm::PublishState& s : *table) {
+    if (s.want.owner == container && !s.listening) {
+      c.err << "fun: warning: " << net::FormatHostPort(s.want.host)
+            << " is not published: " << s.error << "\n";
+    }
+  }
+}
+
 int CmdRun(const Context& c, const std::vector<std::string>& args) {
   bool detach = false, rm = false, tty = false, interactive = false;
   std::string name, workdir, entrypoint, user;
@@ -633,6 +657,7 @@ int CmdRun(const Context& c, const std::vector<std::string>& args) {
   if (!image.ok()) return Fail(c.err, image.status());
   auto r = session->engine->Run(spec);
   if (!r.ok()) return Fail(c.err, r.status());
+  if (!spec.ports.empty()) SyncPublishedPorts(c, session->target, r->name);
   if (detach) {
     c.out << r->container_id << std::endl;
     return 0;
@@ -650,6 +675,7 @@ int CmdRun(const Context& c, const std::vector<std::string>& args) {
         c.err << "fun: " << s.message() << "\n";
       }
     }
+    if (!spec.ports.empty()) SyncPublishedPorts(c, session->target);
     return code;
   };
   if (tty || interactive) {
@@ -741,6 +767,7 @@ int CmdStop(const Context& c, const std::vector<std::string>& args) {
       c.out << name << "\n";
     }
   }
+  SyncPublishedPorts(c, session->target);
   return code;
 }
 
@@ -767,6 +794,7 @@ int CmdStart(const Context& c, const std::vector<std::string>& args) {
     if (!r.ok()) {
       code = Fail(c.err, r.status());
     } else {
+      if (info.ok() && !info->ports.empty()) SyncPublishedPorts(c, session->target, r->name);
       c.out << name << "\n";
     }
   }
@@ -791,6 +819,7 @@ int CmdRm(const Context& c, const std::vector<std::string>& args) {
       c.out << name << "\n";
     }
   }
+  SyncPublishedPorts(c, session->target);
   return code;
 }
 

@@ -1,0 +1,30 @@
+#include "lib/base/files.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "lib/base/socket.h"
+#include "lib/base/unique_fd.h"
+
+namespace fun {
+
+Status WriteFileAtomically(const std::string& path, std::string_view data, mode_t mode) {
+  const std::string tmp = path + ".tmp";
+  UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode));
+  if (!fd.valid()) return ErrnoError(errno, "writing " + tmp);
+  if (Status s = WriteAll(fd.get(), data); !s.ok()) {
+    ::unlink(tmp.c_str());
+    return s.WithContext("writing " + tmp);
+  }
+  fd.reset();
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int err = errno;
+    ::unlink(tmp.c_str());
+    return ErrnoError(err, "renaming " + tmp);
+  }
+  return OkStatus();
+}
+
+}  // namespace fun

@@ -1,0 +1,21 @@
+// files.h: small file operations every room needs.
+//
+//   FUN_RETURN_IF_ERROR(WriteFileAtomically(dir + "/state.json", json, 0600));
+//
+// Thread-safety: functions are thread-safe (two writers of one path: the last rename wins).
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+#include <string_view>
+
+#include "lib/base/status.h"
+
+namespace fun {
+
+// Writes `data` to `path` + ".tmp" (mode `mode`), then renames it over `path`: a reader sees
+// the old content or the new, never a part.
+Status WriteFileAtomically(const std::string& path, std::string_view data, mode_t mode = 0600);
+
+}  // namespace fun
