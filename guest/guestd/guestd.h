@@ -68,7 +68,7 @@ struct Options {
   std::string containerd_socket = kDefaultContainerdSocket;
   std::string shutdown_command = kDefaultShutdownCommand;
   bool allow_timesync = true;
-  int max_connections = 1024;
+  int max_connections = 4096;
   // From accept to a complete request; then the connection is closed.
   std::chrono::milliseconds request_deadline{10000};
   // For kTcp targets (and the containerd socket).

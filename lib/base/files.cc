@@ -1,6 +1,8 @@
 #include "lib/base/files.h"
 
 #include <fcntl.h>
+#include <limits.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -25,6 +27,19 @@ Status WriteFileAtomically(const std::string& path, std::string_view data, mode_
     return ErrnoError(err, "renaming " + tmp);
   }
   return OkStatus();
+}
+
+StatusOr<uint64_t> RaiseOpenFileLimit() {
+  rlimit l{};
+  if (::getrlimit(RLIMIT_NOFILE, &l) != 0) return ErrnoError(errno, "getrlimit(RLIMIT_NOFILE)");
+  rlim_t want = l.rlim_max;
+#ifdef __APPLE__
+  if (want == RLIM_INFINITY || want > OPEN_MAX) want = OPEN_MAX;
+#endif
+  if (l.rlim_cur >= want) return static_cast<uint64_t>(l.rlim_cur);
+  l.rlim_cur = want;
+  if (::setrlimit(RLIMIT_NOFILE, &l) != 0) return ErrnoError(errno, "setrlimit(RLIMIT_NOFILE)");
+  return static_cast<uint64_t>(want);
 }
 
 }  // namespace fun

@@ -7,6 +7,7 @@
 
 #include <sys/types.h>
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -17,5 +18,9 @@ namespace fun {
 // Writes `data` to `path` + ".tmp" (mode `mode`), then renames it over `path`: a reader sees
 // the old content or the new, never a part.
 Status WriteFileAtomically(const std::string& path, std::string_view data, mode_t mode = 0600);
+
+// Raises this process's soft limit on open files to its hard limit (macOS: at most OPEN_MAX),
+// for servers that hold two fds per relayed connection. Returns the limit now in effect.
+StatusOr<uint64_t> RaiseOpenFileLimit();
 
 }  // namespace fun

@@ -12,6 +12,7 @@
 
 #include "lib/base/flags.h"
 #include "lib/base/log.h"
+#include "lib/base/files.h"
 #include "lib/vm/hostd.h"
 #include "lib/vm/image.h"
 
@@ -23,6 +24,10 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
   std::signal(SIGHUP, SIG_IGN);  // the terminal that started us may go away
+  // Two fds per forwarded connection (client and agent channel); macOS starts at 256.
+  if (auto limit = fun::RaiseOpenFileLimit(); !limit.ok()) {
+    std::cerr << "fun-hostd: warning: " << limit.status().message() << "\n";
+  }
 
   std::string instance = "default", image_dir, qemu = "qemu-system-x86_64", machine = "q35";
   std::string level = "info";
