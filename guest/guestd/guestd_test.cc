@@ -562,7 +562,7 @@ TEST(ParseArgsTest, DefaultsServeTheVm) {
   EXPECT_EQ(o->containerd_socket, "/run/containerd/containerd.sock");
   EXPECT_EQ(o->shutdown_command, "/usr/sbin/poweroff");
   EXPECT_TRUE(o->allow_timesync);
-  EXPECT_EQ(o->max_connections, 1024);
+  EXPECT_EQ(o->max_connections, 4096);
 }
 
 TEST(ParseArgsTest, Flags) {
