@@ -13,6 +13,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <limits>
@@ -25,6 +26,7 @@
 #include "lib/base/flags.h"
 #include "lib/base/log.h"
 #include "lib/base/version.h"
+#include "lib/net/listen_ports.h"
 #include "lib/net/splice.h"
 
 namespace fun::guestd {
@@ -41,7 +43,8 @@ constexpr char kUsage[] =
     "                  [--log-file PATH] [--log-level LEVEL]\n"
     "\n"
     "The agent inside Fun's VM: serves the host's agent channel (containerd, TCP and UDP\n"
-    "forwards, ping, time sync, shutdown). ADDRESS is tcp:HOST:PORT, unix:PATH or vsock:PORT\n"
+    "forwards, listening ports, ping, time sync, shutdown). ADDRESS is tcp:HOST:PORT, unix:PATH or "
+    "vsock:PORT\n"
     "(default tcp:0.0.0.0:7070). The instance secret is read from --token-file (default: QEMU\n"
     "fw_cfg opt/fun/secret); it is never accepted on the command line.\n"
     "\n";
@@ -132,11 +135,12 @@ std::string VsockPeer(int fd) {
 // ---------------------------------------------------------------------------------------
 // The protocol, per connection.
 
-Status SendReply(int fd, ReplyStatus status, std::string_view message) {
+// `lines`: the message is data in lines (kPorts), not a one-line reason.
+Status SendReply(int fd, ReplyStatus status, std::string_view message, bool lines = false) {
   agent::Reply r{.status = status,
                  .message = std::string(message.substr(0, agent::kMaxMessageSize))};
   for (char& c : r.message) {
-    if (c == '\n' || c == '\r') c = ' ';  // one line, as the protocol promises
+    if ((c == '\n' && !lines) || c == '\r') c = ' ';  // one line, as the protocol promises
   }
   FUN_ASSIGN_OR_RETURN(std::string wire, agent::EncodeReply(r));
   return WriteAll(fd, wire);
@@ -545,6 +549,66 @@ void ServeUdp(const Context& c, int conn, const agent::Request& r, std::string e
   }
 }
 
+// A file of /proc, whole (its size is unknown until read). Bounded: a VM with so many sockets
+// that /proc/net/tcp exceeds this is not one we can report on in one reply anyway.
+StatusOr<std::string> ReadProcFile(const std::string& path) {
+  constexpr size_t kMaxProcFile = 64 << 20;
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) return ErrnoError(errno, "opening " + path);
+  std::string text;
+  char buf[64 * 1024];
+  for (;;) {
+    ssize_t n = ::read(fd.get(), buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return ErrnoError(errno, "reading " + path);
+    if (n == 0) return text;
+    text.append(buf, static_cast<size_t>(n));
+    if (text.size() > kMaxProcFile) {
+      return ResourceExhaustedError(
+          fmt::format("{} holds more than {} MiB", path, kMaxProcFile >> 20));
+    }
+  }
+}
+
+// kPorts: what listens in the VM's network namespace, from /proc/net/{tcp,tcp6,udp,udp6}. A
+// kernel without IPv6 has no tcp6 and udp6: nothing listens there then.
+void ServePorts(const Context& c, int conn, Outcome* o) {
+  struct File {
+    std::string_view name;
+    net::Protocol protocol;
+    bool ipv6;
+  };
+  std::vector<net::ListenPort> all;
+  for (const File& f :
+       {File{"tcp", net::Protocol::kTcp, false}, File{"tcp6", net::Protocol::kTcp, true},
+        File{"udp", net::Protocol::kUdp, false}, File{"udp6", net::Protocol::kUdp, true}}) {
+    const std::string path = fmt::format("{}/{}", c.options.proc_net_dir, f.name);
+    auto text = ReadProcFile(path);
+    if (!text.ok() && text.status().sys_errno() == ENOENT && f.ipv6) continue;
+    auto ports = text.ok() ? net::ParseProcNetSockets(*text, f.protocol, f.ipv6)
+                           : StatusOr<std::vector<net::ListenPort>>(text.status());
+    if (!ports.ok()) {
+      Reply(conn, ReplyStatus::kFailed, ports.status().message(), o);
+      o->warning = true;
+      return;
+    }
+    all.insert(all.end(), ports->begin(), ports->end());
+  }
+  std::sort(all.begin(), all.end());
+  all.erase(std::unique(all.begin(), all.end()), all.end());
+  auto wire = net::EncodeListenPorts(all);
+  if (!wire.ok()) {
+    Reply(conn, ReplyStatus::kFailed, wire.status().message(), o);
+    o->warning = true;
+    return;
+  }
+  Status s = SendReply(conn, ReplyStatus::kOk, *wire, /*lines=*/true);
+  const bool truncated = wire->ends_with("\ntruncated\n") || *wire == "truncated\n";
+  o->result = fmt::format("ok: {} listening sockets{}", all.size(),
+                          truncated ? " (more than one reply holds: truncated)" : "");
+  if (!s.ok()) o->result += fmt::format(" (the reply was lost: {})", s.message());
+}
+
 void ServeShutdown(const Context& c, int conn, Outcome* o) {
   const std::string& cmd = c.options.shutdown_command;
   if (::access(cmd.c_str(), X_OK) != 0) {
@@ -722,6 +786,9 @@ Outcome Serve(const Context& c, int conn) {
       break;
     case agent::Kind::kLog:
       ServeLog(c, conn, r, &o);
+      break;
+    case agent::Kind::kPorts:
+      ServePorts(c, conn, &o);
       break;
   }
   return o;

@@ -29,6 +29,9 @@
 //                step applied
 //   kLog         stream a container log file under --log-root from an offset; with follow,
 //                keep sending as it grows until the host half-closes (then send the rest)
+//   kPorts       Reply kOk with the sockets listening in the VM's network namespace (TCP in
+//                LISTEN, UDP bound and unconnected, from /proc/net/{tcp,tcp6,udp,udp6}) as
+//                lines in the message (net::EncodeListenPorts), then close
 // Bytes that arrive right after the request (a host that does not wait for the Reply) go to
 // the target before the relay starts. Every connection runs on its own thread (at most
 // max_connections at once; more get kUnavailable) and must deliver its request within
@@ -85,6 +88,8 @@ struct Options {
   std::chrono::milliseconds connect_timeout{5000};
   // A kUdp session in which no datagram moved either way for this long ends.
   std::chrono::milliseconds udp_idle_timeout{60000};
+  // kPorts reads tcp, tcp6, udp and udp6 here (tests point it at fixtures).
+  std::string proc_net_dir = "/proc/net";
   // kLog serves files under this directory only (where the host's engine tells containerd to
   // write container logs: on the data disk, so they survive a VM restart).
   std::string log_root = kDefaultLogRoot;

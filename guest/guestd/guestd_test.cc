@@ -24,6 +24,7 @@
 #include "lib/base/log.h"
 #include "lib/base/socket.h"
 #include "lib/base/version.h"
+#include "lib/net/listen_ports.h"
 
 namespace fun::guestd {
 namespace {
@@ -810,6 +811,108 @@ TEST_F(GuestdTest, UnixListenerWorksAndIsRemovedAfterwards) {
   EXPECT_EQ(Call(Req(Kind::kPing)).status, ReplyStatus::kOk);
   StopAgent();
   EXPECT_FALSE(std::filesystem::exists(dir_.Join("agent.sock")));
+}
+
+// --- kPorts ----------------------------------------------------------------------------------
+
+class GuestdPortsTest : public GuestdTest {
+ protected:
+  net::ListenPortReport Ports() {
+    agent::Reply r = Call(Req(Kind::kPorts));
+    EXPECT_EQ(r.status, ReplyStatus::kOk) << r.message;
+    auto report = net::DecodeListenPorts(r.message);
+    EXPECT_TRUE(report.ok()) << report.status() << ": " << r.message;
+    return report.ok() ? *report : net::ListenPortReport{};
+  }
+  void Fixture(std::string_view name, std::string_view text) {
+    ::mkdir(dir_.Join("net").c_str(), 0755);
+    WriteFile(dir_.Join("net/" + std::string(name)), text);
+    options_.proc_net_dir = dir_.Join("net");
+  }
+  static net::ListenPort Tcp(std::string address, uint16_t port) {
+    return {.protocol = net::Protocol::kTcp, .address = std::move(address), .port = port};
+  }
+  static net::ListenPort Udp(std::string address, uint16_t port) {
+    return {.protocol = net::Protocol::kUdp, .address = std::move(address), .port = port};
+  }
+};
+
+constexpr std::string_view kV4Header =
+    "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout "
+    "inode\n";
+constexpr std::string_view kV6Header =
+    "  sl  local_address                         remote_address                        st "
+    "tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n";
+
+TEST_F(GuestdPortsTest, ReportsTheFourFilesMergedAndSorted) {
+  Fixture("tcp", std::string(kV4Header) +
+                     "   0: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000 "
+                     "    0        0 1 1 0 100 0 0 10 0\n"
+                     "   1: 0100007F:B648 0100007F:1389 01 00000000:00000000 00:00000000 00000000 "
+                     "    0        0 2 2 0 20 0 0 10 -1\n");
+  Fixture("tcp6", std::string(kV6Header) +
+                      "   0: 00000000000000000000000001000000:2328 "
+                      "00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 "
+                      "00000000     0        0 3 1 0 100 0 0 10 0\n");
+  Fixture("udp", std::string(kV4Header) +
+                     " 2636: 0100007F:0035 00000000:0000 07 00000000:00000000 00:00000000 "
+                     "00000000     0        0 4 2 0 0\n");
+  Fixture("udp6", std::string(kV6Header) +
+                      " 3129: 00000000000000000000000000000000:0222 "
+                      "00000000000000000000000000000000:0000 07 00000000:00000000 00:00000000 "
+                      "00000000     0        0 5 2 0 0\n");
+  StartAgent();
+  net::ListenPortReport r = Ports();
+  EXPECT_FALSE(r.truncated);
+  EXPECT_THAT(r.ports, ::testing::ElementsAre(Tcp("0.0.0.0", 8080), Tcp("::1", 9000),
+                                              Udp("127.0.0.1", 53), Udp("::", 546)));
+  StopAgent();
+  EXPECT_THAT(Logs(), HasSubstr(" ports: ok: 4 listening sockets"));
+}
+
+TEST_F(GuestdPortsTest, NoIpv6FilesIsNoIpv6Sockets) {
+  Fixture("tcp", std::string(kV4Header) + "   0: 00000000:0016 00000000:0000 0A\n");
+  Fixture("udp", kV4Header);
+  StartAgent();
+  EXPECT_THAT(Ports().ports, ::testing::ElementsAre(Tcp("0.0.0.0", 22)));
+}
+
+TEST_F(GuestdPortsTest, MissingOrMalformedFilesFail) {
+  Fixture("udp", kV4Header);  // no tcp
+  StartAgent();
+  agent::Reply r = Call(Req(Kind::kPorts));
+  EXPECT_EQ(r.status, ReplyStatus::kFailed);
+  EXPECT_THAT(r.message, HasSubstr(dir_.Join("net/tcp") + ": No such file"));
+  Fixture("tcp", std::string(kV4Header) + "   0: 00000000:0016\n");
+  r = Call(Req(Kind::kPorts));
+  EXPECT_EQ(r.status, ReplyStatus::kFailed);
+  EXPECT_THAT(r.message, HasSubstr("/proc/net/tcp line 2 "));
+}
+
+// Against this machine's real /proc/net: sockets opened here are in the report.
+TEST_F(GuestdPortsTest, SeesRealListenersOnLoopback) {
+  auto tcp = Listen(*ParseSocketAddress("tcp:127.0.0.1:0"));
+  ASSERT_TRUE(tcp.ok()) << tcp.status();
+  const uint16_t tcp_port = ParseSocketAddress(*LocalAddress(tcp->get()))->port;
+  auto tcp6 = Listen(*ParseSocketAddress("tcp:[::1]:0"));
+  UdpEchoServer udp("127.0.0.1");
+  ASSERT_TRUE(udp.ok()) << udp.error();
+  UdpEchoServer udp6("::1");
+  StartAgent();
+  net::ListenPortReport r = Ports();
+  if (r.truncated) GTEST_SKIP() << "more sockets listen here than one report holds";
+  EXPECT_THAT(r.ports, ::testing::Contains(Tcp("127.0.0.1", tcp_port)));
+  EXPECT_THAT(r.ports, ::testing::Contains(Tcp("127.0.0.1", address_.port)));  // the agent's own
+  EXPECT_THAT(r.ports, ::testing::Contains(Udp("127.0.0.1", udp.port())));
+  if (tcp6.ok()) {
+    EXPECT_THAT(r.ports, ::testing::Contains(
+                             Tcp("::1", ParseSocketAddress(*LocalAddress(tcp6->get()))->port)));
+  }
+  if (udp6.ok()) {
+    EXPECT_THAT(r.ports, ::testing::Contains(Udp("::1", udp6.port())));
+  }
+  tcp->reset();
+  EXPECT_THAT(Ports().ports, ::testing::Not(::testing::Contains(Tcp("127.0.0.1", tcp_port))));
 }
 
 // ---------------------------------------------------------------------------------------
