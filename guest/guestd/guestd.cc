@@ -13,10 +13,12 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <limits>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <system_error>
 #include <thread>
 
@@ -24,6 +26,7 @@
 #include "lib/base/flags.h"
 #include "lib/base/log.h"
 #include "lib/base/version.h"
+#include "lib/net/listen_ports.h"
 #include "lib/net/splice.h"
 
 namespace fun::guestd {
@@ -36,10 +39,12 @@ constexpr char kUsage[] =
     "usage: fun-guestd [--listen ADDRESS]... [--token-file PATH] [--containerd-socket PATH]\n"
     "                  [--shutdown-command PATH] [--no-timesync] [--max-connections N]\n"
     "                  [--log-root DIR] [--image-listen ADDRESS] [--image-dir DIR]\n"
+    "                  [--udp-idle-timeout SECONDS]\n"
     "                  [--log-file PATH] [--log-level LEVEL]\n"
     "\n"
-    "The agent inside Fun's VM: serves the host's agent channel (containerd, TCP forwards,\n"
-    "ping, time sync, shutdown). ADDRESS is tcp:HOST:PORT, unix:PATH or vsock:PORT\n"
+    "The agent inside Fun's VM: serves the host's agent channel (containerd, TCP and UDP\n"
+    "forwards, listening ports, ping, time sync, shutdown). ADDRESS is tcp:HOST:PORT, unix:PATH or "
+    "vsock:PORT\n"
     "(default tcp:0.0.0.0:7070). The instance secret is read from --token-file (default: QEMU\n"
     "fw_cfg opt/fun/secret); it is never accepted on the command line.\n"
     "\n";
@@ -130,11 +135,12 @@ std::string VsockPeer(int fd) {
 // ---------------------------------------------------------------------------------------
 // The protocol, per connection.
 
-Status SendReply(int fd, ReplyStatus status, std::string_view message) {
+// `lines`: the message is data in lines (kPorts), not a one-line reason.
+Status SendReply(int fd, ReplyStatus status, std::string_view message, bool lines = false) {
   agent::Reply r{.status = status,
                  .message = std::string(message.substr(0, agent::kMaxMessageSize))};
   for (char& c : r.message) {
-    if (c == '\n' || c == '\r') c = ' ';  // one line, as the protocol promises
+    if ((c == '\n' && !lines) || c == '\r') c = ' ';  // one line, as the protocol promises
   }
   FUN_ASSIGN_OR_RETURN(std::string wire, agent::EncodeReply(r));
   return WriteAll(fd, wire);
@@ -178,6 +184,16 @@ StatusOr<ReceivedRequest> ReadRequest(int fd, Steady::time_point deadline, int s
   }
 }
 
+// What a kUdp session moved. "to target": datagrams the host framed, sent on the UDP socket;
+// "to host": datagrams the target sent, framed onto the host stream (queued for it: a session
+// that ends while the host stream is full never delivers the last few; unsent_bytes says so).
+struct UdpStats {
+  uint64_t to_target = 0, to_target_bytes = 0, to_target_dropped = 0;
+  uint64_t to_host = 0, to_host_bytes = 0, to_host_dropped = 0;
+  uint64_t icmp_errors = 0;  // port/host unreachable reported on the socket: counted, not fatal
+  uint64_t unsent_bytes = 0;
+};
+
 struct Context {
   const Options& options;
   const agent::Token& token;
@@ -194,6 +210,8 @@ struct Outcome {
   bool relayed = false;
   std::string target;
   net::SpliceStats bytes;
+  // kUdp: datagrams rather than bytes (set once the session started).
+  std::optional<UdpStats> udp;
 };
 
 void Reply(int conn, ReplyStatus status, std::string_view message, Outcome* o) {
@@ -270,6 +288,325 @@ void ServeTcp(const Context& c, int conn, const agent::Request& r, const std::st
     return;
   }
   Relay(c, conn, up->get(), early, o);
+}
+
+// ---------------------------------------------------------------------------------------
+// kUdp: one UDP session per channel (the host opens one per client address).
+
+// Framed datagrams waiting for room in the host stream; what does not fit is dropped, as a
+// full socket buffer drops datagrams (UDP promises no delivery).
+constexpr size_t kUdpPendingLimit = 256 * 1024;
+// Bytes read from the host stream at once. With the one partial frame that may precede them,
+// this bounds what the session holds from the host.
+constexpr size_t kUdpReadChunk = 64 * 1024;
+// Datagrams taken from the target per wakeup, so a flooding target cannot starve the host.
+constexpr int kUdpReceivesPerWakeup = 64;
+
+// Errors an ICMP message leaves on a connected UDP socket (port or host unreachable): the
+// target may come back (a UDP server restarting), so they are counted, never fatal.
+bool IsIcmpError(int err) {
+  return err == ECONNREFUSED || err == EHOSTUNREACH || err == ENETUNREACH || err == EHOSTDOWN ||
+         err == ENONET;
+}
+
+StatusOr<UniqueFd> ConnectUdp(const agent::HostPort& hp) {
+  SocketAddress addr{.kind = SocketAddress::Kind::kTcp, .host = hp.host, .port = hp.port};
+  FUN_ASSIGN_OR_RETURN(SockAddr sa, ToSockAddr(addr));
+  UniqueFd fd(::socket(sa.ss.ss_family, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!fd.valid()) return ErrnoError(errno, "udp socket");
+  if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&sa.ss), sa.len) != 0) {
+    return ErrnoError(errno, "connecting a udp socket to " + addr.ToString().substr(4));
+  }
+  return fd;
+}
+
+// The relay of one session: framed datagrams from the host stream go out one by one on the
+// connected UDP socket; what the target sends comes back framed. Single thread, poll(2),
+// non-blocking on both fds, every buffer bounded.
+class UdpSession {
+ public:
+  UdpSession(const Context& c, int conn, int udp, std::string target, UdpStats* stats)
+      : c_(c), conn_(conn), udp_(udp), target_(std::move(target)), stats_(*stats) {}
+
+  // Runs until the host closes, the session idles out, the agent stops, a frame is malformed
+  // (malformed() says so) or either socket fails. OK for a host that closed between frames.
+  Status Run(std::string early) {
+    in_ = std::move(early);
+    recv_buf_.resize(agent::kMaxDatagramSize + 1);
+    idle_deadline_ = Steady::now() + c_.options.udp_idle_timeout;
+    for (;;) {
+      if (!blocked_) FUN_RETURN_IF_ERROR(SendFrames());
+      const bool to_host = out_off_ < out_.size();
+      pollfd p[3] = {
+          {conn_, static_cast<short>((blocked_ ? 0 : POLLIN) | (to_host ? POLLOUT : 0)), 0},
+          {udp_, static_cast<short>(POLLIN | (blocked_ ? POLLOUT : 0)), 0},
+          {c_.stop_fd, POLLIN, 0}};
+      int n = ::poll(p, 3, MillisUntil(idle_deadline_));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return ErrnoError(errno, "poll");
+      if (p[2].revents != 0) return CancelledError("agent stopping");
+      if (n == 0 && Steady::now() >= idle_deadline_) {
+        return DeadlineExceededError(
+            fmt::format("no datagram either way for {} s",
+                        std::chrono::duration<double>(c_.options.udp_idle_timeout).count()));
+      }
+      if (p[0].revents & (POLLERR | POLLHUP)) {
+        // A reset (POLLERR) or a stream closed both ways: nothing more will move. A host that
+        // merely half-closed shows POLLIN and reads EOF below, unless a send is blocked.
+        if (blocked_ || !(p[0].revents & POLLIN)) {
+          int err = 0;
+          socklen_t len = sizeof(err);
+          ::getsockopt(conn_, SOL_SOCKET, SO_ERROR, &err, &len);
+          return err != 0 ? ErrnoError(err, "host stream") : AbortedError("host stream hung up");
+        }
+      }
+      if (!blocked_ && (p[0].revents & (POLLIN | POLLHUP | POLLERR))) {
+        FUN_ASSIGN_OR_RETURN(bool more, ReadFromHost());
+        if (!more) return OkStatus();  // the host closed the channel between frames
+      }
+      if (p[0].revents & POLLOUT) FUN_RETURN_IF_ERROR(WriteToHost());
+      if (p[1].revents & POLLOUT) blocked_ = false;  // room again: SendFrames retries
+      if (p[1].revents & (POLLIN | POLLERR)) FUN_RETURN_IF_ERROR(ReceiveFromTarget());
+    }
+  }
+
+  // What is still queued for the host when the session ends.
+  size_t unsent() const { return out_.size() - out_off_; }
+  bool malformed() const { return malformed_; }
+
+ private:
+  // Sends every complete frame in in_; stops early (blocked_) when the socket has no room.
+  Status SendFrames() {
+    size_t at = 0;
+    for (;;) {
+      auto d = agent::DecodeDatagram(std::string_view(in_).substr(at));
+      if (!d.ok()) return Malformed(d.status().message());
+      if (!d->has_value()) break;
+      auto [payload, used] = **d;
+      FUN_ASSIGN_OR_RETURN(bool sent, SendToTarget(payload));
+      if (!sent) {
+        blocked_ = true;
+        break;
+      }
+      at += used;
+    }
+    in_.erase(0, at);
+    return OkStatus();
+  }
+
+  // False when the socket has no room (EAGAIN): the caller waits for POLLOUT. A datagram the
+  // kernel refuses (too big for IPv4, no buffers, a firewall) is dropped and counted.
+  StatusOr<bool> SendToTarget(std::string_view payload) {
+    Touch();
+    for (int attempt = 0;; ++attempt) {
+      if (::send(udp_, payload.data(), payload.size(), MSG_DONTWAIT | MSG_NOSIGNAL) >= 0) {
+        ++stats_.to_target;
+        stats_.to_target_bytes += payload.size();
+        return true;
+      }
+      const int err = errno;
+      if (err == EINTR) continue;
+      if (err == EAGAIN || err == EWOULDBLOCK) return false;
+      if (IsIcmpError(err)) {
+        // The error belongs to an earlier datagram; reporting it cleared it and this one was
+        // not sent. Once more.
+        ++stats_.icmp_errors;
+        if (attempt == 0) continue;
+      } else if (err != EMSGSIZE && err != ENOBUFS && err != ENOMEM && err != EPERM &&
+                 err != EACCES) {
+        return ErrnoError(err, "sending to " + target_);
+      }
+      ++stats_.to_target_dropped;
+      return true;
+    }
+  }
+
+  // Appends what the host sent to in_; false at EOF. A stream that ends inside a frame is
+  // malformed (InvalidArgument).
+  StatusOr<bool> ReadFromHost() {
+    const size_t had = in_.size();
+    in_.resize(had + kUdpReadChunk);
+    ssize_t n = ::recv(conn_, in_.data() + had, kUdpReadChunk, MSG_DONTWAIT);
+    const int err = errno;
+    in_.resize(had + static_cast<size_t>(std::max<ssize_t>(n, 0)));
+    if (n < 0) {
+      if (err == EINTR || err == EAGAIN || err == EWOULDBLOCK) return true;
+      return ErrnoError(err, "reading from the host");
+    }
+    if (n > 0) return true;
+    if (in_.empty()) return false;
+    if (in_.size() < 2) return Malformed("the stream ended inside a frame's length");
+    const size_t declared =
+        static_cast<uint8_t>(in_[0]) | (static_cast<size_t>(static_cast<uint8_t>(in_[1])) << 8);
+    return Malformed(
+        fmt::format("the stream ended {} bytes into a frame of {}", in_.size() - 2, declared));
+  }
+
+  Status WriteToHost() {
+    while (out_off_ < out_.size()) {
+      ssize_t n = ::send(conn_, out_.data() + out_off_, out_.size() - out_off_,
+                         MSG_DONTWAIT | MSG_NOSIGNAL);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+      if (n < 0) return ErrnoError(errno, "writing to the host");
+      out_off_ += static_cast<size_t>(n);
+    }
+    if (out_off_ == out_.size()) {
+      out_.clear();
+      out_off_ = 0;
+    } else if (out_off_ > kUdpPendingLimit / 2) {
+      out_.erase(0, out_off_);
+      out_off_ = 0;
+    }
+    return OkStatus();
+  }
+
+  Status ReceiveFromTarget() {
+    for (int i = 0; i < kUdpReceivesPerWakeup; ++i) {
+      ssize_t n = ::recv(udp_, recv_buf_.data(), recv_buf_.size(), MSG_DONTWAIT | MSG_TRUNC);
+      if (n < 0) {
+        const int err = errno;
+        if (err == EINTR) continue;
+        if (err == EAGAIN || err == EWOULDBLOCK) break;
+        if (IsIcmpError(err)) {
+          ++stats_.icmp_errors;
+          continue;
+        }
+        return ErrnoError(err, "receiving from " + target_);
+      }
+      Touch();
+      const size_t size = static_cast<size_t>(n);
+      if (size > agent::kMaxDatagramSize || unsent() + 2 + size > kUdpPendingLimit) {
+        ++stats_.to_host_dropped;  // cannot be framed (an IPv6 jumbogram), or the host is slow
+        continue;
+      }
+      auto frame = agent::EncodeDatagram(std::string_view(recv_buf_.data(), size));
+      if (!frame.ok()) return frame.status();
+      out_ += *frame;
+      ++stats_.to_host;
+      stats_.to_host_bytes += size;
+    }
+    return WriteToHost();  // at once: most of the time the stream has room
+  }
+
+  void Touch() { idle_deadline_ = Steady::now() + c_.options.udp_idle_timeout; }
+  Status Malformed(std::string_view what) {
+    malformed_ = true;
+    return InvalidArgumentError(fmt::format("malformed frame from the host: {}", what));
+  }
+
+  const Context& c_;
+  const int conn_;
+  const int udp_;
+  const std::string target_;
+  UdpStats& stats_;
+  std::string in_;   // from the host: the frames not sent yet, then a partial one
+  std::string out_;  // framed datagrams for the host, from out_off_ on
+  size_t out_off_ = 0;
+  bool blocked_ = false;  // the UDP socket had no room for the next frame in in_
+  bool malformed_ = false;
+  std::vector<char> recv_buf_;
+  Steady::time_point idle_deadline_;
+};
+
+void ServeUdp(const Context& c, int conn, const agent::Request& r, std::string early, Outcome* o) {
+  auto hp = agent::ParseTarget(r.target);
+  if (!hp.ok()) {
+    Reply(conn, ReplyStatus::kBadRequest, hp.status().message(), o);
+    o->warning = true;
+    return;
+  }
+  o->target = r.target;
+  auto udp = ConnectUdp(*hp);
+  if (!udp.ok()) {
+    Reply(conn, ReplyStatus::kUnavailable, udp.status().message(), o);
+    return;
+  }
+  Status s = SendReply(conn, ReplyStatus::kOk, "connected to " + r.target);
+  if (!s.ok()) {
+    o->result = "sending the reply: " + s.message();
+    return;
+  }
+  o->relayed = true;
+  o->udp.emplace();
+  int flags = ::fcntl(conn, F_GETFL);
+  if (flags < 0 || ::fcntl(conn, F_SETFL, flags | O_NONBLOCK) != 0) {
+    o->result = fmt::format("making the host stream non-blocking: {}", std::strerror(errno));
+    return;
+  }
+  UdpSession session(c, conn, udp->get(), r.target, &*o->udp);
+  s = session.Run(std::move(early));
+  o->udp->unsent_bytes = session.unsent();
+  if (s.ok()) {
+    o->result = "ok: the host closed the channel";
+  } else if (s.code() == Code::kDeadlineExceeded) {
+    o->result = "idle: " + s.message();
+  } else if (s.code() == Code::kCancelled) {
+    o->result = s.message();
+  } else {
+    o->result = fmt::format("{}: {}", session.malformed() ? "closed" : "relay ended", s.message());
+    o->warning = session.malformed();
+  }
+}
+
+// A file of /proc, whole (its size is unknown until read). Bounded: a VM with so many sockets
+// that /proc/net/tcp exceeds this is not one we can report on in one reply anyway.
+StatusOr<std::string> ReadProcFile(const std::string& path) {
+  constexpr size_t kMaxProcFile = 64 << 20;
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) return ErrnoError(errno, "opening " + path);
+  std::string text;
+  char buf[64 * 1024];
+  for (;;) {
+    ssize_t n = ::read(fd.get(), buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return ErrnoError(errno, "reading " + path);
+    if (n == 0) return text;
+    text.append(buf, static_cast<size_t>(n));
+    if (text.size() > kMaxProcFile) {
+      return ResourceExhaustedError(
+          fmt::format("{} holds more than {} MiB", path, kMaxProcFile >> 20));
+    }
+  }
+}
+
+// kPorts: what listens in the VM's network namespace, from /proc/net/{tcp,tcp6,udp,udp6}. A
+// kernel without IPv6 has no tcp6 and udp6: nothing listens there then.
+void ServePorts(const Context& c, int conn, Outcome* o) {
+  struct File {
+    std::string_view name;
+    net::Protocol protocol;
+    bool ipv6;
+  };
+  std::vector<net::ListenPort> all;
+  for (const File& f :
+       {File{"tcp", net::Protocol::kTcp, false}, File{"tcp6", net::Protocol::kTcp, true},
+        File{"udp", net::Protocol::kUdp, false}, File{"udp6", net::Protocol::kUdp, true}}) {
+    const std::string path = fmt::format("{}/{}", c.options.proc_net_dir, f.name);
+    auto text = ReadProcFile(path);
+    if (!text.ok() && text.status().sys_errno() == ENOENT && f.ipv6) continue;
+    auto ports = text.ok() ? net::ParseProcNetSockets(*text, f.protocol, f.ipv6)
+                           : StatusOr<std::vector<net::ListenPort>>(text.status());
+    if (!ports.ok()) {
+      Reply(conn, ReplyStatus::kFailed, ports.status().message(), o);
+      o->warning = true;
+      return;
+    }
+    all.insert(all.end(), ports->begin(), ports->end());
+  }
+  std::sort(all.begin(), all.end());
+  all.erase(std::unique(all.begin(), all.end()), all.end());
+  auto wire = net::EncodeListenPorts(all);
+  if (!wire.ok()) {
+    Reply(conn, ReplyStatus::kFailed, wire.status().message(), o);
+    o->warning = true;
+    return;
+  }
+  Status s = SendReply(conn, ReplyStatus::kOk, *wire, /*lines=*/true);
+  const bool truncated = wire->ends_with("\ntruncated\n") || *wire == "truncated\n";
+  o->result = fmt::format("ok: {} listening sockets{}", all.size(),
+                          truncated ? " (more than one reply holds: truncated)" : "");
+  if (!s.ok()) o->result += fmt::format(" (the reply was lost: {})", s.message());
 }
 
 void ServeShutdown(const Context& c, int conn, Outcome* o) {
@@ -439,9 +776,7 @@ Outcome Serve(const Context& c, int conn) {
       ServeTcp(c, conn, r, got->early, &o);
       break;
     case agent::Kind::kUdp:
-      // UDP forwarding (datagrams framed with agent::EncodeDatagram both ways) comes with a
-      // later issue; until then the host hears so plainly instead of a half-working relay.
-      Reply(conn, ReplyStatus::kBadRequest, "udp forwarding is not supported yet", &o);
+      ServeUdp(c, conn, r, std::move(got->early), &o);
       break;
     case agent::Kind::kShutdown:
       ServeShutdown(c, conn, &o);
@@ -451,6 +786,9 @@ Outcome Serve(const Context& c, int conn) {
       break;
     case agent::Kind::kLog:
       ServeLog(c, conn, r, &o);
+      break;
+    case agent::Kind::kPorts:
+      ServePorts(c, conn, &o);
       break;
   }
   return o;
@@ -480,7 +818,20 @@ void LingeringClose(UniqueFd conn, int stop_fd) {
 
 void LogOutcome(const std::string& peer, const Outcome& o, Steady::duration took) {
   double secs = std::chrono::duration<double>(took).count();
-  if (o.relayed) {
+  if (o.udp) {
+    const UdpStats& u = *o.udp;
+    std::string line = fmt::format(
+        "{} {} {}: {}; host->target {} datagrams {} bytes ({} dropped), target->host {} "
+        "datagrams {} bytes ({} dropped), {} ICMP errors, {:.1f} s",
+        peer, o.kind, o.target, o.result, u.to_target, u.to_target_bytes, u.to_target_dropped,
+        u.to_host, u.to_host_bytes, u.to_host_dropped, u.icmp_errors, secs);
+    if (u.unsent_bytes > 0) line += fmt::format(" ({} bytes for the host unsent)", u.unsent_bytes);
+    if (o.warning) {
+      FUN_LOG(Warning, "{}", line);
+    } else {
+      FUN_LOG(Info, "{}", line);
+    }
+  } else if (o.relayed) {
     std::string target = o.target == o.kind ? "" : " " + o.target;
     FUN_LOG(Info, "{} {}{}: {}; host->target {} bytes, target->host {} bytes, {:.1f} s", peer,
             o.kind, target, o.result, o.bytes.a_to_b, o.bytes.b_to_a, secs);
@@ -533,6 +884,10 @@ StatusOr<Options> ParseArgs(const std::vector<std::string>& args) {
   flags.Bool("allow-timesync", &allow_timesync, "let the host set the clock (the default)");
   flags.Bool("no-timesync", &no_timesync, "refuse the host's time sync requests");
   flags.Int("max-connections", &o.max_connections, "connections served at once (1 .. 65536)");
+  int udp_idle_s = static_cast<int>(
+      std::chrono::duration_cast<std::chrono::seconds>(o.udp_idle_timeout).count());
+  flags.Int("udp-idle-timeout", &udp_idle_s,
+            "end a UDP session after this many seconds without a datagram (1 .. 86400)");
   flags.String("log-root", &o.log_root, "container logs the host may read (kLog) live under it");
   flags.String("image-listen", &o.image_listen,
                "serve the OCI layouts of --image-dir as a read-only registry here (tcp:HOST:PORT)");
@@ -554,6 +909,11 @@ StatusOr<Options> ParseArgs(const std::vector<std::string>& args) {
     return InvalidArgumentError(
         fmt::format("--max-connections: {} is out of range: use 1 .. 65536", o.max_connections));
   }
+  if (udp_idle_s < 1 || udp_idle_s > 86400) {
+    return InvalidArgumentError(
+        fmt::format("--udp-idle-timeout: {} is out of range: use 1 .. 86400 seconds", udp_idle_s));
+  }
+  o.udp_idle_timeout = std::chrono::seconds(udp_idle_s);
   if (o.token_file.empty()) return InvalidArgumentError("--token-file: empty path");
   if (o.log_root.size() < 2 || o.log_root.front() != '/' || o.log_root.back() == '/') {
     return InvalidArgumentError(fmt::format(

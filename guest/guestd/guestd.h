@@ -2,7 +2,8 @@
 //
 //   fun-guestd [--listen tcp:0.0.0.0:7070 | unix:PATH | vsock:PORT]... [--token-file PATH]
 //              [--containerd-socket PATH] [--shutdown-command PATH] [--no-timesync]
-//              [--max-connections N] [--log-file PATH] [--log-level LEVEL]
+//              [--max-connections N] [--udp-idle-timeout SECONDS] [--log-file PATH]
+//              [--log-level LEVEL]
 //
 // The host (fun-hostd) opens one connection per use, sends one agent::Request (see
 // lib/net/agent_protocol.h) and gets one agent::Reply. The agent checks the token against the
@@ -13,19 +14,31 @@
 //                 "load":[0.1,0.05,0.0],"time_unix_ns":…}
 //   kContainerd  connect to containerd's socket, Reply, then relay bytes both ways (net::Splice)
 //   kTcp         connect to the target IP:PORT (5 s timeout), Reply, then relay
-//   kUdp         Reply kBadRequest: not supported yet
+//   kUdp         open a UDP socket connect()ed to the target IP:PORT, Reply, then relay
+//                datagrams: each frame from the host (agent::DecodeDatagram) goes out as one
+//                datagram, each datagram from the target comes back framed. One channel is one
+//                UDP session (the host opens one per client address); it ends when the host
+//                closes the stream, after --udp-idle-timeout (60 s) with no datagram either
+//                way, on stop, or on a malformed frame (a stream that ends inside a frame:
+//                that channel only). Bounded: datagrams for a host stream that is full (more
+//                than 256 KiB queued) are dropped and counted, as UDP would drop them; a
+//                target that is not listening (ICMP port unreachable) is counted, not fatal.
 //   kShutdown    Reply kOk, then start the shutdown command detached (it stops containers,
 //                syncs and powers off)
 //   kTimeSync    step CLOCK_REALTIME to the host's time (unless --no-timesync), Reply with the
 //                step applied
 //   kLog         stream a container log file under --log-root from an offset; with follow,
 //                keep sending as it grows until the host half-closes (then send the rest)
+//   kPorts       Reply kOk with the sockets listening in the VM's network namespace (TCP in
+//                LISTEN, UDP bound and unconnected, from /proc/net/{tcp,tcp6,udp,udp6}) as
+//                lines in the message (net::EncodeListenPorts), then close
 // Bytes that arrive right after the request (a host that does not wait for the Reply) go to
 // the target before the relay starts. Every connection runs on its own thread (at most
 // max_connections at once; more get kUnavailable) and must deliver its request within
 // request_deadline. A request that cannot be decoded ends its connection only: without a reply
 // for bytes that are not a request at all, with kBadRequest for a request of another protocol
-// version or an unknown kind. One log line per connection: peer, kind, result, bytes moved.
+// version or an unknown kind. One log line per connection: peer, kind, result, bytes moved
+// (for kUdp: datagrams and bytes each way, drops, ICMP errors).
 //
 // Example (what main.cc does):
 //   FUN_ASSIGN_OR_RETURN(Options o, ParseArgs(args));
@@ -73,6 +86,10 @@ struct Options {
   std::chrono::milliseconds request_deadline{10000};
   // For kTcp targets (and the containerd socket).
   std::chrono::milliseconds connect_timeout{5000};
+  // A kUdp session in which no datagram moved either way for this long ends.
+  std::chrono::milliseconds udp_idle_timeout{60000};
+  // kPorts reads tcp, tcp6, udp and udp6 here (tests point it at fixtures).
+  std::string proc_net_dir = "/proc/net";
   // kLog serves files under this directory only (where the host's engine tells containerd to
   // write container logs: on the data disk, so they survive a VM restart).
   std::string log_root = kDefaultLogRoot;

@@ -148,4 +148,15 @@ StatusOr<AgentPing> PingAgent(const AgentEndpoint& ep, std::chrono::milliseconds
   return p;
 }
 
+StatusOr<std::vector<net::ListenPort>> ListGuestPorts(const AgentEndpoint& ep,
+                                                      std::chrono::milliseconds timeout,
+                                                      bool* truncated) {
+  FUN_ASSIGN_OR_RETURN(Reply r, CallAgent(ep, {.kind = Kind::kPorts}, timeout));
+  FUN_RETURN_IF_ERROR(ReplyToStatus(r, "agent ports"));
+  auto report = net::DecodeListenPorts(r.message);
+  if (!report.ok()) return DataLossError("agent ports: " + report.status().message());
+  if (truncated != nullptr) *truncated = report->truncated;
+  return std::move(report->ports);
+}
+
 }  // namespace fun::agent

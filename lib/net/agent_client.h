@@ -5,6 +5,7 @@
 //   FUN_ASSIGN_OR_RETURN(UniqueFd s, DialAgent(ep, {.kind = agent::Kind::kContainerd}, 5s));
 //   // s now carries containerd's gRPC bytes
 //   FUN_ASSIGN_OR_RETURN(AgentPing p, PingAgent(ep, 2s));   // p.containerd_ready, p.uptime_s
+//   FUN_ASSIGN_OR_RETURN(auto ports, ListGuestPorts(ep, 2s));  // tcp 0.0.0.0 8080, ...
 //
 // The reply is read with exact-size reads, so no byte that the target sends right after it
 // (an HTTP/2 server speaks first) is ever swallowed.
@@ -13,10 +14,12 @@
 
 #include <chrono>
 #include <string>
+#include <vector>
 
 #include "lib/base/socket.h"
 #include "lib/base/status.h"
 #include "lib/net/agent_protocol.h"
+#include "lib/net/listen_ports.h"
 
 namespace fun::agent {
 
@@ -51,5 +54,12 @@ StatusOr<AgentPing> PingAgent(const AgentEndpoint& ep, std::chrono::milliseconds
 // Sends a request that has no stream after it (kShutdown, kTimeSync) and returns the reply.
 StatusOr<Reply> CallAgent(const AgentEndpoint& ep, Request request,
                           std::chrono::milliseconds timeout);
+
+// The sockets listening in the VM (kPorts; see lib/net/listen_ports.h), for auto-forwarding.
+// `truncated`, when given, says whether the guest had more than one reply holds (the list is
+// then its first part). A report that does not decode is DataLoss: the guest is not trusted.
+StatusOr<std::vector<net::ListenPort>> ListGuestPorts(const AgentEndpoint& ep,
+                                                      std::chrono::milliseconds timeout,
+                                                      bool* truncated = nullptr);
 
 }  // namespace fun::agent

@@ -131,6 +131,45 @@ TEST_F(AgentClientTest, ShutdownRunsTheGuestCommand) {
   EXPECT_EQ(::access((dir_ + "/shutdown-ran").c_str(), F_OK), 0);
 }
 
+// The agent's own listener and a UDP socket of ours, from the real /proc/net.
+TEST_F(AgentClientTest, ListGuestPortsSeesWhatListens) {
+  UniqueFd udp(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  auto at = ToSockAddr(*ParseSocketAddress("tcp:127.0.0.1:0"));
+  ASSERT_EQ(::bind(udp.get(), reinterpret_cast<const sockaddr*>(&at->ss), at->len), 0);
+  const uint16_t udp_port = ParseSocketAddress(*LocalAddress(udp.get()))->port;
+  bool truncated = true;
+  auto ports = ListGuestPorts(ep_, 2s, &truncated);
+  ASSERT_TRUE(ports.ok()) << ports.status();
+  if (truncated) GTEST_SKIP() << "more sockets listen here than one report holds";
+  EXPECT_THAT(*ports, ::testing::Contains(net::ListenPort{
+                          .protocol = net::Protocol::kTcp, .address = "127.0.0.1", .port = port_}));
+  EXPECT_THAT(*ports,
+              ::testing::Contains(net::ListenPort{
+                  .protocol = net::Protocol::kUdp, .address = "127.0.0.1", .port = udp_port}));
+}
+
+// One datagram each way through the binary; the test's own socket is the target.
+TEST_F(AgentClientTest, UdpDatagramsRoundTrip) {
+  UniqueFd target(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  auto at = ToSockAddr(*ParseSocketAddress("tcp:127.0.0.1:0"));
+  ASSERT_EQ(::bind(target.get(), reinterpret_cast<const sockaddr*>(&at->ss), at->len), 0);
+  auto s =
+      DialAgent(ep_, {.kind = Kind::kUdp, .target = LocalAddress(target.get())->substr(4)}, 2s);
+  ASSERT_TRUE(s.ok()) << s.status();
+  ASSERT_TRUE(WriteAll(s->get(), *EncodeDatagram("question")).ok());
+  char buf[64];
+  sockaddr_storage from{};
+  socklen_t from_len = sizeof(from);
+  ssize_t n =
+      ::recvfrom(target.get(), buf, sizeof(buf), 0, reinterpret_cast<sockaddr*>(&from), &from_len);
+  ASSERT_EQ(std::string(buf, static_cast<size_t>(std::max<ssize_t>(n, 0))), "question");
+  ASSERT_EQ(::sendto(target.get(), "answer", 6, 0, reinterpret_cast<sockaddr*>(&from), from_len),
+            6);
+  std::string frame(8, '\0');
+  ASSERT_TRUE(ReadExactly(s->get(), frame.data(), frame.size()).ok());
+  EXPECT_EQ(frame, *EncodeDatagram("answer"));
+}
+
 TEST_F(AgentClientTest, NoAgentIsUnavailable) {
   (void)guestd_->Terminate(5s);
   auto p = PingAgent(ep_, 1s);

@@ -27,7 +27,7 @@ uint64_t Get(std::string_view b, size_t at, int bytes) {
   return v;
 }
 
-bool KnownKind(uint8_t k) { return k >= 1 && k <= 7; }
+bool KnownKind(uint8_t k) { return k >= 1 && k <= 8; }
 
 Status Bad(std::string_view what) {
   return InvalidArgumentError(fmt::format("agent protocol: {}", what));
@@ -57,6 +57,8 @@ std::string_view KindName(Kind kind) {
       return "timesync";
     case Kind::kLog:
       return "log";
+    case Kind::kPorts:
+      return "ports";
   }
   return "unknown";
 }

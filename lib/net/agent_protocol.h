@@ -10,7 +10,8 @@
 //   then           kContainerd, kTcp: raw bytes both ways (CRI passes through untouched)
 //                  kUdp: datagrams both ways, each as len[2] | payload (see EncodeDatagram)
 //                  kLog: the log file's bytes, guest -> host, until it ends (see kLog)
-//                  kPing, kShutdown, kTimeSync: nothing; the guest closes after the Reply
+//                  kPing, kShutdown, kTimeSync, kPorts: nothing; the guest closes after the
+//                  Reply
 //
 // Integers are little-endian. The token is the per-instance secret (32 random bytes, handed to
 // the guest through QEMU's fw_cfg, never on a command line) and is compared in constant time.
@@ -53,6 +54,8 @@ enum class Kind : uint8_t {
   kShutdown = 5,    // stop containers, sync, power off; the Reply comes before the power-off
   kTimeSync = 6,    // set the guest clock to arg (host UTC, ns since the epoch)
   kLog = 7,         // stream the container log file `target` from offset (arg, see LogArg)
+  kPorts = 8,       // report the sockets listening in the VM: lines in Reply::message, in
+                    // net::EncodeListenPorts's form (lib/net/listen_ports.h)
 };
 
 // kLog's arg: the byte offset to start from, and whether to follow the file as it grows. A
@@ -84,7 +87,7 @@ std::string_view ReplyStatusName(ReplyStatus s);
 
 struct Reply {
   ReplyStatus status = ReplyStatus::kOk;
-  std::string message;  // a one-line reason, or the ping's JSON
+  std::string message;  // a one-line reason, the ping's JSON, or kPorts's lines
   friend bool operator==(const Reply&, const Reply&) = default;
 };
 

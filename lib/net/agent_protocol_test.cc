@@ -16,7 +16,7 @@ Token MakeToken(uint8_t seed) {
 
 TEST(AgentProtocolTest, RequestRoundTripsForEveryKind) {
   for (Kind k : {Kind::kPing, Kind::kContainerd, Kind::kTcp, Kind::kUdp, Kind::kShutdown,
-                 Kind::kTimeSync, Kind::kLog}) {
+                 Kind::kTimeSync, Kind::kLog, Kind::kPorts}) {
     Request r{.token = MakeToken(3),
               .kind = k,
               .arg = 0x0102030405060708ull,
