@@ -1,11 +1,17 @@
 #include "harness/harness.h"
 
 #include <fmt/format.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
+#include <filesystem>
+#include <mutex>
 #include <cstdlib>
 #include <fstream>
 #include <functional>
@@ -13,6 +19,9 @@
 #include <thread>
 
 #include "lib/base/paths.h"
+#include "lib/base/socket.h"
+#include "lib/base/unique_fd.h"
+#include "lib/net/port_check.h"
 #include "lib/base/process.h"
 #include "lib/cri/client.h"
 #include "lib/vm/instance.h"
@@ -174,6 +183,70 @@ std::string Str(const nlohmann::json& j, const char* key) {
   return it != j.end() && it->is_string() ? it->get<std::string>() : "";
 }
 
+// --- published ports, from the host's side -------------------------------------------------
+
+// Connects to host:port and checks that `msg` comes back (an echo server behind a forward).
+Status EchoTcp(const std::string& host, uint16_t port, const std::string& msg) {
+  FUN_ASSIGN_OR_RETURN(UniqueFd c,
+                       Connect(SocketAddress{.kind = SocketAddress::Kind::kTcp, .host = host,
+                                             .port = port}));
+  timeval tv{.tv_sec = 20, .tv_usec = 0};
+  ::setsockopt(c.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  FUN_RETURN_IF_ERROR(WriteAll(c.get(), msg));
+  std::string got(msg.size(), '\0');
+  FUN_RETURN_IF_ERROR(ReadExactly(c.get(), got.data(), got.size()));
+  if (got != msg) return DataLossError("the echo came back changed");
+  return OkStatus();
+}
+
+// Retries EchoTcp until the server in the container is up (or `within` passes).
+Status EchoTcpEventually(const std::string& host, uint16_t port, const std::string& msg,
+                         std::chrono::seconds within) {
+  const auto deadline = std::chrono::steady_clock::now() + within;
+  Status last;
+  while (std::chrono::steady_clock::now() < deadline) {
+    last = EchoTcp(host, port, msg);
+    if (last.ok()) return last;
+    std::this_thread::sleep_for(250ms);
+  }
+  return last.WithContext(fmt::format("echo through {}:{}", host, port));
+}
+
+// One datagram to 127.0.0.1:port and its echo, retried (UDP may drop; the first datagram of a
+// session waits for the agent channel to open).
+Status EchoUdpEventually(uint16_t port, const std::string& msg, std::chrono::seconds within) {
+  UniqueFd fd(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  if (!fd.valid()) return ErrnoError(errno, "socket");
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
+    return ErrnoError(errno, "connect");
+  }
+  const auto deadline = std::chrono::steady_clock::now() + within;
+  while (std::chrono::steady_clock::now() < deadline) {
+    (void)::send(fd.get(), msg.data(), msg.size(), 0);
+    pollfd p{.fd = fd.get(), .events = POLLIN, .revents = 0};
+    if (::poll(&p, 1, 1000) == 1) {
+      char buf[2048];
+      const ssize_t n = ::recv(fd.get(), buf, sizeof(buf), 0);
+      if (n >= 0 && std::string(buf, static_cast<size_t>(n)) == msg) return OkStatus();
+    }
+  }
+  return DeadlineExceededError(fmt::format("no UDP echo from 127.0.0.1:{}", port));
+}
+
+size_t OpenFds(int pid) {
+  std::error_code ec;
+  size_t n = 0;
+  for (auto it = std::filesystem::directory_iterator(fmt::format("/proc/{}/fd", pid), ec);
+       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+    ++n;
+  }
+  return n;
+}
+
 }  // namespace
 
 ScenarioReport RunVmLifecycle(const HarnessOptions& o) {
@@ -290,6 +363,125 @@ ScenarioReport RunVmLifecycle(const HarnessOptions& o) {
       r.message = "pod ip " + Str(j[0], "ip");
       return OkStatus();
     });
+
+    // Published ports: fun/echo (TCP and UDP echo, no fork per connection) behind -p.
+    const std::string echo_image = "10.0.2.2:5000/fun/echo:1.0";
+    sc.Step("published_tcp_udp_and_ipv6_ports", [&](StepResult& r) -> Status {
+      ProcessResult run = sc.Tool(r, "fun",
+                                  {"run", "-d", "--name", "echo", "-p", "18080:7", "-p",
+                                   "18080:7/udp", "-p", "[::1]:18081:7", echo_image},
+                                  180s);
+      FUN_RETURN_IF_ERROR(Expect(run.ok() && run.stderr_data.find("warning") == std::string::npos,
+                                 "fun run -d -p: " + run.Describe() + " " +
+                                     run.stderr_data.substr(0, 400)));
+      FUN_RETURN_IF_ERROR(EchoTcpEventually("127.0.0.1", 18080, "hello through tcp", 60s));
+      FUN_RETURN_IF_ERROR(EchoTcpEventually("::1", 18081, "hello through ipv6", 30s));
+      FUN_RETURN_IF_ERROR(EchoUdpEventually(18080, "hello through udp", 30s));
+      // A second container cannot take a host port that is published already.
+      ProcessResult dup = sc.Tool(r, "fun", {"run", "-d", "-p", "18080:7", echo_image});
+      FUN_RETURN_IF_ERROR(Expect(
+          dup.exit_code == 1 && dup.stderr_data.find("already published by container echo") !=
+                                    std::string::npos,
+          "a second -p 18080: " + dup.Describe() + " " + dup.stderr_data.substr(0, 300)));
+      r.message = "tcp, udp and [::1] echo through fun-hostd and the agent";
+      return OkStatus();
+    });
+    sc.Step("busybox_httpd_fetched_with_curl", [&](StepResult& r) -> Status {
+      ProcessResult run = sc.Tool(
+          r, "fun",
+          {"run", "-d", "--name", "httpd", "-p", "18088:80", busybox, "sh", "-c",
+           "mkdir -p /www && echo hello from httpd > /www/index.html && exec httpd -f -p 80 -h "
+           "/www"});
+      FUN_RETURN_IF_ERROR(Expect(run.ok(), "fun run httpd: " + run.Describe()));
+      ProcessResult got;
+      for (int i = 0; i < 60; ++i) {
+        got = sc.Tool(r, "/usr/bin/curl", {"-fsS", "--max-time", "10", "http://127.0.0.1:18088/"});
+        if (got.ok()) break;
+        std::this_thread::sleep_for(500ms);
+      }
+      FUN_RETURN_IF_ERROR(Expect(got.ok() && got.stdout_data == "hello from httpd\n",
+                                 "curl: " + got.Describe() + " \"" + got.stdout_data + "\""));
+      ProcessResult rm = sc.Tool(r, "fun", {"rm", "-f", "httpd"});
+      FUN_RETURN_IF_ERROR(Expect(rm.ok(), "fun rm -f httpd: " + rm.Describe()));
+      // rm unpublishes at once: the host port is free again.
+      auto free = net::BindHostPort({.ip = "127.0.0.1", .port = 18088});
+      return Expect(free.ok(), "18088 still taken after rm: " + free.status().message());
+    });
+    sc.Step("thousand_concurrent_connections", [&](StepResult& r) -> Status {
+      std::vector<UniqueFd> conns;
+      for (int i = 0; i < 1000; ++i) {
+        auto c = Connect(
+            SocketAddress{.kind = SocketAddress::Kind::kTcp, .host = "127.0.0.1", .port = 18080});
+        if (!c.ok()) return c.status().WithContext(fmt::format("connection {}", i));
+        conns.push_back(std::move(*c));
+      }
+      for (size_t i = 0; i < conns.size(); ++i) {
+        FUN_RETURN_IF_ERROR(WriteAll(conns[i].get(), fmt::format("{:06}", i)));
+      }
+      for (size_t i = 0; i < conns.size(); ++i) {
+        timeval tv{.tv_sec = 60, .tv_usec = 0};
+        ::setsockopt(conns[i].get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+        char buf[6];
+        FUN_RETURN_IF_ERROR(ReadExactly(conns[i].get(), buf, sizeof(buf))
+                                .WithContext(fmt::format("echo on connection {}", i)));
+        FUN_RETURN_IF_ERROR(
+            Expect(std::string(buf, 6) == fmt::format("{:06}", i), "echo mixed up connections"));
+      }
+      r.message = "1000 connections open at once, each echoed its own bytes";
+      return OkStatus();
+    });
+    sc.Step("ten_thousand_connections_leak_no_fds", [&](StepResult& r) -> Status {
+      FUN_ASSIGN_OR_RETURN(auto st, sc.StatusJson(r));
+      const int hostd = st["hostd"].value("pid", 0);
+      FUN_RETURN_IF_ERROR(Expect(hostd > 0, "no hostd pid in status"));
+      const size_t before = OpenFds(hostd);
+      const auto t0 = std::chrono::steady_clock::now();
+      std::vector<std::thread> workers;
+      std::atomic<int> failures{0};
+      std::string first_error;
+      std::mutex mu;
+      for (int w = 0; w < 8; ++w) {
+        workers.emplace_back([&, w] {
+          for (int i = 0; i < 1250; ++i) {
+            Status s = EchoTcp("127.0.0.1", 18080, "x");
+            if (!s.ok() && failures++ == 0) {
+              std::lock_guard lock(mu);
+              first_error = fmt::format("worker {} connection {}: {}", w, i, s.message());
+            }
+          }
+        });
+      }
+      for (auto& t : workers) t.join();
+      const double secs =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      FUN_RETURN_IF_ERROR(Expect(failures == 0, fmt::format("{} of 10000 connections failed; {}",
+                                                            failures.load(), first_error)));
+      size_t after = OpenFds(hostd);
+      for (int i = 0; i < 100 && after > before; ++i) {
+        std::this_thread::sleep_for(100ms);
+        after = OpenFds(hostd);
+      }
+      FUN_RETURN_IF_ERROR(Expect(after <= before, fmt::format("fun-hostd had {} fds before and "
+                                                              "{} after 10000 connections",
+                                                              before, after)));
+      r.message = fmt::format("10000 connections in {:.1f} s; fun-hostd fds {} -> {}", secs,
+                              before, after);
+      return OkStatus();
+    });
+    sc.Step("published_ports_follow_the_container", [&](StepResult& r) -> Status {
+      ProcessResult stop = sc.Tool(r, "fun", {"stop", "-t", "1", "echo"});
+      FUN_RETURN_IF_ERROR(Expect(stop.ok(), "fun stop echo: " + stop.Describe()));
+      auto free = net::BindHostPort({.ip = "127.0.0.1", .port = 18080});
+      FUN_RETURN_IF_ERROR(Expect(free.ok(), "18080 still taken after stop: " +
+                                                free.status().message()));
+      free->reset();
+      ProcessResult again = sc.Tool(r, "fun", {"start", "echo"});
+      FUN_RETURN_IF_ERROR(Expect(again.ok() && again.stderr_data.empty(),
+                                 "fun start echo: " + again.Describe() + " " + again.stderr_data));
+      FUN_RETURN_IF_ERROR(EchoTcpEventually("127.0.0.1", 18080, "back again", 60s));
+      r.message = "unpublished on stop, published again on start";
+      return OkStatus();
+    });
   }
 
   sc.Step("status_reports_running", [&](StepResult& r) -> Status {
@@ -342,6 +534,20 @@ ScenarioReport RunVmLifecycle(const HarnessOptions& o) {
                                "the console does not say the data disk was kept"));
     return OkStatus();
   });
+
+  if (!o.registry_script.empty()) {
+    sc.Step("ports_come_back_when_the_container_runs_after_a_vm_restart",
+            [&](StepResult& r) -> Status {
+              ProcessResult again = sc.Tool(r, "fun", {"start", "echo"}, 120s);
+              FUN_RETURN_IF_ERROR(Expect(again.ok(), "fun start echo after the VM restarted: " +
+                                                         again.Describe() + " " +
+                                                         again.stderr_data.substr(0, 400)));
+              FUN_RETURN_IF_ERROR(EchoTcpEventually("127.0.0.1", 18080, "after restart", 60s));
+              FUN_RETURN_IF_ERROR(EchoUdpEventually(18080, "udp after restart", 30s));
+              ProcessResult rm = sc.Tool(r, "fun", {"rm", "-f", "echo"});
+              return Expect(rm.ok(), "fun rm -f echo: " + rm.Describe());
+            });
+  }
 
   sc.Step("kill_9_the_hypervisor", [&](StepResult& r) -> Status {
     FUN_ASSIGN_OR_RETURN(auto st, sc.StatusJson(r));

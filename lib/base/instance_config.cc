@@ -952,16 +952,6 @@ bool IsAccelSupported(Backend backend, Accel accel) {
   return false;
 }
 
-std::string_view ProtocolName(Protocol protocol) {
-  switch (protocol) {
-    case Protocol::kTcp:
-      return "tcp";
-    case Protocol::kUdp:
-      return "udp";
-  }
-  return "unknown";
-}
-
 StatusOr<Protocol> ParseProtocol(std::string_view name) {
   for (Protocol p : {Protocol::kTcp, Protocol::kUdp}) {
     if (name == ProtocolName(p)) return p;

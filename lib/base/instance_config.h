@@ -36,6 +36,7 @@
 #include <utility>
 #include <vector>
 
+#include "lib/base/protocol.h"
 #include "lib/base/status.h"
 
 namespace fun {
@@ -49,9 +50,6 @@ enum class Backend {
 
 // Which accelerator the hypervisor uses. kAuto lets the backend pick the best it finds.
 enum class Accel { kAuto, kKvm, kHvf, kTcg, kNone };
-
-// The transport protocol of a published port.
-enum class Protocol { kTcp, kUdp };
 
 // "qemu", "hyperkit", "native" ("unknown" for a value outside the enum).
 std::string_view BackendName(Backend backend);
@@ -67,8 +65,7 @@ StatusOr<Accel> ParseAccel(std::string_view name);
 // auto or hvf (it is built on Hypervisor.framework); native only auto or none.
 bool IsAccelSupported(Backend backend, Accel accel);
 
-// "tcp", "udp".
-std::string_view ProtocolName(Protocol protocol);
+// The inverse of ProtocolName (lib/base/protocol.h).
 StatusOr<Protocol> ParseProtocol(std::string_view name);
 
 // Limits checked by validation (inclusive).

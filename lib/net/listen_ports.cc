@@ -113,16 +113,6 @@ std::optional<uint16_t> ParsePort(std::string_view s) {
 
 }  // namespace
 
-std::string_view ProtocolName(Protocol p) {
-  switch (p) {
-    case Protocol::kTcp:
-      return "tcp";
-    case Protocol::kUdp:
-      return "udp";
-  }
-  return "unknown";
-}
-
 StatusOr<std::vector<ListenPort>> ParseProcNetSockets(std::string_view text, Protocol protocol,
                                                       bool ipv6) {
   const std::string file = fmt::format("{}{}", ProtocolName(protocol), ipv6 ? "6" : "");

@@ -31,12 +31,13 @@
 #include <string_view>
 #include <vector>
 
+#include "lib/base/protocol.h"
 #include "lib/base/status.h"
 
 namespace fun::net {
 
-enum class Protocol : uint8_t { kTcp, kUdp };
-std::string_view ProtocolName(Protocol p);  // "tcp", "udp"
+using ::fun::Protocol;  // lib/base/protocol.h
+using ::fun::ProtocolName;
 
 struct ListenPort {
   Protocol protocol = Protocol::kTcp;

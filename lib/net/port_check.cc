@@ -10,12 +10,10 @@
 
 namespace fun::net {
 
-std::string_view TransportName(Transport t) { return t == Transport::kUdp ? "udp" : "tcp"; }
-
 std::string FormatHostPort(const HostPort& hp) {
   return hp.ip.find(':') != std::string::npos
-             ? fmt::format("[{}]:{}/{}", hp.ip, hp.port, TransportName(hp.transport))
-             : fmt::format("{}:{}/{}", hp.ip, hp.port, TransportName(hp.transport));
+             ? fmt::format("[{}]:{}/{}", hp.ip, hp.port, ::fun::ProtocolName(hp.protocol))
+             : fmt::format("{}:{}/{}", hp.ip, hp.port, ::fun::ProtocolName(hp.protocol));
 }
 
 Status ExplainBindError(int err, const HostPort& hp) {
@@ -62,7 +60,7 @@ StatusOr<UniqueFd> BindHostPort(const HostPort& hp, int backlog) {
     return InvalidArgumentError(fmt::format(
         "\"{:.64}\" is not an IP address: publish on 127.0.0.1, 0.0.0.0, ::1 or ::", hp.ip));
   }
-  const int type = hp.transport == Transport::kUdp ? SOCK_DGRAM : SOCK_STREAM;
+  const int type = hp.protocol == ::fun::Protocol::kUdp ? SOCK_DGRAM : SOCK_STREAM;
   UniqueFd fd(::socket(family, type | SOCK_CLOEXEC, 0));
   if (!fd.valid()) return ExplainBindError(errno, hp);
   if (family == AF_INET6) {
@@ -70,14 +68,14 @@ StatusOr<UniqueFd> BindHostPort(const HostPort& hp, int backlog) {
     int one = 1;
     ::setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
   }
-  if (hp.transport == Transport::kTcp) {
+  if (hp.protocol == ::fun::Protocol::kTcp) {
     int one = 1;
     ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
   }
   if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0) {
     return ExplainBindError(errno, hp);
   }
-  if (hp.transport == Transport::kTcp && ::listen(fd.get(), backlog) != 0) {
+  if (hp.protocol == ::fun::Protocol::kTcp && ::listen(fd.get(), backlog) != 0) {
     return ExplainBindError(errno, hp);
   }
   return fd;

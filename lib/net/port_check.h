@@ -12,16 +12,14 @@
 #include <string>
 #include <string_view>
 
+#include "lib/base/protocol.h"
 #include "lib/base/status.h"
 #include "lib/base/unique_fd.h"
 
 namespace fun::net {
 
-enum class Transport { kTcp, kUdp };
-std::string_view TransportName(Transport t);
-
 struct HostPort {
-  Transport transport = Transport::kTcp;
+  ::fun::Protocol protocol = ::fun::Protocol::kTcp;
   std::string ip = "127.0.0.1";  // an IPv4 or IPv6 literal
   uint16_t port = 0;
   friend bool operator==(const HostPort&, const HostPort&) = default;

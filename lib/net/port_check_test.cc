@@ -21,9 +21,9 @@ uint16_t BoundPort(int fd) {
 }
 
 TEST(PortCheckTest, FormatsAddressesAsDockerShowsThem) {
-  EXPECT_EQ(FormatHostPort({.transport = Transport::kTcp, .ip = "127.0.0.1", .port = 8080}),
+  EXPECT_EQ(FormatHostPort({.protocol = ::fun::Protocol::kTcp, .ip = "127.0.0.1", .port = 8080}),
             "127.0.0.1:8080/tcp");
-  EXPECT_EQ(FormatHostPort({.transport = Transport::kUdp, .ip = "::1", .port = 53}),
+  EXPECT_EQ(FormatHostPort({.protocol = ::fun::Protocol::kUdp, .ip = "::1", .port = 53}),
             "[::1]:53/udp");
 }
 
@@ -44,12 +44,12 @@ TEST(PortCheckTest, ATcpPortInUseIsNamedWithWhatToDo) {
 }
 
 TEST(PortCheckTest, UdpAndTcpOfOnePortAreIndependent) {
-  auto tcp = BindHostPort({.transport = Transport::kTcp, .ip = "127.0.0.1", .port = 0});
+  auto tcp = BindHostPort({.protocol = ::fun::Protocol::kTcp, .ip = "127.0.0.1", .port = 0});
   ASSERT_TRUE(tcp.ok()) << tcp.status();
   const uint16_t port = BoundPort(tcp->get());
-  auto udp = BindHostPort({.transport = Transport::kUdp, .ip = "127.0.0.1", .port = port});
+  auto udp = BindHostPort({.protocol = ::fun::Protocol::kUdp, .ip = "127.0.0.1", .port = port});
   ASSERT_TRUE(udp.ok()) << udp.status();
-  auto udp2 = BindHostPort({.transport = Transport::kUdp, .ip = "127.0.0.1", .port = port});
+  auto udp2 = BindHostPort({.protocol = ::fun::Protocol::kUdp, .ip = "127.0.0.1", .port = port});
   ASSERT_FALSE(udp2.ok());
   EXPECT_NE(udp2.status().message().find("/udp is already in use"), std::string::npos);
 }

@@ -68,7 +68,7 @@ Hostd::Hostd(HostdOptions options)
           return agent::DialAgent(agent_, {.kind = kind, .target = target}, 10s);
         };
         net::ForwardSpec spec{.host_ip = r.host.ip, .host_port = r.host.port, .target = r.target};
-        if (r.host.transport == net::Transport::kUdp) {
+        if (r.host.protocol == Protocol::kUdp) {
           FUN_ASSIGN_OR_RETURN(auto f, net::UdpForward::Listen(spec, std::move(dial), {}));
           return PortPublisher::Handle(std::move(f));
         }
@@ -254,8 +254,8 @@ constexpr uint16_t kGuestServicePorts[] = {7070, 5001, 10010};
 std::vector<PublishRequest> Hostd::WantedPorts(cri::Engine* engine) {
   std::vector<PublishRequest> want;
   for (const PortForward& p : config_.ports) {
-    want.push_back({.host = {.transport = p.protocol == Protocol::kUdp ? net::Transport::kUdp
-                                                                       : net::Transport::kTcp,
+    want.push_back({.host = {.protocol = p.protocol == Protocol::kUdp ? Protocol::kUdp
+                                                                       : Protocol::kTcp,
                              .ip = p.host_ip,
                              .port = p.host_port},
                     .target = fmt::format("127.0.0.1:{}", p.guest_port),
@@ -272,9 +272,9 @@ std::vector<PublishRequest> Hostd::WantedPorts(cri::Engine* engine) {
     } else {
       for (const cri::PublishedPort& p : *published) {
         if (p.port.protocol == cri::PortMapping::Protocol::kSctp) continue;
-        want.push_back({.host = {.transport = p.port.protocol == cri::PortMapping::Protocol::kUdp
-                                                  ? net::Transport::kUdp
-                                                  : net::Transport::kTcp,
+        want.push_back({.host = {.protocol = p.port.protocol == cri::PortMapping::Protocol::kUdp
+                                                  ? Protocol::kUdp
+                                                  : Protocol::kTcp,
                                  .ip = p.port.host_ip,
                                  .port = static_cast<uint16_t>(p.port.host_port)},
                         .target = p.target,

@@ -18,7 +18,7 @@ namespace fun::vm {
 std::string PublishTableJson(const std::vector<PublishState>& table) {
   nlohmann::json forwards = nlohmann::json::array();
   for (const PublishState& s : table) {
-    forwards.push_back({{"protocol", std::string(net::TransportName(s.want.host.transport))},
+    forwards.push_back({{"protocol", std::string(ProtocolName(s.want.host.protocol))},
                         {"host_ip", s.want.host.ip},
                         {"host_port", s.want.host.port},
                         {"target", s.want.target},
@@ -51,7 +51,7 @@ StatusOr<std::vector<PublishState>> ParsePublishTableJson(std::string_view json)
     if (p < 1 || p > 65535) return bad();
     const std::string proto_s = proto.get<std::string>();
     if (proto_s != "tcp" && proto_s != "udp") return bad();
-    s.want.host = {.transport = proto_s == "udp" ? net::Transport::kUdp : net::Transport::kTcp,
+    s.want.host = {.protocol = proto_s == "udp" ? Protocol::kUdp : Protocol::kTcp,
                    .ip = ip.get<std::string>(),
                    .port = static_cast<uint16_t>(p)};
     for (auto [key, field] : {std::pair{"target", &s.want.target},
@@ -120,7 +120,7 @@ std::vector<PublishState> PortPublisher::Apply(const std::vector<PublishRequest>
   conflicts_.clear();
   std::map<Key, const PublishRequest*> wanted;
   for (const PublishRequest& r : desired) {
-    const Key key{r.host.transport, r.host.ip, r.host.port};
+    const Key key{r.host.protocol, r.host.ip, r.host.port};
     auto [it, inserted] = wanted.emplace(key, &r);
     if (!inserted) {
       if (r.auto_forward) continue;  // a listening socket that someone publishes already

@@ -72,7 +72,7 @@ class PortPublisher {
   void Clear();
 
  private:
-  using Key = std::tuple<net::Transport, std::string, uint16_t>;
+  using Key = std::tuple<Protocol, std::string, uint16_t>;
   struct Entry {
     PublishState state;
     Handle handle;

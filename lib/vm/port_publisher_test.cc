@@ -11,8 +11,8 @@
 namespace fun::vm {
 namespace {
 
-uint16_t FreePort(net::Transport t = net::Transport::kTcp) {
-  auto fd = net::BindHostPort({.transport = t, .ip = "127.0.0.1", .port = 0});
+uint16_t FreePort(Protocol t = Protocol::kTcp) {
+  auto fd = net::BindHostPort({.protocol = t, .ip = "127.0.0.1", .port = 0});
   EXPECT_TRUE(fd.ok());
   sockaddr_in a{};
   socklen_t len = sizeof(a);
@@ -37,7 +37,7 @@ TEST(PortPublisherTest, OpensWhatIsWantedAndClosesWhatIsNot) {
   int opened = 0;
   PortPublisher pub(BindOpener(&opened));
   const net::HostPort a{.ip = "127.0.0.1", .port = FreePort()};
-  const net::HostPort b{.transport = net::Transport::kUdp, .ip = "127.0.0.1", .port = FreePort()};
+  const net::HostPort b{.protocol = Protocol::kUdp, .ip = "127.0.0.1", .port = FreePort()};
   auto table = pub.Apply({{.host = a, .target = "10.88.0.2:80", .owner = "web"},
                           {.host = b, .target = "10.88.0.2:53", .owner = "web"}});
   ASSERT_EQ(table.size(), 2u);
@@ -96,7 +96,7 @@ TEST(PortPublisherTest, TheFirstWishForAnAddressWinsAndAutoForwardsYieldQuietly)
 
 TEST(PortPublisherTest, TheTableSurvivesJsonBothWaysAndBadJsonIsRefused) {
   std::vector<PublishState> table = {
-      {.want = {.host = {.transport = net::Transport::kUdp, .ip = "::1", .port = 53},
+      {.want = {.host = {.protocol = Protocol::kUdp, .ip = "::1", .port = 53},
                 .target = "10.88.0.2:53",
                 .owner = "dns"},
        .listening = true},
