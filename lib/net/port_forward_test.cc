@@ -399,6 +399,12 @@ TEST_F(TcpForwardTest, DialFailureClosesOnlyThatConnection) {
 }
 
 TEST_F(TcpForwardTest, RunningOutOfFdsPausesAcceptingButNeverEndsIt) {
+#ifdef FUN_SANITIZED
+  // The sanitizers' runtime needs fds of its own (UBSan's vptr check probes memory through a
+  // pipe and reports a false "invalid vptr" without one): a process out of fds is outside what
+  // they support. The normal build runs this test.
+  GTEST_SKIP() << "sanitizer runtimes need free fds";
+#endif
   auto fwd = Forward(echo_target_);
   ASSERT_TRUE(fwd);
   CapturedLog log;
