@@ -10,20 +10,20 @@
 
 #include <atomic>
 #include <chrono>
-#include <filesystem>
-#include <mutex>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <functional>
+#include <mutex>
 #include <sstream>
 #include <thread>
 
 #include "lib/base/paths.h"
+#include "lib/base/process.h"
 #include "lib/base/socket.h"
 #include "lib/base/unique_fd.h"
-#include "lib/net/port_check.h"
-#include "lib/base/process.h"
 #include "lib/cri/client.h"
+#include "lib/net/port_check.h"
 #include "lib/vm/instance.h"
 
 namespace fun::harness {
@@ -187,9 +187,9 @@ std::string Str(const nlohmann::json& j, const char* key) {
 
 // Connects to host:port and checks that `msg` comes back (an echo server behind a forward).
 Status EchoTcp(const std::string& host, uint16_t port, const std::string& msg) {
-  FUN_ASSIGN_OR_RETURN(UniqueFd c,
-                       Connect(SocketAddress{.kind = SocketAddress::Kind::kTcp, .host = host,
-                                             .port = port}));
+  FUN_ASSIGN_OR_RETURN(
+      UniqueFd c,
+      Connect(SocketAddress{.kind = SocketAddress::Kind::kTcp, .host = host, .port = port}));
   timeval tv{.tv_sec = 20, .tv_usec = 0};
   ::setsockopt(c.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
   FUN_RETURN_IF_ERROR(WriteAll(c.get(), msg));
@@ -371,17 +371,17 @@ ScenarioReport RunVmLifecycle(const HarnessOptions& o) {
                                   {"run", "-d", "--name", "echo", "-p", "18080:7", "-p",
                                    "18080:7/udp", "-p", "[::1]:18081:7", echo_image},
                                   180s);
-      FUN_RETURN_IF_ERROR(Expect(run.ok() && run.stderr_data.find("warning") == std::string::npos,
-                                 "fun run -d -p: " + run.Describe() + " " +
-                                     run.stderr_data.substr(0, 400)));
+      FUN_RETURN_IF_ERROR(
+          Expect(run.ok() && run.stderr_data.find("warning") == std::string::npos,
+                 "fun run -d -p: " + run.Describe() + " " + run.stderr_data.substr(0, 400)));
       FUN_RETURN_IF_ERROR(EchoTcpEventually("127.0.0.1", 18080, "hello through tcp", 60s));
       FUN_RETURN_IF_ERROR(EchoTcpEventually("::1", 18081, "hello through ipv6", 30s));
       FUN_RETURN_IF_ERROR(EchoUdpEventually(18080, "hello through udp", 30s));
       // A second container cannot take a host port that is published already.
       ProcessResult dup = sc.Tool(r, "fun", {"run", "-d", "-p", "18080:7", echo_image});
       FUN_RETURN_IF_ERROR(Expect(
-          dup.exit_code == 1 && dup.stderr_data.find("already published by container echo") !=
-                                    std::string::npos,
+          dup.exit_code == 1 &&
+              dup.stderr_data.find("already published by container echo") != std::string::npos,
           "a second -p 18080: " + dup.Describe() + " " + dup.stderr_data.substr(0, 300)));
       r.message = "tcp, udp and [::1] echo through fun-hostd and the agent";
       return OkStatus();
@@ -464,16 +464,16 @@ ScenarioReport RunVmLifecycle(const HarnessOptions& o) {
       FUN_RETURN_IF_ERROR(Expect(after <= before, fmt::format("fun-hostd had {} fds before and "
                                                               "{} after 10000 connections",
                                                               before, after)));
-      r.message = fmt::format("10000 connections in {:.1f} s; fun-hostd fds {} -> {}", secs,
-                              before, after);
+      r.message =
+          fmt::format("10000 connections in {:.1f} s; fun-hostd fds {} -> {}", secs, before, after);
       return OkStatus();
     });
     sc.Step("published_ports_follow_the_container", [&](StepResult& r) -> Status {
       ProcessResult stop = sc.Tool(r, "fun", {"stop", "-t", "1", "echo"});
       FUN_RETURN_IF_ERROR(Expect(stop.ok(), "fun stop echo: " + stop.Describe()));
       auto free = net::BindHostPort({.ip = "127.0.0.1", .port = 18080});
-      FUN_RETURN_IF_ERROR(Expect(free.ok(), "18080 still taken after stop: " +
-                                                free.status().message()));
+      FUN_RETURN_IF_ERROR(
+          Expect(free.ok(), "18080 still taken after stop: " + free.status().message()));
       free->reset();
       ProcessResult again = sc.Tool(r, "fun", {"start", "echo"});
       FUN_RETURN_IF_ERROR(Expect(again.ok() && again.stderr_data.empty(),
@@ -539,9 +539,9 @@ ScenarioReport RunVmLifecycle(const HarnessOptions& o) {
     sc.Step("ports_come_back_when_the_container_runs_after_a_vm_restart",
             [&](StepResult& r) -> Status {
               ProcessResult again = sc.Tool(r, "fun", {"start", "echo"}, 120s);
-              FUN_RETURN_IF_ERROR(Expect(again.ok(), "fun start echo after the VM restarted: " +
-                                                         again.Describe() + " " +
-                                                         again.stderr_data.substr(0, 400)));
+              FUN_RETURN_IF_ERROR(
+                  Expect(again.ok(), "fun start echo after the VM restarted: " + again.Describe() +
+                                         " " + again.stderr_data.substr(0, 400)));
               FUN_RETURN_IF_ERROR(EchoTcpEventually("127.0.0.1", 18080, "after restart", 60s));
               FUN_RETURN_IF_ERROR(EchoUdpEventually(18080, "udp after restart", 30s));
               ProcessResult rm = sc.Tool(r, "fun", {"rm", "-f", "echo"});

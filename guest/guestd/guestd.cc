@@ -984,7 +984,9 @@ StatusOr<std::unique_ptr<Agent>> Agent::Create(const Options& options, const age
       FUN_ASSIGN_OR_RETURN(l.fd, ListenVsock(addr.vsock_port));
       l.bound = addr.ToString();
     } else {
-      FUN_ASSIGN_OR_RETURN(l.fd, Listen(addr.socket));
+      // A deep backlog: the host dials one channel per forwarded connection, a burst of a
+      // thousand at once must not wait for SYN retries (the kernel caps it at somaxconn).
+      FUN_ASSIGN_OR_RETURN(l.fd, Listen(addr.socket, /*backlog=*/4096));
       l.bound = LocalAddress(l.fd.get()).value_or(spec);
     }
     int flags = ::fcntl(l.fd.get(), F_GETFL);

@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <fstream>
 
 namespace fun::net {
 
@@ -25,11 +26,20 @@ Status ExplainBindError(int err, const HostPort& hp) {
           "(-p OTHERPORT:{})",
           where, hp.port));
     case EACCES:
-    case EPERM:
+    case EPERM: {
+#ifdef __linux__
+      int start = 1024;
+      std::ifstream("/proc/sys/net/ipv4/ip_unprivileged_port_start") >> start;
       return PermissionDeniedError(fmt::format(
-          "{}: ports below 1024 need privileges: run as root, lower "
-          "net.ipv4.ip_unprivileged_port_start (Linux), or publish a host port of 1024 or more",
-          where));
+          "{}: port {} is a privileged port: run as root or pick a host port >= {} (on Linux "
+          "the first unprivileged port is sysctl net.ipv4.ip_unprivileged_port_start, now {})",
+          where, hp.port, start, start));
+#else
+      return PermissionDeniedError(
+          fmt::format("{}: port {} is a privileged port: run as root or pick a host port >= 1024",
+                      where, hp.port));
+#endif
+    }
     case EADDRNOTAVAIL:
       return InvalidArgumentError(fmt::format(
           "{}: {} is not an address of this host: use 127.0.0.1, 0.0.0.0 or one of its addresses",

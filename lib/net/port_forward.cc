@@ -18,6 +18,7 @@
 
 #include "lib/base/log.h"
 #include "lib/base/socket.h"
+#include "lib/net/port_check.h"
 
 namespace fun::net {
 namespace {
@@ -86,49 +87,11 @@ Status CheckSpec(const ForwardSpec& spec) {
   return agent::ParseTarget(spec.target).status();
 }
 
-int UnprivilegedPortStart() {
-  std::ifstream in("/proc/sys/net/ipv4/ip_unprivileged_port_start");
-  int start = 1024;
-  if (in >> start) return start;
-  return 1024;
-}
-
-// The bind error a person can act on.
+// The bind error a person can act on (the one wording of lib/net/port_check.h).
 Status BindError(const Status& s, const ForwardSpec& spec, Protocol protocol) {
-  const std::string where =
-      HostPortString(spec.host_ip, spec.host_port) + (protocol == Protocol::kUdp ? "/udp" : "");
-  switch (s.sys_errno()) {
-    case EADDRINUSE:
-      return Status(Code::kAlreadyExists,
-                    fmt::format("{} is already in use by another program: pick another host "
-                                "port (-p HOSTPORT:...)",
-                                where));
-    case EACCES:
-      if (spec.host_port < 1024) {
-#ifdef __linux__
-        const int start = UnprivilegedPortStart();
-        return Status(Code::kPermissionDenied,
-                      fmt::format("{}: port {} is a privileged port: run as root or pick a host "
-                                  "port >= {} (on Linux the first unprivileged port is sysctl "
-                                  "net.ipv4.ip_unprivileged_port_start, now {})",
-                                  where, spec.host_port, start, start));
-#else
-        return Status(Code::kPermissionDenied,
-                      fmt::format("{}: port {} is a privileged port: run as root or pick a host "
-                                  "port >= 1024",
-                                  where, spec.host_port));
-#endif
-      }
-      break;
-    case EADDRNOTAVAIL:
-      return Status(Code::kUnavailable,
-                    fmt::format("{}: {} is not an address of this host: pick one it has "
-                                "(127.0.0.1, 0.0.0.0 for all, ::1)",
-                                where, spec.host_ip));
-    default:
-      break;
-  }
-  return s.WithContext("listening on " + where);
+  if (s.sys_errno() == 0) return s;
+  return ExplainBindError(
+      s.sys_errno(), HostPort{.protocol = protocol, .ip = spec.host_ip, .port = spec.host_port});
 }
 
 std::string StripKind(const std::string& address) {

@@ -452,9 +452,9 @@ TEST(ForwardListenTest, AddressInUseSaysWhatToDo) {
   ASSERT_FALSE(f.ok());
   EXPECT_EQ(f.status().code(), Code::kAlreadyExists);
   EXPECT_EQ(f.status().message(),
-            fmt::format("127.0.0.1:{} is already in use by another program: pick another host "
-                        "port (-p HOSTPORT:...)",
-                        port));
+            fmt::format("127.0.0.1:{}/tcp is already in use on this host: stop what uses it or "
+                        "publish another host port (-p OTHERPORT:{})",
+                        port, port));
 
   auto taken_udp = BindUdp(*ParseSocketAddress("tcp:127.0.0.1:0"));
   ASSERT_TRUE(taken_udp.ok());
@@ -462,9 +462,9 @@ TEST(ForwardListenTest, AddressInUseSaysWhatToDo) {
   auto u = UdpForward::Listen({.host_port = udp_port, .target = "10.88.0.5:53"}, NeverDials());
   ASSERT_FALSE(u.ok());
   EXPECT_EQ(u.status().message(),
-            fmt::format("127.0.0.1:{}/udp is already in use by another program: pick another "
-                        "host port (-p HOSTPORT:...)",
-                        udp_port));
+            fmt::format("127.0.0.1:{}/udp is already in use on this host: stop what uses it or "
+                        "publish another host port (-p OTHERPORT:{})",
+                        udp_port, udp_port));
 }
 
 TEST(ForwardListenTest, PrivilegedPortSaysHowToGetOne) {
@@ -490,8 +490,8 @@ TEST(ForwardListenTest, PrivilegedPortSaysHowToGetOne) {
   int status = 0;
   ::waitpid(child, &status, 0);
   ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
-  EXPECT_THAT(message, HasSubstr("127.0.0.1:80: port 80 is a privileged port: run as root or "
-                                 "pick a host port >= "));
+  EXPECT_THAT(message, HasSubstr("127.0.0.1:80/tcp: port 80 is a privileged port: run as root "
+                                 "or pick a host port >= "));
   EXPECT_THAT(message, HasSubstr("net.ipv4.ip_unprivileged_port_start"));
 }
 
