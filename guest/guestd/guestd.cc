@@ -1,6 +1,7 @@
 #include "guest/guestd/guestd.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <linux/vm_sockets.h>
@@ -243,6 +244,18 @@ void Relay(const Context& c, int conn, int target, const std::string& early, Out
   o->result = s.ok() ? "ok" : fmt::format("relay ended: {}", s.message());
 }
 
+// Entries of /proc/self/fd (minus the one the listing itself holds); -1 when unreadable.
+int OpenFdCount() {
+  DIR* d = ::opendir("/proc/self/fd");
+  if (d == nullptr) return -1;
+  int n = 0;
+  while (const dirent* e = ::readdir(d)) {
+    if (e->d_name[0] != '.') ++n;
+  }
+  ::closedir(d);
+  return n - 1;
+}
+
 void ServePing(const Context& c, int conn, Outcome* o) {
   bool containerd_up =
       ConnectWithTimeout(c.containerd, std::min(c.options.connect_timeout, kPingContainerdTimeout),
@@ -256,6 +269,8 @@ void ServePing(const Context& c, int conn, Outcome* o) {
       {"containerd", containerd_up},
       {"load", c.system.LoadAverage()},
       {"time_unix_ns", std::chrono::duration_cast<std::chrono::nanoseconds>(now).count()},
+      // The agent's own open fds (this ping's included): a leak shows as growth over time.
+      {"open_fds", OpenFdCount()},
   };
   Reply(conn, ReplyStatus::kOk, j.dump(), o);
 }
@@ -884,6 +899,8 @@ StatusOr<Options> ParseArgs(const std::vector<std::string>& args) {
   flags.Bool("allow-timesync", &allow_timesync, "let the host set the clock (the default)");
   flags.Bool("no-timesync", &no_timesync, "refuse the host's time sync requests");
   flags.Int("max-connections", &o.max_connections, "connections served at once (1 .. 65536)");
+  flags.String("proc-net-dir", &o.proc_net_dir,
+               "where kPorts reads tcp, tcp6, udp, udp6 (tests on a host point it elsewhere)");
   int udp_idle_s = static_cast<int>(
       std::chrono::duration_cast<std::chrono::seconds>(o.udp_idle_timeout).count());
   flags.Int("udp-idle-timeout", &udp_idle_s,

@@ -142,6 +142,9 @@ StatusOr<AgentPing> PingAgent(const AgentEndpoint& ep, std::chrono::milliseconds
   if (auto it = j.find("uptime_s"); it != j.end() && it->is_number()) {
     p.uptime_s = it->get<double>();
   }
+  if (auto it = j.find("open_fds"); it != j.end() && it->is_number_integer()) {
+    p.open_fds = it->get<int>();
+  }
   if (auto it = j.find("version"); it != j.end() && it->is_string()) {
     p.version = it->get<std::string>();
   }

@@ -48,6 +48,7 @@ struct AgentPing {
   bool containerd_ready = false;
   double uptime_s = 0;
   std::string version;
+  int open_fds = -1;  // the agent's own, -1 when it does not say
 };
 StatusOr<AgentPing> PingAgent(const AgentEndpoint& ep, std::chrono::milliseconds timeout);
 

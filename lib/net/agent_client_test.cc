@@ -86,6 +86,13 @@ TEST_F(AgentClientTest, PingReportsContainerd) {
   ASSERT_TRUE(p.ok()) << p.status();
   EXPECT_TRUE(p->containerd_ready);
   EXPECT_GT(p->uptime_s, 0.0);
+  // Its listener, the log, the ping's connection: a few fds, never none.
+  EXPECT_GT(p->open_fds, 2);
+  // Connections that come and go leave its fd count where it was.
+  for (int i = 0; i < 50; ++i) ASSERT_TRUE(PingAgent(ep_, 2s).ok());
+  auto later = PingAgent(ep_, 2s);
+  ASSERT_TRUE(later.ok());
+  EXPECT_EQ(later->open_fds, p->open_fds);
 }
 
 TEST_F(AgentClientTest, ContainerdStreamIsRelayedByteForByte) {

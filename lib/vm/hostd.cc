@@ -5,6 +5,7 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <fstream>
 #include <sstream>
@@ -14,6 +15,7 @@
 #include "lib/base/log.h"
 #include "lib/cri/client.h"
 #include "lib/cri/engine.h"
+#include "lib/net/listen_ports.h"
 #include "lib/net/port_forward.h"
 #include "lib/net/splice.h"
 #include "lib/vm/accel.h"
@@ -65,7 +67,8 @@ Hostd::Hostd(HostdOptions options)
   publisher_ = std::make_unique<PortPublisher>(
       [this](const PublishRequest& r) -> StatusOr<PortPublisher::Handle> {
         net::ChannelDialer dial = [this](agent::Kind kind, const std::string& target) {
-          return agent::DialAgent(agent_, {.kind = kind, .target = target}, 10s);
+          // Generous: a burst of connections into a VM under TCG queues at the agent.
+          return agent::DialAgent(agent_, {.kind = kind, .target = target}, 30s);
         };
         net::ForwardSpec spec{.host_ip = r.host.ip, .host_port = r.host.port, .target = r.target};
         if (r.host.protocol == Protocol::kUdp) {
@@ -254,8 +257,7 @@ constexpr uint16_t kGuestServicePorts[] = {7070, 5001, 10010};
 std::vector<PublishRequest> Hostd::WantedPorts(cri::Engine* engine) {
   std::vector<PublishRequest> want;
   for (const PortForward& p : config_.ports) {
-    want.push_back({.host = {.protocol = p.protocol == Protocol::kUdp ? Protocol::kUdp
-                                                                       : Protocol::kTcp,
+    want.push_back({.host = {.protocol = p.protocol,
                              .ip = p.host_ip,
                              .port = p.host_port},
                     .target = fmt::format("127.0.0.1:{}", p.guest_port),
@@ -279,6 +281,46 @@ std::vector<PublishRequest> Hostd::WantedPorts(cri::Engine* engine) {
                                  .port = static_cast<uint16_t>(p.port.host_port)},
                         .target = p.target,
                         .owner = p.container});
+      }
+    }
+  }
+  // Auto-forward: what listens in the VM itself (host-network containers, services), on host
+  // loopback at the same port, as Lima does.
+  auto ranges = ParsePortRanges(config_.auto_forward);
+  if (ranges.ok() && !ranges->empty()) {
+    auto in_ranges = [&](uint16_t port) {
+      for (auto [lo, hi] : *ranges) {
+        if (port >= lo && port <= hi) return true;
+      }
+      return false;
+    };
+    StatusOr<std::vector<net::ListenPort>> listening = agent::ListGuestPorts(agent_, 2s);
+    if (!listening.ok()) {
+      FUN_LOG(Debug, "auto-forward: {}", listening.status().message());
+      for (const PublishState& st : publisher_->Table()) {
+        if (st.want.auto_forward) want.push_back(st.want);
+      }
+    } else {
+      for (const net::ListenPort& lp : *listening) {
+        if (!in_ranges(lp.port) || std::find(std::begin(kGuestServicePorts),
+                                             std::end(kGuestServicePorts),
+                                             lp.port) != std::end(kGuestServicePorts)) {
+          continue;
+        }
+        // A wildcard or loopback listener is reached at the VM's loopback; one bound to a
+        // particular address, there.
+        std::string target;
+        if (lp.address == "0.0.0.0" || lp.address == "127.0.0.1" || lp.address == "::") {
+          target = fmt::format("127.0.0.1:{}", lp.port);
+        } else if (lp.address.find(':') != std::string::npos) {
+          target = fmt::format("[{}]:{}", lp.address, lp.port);
+        } else {
+          target = fmt::format("{}:{}", lp.address, lp.port);
+        }
+        want.push_back({.host = {.protocol = lp.protocol, .ip = "127.0.0.1", .port = lp.port},
+                        .target = std::move(target),
+                        .owner = "auto",
+                        .auto_forward = true});
       }
     }
   }

@@ -28,6 +28,7 @@
 
 #include "lib/base/accept_loop.h"
 #include "lib/base/fake_process.h"
+#include "lib/base/files.h"
 #include "lib/base/socket.h"
 #include "lib/net/agent_client.h"
 #include "lib/net/agent_protocol.h"
@@ -743,11 +744,17 @@ class HostdWithGuestdTest : public HostdTest {
     echo_thread_ = std::thread([this] { (void)echo_->Run(); });
     std::ofstream(home_ + "/poweroff.sh") << "#!/bin/sh\nexit 0\n";
     ::chmod((home_ + "/poweroff.sh").c_str(), 0755);
+    // What "the VM" listens on, for auto-forward: fun-guestd runs on this host, whose own
+    // listeners (hostd's forwards among them) are not the VM's. The /proc/net files it reads
+    // are the test's: empty unless a test lists a socket.
+    ASSERT_TRUE(MakeDirs(home_ + "/proc-net", 0700).ok());
+    for (const char* f : {"tcp", "tcp6", "udp", "udp6"}) SetProcNet(f, {});
     // fun-guestd on a port of its choosing; it prints "listening on tcp:127.0.0.1:PORT".
     Command cmd{.program = FUN_GUESTD_BINARY,
                 .args = {"--listen", "tcp:127.0.0.1:0", "--token-file", dir_ + "/secret",
                          "--containerd-socket", home_ + "/containerd.sock", "--shutdown-command",
-                         home_ + "/poweroff.sh", "--no-timesync"},
+                         home_ + "/poweroff.sh", "--no-timesync", "--proc-net-dir",
+                         home_ + "/proc-net"},
                 .capture_output = false};
     cmd.stdout_file = home_ + "/guestd.out";
     cmd.stderr_file = home_ + "/guestd.log";
@@ -768,6 +775,23 @@ class HostdWithGuestdTest : public HostdTest {
     if (echo_thread_.joinable()) echo_thread_.join();
     echo_.reset();
     HostdTest::TearDown();
+  }
+
+  // Writes <home>/proc-net/<file> as the kernel formats /proc/net/tcp: a header, then one
+  // listening socket per "HEXADDR:HEXPORT" (e.g. "0200007F:1F90" is 127.0.0.2:8080).
+  void SetProcNet(const std::string& file, const std::vector<std::string>& listening) {
+    std::string text =
+        "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  "
+        "timeout inode\n";
+    int slot = 0;
+    for (const std::string& local : listening) {
+      text += fmt::format(
+          "{:4}: {} 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 "
+          "{} 1 0000000000000000 100 0 0 10 0\n",
+          slot, local, 100000 + slot);
+      ++slot;
+    }
+    ASSERT_TRUE(WriteFileAtomically(home_ + "/proc-net/" + file, text, 0600).ok());
   }
 
   std::unique_ptr<AcceptLoop> echo_;
@@ -877,6 +901,60 @@ TEST_F(HostdWithGuestdTest, ConfigPortsArePublishedWhileTheVmRunsAndTheTableIsOn
   EXPECT_FALSE(Exists(File(InstanceFileKind::kHostdSock)));
   (*target)->Stop();
   target_thread.join();
+}
+
+TEST_F(HostdWithGuestdTest, WhatListensInTheVmIsAutoForwardedWithinTheConfiguredRanges) {
+  // "The VM" is this host here: a server bound to 127.0.0.2 (a loopback address the forward
+  // does not use) stands for a service listening in the VM, listed in the /proc/net file that
+  // fun-guestd reads; its port on 127.0.0.1 is free for the auto-forward.
+  auto service = AcceptLoop::Create(
+      SocketAddress{.kind = SocketAddress::Kind::kTcp, .host = "127.0.0.2", .port = 0},
+      [](UniqueFd c, std::string) { (void)WriteAll(c.get(), "served in the vm\n"); });
+  ASSERT_TRUE(service.ok()) << service.status();
+  std::thread service_thread([&] { (void)(*service)->Run(); });
+  const uint16_t port = ParseSocketAddress((*service)->address())->port;
+  // Listed: the service, and one more outside the configured range (not forwarded).
+  const uint16_t other = port == 65535 ? 65534 : port + 1;
+  SetProcNet("tcp", {fmt::format("0200007F:{:04X}", port), fmt::format("0200007F:{:04X}", other)});
+  auto cfg = LoadInstanceConfigFile(File(InstanceFileKind::kConfig), DefaultInstanceConfig({}));
+  ASSERT_TRUE(cfg.ok()) << cfg.status();
+  cfg->auto_forward = fmt::format("1-{}", port);
+  ASSERT_TRUE(SaveInstanceConfigFile(File(InstanceFileKind::kConfig), *cfg).ok());
+
+  HostdOptions o = Options();
+  o.agent_port = guestd_port_;
+  o.publish_interval = 200ms;
+  RunningHostd r = Start(o);
+  ASSERT_TRUE(r.vm);
+  ASSERT_TRUE(AwaitPhase(Phase::kRunning));
+  auto table = RequestPublish(dir_, 30s);
+  ASSERT_TRUE(table.ok()) << table.status();
+  ASSERT_EQ(table->size(), 1u) << PublishTableJson(*table);
+  EXPECT_TRUE((*table)[0].want.auto_forward);
+  EXPECT_TRUE((*table)[0].listening) << (*table)[0].error;
+  EXPECT_EQ((*table)[0].want.target, fmt::format("127.0.0.2:{}", port));
+  auto c = Connect(
+      SocketAddress{.kind = SocketAddress::Kind::kTcp, .host = "127.0.0.1", .port = port});
+  ASSERT_TRUE(c.ok()) << c.status();
+  std::string got(17, '\0');
+  ASSERT_TRUE(ReadExactly(c->get(), got.data(), got.size()).ok());
+  EXPECT_EQ(got, "served in the vm\n");
+
+  // The service goes away: so does its forward, on the next round.
+  (*service)->Stop();
+  service_thread.join();
+  service->reset();
+  SetProcNet("tcp", {});
+  bool gone = false;
+  for (int i = 0; i < 100 && !gone; ++i) {
+    auto t = RequestPublish(dir_, 30s);
+    gone = t.ok() && t->empty();
+    if (!gone) std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_TRUE(gone);
+  EXPECT_TRUE(net::BindHostPort({.ip = "127.0.0.1", .port = port}).ok());
+  r.vm->Exit(0);
+  ASSERT_TRUE(r.Join().ok());
 }
 
 }  // namespace
