@@ -611,13 +611,18 @@ TEST_F(GuestdTest, UdpDatagramsForAHostThatDoesNotReadAreDroppedNotBuffered) {
   ASSERT_EQ(::recvfrom(target.get(), buf, sizeof(buf), 0, reinterpret_cast<sockaddr*>(&agent_udp),
                        &agent_udp_len),
             5);
-  // 8 MiB of datagrams, more than the stream's socket buffers (tcp_wmem's maximum is 4 MiB)
-  // and the queue hold. In batches, each followed by a datagram the host sends through the
-  // agent: once it arrives, the agent's one thread has come round to read from the target
-  // again, so its UDP socket's buffer never overflows in the kernel (drops we could not see).
+  // Twice what the stream's socket buffers can hold (the agent's send buffer grows up to
+  // tcp_wmem's maximum; the host's receive buffer is small) and the queue, 8 MiB at least. In
+  // batches, each followed by a datagram the host sends through the agent: once it arrives,
+  // the agent's one thread has come round to read from the target again, so its UDP socket's
+  // buffer never overflows in the kernel (drops we could not count).
+  size_t wmem_max = 4 << 20;
+  std::istringstream(ReadFile("/proc/sys/net/ipv4/tcp_wmem")) >> wmem_max >> wmem_max >> wmem_max;
   const std::string payload(1000, 'd');
-  constexpr int kBatches = 256, kPerBatch = 32;
-  for (int b = 0; b < kBatches; ++b) {
+  constexpr int kPerBatch = 32;
+  const size_t batches =
+      std::max<size_t>(8 << 20, 2 * (wmem_max + (256 << 10))) / (kPerBatch * payload.size()) + 1;
+  for (size_t b = 0; b < batches; ++b) {
     for (int i = 0; i < kPerBatch; ++i) {
       ASSERT_EQ(::sendto(target.get(), payload.data(), payload.size(), 0,
                          reinterpret_cast<const sockaddr*>(&agent_udp), agent_udp_len),
