@@ -1,6 +1,7 @@
 #include "harness/harness.h"
 
 #include <fmt/format.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -23,7 +24,9 @@
 #include "lib/base/socket.h"
 #include "lib/base/unique_fd.h"
 #include "lib/cri/client.h"
+#include "lib/net/agent_client.h"
 #include "lib/net/port_check.h"
+#include "lib/vm/instance_agent.h"
 #include "lib/vm/instance.h"
 
 namespace fun::harness {
@@ -439,6 +442,9 @@ ScenarioReport RunVmLifecycle(const HarnessOptions& o) {
       const int hostd = st["hostd"].value("pid", 0);
       FUN_RETURN_IF_ERROR(Expect(hostd > 0, "no hostd pid in status"));
       const size_t before = OpenFds(hostd);
+      const std::string dir = sc.paths().InstanceDir("default");
+      FUN_ASSIGN_OR_RETURN(agent::AgentEndpoint ep, vm::InstanceAgentEndpoint(dir, "default"));
+      FUN_ASSIGN_OR_RETURN(agent::AgentPing ping_before, agent::PingAgent(ep, 10s));
       const auto t0 = std::chrono::steady_clock::now();
       std::vector<std::thread> workers;
       std::atomic<int> failures{0};
@@ -470,6 +476,91 @@ ScenarioReport RunVmLifecycle(const HarnessOptions& o) {
                                                               before, after)));
       r.message =
           fmt::format("10000 connections in {:.1f} s; fun-hostd fds {} -> {}", secs, before, after);
+      return OkStatus();
+    });
+    sc.Step("malformed_handshakes_close_only_their_channel", [&](StepResult& r) -> Status {
+      // A forwarded connection stays open while garbage hits the agent port directly.
+      auto kept = Connect(
+          SocketAddress{.kind = SocketAddress::Kind::kTcp, .host = "127.0.0.1", .port = 18080});
+      if (!kept.ok()) return kept.status();
+      FUN_RETURN_IF_ERROR(WriteAll(kept->get(), "before"));
+      char buf[6];
+      FUN_RETURN_IF_ERROR(ReadExactly(kept->get(), buf, 6));
+      const std::string dir = sc.paths().InstanceDir("default");
+      FUN_ASSIGN_OR_RETURN(agent::AgentEndpoint ep, vm::InstanceAgentEndpoint(dir, "default"));
+      for (const std::string& junk :
+           {std::string("GET / HTTP/1.0\r\n\r\n"), std::string(4096, '\xff'),
+            std::string("FUNA\x09") + std::string(200, 'x')}) {
+        auto c = Connect(ep.address);
+        if (!c.ok()) return c.status();
+        timeval tv{.tv_sec = 30, .tv_usec = 0};
+        ::setsockopt(c->get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+        (void)WriteAll(c->get(), junk);
+        ::shutdown(c->get(), SHUT_WR);
+        char b[256];
+        ssize_t n;
+        while ((n = ::read(c->get(), b, sizeof(b))) > 0) {
+        }
+        FUN_RETURN_IF_ERROR(Expect(n == 0 || errno == ECONNRESET,
+                                   "the agent kept a garbage connection open (read timed out)"));
+      }
+      // A udp channel whose stream ends inside a frame: closed, nothing else.
+      {
+        agent::Request req{.kind = agent::Kind::kUdp, .target = "127.0.0.1:9"};
+        auto c = agent::DialAgent(ep, req, 10s);
+        if (!c.ok()) return c.status().WithContext("a udp channel");
+        (void)WriteAll(c->get(), std::string{'\x10', '\x00', 'a', 'b', 'c'});  // 16 promised, 3 sent
+        ::shutdown(c->get(), SHUT_WR);
+        char b[64];
+        timeval tv{.tv_sec = 30, .tv_usec = 0};
+        ::setsockopt(c->get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+        while (::read(c->get(), b, sizeof(b)) > 0) {
+        }
+      }
+      FUN_RETURN_IF_ERROR(WriteAll(kept->get(), "after!"));
+      FUN_RETURN_IF_ERROR(ReadExactly(kept->get(), buf, 6));
+      FUN_RETURN_IF_ERROR(Expect(std::string(buf, 6) == "after!", "the kept connection broke"));
+      FUN_ASSIGN_OR_RETURN(agent::AgentPing p, agent::PingAgent(ep, 10s));
+      r.message = fmt::format("the agent answers (uptime {:.0f} s); the open forward still echoes",
+                              p.uptime_s);
+      return OkStatus();
+    });
+    sc.Step("host_network_listeners_are_auto_forwarded", [&](StepResult& r) -> Status {
+      ProcessResult run = sc.Tool(r, "fun",
+                                  {"run", "-d", "--name", "hostnet", "--network", "host",
+                                   echo_image, "--tcp", "18090", "--udp", "18090"});
+      FUN_RETURN_IF_ERROR(Expect(run.ok(), "fun run --network host: " + run.Describe() + " " +
+                                               run.stderr_data.substr(0, 300)));
+      FUN_RETURN_IF_ERROR(EchoTcpEventually("127.0.0.1", 18090, "auto tcp", 60s));
+      FUN_RETURN_IF_ERROR(EchoUdpEventually(18090, "auto udp", 30s));
+      ProcessResult rm = sc.Tool(r, "fun", {"rm", "-f", "hostnet"});
+      FUN_RETURN_IF_ERROR(Expect(rm.ok(), "fun rm -f hostnet: " + rm.Describe()));
+      // Gone from the VM: gone from the host within a few publish rounds.
+      bool freed = false;
+      for (int i = 0; i < 100 && !freed; ++i) {
+        freed = net::BindHostPort({.ip = "127.0.0.1", .port = 18090}).ok();
+        if (!freed) std::this_thread::sleep_for(200ms);
+      }
+      r.message = "a --network host echo server appeared on 127.0.0.1:18090 (tcp, udp)";
+      return Expect(freed, "127.0.0.1:18090 still taken after the listener went away");
+    });
+    sc.Step("dns_resolves_in_a_container", [&](StepResult& r) -> Status {
+      // Through the VM's user-mode network, whose DNS forwards to this host's resolver: the
+      // name is one this host resolves (apt's mirror), else the step says why it proves less.
+      addrinfo* ai = nullptr;
+      const bool host_resolves = ::getaddrinfo("deb.debian.org", nullptr, nullptr, &ai) == 0;
+      if (ai != nullptr) ::freeaddrinfo(ai);
+      ProcessResult p =
+          sc.Tool(r, "fun", {"run", "--rm", busybox, "nslookup", "deb.debian.org"}, 120s);
+      if (!host_resolves) {
+        r.message = "this host resolves no names: checked only that nslookup ran";
+        return Expect(p.exit_code == 0 || p.exit_code == 1, "nslookup: " + p.Describe());
+      }
+      FUN_RETURN_IF_ERROR(Expect(p.ok() && p.stdout_data.find("Address") != std::string::npos,
+                                 "nslookup deb.debian.org in a container: " + p.Describe() +
+                                     " " + p.stdout_data.substr(0, 300) +
+                                     p.stderr_data.substr(0, 300)));
+      r.message = "deb.debian.org resolved inside a bridged container";
       return OkStatus();
     });
     sc.Step("published_ports_follow_the_container", [&](StepResult& r) -> Status {
