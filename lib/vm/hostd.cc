@@ -61,14 +61,30 @@ StatusOr<std::unique_ptr<Hostd>> Hostd::Create(HostdOptions options) {
 }
 
 Hostd::Hostd(HostdOptions options)
-    : o_(std::move(options)), dir_(o_.paths.InstanceDir(o_.instance)) {
+    : o_(std::move(options)),
+      dir_(o_.paths.InstanceDir(o_.instance)),
+      dial_slots_(std::max(1, o_.max_concurrent_dials)) {
   // Each published port: a forward whose connections (TCP) or sessions (UDP) are agent
   // channels to the target inside the VM.
   publisher_ = std::make_unique<PortPublisher>(
       [this](const PublishRequest& r) -> StatusOr<PortPublisher::Handle> {
-        net::ChannelDialer dial = [this](agent::Kind kind, const std::string& target) {
+        net::ChannelDialer dial = [this](agent::Kind kind,
+                                         const std::string& target) -> StatusOr<UniqueFd> {
+          {
+            std::unique_lock lock(dial_mu_);
+            if (!dial_cv_.wait_for(lock, 60s, [this] { return dial_slots_ > 0; })) {
+              return UnavailableError("too many connections are waiting for the VM's agent");
+            }
+            --dial_slots_;
+          }
           // Generous: a burst of connections into a VM under TCG queues at the agent.
-          return agent::DialAgent(agent_, {.kind = kind, .target = target}, 30s);
+          StatusOr<UniqueFd> fd = agent::DialAgent(agent_, {.kind = kind, .target = target}, 30s);
+          {
+            std::lock_guard lock(dial_mu_);
+            ++dial_slots_;
+          }
+          dial_cv_.notify_one();
+          return fd;
         };
         net::ForwardSpec spec{.host_ip = r.host.ip, .host_port = r.host.port, .target = r.target};
         if (r.host.protocol == Protocol::kUdp) {

@@ -72,6 +72,10 @@ struct HostdOptions {
   std::chrono::seconds time_sync_interval{60};
   // How often the published ports are compared with containers and listening sockets.
   std::chrono::milliseconds publish_interval{2000};
+  // Agent channels the published ports open at once. QEMU's user-mode network accepts the
+  // agent's forwarded port with a listen backlog of 1: a burst of connects overflows it and the
+  // kernel's SYN retries make some wait many seconds. More connections queue here instead.
+  int max_concurrent_dials = 4;
   // The loopback port QEMU forwards to the guest agent (hostfwd); 0 picks a free one. Tests set
   // it to where a stand-in agent already listens (the QEMU process is a fake there).
   uint16_t agent_port = 0;
@@ -128,6 +132,10 @@ class Hostd {
   uint64_t publish_requested_ = 0;  // guarded by mu_
   uint64_t publish_done_ = 0;       // guarded by mu_
   bool publishing_ = false;         // guarded by mu_: PublishLoop is past containerd's start
+  // Free dial slots for published ports (max_concurrent_dials).
+  std::mutex dial_mu_;
+  std::condition_variable dial_cv_;
+  int dial_slots_ = 0;
   // A pipe made readable once the VM has ended: every containerd.sock relay watches it, so a
   // client that keeps an idle connection open cannot keep Run from returning.
   UniqueFd relays_stop_read_, relays_stop_write_;
