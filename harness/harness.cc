@@ -441,10 +441,20 @@ ScenarioReport RunVmLifecycle(const HarnessOptions& o) {
       FUN_ASSIGN_OR_RETURN(auto st, sc.StatusJson(r));
       const int hostd = st["hostd"].value("pid", 0);
       FUN_RETURN_IF_ERROR(Expect(hostd > 0, "no hostd pid in status"));
-      const size_t before = OpenFds(hostd);
       const std::string dir = sc.paths().InstanceDir("default");
       FUN_ASSIGN_OR_RETURN(agent::AgentEndpoint ep, vm::InstanceAgentEndpoint(dir, "default"));
-      FUN_ASSIGN_OR_RETURN(agent::AgentPing ping_before, agent::PingAgent(ep, 10s));
+      // The baselines once the last step's 1000 connections have wound down: the same counts
+      // three times in a row, 300 ms apart.
+      size_t before = OpenFds(hostd);
+      agent::AgentPing ping_before;
+      for (int same = 0, i = 0; same < 3 && i < 200; ++i) {
+        std::this_thread::sleep_for(300ms);
+        FUN_ASSIGN_OR_RETURN(agent::AgentPing p, agent::PingAgent(ep, 10s));
+        const size_t now = OpenFds(hostd);
+        same = now == before && p.open_fds == ping_before.open_fds ? same + 1 : 0;
+        before = now;
+        ping_before = p;
+      }
       const auto t0 = std::chrono::steady_clock::now();
       std::vector<std::thread> workers;
       std::atomic<int> failures{0};
