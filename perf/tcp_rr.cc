@@ -4,12 +4,20 @@
 //   build/perf/tcp_rr serve --listen tcp:127.0.0.1:5201
 //   build/perf/tcp_rr ping --connect 127.0.0.1:5201 [--count 10000] [--size 1]
 //   -> {"count": 10000, "size": 1, "median_us": 31.4, "p90_us": 35.0, "p99_us": 52.7}
+//   build/perf/tcp_rr stream --connect 127.0.0.1:5201 [--seconds 5]
+//   -> {"seconds": 5.0, "mib_per_s": 812.3}
+//
+// stream sends 64 KiB writes for `seconds` on one connection while a second thread reads the
+// echo, and reports the echoed bytes per second (each byte crossed the path both ways): the
+// throughput test where no iperf3 server can run (fun/echo in a VM).
 //
 // ping opens one connection, exchanges `size` bytes back and forth `count` times (after 100
 // untimed warm-up exchanges) and prints the round-trip percentiles on one line of JSON. The
 // echo server answers each connection on its own thread (TCP_NODELAY both ends, as Fun's
 // sockets are). A plain timed loop: no pass/fail, nothing but the numbers.
 #include <fmt/format.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -91,26 +99,62 @@ int Ping(const std::string& target, int count, int size) {
   return 0;
 }
 
+int Stream(const std::string& target, int seconds) {
+  auto addr = fun::ParseSocketAddress("tcp:" + target);
+  if (!addr.ok()) {
+    std::cerr << "tcp_rr: " << addr.status().message() << "\n";
+    return 2;
+  }
+  auto c = fun::Connect(*addr);
+  if (!c.ok()) {
+    std::cerr << "tcp_rr: " << c.status().message() << "\n";
+    return 1;
+  }
+  uint64_t echoed = 0;
+  const auto t0 = Steady::now();
+  const auto until = t0 + std::chrono::seconds(seconds);
+  std::thread reader([&] {
+    std::string buf(1 << 16, '\0');
+    for (ssize_t n; (n = ::read(c->get(), buf.data(), buf.size())) > 0;) {
+      echoed += static_cast<uint64_t>(n);
+    }
+  });
+  const std::string chunk(1 << 16, 's');
+  while (Steady::now() < until) {
+    if (!fun::WriteAll(c->get(), chunk).ok()) break;
+  }
+  ::shutdown(c->get(), SHUT_WR);  // the echo server finishes and closes
+  reader.join();
+  const double secs = std::chrono::duration<double>(Steady::now() - t0).count();
+  std::cout << fmt::format(R"({{"seconds": {:.1f}, "mib_per_s": {:.1f}}})", secs,
+                           static_cast<double>(echoed) / secs / (1 << 20))
+            << std::endl;
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
   const char* usage =
       "usage: tcp_rr serve --listen tcp:HOST:PORT\n"
-      "       tcp_rr ping --connect HOST:PORT [--count N] [--size BYTES]\n";
-  if (args.empty() || (args[0] != "serve" && args[0] != "ping")) {
+      "       tcp_rr ping --connect HOST:PORT [--count N] [--size BYTES]\n"
+      "       tcp_rr stream --connect HOST:PORT [--seconds N]\n";
+  if (args.empty() || (args[0] != "serve" && args[0] != "ping" && args[0] != "stream")) {
     std::cerr << usage;
     return 2;
   }
   std::string listen, connect;
-  int count = 10000, size = 1;
+  int count = 10000, size = 1, seconds = 5;
   fun::FlagSet flags("tcp_rr " + args[0]);
   flags.String("listen", &listen, "serve: where to listen");
   flags.String("connect", &connect, "ping: HOST:PORT");
   flags.Int("count", &count, "ping: timed exchanges");
   flags.Int("size", &size, "ping: bytes each way per exchange");
+  flags.Int("seconds", &seconds, "stream: how long to send");
   auto rest = flags.Parse(std::vector<std::string>(args.begin() + 1, args.end()));
-  if (!rest.ok() || !rest->empty() || count < 1 || size < 1 || size > (1 << 20)) {
+  if (!rest.ok() || !rest->empty() || count < 1 || size < 1 || size > (1 << 20) ||
+      seconds < 1) {
     std::cerr << "tcp_rr: " << (rest.ok() ? "bad arguments" : rest.status().message()) << "\n"
               << usage;
     return 2;
@@ -126,5 +170,6 @@ int main(int argc, char** argv) {
     std::cerr << usage;
     return 2;
   }
+  if (args[0] == "stream") return Stream(connect, seconds);
   return Ping(connect, count, size);
 }
