@@ -80,9 +80,9 @@ TEST(ForwardToolTest, PortInUseExits1) {
   const uint16_t port = ParseSocketAddress(*LocalAddress(taken->get()))->port;
   Result r = RunForward({"--direct", "-p", fmt::format("{}:127.0.0.1:9", port)});
   EXPECT_EQ(r.code, 1);
-  EXPECT_EQ(r.err, fmt::format("fun-forward: 127.0.0.1:{} is already in use by another program: "
-                               "pick another host port (-p HOSTPORT:...)\n",
-                               port));
+  EXPECT_EQ(r.err, fmt::format("fun-forward: 127.0.0.1:{}/tcp is already in use on this host: "
+                               "stop what uses it or publish another host port (-p OTHERPORT:{})\n",
+                               port, port));
 }
 
 std::string ReadFile(const std::string& path) {
