@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cctype>
 #include <charconv>
+#include <optional>
 
 namespace fun::doctor {
 namespace {
@@ -676,6 +677,219 @@ CheckResult ProbeLogs(DoctorContext& ctx) {
                  std::move(detail));
 }
 
+// --- FUN0013, FUN0014: ports.json -----------------------------------------------------------
+
+// nullopt when the VM runs; otherwise the Skip that says why not (as FUN0011).
+std::optional<CheckResult> SkipUnlessRunning(DoctorContext& ctx) {
+  const vm::InstanceStatus& st = ctx.Instance();
+  if (!st.exists) return R::Skip(InstanceMissing(ctx));
+  if (st.phase != "running" || st.hostd.status != vm::PidStatus::kAlive ||
+      st.vm.status != vm::PidStatus::kAlive) {
+    return R::Skip(fmt::format("the VM is not running ({}; see FUN0009)", st.phase));
+  }
+  return std::nullopt;
+}
+
+constexpr std::string_view kPortsJsonRecovery =
+    "fun-hostd rewrites ports.json within seconds: run fun-doctor again; if it stays damaged, "
+    "`fun-vmctl stop {instance}` then `fun-vmctl start {instance}`";
+
+// ports.json's table: empty when the file is absent (nothing published); an error when it
+// cannot be read or does not parse.
+StatusOr<std::vector<vm::PublishState>> LoadPortsTable(DoctorContext& ctx) {
+  std::string path = ctx.instance_file(InstanceFileKind::kPortsJson);
+  auto fs = ctx.env().Stat(path);
+  if (!fs.ok() && fs.status().code() == Code::kNotFound) return std::vector<vm::PublishState>{};
+  if (fs.ok() && fs->size > kPortsJsonMaxBytes) {
+    return DataLossError(fmt::format("{} is damaged: {} is more than a table of ports", path,
+                                     FormatBytes(fs->size)));
+  }
+  auto text = ctx.env().ReadFileTail(path, kPortsJsonMaxBytes);
+  if (!text.ok()) {
+    if (text.status().code() == Code::kNotFound) return std::vector<vm::PublishState>{};
+    return text.status().WithContext("cannot read " + path);
+  }
+  auto table = vm::ParsePublishTableJson(*text);
+  if (!table.ok()) {
+    return DataLossError(
+        fmt::format("{} is damaged: {}", path, SanitizeLine(table.status().message(), 200)));
+  }
+  return table;
+}
+
+CheckResult PortsTableFailure(const Status& s) {
+  if (s.code() == Code::kDataLoss) {
+    return R::Fail(s.message()).WithHint(std::string(kPortsJsonRecovery));
+  }
+  return R::Fail(s.message()).WithHint("see FUN0007 (instance directory permissions)");
+}
+
+CheckResult ProbePublishedPorts(DoctorContext& ctx) {
+  if (auto skip = SkipUnlessRunning(ctx)) return std::move(*skip);
+  auto table = LoadPortsTable(ctx);
+  if (!table.ok()) return PortsTableFailure(table.status());
+  if (table->empty()) return R::Pass("no ports are published");
+  Clock& clock = ctx.env().clock();
+  auto budget_end = clock.MonotonicNow() + kPortProbeBudget;
+  std::vector<std::string> detail, problems;
+  size_t accepting = 0, udp = 0, conflicts = 0, unprobed = 0;
+  for (const vm::PublishState& row : *table) {
+    std::string name = FormatPublishRow(row);
+    if (!row.listening) {
+      if (IsPortConflict(row.error)) {
+        ++conflicts;
+        detail.push_back(fmt::format("{}: not listening, the host port is taken (FUN0014)", name));
+        continue;
+      }
+      std::string why =
+          row.error.empty() ? std::string("no reason recorded") : SanitizeLine(row.error, 300);
+      problems.push_back(fmt::format("{} is not listening: {}", name, why));
+      detail.push_back(problems.back());
+      continue;
+    }
+    if (row.want.host.protocol != Protocol::kTcp) {
+      ++udp;
+      detail.push_back(fmt::format(
+          "{}: listening (UDP: not probed, a datagram gets no answer without the service's "
+          "protocol)",
+          name));
+      continue;
+    }
+    auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(budget_end - clock.MonotonicNow());
+    if (left <= std::chrono::milliseconds(0)) {
+      ++unprobed;
+      detail.push_back(
+          fmt::format("{}: listed as listening, not probed (the {} ms budget is "
+                      "spent)",
+                      name, kPortProbeBudget.count()));
+      continue;
+    }
+    std::string ip = ProbeAddress(row.want.host.ip);
+    Status s = ctx.env().TcpConnect(ip, row.want.host.port, std::min(left, kPortProbeTimeout));
+    if (!s.ok()) {
+      std::string why =
+          s.code() == Code::kDeadlineExceeded
+              ? fmt::format("no answer within {} ms", std::min(left, kPortProbeTimeout).count())
+              : SanitizeLine(s.message(), 300);
+      problems.push_back(fmt::format("{} is listed as listening but refuses: {}", name, why));
+      detail.push_back(problems.back());
+      continue;
+    }
+    ++accepting;
+    detail.push_back(name);
+  }
+  if (!problems.empty()) {
+    std::string summary = problems.front();
+    if (problems.size() > 1) summary += fmt::format(" (and {} more)", problems.size() - 1);
+    return R::Fail(std::move(summary), std::move(detail));
+  }
+  std::vector<std::string> parts;
+  parts.push_back(fmt::format("{} published TCP port{} accept{} connections", accepting,
+                              accepting == 1 ? "" : "s", accepting == 1 ? "s" : ""));
+  if (udp > 0) parts.push_back(fmt::format("{} UDP not probed", udp));
+  if (unprobed > 0) parts.push_back(fmt::format("{} not probed in time", unprobed));
+  if (conflicts > 0) parts.push_back(fmt::format("{} taken by others (FUN0014)", conflicts));
+  return R::Pass(fmt::format("{}", fmt::join(parts, ", ")), std::move(detail));
+}
+
+// What to run to see who holds a host port, on this host's OS.
+std::string WhoHoldsPort(Os os, const net::HostPort& hp) {
+  bool tcp = hp.protocol == Protocol::kTcp;
+  if (os == Os::kMacos) {
+    return tcp ? fmt::format("`lsof -nP -iTCP:{} -sTCP:LISTEN`", hp.port)
+               : fmt::format("`lsof -nP -iUDP:{}`", hp.port);
+  }
+  return fmt::format("`ss -{}np 'sport = :{}'`", tcp ? "lt" : "lu", hp.port);
+}
+
+CheckResult ProbePortConflicts(DoctorContext& ctx) {
+  if (auto skip = SkipUnlessRunning(ctx)) return std::move(*skip);
+  auto table = LoadPortsTable(ctx);
+  if (!table.ok()) {
+    return R::Skip(fmt::format("{} (see FUN0013)", SanitizeLine(table.status().message(), 300)));
+  }
+  std::vector<std::string> detail, failed, warned, hints;
+  auto hint = [&](std::string h) {
+    if (std::find(hints.begin(), hints.end(), h) == hints.end()) hints.push_back(std::move(h));
+  };
+  for (const vm::PublishState& row : *table) {
+    if (row.listening || !IsPortConflict(row.error)) continue;
+    const net::HostPort& hp = row.want.host;
+    std::string port = net::FormatHostPort(hp);
+    std::string owner = SanitizeLine(row.want.owner, 80);
+    std::string line =
+        row.want.auto_forward
+            ? fmt::format("{} (auto-forward of {} in the VM): {}", port,
+                          SanitizeLine(row.want.target, 80), SanitizeLine(row.error, 300))
+            : fmt::format("{} wanted by {} (-> {}): {}", port, owner,
+                          SanitizeLine(row.want.target, 80), SanitizeLine(row.error, 300));
+    detail.push_back(line);
+    (row.want.auto_forward ? warned : failed).push_back(fmt::format("{} ({})", port, owner));
+    if (row.error.find("already in use") != std::string::npos) {
+      hint(fmt::format("stop what holds port {} (see it with {}) or publish another host port",
+                       hp.port, WhoHoldsPort(ctx.os(), hp)));
+    } else {
+      hint(fmt::format("two publications want {}: publish another host port for {}", port,
+                       row.want.auto_forward ? std::string("the auto-forward") : owner));
+    }
+  }
+  std::string joined = fmt::format("{}", fmt::join(hints, "; "));
+  if (!failed.empty()) {
+    std::string summary = fmt::format("host port{} taken: {}", failed.size() == 1 ? "" : "s",
+                                      fmt::join(failed, ", "));
+    if (!warned.empty())
+      summary +=
+          fmt::format(" (and {} auto-forward{})", warned.size(), warned.size() == 1 ? "" : "s");
+    return R::Fail(std::move(summary), std::move(detail)).WithHint(std::move(joined));
+  }
+  if (!warned.empty()) {
+    return R::Warn(fmt::format("auto-forward{} not published, the host port is taken: {}",
+                               warned.size() == 1 ? "" : "s", fmt::join(warned, ", ")),
+                   std::move(detail))
+        .WithHint(std::move(joined) +
+                  " (auto-forwards are best effort: the service is still reachable in the VM)");
+  }
+  return R::Pass(table->empty() ? "no ports are published"
+                                : fmt::format("no conflicts among {} published port{}",
+                                              table->size(), table->size() == 1 ? "" : "s"));
+}
+
+// --- FUN0015 --------------------------------------------------------------------------------
+
+constexpr std::string_view kDnsNotChecked =
+    "DNS in the VM: checked by the harness, not by the doctor yet (the agent cannot resolve "
+    "names)";
+
+CheckResult ProbeVmOutboundNetwork(DoctorContext& ctx) {
+  if (auto skip = SkipUnlessRunning(ctx)) return std::move(*skip);
+  if (ctx.Config().backend == Backend::kNative) {
+    return R::Skip("backend native runs no VM: containers use the host's network");
+  }
+  Clock& clock = ctx.env().clock();
+  auto t0 = clock.MonotonicNow();
+  auto r = ctx.env().ProbeVmOutbound(ctx.instance_dir(), ctx.instance(), kOutboundTimeout);
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(clock.MonotonicNow() - t0);
+  if (!r.ok()) {
+    const Status& s = r.status();
+    return R::Fail(fmt::format("the VM did not reach the host: {}", SanitizeLine(s.message(), 300)),
+                   {fmt::format("{} after {} ms (limit {} ms)", CodeName(s.code()), ms.count(),
+                                kOutboundTimeout.count()),
+                    std::string(kDnsNotChecked)})
+        .WithHint(
+            "the VM's user-mode network (QEMU's NAT, host seen as 10.0.2.2) or the agent channel "
+            "is broken: see FUN0011 and hostd.log (FUN0012); a host firewall dropping loopback "
+            "traffic breaks it too; `fun-vmctl stop {instance}` then `fun-vmctl start "
+            "{instance}`");
+  }
+  return R::Pass(fmt::format("the VM reached the host at {} in {} ms", SanitizeLine(r->target, 80),
+                             ms.count()),
+                 {fmt::format("the VM dialed {} (the host's loopback through QEMU's NAT); it "
+                              "arrived at {} and bytes went both ways",
+                              SanitizeLine(r->target, 80), SanitizeLine(r->listener, 80)),
+                  std::string(kDnsNotChecked)});
+}
+
 std::vector<Check> BuildCatalog() {
   std::vector<Check> c;
   auto add = [&](std::string id, std::string title, std::string hint, bool fatal,
@@ -721,6 +935,15 @@ std::vector<Check> BuildCatalog() {
   add("FUN0011", "containerd answers CRI",
       "look at the console (FUN0010) and hostd.log; restart the instance", false, ProbeCri);
   add("FUN0012", "Log files", "`fun-vmctl logs {instance}` shows them", false, ProbeLogs);
+  add("FUN0013", "Published ports listening",
+      "fun-hostd lists the port but nothing accepts: see hostd.log (FUN0012); `fun-vmctl stop "
+      "{instance}` then `fun-vmctl start {instance}`",
+      false, ProbePublishedPorts);
+  add("FUN0014", "No host port conflicts",
+      "stop what holds the host port, or publish another host port", false, ProbePortConflicts);
+  add("FUN0015", "VM outbound network",
+      "see FUN0011 and hostd.log; `fun-vmctl stop {instance}` then `fun-vmctl start {instance}`",
+      false, ProbeVmOutboundNetwork);
   return c;
 }
 
@@ -868,6 +1091,23 @@ std::string FormatBytes(uint64_t bytes) {
 }
 
 std::string FormatMode(unsigned mode) { return fmt::format("{:04o}", mode & 07777); }
+
+std::string FormatPublishRow(const vm::PublishState& row) {
+  return fmt::format("{} -> {} ({})", net::FormatHostPort(row.want.host),
+                     SanitizeLine(row.want.target, 80), SanitizeLine(row.want.owner, 80));
+}
+
+bool IsPortConflict(std::string_view error) {
+  if (error.find("already in use") != std::string_view::npos) return true;
+  auto by = error.find("is published by ");
+  return by != std::string_view::npos && error.find(" already", by) != std::string_view::npos;
+}
+
+std::string ProbeAddress(const std::string& ip) {
+  if (ip == "0.0.0.0" || ip.empty()) return "127.0.0.1";
+  if (ip == "::" || ip == "[::]") return "::1";
+  return ip;
+}
 
 std::string NearestExisting(DoctorEnv& env, const std::string& path) {
   std::string p = path;

@@ -13,6 +13,9 @@
 //   FUN0010  Boot console free of known errors
 //   FUN0011  containerd answers CRI
 //   FUN0012  Log files
+//   FUN0013  Published ports listening
+//   FUN0014  No host port conflicts
+//   FUN0015  VM outbound network
 //
 // Ids are stable: a check that goes away leaves its id unused. Each has a page
 // docs/troubleshooting/<id>.md.
@@ -36,6 +39,7 @@
 #include "lib/base/instance_config.h"
 #include "lib/base/paths.h"
 #include "lib/base/status.h"
+#include "lib/vm/port_publisher.h"
 #include "tools/doctor/check.h"
 
 namespace fun::doctor {
@@ -54,6 +58,14 @@ inline constexpr std::chrono::milliseconds kVersionTimeout{1500};
 inline constexpr size_t kConsoleScanBytes = 8u << 20;
 // At most this many matching console lines are shown.
 inline constexpr size_t kMaxConsoleLinesShown = 12;
+// FUN0013: each published TCP port must accept within this, and all of them within the budget
+// (ports not probed once it is spent are listed as such).
+inline constexpr std::chrono::milliseconds kPortProbeTimeout{300};
+inline constexpr std::chrono::milliseconds kPortProbeBudget{1000};
+// ports.json larger than this is taken as damaged (a table of thousands of rows is < 1 MB).
+inline constexpr size_t kPortsJsonMaxBytes = 4u << 20;
+// FUN0015: the VM's dial to the host, the connection arriving and the bytes, together.
+inline constexpr std::chrono::milliseconds kOutboundTimeout{1000};
 
 // Every check, in the order they run.
 const std::vector<Check>& AllChecks();
@@ -106,6 +118,15 @@ StatusOr<std::array<int, 3>> ParseMacosVersion(std::string_view version);
 std::string FormatBytes(uint64_t bytes);
 // "0700".
 std::string FormatMode(unsigned mode);
+
+// One row of ports.json as people read it: "127.0.0.1:8080/tcp -> 10.88.0.5:80 (web)".
+std::string FormatPublishRow(const vm::PublishState& row);
+// Whether a row's error says another holder has the host port: "... is already in use on
+// this host ..." (something outside Fun) or "... is published by web already" (another wish).
+bool IsPortConflict(std::string_view error);
+// The address a probe dials to reach a host port bound to `ip`: the wildcard addresses
+// ("0.0.0.0", "::") become loopback of their family; others are themselves.
+std::string ProbeAddress(const std::string& ip);
 
 // The nearest ancestor of `path` (itself included) that `env` says exists, "/" at worst.
 std::string NearestExisting(DoctorEnv& env, const std::string& path);

@@ -2,6 +2,7 @@
 // through FakeDoctorEnv, plus the pure helpers.
 #include "tools/doctor/checks.h"
 
+#include <fmt/format.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -91,7 +92,8 @@ TEST_F(ChecksTest, CatalogIdsAreStableOrderedAndEachHasItsPage) {
     EXPECT_TRUE(page.good()) << c.doc << " is missing";
   }
   EXPECT_THAT(ids, ElementsAre("FUN0001", "FUN0002", "FUN0003", "FUN0004", "FUN0005", "FUN0006",
-                               "FUN0007", "FUN0008", "FUN0009", "FUN0010", "FUN0011", "FUN0012"));
+                               "FUN0007", "FUN0008", "FUN0009", "FUN0010", "FUN0011", "FUN0012",
+                               "FUN0013", "FUN0014", "FUN0015"));
 }
 
 TEST_F(ChecksTest, FindCheckIsCaseInsensitiveAndNullForUnknownIds) {
@@ -788,6 +790,279 @@ TEST_F(ChecksTest, LogsOnMacosIncludeTheLinuxkitLogCopy) {
 TEST_F(ChecksTest, LogsSkipWhenTheInstanceDoesNotExist) {
   RemoveInstance();
   EXPECT_THAT(Probe("FUN0012"), HasStatus(CheckStatus::kSkip));
+}
+
+// --- FUN0013 published ports, FUN0014 conflicts -----------------------------------------
+
+vm::PublishState Row(Protocol protocol, std::string ip, uint16_t port, std::string target,
+                     std::string owner, bool listening, std::string error = "",
+                     bool auto_forward = false) {
+  return {.want = {.host = {.protocol = protocol, .ip = std::move(ip), .port = port},
+                   .target = std::move(target),
+                   .owner = std::move(owner),
+                   .auto_forward = auto_forward},
+          .listening = listening,
+          .error = std::move(error)};
+}
+
+class PortsTest : public ChecksTest {
+ protected:
+  void Publish(const std::vector<vm::PublishState>& table) {
+    env_->AddFile(File(InstanceFileKind::kPortsJson), vm::PublishTableJson(table), 0600);
+  }
+  std::vector<std::string> Connected() const {
+    std::vector<std::string> out;
+    for (const auto& [addr, timeout] : env_->tcp_connects) out.push_back(addr);
+    return out;
+  }
+};
+
+TEST_F(PortsTest, NoPortsJsonMeansNothingIsPublished) {
+  CheckResult r = Probe("FUN0013");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kPass));
+  EXPECT_EQ(r.summary, "no ports are published");
+  r = Probe("FUN0014");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kPass));
+  EXPECT_EQ(r.summary, "no ports are published");
+  EXPECT_TRUE(env_->tcp_connects.empty());
+  Publish({});
+  EXPECT_EQ(Probe("FUN0013").summary, "no ports are published");
+}
+
+TEST_F(PortsTest, PublishedPortsPassListingEachRowAndProbingOnlyTcp) {
+  Publish({Row(Protocol::kTcp, "127.0.0.1", 8080, "10.88.0.5:80", "web", true),
+           Row(Protocol::kUdp, "127.0.0.1", 5353, "10.88.0.6:53", "dns", true),
+           Row(Protocol::kTcp, "0.0.0.0", 9090, "127.0.0.1:9090", "auto", true, "", true),
+           Row(Protocol::kTcp, "::1", 8443, "10.88.0.5:443", "config", true)});
+  CheckResult r = Probe("FUN0013");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kPass));
+  EXPECT_EQ(r.summary, "3 published TCP ports accept connections, 1 UDP not probed");
+  EXPECT_THAT(r.detail, Contains("127.0.0.1:8080/tcp -> 10.88.0.5:80 (web)"));
+  EXPECT_THAT(r.detail, Contains("0.0.0.0:9090/tcp -> 127.0.0.1:9090 (auto)"));
+  EXPECT_THAT(r.detail, Contains(AllOf(HasSubstr("127.0.0.1:5353/udp -> 10.88.0.6:53 (dns)"),
+                                       HasSubstr("UDP: not probed"))));
+  // The wildcard is probed on loopback; every probe is bounded.
+  EXPECT_THAT(Connected(), ElementsAre("127.0.0.1:8080", "127.0.0.1:9090", "[::1]:8443"));
+  for (const auto& [addr, timeout] : env_->tcp_connects) EXPECT_EQ(timeout, kPortProbeTimeout);
+}
+
+TEST_F(PortsTest, PublishedPortsFailNamingEachRowThatRefuses) {
+  Publish({Row(Protocol::kTcp, "127.0.0.1", 8080, "10.88.0.5:80", "web", true),
+           Row(Protocol::kTcp, "127.0.0.1", 8081, "10.88.0.7:80", "api", true),
+           Row(Protocol::kTcp, "127.0.0.1", 8082, "10.88.0.8:80", "ok", true)});
+  env_->tcp_errors["127.0.0.1:8080"] =
+      UnavailableError("connecting to tcp:127.0.0.1:8080: Connection refused");
+  env_->tcp_errors["127.0.0.1:8081"] = DeadlineExceededError("slow");
+  CheckResult r = Probe("FUN0013");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kFail));
+  EXPECT_EQ(r.summary,
+            "127.0.0.1:8080/tcp -> 10.88.0.5:80 (web) is listed as listening but refuses: "
+            "connecting to tcp:127.0.0.1:8080: Connection refused (and 1 more)");
+  EXPECT_THAT(r.detail, Contains("127.0.0.1:8081/tcp -> 10.88.0.7:80 (api) is listed as "
+                                 "listening but refuses: no answer within 300 ms"));
+  EXPECT_THAT(r.detail, Contains("127.0.0.1:8082/tcp -> 10.88.0.8:80 (ok)"));
+}
+
+TEST_F(PortsTest, PublishedPortsFailForRowsNotListeningForAnotherReason) {
+  Publish({Row(Protocol::kTcp, "127.0.0.1", 80, "10.88.0.5:80", "web", false,
+               "127.0.0.1:80/tcp needs privileges: a port below 1024 ..."),
+           Row(Protocol::kTcp, "127.0.0.1", 8080, "10.88.0.6:80", "api", false,
+               "127.0.0.1:8080/tcp is already in use on this host: stop what uses it")});
+  CheckResult r = Probe("FUN0013");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kFail));
+  EXPECT_EQ(r.summary,
+            "127.0.0.1:80/tcp -> 10.88.0.5:80 (web) is not listening: 127.0.0.1:80/tcp needs "
+            "privileges: a port below 1024 ...");
+  // The conflict is FUN0014's to report.
+  EXPECT_THAT(r.detail, Contains(HasSubstr("127.0.0.1:8080/tcp -> 10.88.0.6:80 (api): not "
+                                           "listening, the host port is taken (FUN0014)")));
+  EXPECT_TRUE(env_->tcp_connects.empty());
+}
+
+TEST_F(PortsTest, PublishedPortsPassWhenTheOnlyProblemIsAConflict) {
+  Publish({Row(Protocol::kTcp, "127.0.0.1", 8080, "10.88.0.5:80", "web", true),
+           Row(Protocol::kTcp, "127.0.0.1", 8080, "10.88.0.6:80", "api", false,
+               "127.0.0.1:8080/tcp is published by web already")});
+  CheckResult r = Probe("FUN0013");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kPass));
+  EXPECT_EQ(r.summary, "1 published TCP port accepts connections, 1 taken by others (FUN0014)");
+}
+
+TEST_F(PortsTest, PublishedPortProbesStopWhenTheirBudgetIsSpent) {
+  std::vector<vm::PublishState> table;
+  for (uint16_t p = 8000; p < 8005; ++p) {
+    table.push_back(Row(Protocol::kTcp, "127.0.0.1", p, "10.88.0.5:80", "web", true));
+    env_->tcp_errors[fmt::format("127.0.0.1:{}", p)] = DeadlineExceededError("slow");
+  }
+  Publish(table);
+  CheckResult r = Probe("FUN0013");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kFail));
+  // 300 + 300 + 300 + the 100 ms left: the whole check stays within its budget.
+  std::vector<std::chrono::milliseconds> timeouts;
+  for (const auto& [addr, timeout] : env_->tcp_connects) timeouts.push_back(timeout);
+  EXPECT_THAT(timeouts,
+              ElementsAre(std::chrono::milliseconds(300), std::chrono::milliseconds(300),
+                          std::chrono::milliseconds(300), std::chrono::milliseconds(100)));
+  EXPECT_THAT(r.detail, Contains(HasSubstr("127.0.0.1:8004/tcp -> 10.88.0.5:80 (web): listed as "
+                                           "listening, not probed (the 1000 ms budget is spent)")));
+}
+
+TEST_F(PortsTest, ADamagedPortsJsonFailsWithHowToRecover) {
+  env_->AddFile(File(InstanceFileKind::kPortsJson), "{\"forwards\": [{\"protocol\": ", 0600);
+  CheckResult r = Probe("FUN0013");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kFail));
+  EXPECT_THAT(r.summary, HasSubstr(File(InstanceFileKind::kPortsJson) + " is damaged: "));
+  EXPECT_THAT(r.hint, HasSubstr("fun-hostd rewrites ports.json within seconds"));
+  EXPECT_THAT(r.hint, HasSubstr("`fun-vmctl stop {instance}` then `fun-vmctl start {instance}`"));
+  r = Probe("FUN0014");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kSkip));
+  EXPECT_THAT(r.summary, AllOf(HasSubstr("is damaged"), HasSubstr("(see FUN0013)")));
+  // Valid JSON of the wrong shape is damaged too.
+  env_->AddFile(File(InstanceFileKind::kPortsJson), "{\"forwards\": [{\"host_port\": \"x\"}]}");
+  EXPECT_THAT(Probe("FUN0013").summary, HasSubstr("is damaged"));
+}
+
+TEST_F(PortsTest, AnUnreadablePortsJsonFailsPointingAtPermissions) {
+  Publish({});
+  env_->DenyAccess(File(InstanceFileKind::kPortsJson));
+  CheckResult r = Probe("FUN0013");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kFail));
+  EXPECT_THAT(r.summary, HasSubstr("cannot read " + File(InstanceFileKind::kPortsJson)));
+  EXPECT_THAT(r.hint, HasSubstr("FUN0007"));
+}
+
+TEST_F(PortsTest, PortChecksSkipWithoutProbingWhenTheVmIsNotRunning) {
+  Publish({Row(Protocol::kTcp, "127.0.0.1", 8080, "10.88.0.5:80", "web", true)});
+  StopInstance();
+  for (const char* id : {"FUN0013", "FUN0014"}) {
+    CheckResult r = Probe(id);
+    EXPECT_THAT(r, HasStatus(CheckStatus::kSkip)) << id;
+    EXPECT_EQ(r.summary, "the VM is not running (stopped; see FUN0009)") << id;
+  }
+  RemoveInstance();
+  EXPECT_THAT(Probe("FUN0013"), HasStatus(CheckStatus::kSkip));
+  EXPECT_THAT(Probe("FUN0014"), HasStatus(CheckStatus::kSkip));
+  EXPECT_TRUE(env_->tcp_connects.empty());
+}
+
+TEST_F(PortsTest, ConflictsPassWhenEveryRowListens) {
+  Publish({Row(Protocol::kTcp, "127.0.0.1", 8080, "10.88.0.5:80", "web", true),
+           Row(Protocol::kTcp, "127.0.0.1", 80, "10.88.0.5:80", "web", false,
+               "127.0.0.1:80/tcp needs privileges")});
+  CheckResult r = Probe("FUN0014");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kPass));
+  EXPECT_EQ(r.summary, "no conflicts among 2 published ports");
+}
+
+TEST_F(PortsTest, ConflictsFailForAPortInUseWithTheCommandThatShowsTheHolder) {
+  Publish({Row(Protocol::kTcp, "127.0.0.1", 8080, "10.88.0.5:80", "config", false,
+               "127.0.0.1:8080/tcp is already in use on this host: stop what uses it")});
+  CheckResult r = Probe("FUN0014");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kFail));
+  EXPECT_EQ(r.summary, "host port taken: 127.0.0.1:8080/tcp (config)");
+  EXPECT_THAT(r.detail, ElementsAre("127.0.0.1:8080/tcp wanted by config (-> 10.88.0.5:80): "
+                                    "127.0.0.1:8080/tcp is already in use on this host: stop what "
+                                    "uses it"));
+  EXPECT_EQ(r.hint,
+            "stop what holds port 8080 (see it with `ss -ltnp 'sport = :8080'`) or publish "
+            "another host port");
+
+  Use(Os::kMacos, "arm64");
+  Publish({Row(Protocol::kTcp, "127.0.0.1", 8080, "10.88.0.5:80", "config", false,
+               "127.0.0.1:8080/tcp is already in use on this host"),
+           Row(Protocol::kUdp, "127.0.0.1", 5353, "10.88.0.6:53", "dns", false,
+               "127.0.0.1:5353/udp is already in use on this host")});
+  r = Probe("FUN0014");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kFail));
+  EXPECT_EQ(r.summary, "host ports taken: 127.0.0.1:8080/tcp (config), 127.0.0.1:5353/udp (dns)");
+  EXPECT_THAT(r.hint, HasSubstr("`lsof -nP -iTCP:8080 -sTCP:LISTEN`"));
+  EXPECT_THAT(r.hint, HasSubstr("`lsof -nP -iUDP:5353`"));
+}
+
+TEST_F(PortsTest, ConflictsFailWhenTwoPublicationsWantOnePort) {
+  Publish({Row(Protocol::kTcp, "127.0.0.1", 8080, "10.88.0.5:80", "web", true),
+           Row(Protocol::kTcp, "127.0.0.1", 8080, "10.88.0.6:80", "api", false,
+               "127.0.0.1:8080/tcp is published by web already")});
+  CheckResult r = Probe("FUN0014");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kFail));
+  EXPECT_EQ(r.summary, "host port taken: 127.0.0.1:8080/tcp (api)");
+  EXPECT_THAT(r.detail, ElementsAre(HasSubstr("is published by web already")));
+  EXPECT_EQ(r.hint, "two publications want 127.0.0.1:8080/tcp: publish another host port for api");
+}
+
+TEST_F(PortsTest, ConflictsOfAutoForwardsOnlyWarn) {
+  Publish({Row(Protocol::kTcp, "127.0.0.1", 3000, "127.0.0.1:3000", "auto", false,
+               "127.0.0.1:3000/tcp is already in use on this host", true)});
+  CheckResult r = Probe("FUN0014");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kWarn));
+  EXPECT_EQ(r.summary,
+            "auto-forward not published, the host port is taken: 127.0.0.1:3000/tcp "
+            "(auto)");
+  EXPECT_THAT(r.detail, ElementsAre(HasSubstr("(auto-forward of 127.0.0.1:3000 in the VM)")));
+  EXPECT_THAT(r.hint, HasSubstr("best effort"));
+  // With a real conflict next to it, the check fails and counts the auto-forward aside.
+  Publish({Row(Protocol::kTcp, "127.0.0.1", 3000, "127.0.0.1:3000", "auto", false,
+               "127.0.0.1:3000/tcp is already in use on this host", true),
+           Row(Protocol::kTcp, "127.0.0.1", 8080, "10.88.0.5:80", "web", false,
+               "127.0.0.1:8080/tcp is already in use on this host")});
+  r = Probe("FUN0014");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kFail));
+  EXPECT_EQ(r.summary, "host port taken: 127.0.0.1:8080/tcp (web) (and 1 auto-forward)");
+}
+
+// --- FUN0015 VM outbound ------------------------------------------------------------------
+
+TEST_F(ChecksTest, OutboundPassesWhenTheVmReachesTheHost) {
+  CheckResult r = Probe("FUN0015");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kPass));
+  EXPECT_EQ(r.summary, "the VM reached the host at 10.0.2.2:40000 in 4 ms");
+  EXPECT_THAT(r.detail, Contains(HasSubstr("arrived at 127.0.0.1:40000")));
+  EXPECT_THAT(r.detail, Contains(HasSubstr("DNS in the VM: checked by the harness, not by the "
+                                           "doctor yet")));
+  ASSERT_EQ(env_->outbound_calls.size(), 1u);
+  EXPECT_EQ(env_->outbound_calls[0].first, Dir());
+  EXPECT_EQ(env_->outbound_calls[0].second, kOutboundTimeout);
+}
+
+TEST_F(ChecksTest, OutboundFailsSayingWhichStepBroke) {
+  env_->outbound_error =
+      UnavailableError("the guest agent dialing 10.0.2.2:40000: connect: Network is unreachable");
+  CheckResult r = Probe("FUN0015");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kFail));
+  EXPECT_EQ(r.summary,
+            "the VM did not reach the host: the guest agent dialing 10.0.2.2:40000: connect: "
+            "Network is unreachable");
+  EXPECT_THAT(r.detail, Contains(HasSubstr("DNS in the VM")));
+  EXPECT_THAT(r.hint, HasSubstr("10.0.2.2"));
+  env_->outbound_error = DeadlineExceededError("no connection arrived");
+  r = Probe("FUN0015");
+  EXPECT_THAT(r.detail, Contains("DEADLINE_EXCEEDED after 1000 ms (limit 1000 ms)"));
+}
+
+TEST_F(ChecksTest, OutboundSkipsWithoutDialingWhenTheVmIsNotRunningOrThereIsNone) {
+  StopInstance();
+  CheckResult r = Probe("FUN0015");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kSkip));
+  EXPECT_EQ(r.summary, "the VM is not running (stopped; see FUN0009)");
+  EXPECT_TRUE(env_->outbound_calls.empty());
+  Use(Os::kLinux);
+  Config().backend = Backend::kNative;
+  EXPECT_THAT(Probe("FUN0015"), HasStatus(CheckStatus::kSkip));
+  RemoveInstance();
+  EXPECT_THAT(Probe("FUN0015"), HasStatus(CheckStatus::kSkip));
+  EXPECT_TRUE(env_->outbound_calls.empty());
+}
+
+TEST(PortHelpers, ConflictsProbeAddressesAndRows) {
+  EXPECT_TRUE(IsPortConflict("127.0.0.1:8080/tcp is already in use on this host: ..."));
+  EXPECT_TRUE(IsPortConflict("127.0.0.1:8080/tcp is published by web already"));
+  EXPECT_FALSE(IsPortConflict("127.0.0.1:80/tcp needs privileges"));
+  EXPECT_FALSE(IsPortConflict(""));
+  EXPECT_EQ(ProbeAddress("0.0.0.0"), "127.0.0.1");
+  EXPECT_EQ(ProbeAddress("::"), "::1");
+  EXPECT_EQ(ProbeAddress("192.168.1.4"), "192.168.1.4");
+  EXPECT_EQ(FormatPublishRow(Row(Protocol::kUdp, "::1", 53, "10.88.0.6:53", "dns\x1b", true)),
+            "[::1]:53/udp -> 10.88.0.6:53 (dns?)");
 }
 
 // --- helpers ------------------------------------------------------------------------------

@@ -4,15 +4,21 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 
+#include "lib/base/socket.h"
+#include "lib/net/agent_client.h"
 #include "lib/vm/image.h"
+#include "lib/vm/instance_agent.h"
 
 namespace fun::doctor {
 
@@ -138,6 +144,124 @@ StatusOr<cri::RuntimeVersion> RealDoctorEnv::CriVersion(const std::string& socke
   o.max_receive_bytes = 1 << 20;  // a Version reply is tiny
   FUN_ASSIGN_OR_RETURN(std::unique_ptr<cri::CriClient> client, cri::CriClient::Connect(socket, o));
   return client->Version({.timeout = deadline});
+}
+
+namespace {
+
+using Steady = std::chrono::steady_clock;
+
+// What is left of `deadline`, at least 1 ms (so a poll or socket timeout of 0, which means
+// "forever" for SO_RCVTIMEO, is never asked for).
+std::chrono::milliseconds Remaining(Steady::time_point deadline) {
+  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Steady::now());
+  return std::max(left, std::chrono::milliseconds(1));
+}
+
+bool Expired(Steady::time_point deadline) { return Steady::now() >= deadline; }
+
+// Waits until `fd` has `events` or the deadline passes: true when ready.
+StatusOr<bool> WaitFor(int fd, short events, Steady::time_point deadline) {
+  for (;;) {
+    pollfd p{.fd = fd, .events = events, .revents = 0};
+    int rc = ::poll(&p, 1, static_cast<int>(Remaining(deadline).count()));
+    if (rc < 0 && errno == EINTR) continue;
+    if (rc < 0) return ErrnoError(errno, "poll");
+    if (rc > 0) return true;
+    if (Expired(deadline)) return false;
+  }
+}
+
+void SetTimeouts(int fd, std::chrono::milliseconds t) {
+  timeval tv{};
+  tv.tv_sec = static_cast<time_t>(t.count() / 1000);
+  tv.tv_usec = static_cast<suseconds_t>((t.count() % 1000) * 1000);
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+}
+
+// ReadExactly with the socket's receive timeout turned into DeadlineExceeded.
+Status ReadWithin(int fd, char* buf, size_t n, Steady::time_point deadline) {
+  SetTimeouts(fd, Remaining(deadline));
+  Status s = ReadExactly(fd, buf, n);
+  if (!s.ok() && (s.sys_errno() == EAGAIN || s.sys_errno() == EWOULDBLOCK)) {
+    return DeadlineExceededError("no bytes in time");
+  }
+  return s;
+}
+
+}  // namespace
+
+Status RealDoctorEnv::TcpConnect(const std::string& ip, uint16_t port,
+                                 std::chrono::milliseconds timeout) {
+  auto deadline = Steady::now() + timeout;
+  SocketAddress addr{.kind = SocketAddress::Kind::kTcp, .host = ip, .port = port};
+  FUN_ASSIGN_OR_RETURN(SockAddr sa, ToSockAddr(addr));
+  std::string name = addr.ToString();
+  UniqueFd fd(::socket(sa.ss.ss_family, SOCK_STREAM, 0));
+  if (!fd.valid()) return ErrnoError(errno, "socket for " + name);
+  ::fcntl(fd.get(), F_SETFD, FD_CLOEXEC);
+  ::fcntl(fd.get(), F_SETFL, ::fcntl(fd.get(), F_GETFL) | O_NONBLOCK);
+  if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&sa.ss), sa.len) == 0) {
+    return OkStatus();
+  }
+  if (errno != EINPROGRESS && errno != EINTR) return ErrnoError(errno, "connecting to " + name);
+  FUN_ASSIGN_OR_RETURN(bool ready, WaitFor(fd.get(), POLLOUT, deadline));
+  if (!ready) {
+    return DeadlineExceededError(
+        fmt::format("connecting to {}: no answer within {} ms", name, timeout.count()));
+  }
+  int err = 0;
+  socklen_t len = sizeof(err);
+  if (::getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
+  if (err != 0) return ErrnoError(err, "connecting to " + name);
+  return OkStatus();
+}
+
+StatusOr<VmOutbound> RealDoctorEnv::ProbeVmOutbound(const std::string& instance_dir,
+                                                    const std::string& name,
+                                                    std::chrono::milliseconds timeout) {
+  auto deadline = Steady::now() + timeout;
+  FUN_ASSIGN_OR_RETURN(agent::AgentEndpoint ep, vm::InstanceAgentEndpoint(instance_dir, name));
+  FUN_ASSIGN_OR_RETURN(
+      UniqueFd listener,
+      Listen(SocketAddress{.kind = SocketAddress::Kind::kTcp, .host = "127.0.0.1", .port = 0}, 4));
+  FUN_ASSIGN_OR_RETURN(std::string local, LocalAddress(listener.get()));
+  FUN_ASSIGN_OR_RETURN(SocketAddress bound, ParseSocketAddress(local));
+  VmOutbound out{.target = fmt::format("{}:{}", host_alias_, bound.port),
+                 .listener = fmt::format("127.0.0.1:{}", bound.port)};
+  // The agent answers once its connect(2) succeeded: the kernel completes the handshake from
+  // the listen backlog, so accepting comes after.
+  auto stream =
+      agent::DialAgent(ep, {.kind = agent::Kind::kTcp, .target = out.target}, Remaining(deadline));
+  if (!stream.ok()) {
+    return stream.status().WithContext(fmt::format("the guest agent dialing {}", out.target));
+  }
+  FUN_ASSIGN_OR_RETURN(bool arrived, WaitFor(listener.get(), POLLIN, deadline));
+  if (!arrived) {
+    return DeadlineExceededError(
+        fmt::format("the agent dialed {} but no connection arrived at {} within {} ms", out.target,
+                    out.listener, timeout.count()));
+  }
+  FUN_ASSIGN_OR_RETURN(UniqueFd conn, Accept(listener.get()));
+  // Bytes both ways, so the connection that arrived is the agent's (not a stray local one)
+  // and the NAT path carries data, not just handshakes.
+  const std::string ping = fmt::format("fun-doctor ping {}\n", bound.port);
+  const std::string pong = fmt::format("fun-doctor pong {}\n", bound.port);
+  auto exchange = [&](int from, int to, const std::string& bytes, const char* way) -> Status {
+    SetTimeouts(from, Remaining(deadline));
+    if (Status s = WriteAll(from, bytes); !s.ok()) {
+      return s.WithContext(fmt::format("sending {}", way));
+    }
+    std::string got(bytes.size(), '\0');
+    if (Status s = ReadWithin(to, got.data(), got.size(), deadline); !s.ok()) {
+      return s.WithContext(fmt::format("receiving {}", way));
+    }
+    if (got != bytes) return DataLossError(fmt::format("{}: other bytes arrived", way));
+    return OkStatus();
+  };
+  FUN_RETURN_IF_ERROR(exchange(stream->get(), conn.get(), ping, "VM to host"));
+  FUN_RETURN_IF_ERROR(exchange(conn.get(), stream->get(), pong, "host to VM"));
+  return out;
 }
 
 StatusOr<uint64_t> ParseMemTotal(std::string_view meminfo) {

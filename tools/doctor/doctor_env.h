@@ -12,11 +12,14 @@
 //   StatusOr<cri::RuntimeVersion> v =
 //       env.CriVersion(paths.InstanceFile("default", InstanceFileKind::kContainerdSock),
 //                      std::chrono::seconds(1));
+//   Status s = env.TcpConnect("127.0.0.1", 8080, std::chrono::milliseconds(300));
+//   StatusOr<VmOutbound> o = env.ProbeVmOutbound(paths.InstanceDir("default"), "default",
+//                                                std::chrono::seconds(1));
 //
 // Errors are Status values with the errno's canonical code (NotFound for a missing file,
 // PermissionDenied for EACCES), so a check can tell "absent" from "unreadable".
 //
-// Thread-safety: RealDoctorEnv is safe to use from several threads (it holds no state); the
+// Thread-safety: RealDoctorEnv is safe to use from several threads (its one field is const); the
 // doctor itself uses one thread.
 #pragma once
 
@@ -25,6 +28,7 @@
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "lib/base/clock.h"
@@ -47,6 +51,13 @@ struct FileInfo {
   unsigned mode = 0;  // permission bits only (st_mode & 07777)
   uid_t owner = 0;
   uint64_t size = 0;
+};
+
+// What ProbeVmOutbound proved: the VM's agent dialed `target` and the connection arrived at
+// the host's `listener`, carrying bytes both ways.
+struct VmOutbound {
+  std::string target;    // as the VM dialed it: "10.0.2.2:41234"
+  std::string listener;  // where the host listened: "127.0.0.1:41234"
 };
 
 // The host's operating system as people name it.
@@ -95,13 +106,36 @@ class DoctorEnv {
   virtual StatusOr<cri::RuntimeVersion> CriVersion(const std::string& socket,
                                                    std::chrono::milliseconds deadline) = 0;
 
+  // A TCP connection to `ip`:`port` (an IPv4 or IPv6 literal), closed as soon as it is
+  // established. Unavailable when refused, DeadlineExceeded when nothing answers within
+  // `timeout`, other errno codes as they come.
+  virtual Status TcpConnect(const std::string& ip, uint16_t port,
+                            std::chrono::milliseconds timeout) = 0;
+
+  // The VM's outbound path to the host: opens a listener on the host's 127.0.0.1 (a free
+  // port), asks the instance's guest agent (vm::InstanceAgentEndpoint) to dial it as the VM
+  // sees the host (kTcp "10.0.2.2:PORT" under QEMU user-mode networking), waits for the
+  // connection and exchanges a few bytes both ways; all within `timeout`. Errors say which
+  // step failed (no agent port recorded, the agent's dial, no connection arriving, the bytes).
+  virtual StatusOr<VmOutbound> ProbeVmOutbound(const std::string& instance_dir,
+                                               const std::string& name,
+                                               std::chrono::milliseconds timeout) = 0;
+
   // For timing the CRI call (a simulated clock in tests).
   virtual Clock& clock() = 0;
 };
 
+// How the VM reaches the host's loopback under QEMU user-mode networking.
+inline constexpr std::string_view kDefaultHostAlias = "10.0.2.2";
+
 // The machine itself.
 class RealDoctorEnv final : public DoctorEnv {
  public:
+  // `host_alias`: the address the VM dials to reach the host's 127.0.0.1 in ProbeVmOutbound
+  // (tests running fun-guestd on the host itself pass "127.0.0.1").
+  explicit RealDoctorEnv(std::string host_alias = std::string(kDefaultHostAlias))
+      : host_alias_(std::move(host_alias)) {}
+
   StatusOr<FileInfo> Stat(const std::string& path) override;
   Status Access(const std::string& path, int mode) override;
   StatusOr<std::string> ReadFileTail(const std::string& path, size_t max_bytes) override;
@@ -118,7 +152,14 @@ class RealDoctorEnv final : public DoctorEnv {
   vm::InstanceStatus GetInstanceStatus(const Paths& paths, const std::string& name) override;
   StatusOr<cri::RuntimeVersion> CriVersion(const std::string& socket,
                                            std::chrono::milliseconds deadline) override;
+  Status TcpConnect(const std::string& ip, uint16_t port,
+                    std::chrono::milliseconds timeout) override;
+  StatusOr<VmOutbound> ProbeVmOutbound(const std::string& instance_dir, const std::string& name,
+                                       std::chrono::milliseconds timeout) override;
   Clock& clock() override { return Clock::Real(); }
+
+ private:
+  const std::string host_alias_;
 };
 
 // Parses /proc/meminfo text: MemTotal in bytes. InvalidArgument when the line is missing or

@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <algorithm>
+
 namespace fun::doctor {
 
 void FakeDoctorEnv::AddDir(const std::string& path, unsigned mode, uid_t owner) {
@@ -170,6 +172,28 @@ StatusOr<cri::RuntimeVersion> FakeDoctorEnv::CriVersion(const std::string& socke
   sim_clock.Advance(std::min(cri_latency, deadline));
   if (!cri_version) return cri_error;
   return *cri_version;
+}
+
+Status FakeDoctorEnv::TcpConnect(const std::string& ip, uint16_t port,
+                                 std::chrono::milliseconds timeout) {
+  std::string key = ip.find(':') != std::string::npos ? fmt::format("[{}]:{}", ip, port)
+                                                      : fmt::format("{}:{}", ip, port);
+  tcp_connects.emplace_back(key, timeout);
+  Status s;
+  if (auto e = tcp_errors.find(key); e != tcp_errors.end()) s = e->second;
+  sim_clock.Advance(s.code() == Code::kDeadlineExceeded ? timeout : std::min(tcp_latency, timeout));
+  return s;
+}
+
+StatusOr<VmOutbound> FakeDoctorEnv::ProbeVmOutbound(const std::string& instance_dir,
+                                                    const std::string& /*name*/,
+                                                    std::chrono::milliseconds timeout) {
+  outbound_calls.emplace_back(instance_dir, timeout);
+  sim_clock.Advance(outbound_error.code() == Code::kDeadlineExceeded
+                        ? timeout
+                        : std::min(outbound_latency, timeout));
+  if (!outbound_error.ok()) return outbound_error;
+  return VmOutbound{.target = "10.0.2.2:40000", .listener = "127.0.0.1:40000"};
 }
 
 }  // namespace fun::doctor

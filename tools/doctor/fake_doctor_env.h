@@ -63,6 +63,10 @@ class FakeDoctorEnv final : public DoctorEnv {
   vm::InstanceStatus GetInstanceStatus(const Paths& paths, const std::string& name) override;
   StatusOr<cri::RuntimeVersion> CriVersion(const std::string& socket,
                                            std::chrono::milliseconds deadline) override;
+  Status TcpConnect(const std::string& ip, uint16_t port,
+                    std::chrono::milliseconds timeout) override;
+  StatusOr<VmOutbound> ProbeVmOutbound(const std::string& instance_dir, const std::string& name,
+                                       std::chrono::milliseconds timeout) override;
   Clock& clock() override { return sim_clock; }
 
   // The script (public on purpose: tests set what they need).
@@ -83,11 +87,21 @@ class FakeDoctorEnv final : public DoctorEnv {
   std::optional<cri::RuntimeVersion> cri_version;  // nullopt: cri_error
   Status cri_error = UnavailableError("connection refused");
   std::chrono::milliseconds cri_latency{12};
+  // TcpConnect: "IP:PORT" -> error (OK when absent); each call takes tcp_latency, or its whole
+  // timeout when the error is DeadlineExceeded.
+  std::map<std::string, Status> tcp_errors;
+  std::chrono::milliseconds tcp_latency{1};
+  // ProbeVmOutbound: the VM dials 10.0.2.2:40000 unless outbound_error is set; it takes
+  // outbound_latency, or the whole timeout when the error is DeadlineExceeded.
+  Status outbound_error;
+  std::chrono::milliseconds outbound_latency{4};
   SimulatedClock sim_clock;
 
   // What was asked.
   std::vector<Command> commands_run;
   std::vector<std::pair<std::string, std::chrono::milliseconds>> cri_calls;
+  std::vector<std::pair<std::string, std::chrono::milliseconds>> tcp_connects;    // "IP:PORT"
+  std::vector<std::pair<std::string, std::chrono::milliseconds>> outbound_calls;  // instance dir
 
  private:
   struct Entry {

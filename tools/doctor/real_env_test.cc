@@ -1,4 +1,5 @@
 // real_env_test.cc: smoke tests of RealDoctorEnv and of a whole fun-doctor run on this machine.
+#include <fmt/format.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <sys/socket.h>
@@ -9,11 +10,17 @@
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
+#include <iterator>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "lib/base/process.h"
+#include "lib/base/socket.h"
+#include "lib/net/agent_client.h"
 #include "lib/vm/instance_state.h"
 #include "lib/vm/pidfile.h"
+#include "lib/vm/port_publisher.h"
 #include "tools/doctor/checks.h"
 #include "tools/doctor/doctor.h"
 #include "tools/doctor/doctor_env.h"
@@ -149,6 +156,123 @@ TEST_F(RealEnvTest, AWholeRunFindsARunningInstanceAndItsContainerd) {
   EXPECT_EQ(j[0]["status"], "pass") << j[0];
   EXPECT_EQ(j[1]["status"], "pass") << j[1];
   EXPECT_THAT(j[1]["summary"].get<std::string>(), HasSubstr("containerd "));
+}
+#endif
+
+TEST_F(RealEnvTest, TcpConnectReachesARealListenerAndReportsARefusal) {
+  auto l = Listen(SocketAddress{.kind = SocketAddress::Kind::kTcp, .host = "127.0.0.1", .port = 0});
+  ASSERT_TRUE(l.ok()) << l.status();
+  auto bound = ParseSocketAddress(LocalAddress(l->get()).value());
+  ASSERT_TRUE(bound.ok());
+  Status s = env_.TcpConnect("127.0.0.1", bound->port, kPortProbeTimeout);
+  EXPECT_TRUE(s.ok()) << s;
+  l->reset();  // nothing listens there any more: refused at once on loopback
+  s = env_.TcpConnect("127.0.0.1", bound->port, kPortProbeTimeout);
+  EXPECT_EQ(s.code(), Code::kUnavailable) << s;
+  EXPECT_THAT(s.message(), HasSubstr(fmt::format("127.0.0.1:{}", bound->port)));
+  EXPECT_EQ(env_.TcpConnect("not-an-ip", 80, kPortProbeTimeout).code(), Code::kInvalidArgument);
+}
+
+TEST_F(RealEnvTest, VmOutboundWithoutARecordedAgentPortFails) {
+  auto r = env_.ProbeVmOutbound(dir_, "default", kOutboundTimeout);
+  EXPECT_FALSE(r.ok());
+}
+
+#if defined(FUN_GUESTD_BINARY)
+// The real fun-guestd, run natively on loopback as "the VM" of an instance that looks running.
+// The host is 127.0.0.1 from where it runs, so the env is told that instead of 10.0.2.2.
+class RealEnvWithGuestdTest : public RealEnvTest {
+ protected:
+  void SetUp() override {
+    RealEnvTest::SetUp();
+    in_ = {.os = CurrentOs(), .home = dir_, .fun_home = dir_ + "/state", .xdg_state_home = ""};
+    paths_ = ResolvePaths(in_).value();
+    inst_ = paths_.InstanceDir("default");
+    ASSERT_TRUE(MakeDirs(inst_, 0700).ok());
+    ASSERT_TRUE(MakeDirs(dir_ + "/proc-net", 0700).ok());
+    for (const char* f : {"tcp", "tcp6", "udp", "udp6"}) Write(dir_ + "/proc-net/" + f, "", 0600);
+    ASSERT_TRUE(agent::CreateTokenFile(inst_ + "/secret").ok());
+    Command cmd{.program = FUN_GUESTD_BINARY,
+                .args = {"--listen", "tcp:127.0.0.1:0", "--token-file", inst_ + "/secret",
+                         "--containerd-socket", dir_ + "/containerd.sock", "--shutdown-command",
+                         "/bin/true", "--no-timesync", "--proc-net-dir", dir_ + "/proc-net"},
+                .capture_output = false};
+    cmd.stdout_file = dir_ + "/guestd.out";
+    cmd.stderr_file = dir_ + "/guestd.log";
+    auto p = ProcessRunner::Default().Start(cmd);
+    ASSERT_TRUE(p.ok()) << p.status();
+    guestd_ = std::move(*p);
+    // It prints "listening on tcp:127.0.0.1:PORT" once it accepts.
+    const std::string prefix = "listening on tcp:127.0.0.1:";
+    std::string out;
+    for (int i = 0; i < 1000 && out.find('\n') == std::string::npos; ++i) {
+      std::ifstream f(dir_ + "/guestd.out");
+      out.assign(std::istreambuf_iterator<char>(f), {});
+      if (out.find('\n') == std::string::npos) ::usleep(10'000);
+    }
+    ASSERT_EQ(out.rfind(prefix, 0), 0u) << out;
+    auto port = static_cast<uint16_t>(std::stoi(out.substr(prefix.size())));
+    ASSERT_TRUE(vm::WritePidFile(inst_ + "/hostd.pid", ::getpid()).ok());
+    ASSERT_TRUE(vm::WritePidFile(inst_ + "/vm.pid", ::getpid()).ok());
+    ASSERT_TRUE(vm::SaveInstanceState(
+                    inst_, {.phase = vm::Phase::kRunning, .accel = "tcg", .agent_port = port})
+                    .ok());
+  }
+  void TearDown() override {
+    if (guestd_) (void)guestd_->Terminate(std::chrono::seconds(5));
+    RealEnvTest::TearDown();
+  }
+
+  PathsInput in_;
+  Paths paths_;
+  std::string inst_;
+  std::unique_ptr<Process> guestd_;
+  RealDoctorEnv loopback_env_{"127.0.0.1"};
+};
+
+TEST_F(RealEnvWithGuestdTest, VmOutboundDialsTheHostThroughTheAgentAndExchangesBytes) {
+  auto r = loopback_env_.ProbeVmOutbound(inst_, "default", kOutboundTimeout);
+  ASSERT_TRUE(r.ok()) << r.status() << "\n" << dir_;
+  EXPECT_EQ(r->target.rfind("127.0.0.1:", 0), 0u) << r->target;
+  EXPECT_EQ(r->target, r->listener);
+}
+
+TEST_F(RealEnvWithGuestdTest, VmOutboundSaysWhenTheAgentCannotDial) {
+  // A wrong token: the agent refuses before dialing anything.
+  ASSERT_EQ(::unlink((inst_ + "/secret").c_str()), 0);
+  ASSERT_TRUE(agent::CreateTokenFile(inst_ + "/secret").ok());
+  auto r = loopback_env_.ProbeVmOutbound(inst_, "default", kOutboundTimeout);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), Code::kPermissionDenied) << r.status();
+  EXPECT_THAT(r.status().message(), HasSubstr("the guest agent dialing 127.0.0.1:"));
+}
+
+// A whole run of the network checks against that instance: a published port that a real
+// listener serves, and the outbound path through the real agent.
+TEST_F(RealEnvWithGuestdTest, AWholeRunOfTheNetworkChecksPasses) {
+  auto l = Listen(SocketAddress{.kind = SocketAddress::Kind::kTcp, .host = "127.0.0.1", .port = 0});
+  ASSERT_TRUE(l.ok()) << l.status();
+  auto bound = ParseSocketAddress(LocalAddress(l->get()).value());
+  ASSERT_TRUE(bound.ok());
+  vm::PublishState row{.want = {.host = {.ip = "127.0.0.1", .port = bound->port},
+                                .target = "10.88.0.5:80",
+                                .owner = "web"},
+                       .listening = true};
+  Write(paths_.InstanceFile("default", InstanceFileKind::kPortsJson), vm::PublishTableJson({row}),
+        0600);
+
+  std::ostringstream out, err;
+  int code = ::fun::doctor::Run(
+      {"--json", "--check", "FUN0013", "--check", "FUN0014", "--check", "FUN0015"}, in_,
+      loopback_env_, out, err);
+  EXPECT_EQ(code, 0) << out.str() << err.str();
+  nlohmann::json j = nlohmann::json::parse(out.str());
+  ASSERT_EQ(j.size(), 3u);
+  EXPECT_EQ(j[0]["status"], "pass") << j[0];
+  EXPECT_THAT(j[0]["detail"].dump(),
+              HasSubstr(fmt::format("127.0.0.1:{}/tcp -> 10.88.0.5:80 (web)", bound->port)));
+  EXPECT_EQ(j[1]["status"], "pass") << j[1];
+  EXPECT_EQ(j[2]["status"], "pass") << j[2];
 }
 #endif
 
