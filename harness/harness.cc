@@ -16,6 +16,7 @@
 #include <fstream>
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -26,8 +27,9 @@
 #include "lib/cri/client.h"
 #include "lib/net/agent_client.h"
 #include "lib/net/port_check.h"
-#include "lib/vm/instance_agent.h"
 #include "lib/vm/instance.h"
+#include "lib/vm/instance_agent.h"
+#include "lib/vm/port_publisher.h"
 
 namespace fun::harness {
 
@@ -424,8 +426,8 @@ ScenarioReport RunVmLifecycle(const HarnessOptions& o) {
       };
       for (size_t wave = 0; wave < 10; ++wave) {
         for (size_t i = 0; i < 100; ++i) {
-          auto c = Connect(SocketAddress{
-              .kind = SocketAddress::Kind::kTcp, .host = "127.0.0.1", .port = 18080});
+          auto c = Connect(
+              SocketAddress{.kind = SocketAddress::Kind::kTcp, .host = "127.0.0.1", .port = 18080});
           if (!c.ok()) return c.status().WithContext(fmt::format("connection {}", conns.size()));
           timeval tv{.tv_sec = 60, .tv_usec = 0};
           ::setsockopt(c->get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
@@ -519,7 +521,8 @@ ScenarioReport RunVmLifecycle(const HarnessOptions& o) {
         agent::Request req{.kind = agent::Kind::kUdp, .target = "127.0.0.1:9"};
         auto c = agent::DialAgent(ep, req, 10s);
         if (!c.ok()) return c.status().WithContext("a udp channel");
-        (void)WriteAll(c->get(), std::string{'\x10', '\x00', 'a', 'b', 'c'});  // 16 promised, 3 sent
+        (void)WriteAll(c->get(),
+                       std::string{'\x10', '\x00', 'a', 'b', 'c'});  // 16 promised, 3 sent
         ::shutdown(c->get(), SHUT_WR);
         char b[64];
         timeval tv{.tv_sec = 30, .tv_usec = 0};
@@ -567,9 +570,8 @@ ScenarioReport RunVmLifecycle(const HarnessOptions& o) {
         return Expect(p.exit_code == 0 || p.exit_code == 1, "nslookup: " + p.Describe());
       }
       FUN_RETURN_IF_ERROR(Expect(p.ok() && p.stdout_data.find("Address") != std::string::npos,
-                                 "nslookup deb.debian.org in a container: " + p.Describe() +
-                                     " " + p.stdout_data.substr(0, 300) +
-                                     p.stderr_data.substr(0, 300)));
+                                 "nslookup deb.debian.org in a container: " + p.Describe() + " " +
+                                     p.stdout_data.substr(0, 300) + p.stderr_data.substr(0, 300)));
       r.message = "deb.debian.org resolved inside a bridged container";
       return OkStatus();
     });
@@ -606,7 +608,9 @@ ScenarioReport RunVmLifecycle(const HarnessOptions& o) {
     std::vector<std::string> failed;
     for (const auto& c : j) {
       if (c["status"] == "fail") failed.push_back(Str(c, "id") + " " + Str(c, "summary"));
-      if ((c["id"] == "FUN0009" || c["id"] == "FUN0011") && c["status"] != "pass") {
+      if ((c["id"] == "FUN0009" || c["id"] == "FUN0011" || c["id"] == "FUN0013" ||
+           c["id"] == "FUN0014" || c["id"] == "FUN0015") &&
+          c["status"] != "pass") {
         failed.push_back(Str(c, "id") + " is " + Str(c, "status") + ": " + Str(c, "summary"));
       }
     }
@@ -615,6 +619,10 @@ ScenarioReport RunVmLifecycle(const HarnessOptions& o) {
     return OkStatus();
   });
 
+  // Fault (FUN0014): while the VM is down, the config publishes host port 18099 (to the VM's
+  // own image server, 127.0.0.1:5001 inside) and another program takes that port on the host.
+  std::optional<UniqueFd> squatter;
+  const uint16_t kConflictPort = 18099;
   sc.Step("stop", [&](StepResult& r) -> Status {
     ProcessResult p = sc.Tool(r, "fun-vmctl", {"stop"}, 90s);
     FUN_RETURN_IF_ERROR(Expect(p.ok(), "fun-vmctl stop: " + p.Describe() + " " + p.stderr_data));
@@ -630,6 +638,19 @@ ScenarioReport RunVmLifecycle(const HarnessOptions& o) {
     return OkStatus();
   });
 
+  sc.Step("config_port_taken_on_the_host", [&](StepResult& r) -> Status {
+    (void)r;
+    const std::string path = sc.paths().InstanceFile("default", InstanceFileKind::kConfig);
+    FUN_ASSIGN_OR_RETURN(InstanceConfig cfg,
+                         LoadInstanceConfigFile(path, DefaultInstanceConfig({})));
+    cfg.ports.push_back(PortForward{.host_port = kConflictPort, .guest_port = 5001});
+    FUN_RETURN_IF_ERROR(SaveInstanceConfigFile(path, cfg));
+    FUN_ASSIGN_OR_RETURN(UniqueFd fd,
+                         net::BindHostPort({.ip = "127.0.0.1", .port = kConflictPort}));
+    squatter = std::move(fd);
+    return OkStatus();
+  });
+
   sc.Step("start_again_on_the_same_disk", [&](StepResult& r) -> Status {
     FUN_RETURN_IF_ERROR(start(r));
     std::ifstream in(sc.paths().InstanceFile("default", InstanceFileKind::kConsoleLog));
@@ -637,6 +658,39 @@ ScenarioReport RunVmLifecycle(const HarnessOptions& o) {
     ss << in.rdbuf();
     FUN_RETURN_IF_ERROR(Expect(ss.str().find("data disk: existing") != std::string::npos,
                                "the console does not say the data disk was kept"));
+    return OkStatus();
+  });
+
+  sc.Step("doctor_names_the_port_conflict_and_it_clears", [&](StepResult& r) -> Status {
+    ProcessResult p = sc.Tool(r, "fun-doctor", {"--json", "--check", "FUN0014"});
+    auto j = nlohmann::json::parse(p.stdout_data, nullptr, false);
+    FUN_RETURN_IF_ERROR(Expect(j.is_array() && j.size() == 1, "no FUN0014 result"));
+    FUN_RETURN_IF_ERROR(
+        Expect(j[0]["status"] == "fail" && p.exit_code == 1 &&
+                   j[0].dump().find(fmt::format("{}", kConflictPort)) != std::string::npos,
+               "FUN0014 with 18099 held on the host: " + j[0].dump().substr(0, 400)));
+    // The other program lets go: the next publish round takes the port, the doctor passes.
+    squatter.reset();
+    bool listening = false;
+    for (int i = 0; i < 100 && !listening; ++i) {
+      auto table = vm::RequestPublish(sc.paths().InstanceDir("default"), 30s);
+      if (table.ok()) {
+        for (const auto& st : *table) {
+          listening = listening || (st.want.host.port == kConflictPort && st.listening);
+        }
+      }
+      if (!listening) std::this_thread::sleep_for(200ms);
+    }
+    FUN_RETURN_IF_ERROR(Expect(listening, "18099 was not published after it was freed"));
+    ProcessResult again = sc.Tool(r, "fun-doctor", {"--json", "--check", "FUN0014"});
+    auto k = nlohmann::json::parse(again.stdout_data, nullptr, false);
+    FUN_RETURN_IF_ERROR(Expect(k.is_array() && k.size() == 1 && k[0]["status"] == "pass",
+                               "FUN0014 after the port was freed: " + again.stdout_data));
+    ProcessResult got =
+        sc.Tool(r, "/usr/bin/curl", {"-fsS", "--max-time", "20", "http://127.0.0.1:18099/v2/"});
+    FUN_RETURN_IF_ERROR(Expect(got.ok(), "the VM's image server through config port 18099: " +
+                                             got.Describe() + " " + got.stderr_data));
+    r.message = "FUN0014: " + Str(j[0], "summary");
     return OkStatus();
   });
 

@@ -153,8 +153,7 @@ int main(int argc, char** argv) {
   flags.Int("size", &size, "ping: bytes each way per exchange");
   flags.Int("seconds", &seconds, "stream: how long to send");
   auto rest = flags.Parse(std::vector<std::string>(args.begin() + 1, args.end()));
-  if (!rest.ok() || !rest->empty() || count < 1 || size < 1 || size > (1 << 20) ||
-      seconds < 1) {
+  if (!rest.ok() || !rest->empty() || count < 1 || size < 1 || size > (1 << 20) || seconds < 1) {
     std::cerr << "tcp_rr: " << (rest.ok() ? "bad arguments" : rest.status().message()) << "\n"
               << usage;
     return 2;
