@@ -363,9 +363,24 @@ ScenarioReport RunVmLifecycle(const HarnessOptions& o) {
                  "the sandbox image is not 127.0.0.1:5001/fun/pause:1.0 (the VM's own "
                  "registry): " +
                      images.stdout_data.substr(0, 400)));
+      // Interactive exec through the VM: containerd's stream server (SPDY) over the agent.
+      // -i: stdin from a pipe; -it: a terminal (script(1) gives fun a pty).
+      const std::string fun_bin = o.bin_dir + "/fun";
+      ProcessResult piped = sc.Tool(
+          r, "/bin/sh", {"-c", "printf 'through stdin\\n' | '" + fun_bin + "' exec -i web cat"});
+      FUN_RETURN_IF_ERROR(Expect(piped.ok() && piped.stdout_data == "through stdin\n",
+                                 "fun exec -i: " + piped.Describe() + " \"" + piped.stdout_data +
+                                     "\" " + piped.stderr_data.substr(0, 300)));
+      ProcessResult tty = sc.Tool(
+          r, "/usr/bin/script",
+          {"-qec", "'" + fun_bin + "' exec -it web sh -c 'tty; stty size; exit 3'", "/dev/null"});
+      FUN_RETURN_IF_ERROR(Expect(tty.exit_code == 3 &&
+                                     tty.stdout_data.find("/dev/pts/") != std::string::npos,
+                                 "fun exec -it under script(1): " + tty.Describe() + " \"" +
+                                     tty.stdout_data.substr(0, 300) + "\""));
       ProcessResult rm = sc.Tool(r, "fun", {"rm", "-f", "web"});
       FUN_RETURN_IF_ERROR(Expect(rm.ok(), "fun rm -f: " + rm.Describe() + " " + rm.stderr_data));
-      r.message = "pod ip " + Str(j[0], "ip");
+      r.message = "pod ip " + Str(j[0], "ip") + "; exec -i and -it through the VM";
       return OkStatus();
     });
 
