@@ -374,10 +374,10 @@ ScenarioReport RunVmLifecycle(const HarnessOptions& o) {
       ProcessResult tty = sc.Tool(
           r, "/usr/bin/script",
           {"-qec", "'" + fun_bin + "' exec -it web sh -c 'tty; stty size; exit 3'", "/dev/null"});
-      FUN_RETURN_IF_ERROR(Expect(tty.exit_code == 3 &&
-                                     tty.stdout_data.find("/dev/pts/") != std::string::npos,
-                                 "fun exec -it under script(1): " + tty.Describe() + " \"" +
-                                     tty.stdout_data.substr(0, 300) + "\""));
+      FUN_RETURN_IF_ERROR(
+          Expect(tty.exit_code == 3 && tty.stdout_data.find("/dev/pts/") != std::string::npos,
+                 "fun exec -it under script(1): " + tty.Describe() + " \"" +
+                     tty.stdout_data.substr(0, 300) + "\""));
       ProcessResult rm = sc.Tool(r, "fun", {"rm", "-f", "web"});
       FUN_RETURN_IF_ERROR(Expect(rm.ok(), "fun rm -f: " + rm.Describe() + " " + rm.stderr_data));
       r.message = "pod ip " + Str(j[0], "ip") + "; exec -i and -it through the VM";
@@ -501,8 +501,19 @@ ScenarioReport RunVmLifecycle(const HarnessOptions& o) {
       FUN_RETURN_IF_ERROR(Expect(after <= before, fmt::format("fun-hostd had {} fds before and "
                                                               "{} after 10000 connections",
                                                               before, after)));
-      r.message =
-          fmt::format("10000 connections in {:.1f} s; fun-hostd fds {} -> {}", secs, before, after);
+      int guest_after = -1;
+      for (int i = 0; i < 100; ++i) {
+        FUN_ASSIGN_OR_RETURN(agent::AgentPing p, agent::PingAgent(ep, 10s));
+        guest_after = p.open_fds;
+        if (guest_after <= ping_before.open_fds) break;
+        std::this_thread::sleep_for(100ms);
+      }
+      FUN_RETURN_IF_ERROR(Expect(ping_before.open_fds > 0 && guest_after <= ping_before.open_fds,
+                                 fmt::format("fun-guestd had {} fds before and {} after",
+                                             ping_before.open_fds, guest_after)));
+      r.message = fmt::format(
+          "10000 connections in {:.1f} s; open fds: fun-hostd {} -> {}, fun-guestd {} -> {}", secs,
+          before, after, ping_before.open_fds, guest_after);
       return OkStatus();
     });
     sc.Step("malformed_handshakes_close_only_their_channel", [&](StepResult& r) -> Status {
