@@ -42,14 +42,18 @@ echo
 echo "== fun run --rm $image echo ...   (the first command boots the VM)"
 "$bin/fun" run --rm "$image" sh -c 'echo "hello from a container in the Fun VM ($(uname -sr))"'
 echo
-echo "== a detached container: fun run -d, logs, exec, ps"
-"$bin/fun" run -d --name demo-web "$image" sh -c \
+echo "== a detached container with a published port: fun run -d -p, logs, exec, ps, curl"
+# A free host port for the demo (8080 may be taken on this machine).
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$bin/fun" run -d --name demo-web -p "127.0.0.1:$port:80" "$image" sh -c \
   'mkdir /www && echo "<h1>served by busybox httpd in the VM</h1>" > /www/index.html &&
    echo serving && exec httpd -f -p 80 -h /www'
 sleep 1
 "$bin/fun" logs demo-web
 "$bin/fun" exec demo-web wget -qO- http://127.0.0.1:80/
 "$bin/fun" ps
+echo "-- curl http://127.0.0.1:$port/ (from the host, through fun-hostd and the agent)"
+for _ in $(seq 50); do curl -fsS "http://127.0.0.1:$port/" && break; sleep 0.2; done
 "$bin/fun" rm -f demo-web
 echo
 echo "== fun-vmctl status"
@@ -61,5 +65,4 @@ echo
 echo "== stopping the VM (fun-vmctl stop)"
 "$bin/fun-vmctl" stop
 echo
-echo "== not built yet: published ports (-p), shared folders over 9P in the VM (-v),"
-echo "   interactive -it (the open issues, in order)"
+echo "== not built yet: shared folders over 9P in the VM (-v) (the open issues, in order)"
