@@ -688,6 +688,9 @@ ScenarioReport RunVmLifecycle(const HarnessOptions& o) {
   });
 
   sc.Step("doctor_names_the_port_conflict_and_it_clears", [&](StepResult& r) -> Status {
+    // The first publish round after the start has run (ports.json is written by it).
+    auto first = vm::RequestPublish(sc.paths().InstanceDir("default"), 30s);
+    if (!first.ok()) return first.status().WithContext("asking fun-hostd for its port table");
     ProcessResult p = sc.Tool(r, "fun-doctor", {"--json", "--check", "FUN0014"});
     auto j = nlohmann::json::parse(p.stdout_data, nullptr, false);
     FUN_RETURN_IF_ERROR(Expect(j.is_array() && j.size() == 1, "no FUN0014 result"));
