@@ -690,13 +690,21 @@ std::optional<CheckResult> SkipUnlessRunning(DoctorContext& ctx) {
   return std::nullopt;
 }
 
+// How long fun-hostd may take for a publish round (it answers within milliseconds when idle).
+constexpr std::chrono::milliseconds kHostdTableTimeout{1000};
+
 constexpr std::string_view kPortsJsonRecovery =
     "fun-hostd rewrites ports.json within seconds: run fun-doctor again; if it stays damaged, "
     "`fun-vmctl stop {instance}` then `fun-vmctl start {instance}`";
 
-// ports.json's table: empty when the file is absent (nothing published); an error when it
-// cannot be read or does not parse.
+// The table of published ports: fun-hostd's own answer on hostd.sock (fresh: right after a
+// start, before its first round wrote ports.json, the file would say nothing is published),
+// else ports.json: empty when the file is absent (nothing published); an error when it cannot
+// be read or does not parse.
 StatusOr<std::vector<vm::PublishState>> LoadPortsTable(DoctorContext& ctx) {
+  if (auto fresh = ctx.env().RequestPortTable(ctx.instance_dir(), kHostdTableTimeout); fresh.ok()) {
+    return fresh;
+  }
   std::string path = ctx.instance_file(InstanceFileKind::kPortsJson);
   auto fs = ctx.env().Stat(path);
   if (!fs.ok() && fs.status().code() == Code::kNotFound) return std::vector<vm::PublishState>{};

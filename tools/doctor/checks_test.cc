@@ -990,6 +990,17 @@ TEST_F(PortsTest, ConflictsFailWhenTwoPublicationsWantOnePort) {
   EXPECT_EQ(r.hint, "two publications want 127.0.0.1:8080/tcp: publish another host port for api");
 }
 
+TEST_F(PortsTest, HostdsFreshTableWinsOverAnOldPortsJson) {
+  // ports.json (an older round) says all is well; fun-hostd, asked now, knows the conflict.
+  Publish({Row(Protocol::kTcp, "127.0.0.1", 8080, "10.88.0.5:80", "web", true)});
+  env_->hostd_port_table = std::vector<vm::PublishState>{
+      Row(Protocol::kTcp, "127.0.0.1", 8080, "10.88.0.5:80", "web", false,
+          "127.0.0.1:8080/tcp is already in use on this host")};
+  CheckResult r = Probe("FUN0014");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kFail));
+  EXPECT_EQ(r.summary, "host port taken: 127.0.0.1:8080/tcp (web)");
+}
+
 TEST_F(PortsTest, ConflictsOfAutoForwardsOnlyWarn) {
   Publish({Row(Protocol::kTcp, "127.0.0.1", 3000, "127.0.0.1:3000", "auto", false,
                "127.0.0.1:3000/tcp is already in use on this host", true)});

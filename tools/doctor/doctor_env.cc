@@ -292,4 +292,9 @@ StatusOr<uint64_t> ParseMemTotal(std::string_view meminfo) {
   return InvalidArgumentError("no MemTotal line in /proc/meminfo");
 }
 
+StatusOr<std::vector<vm::PublishState>> RealDoctorEnv::RequestPortTable(
+    const std::string& instance_dir, std::chrono::milliseconds timeout) {
+  return vm::RequestPublish(instance_dir, timeout);
+}
+
 }  // namespace fun::doctor

@@ -38,6 +38,7 @@
 #include "lib/cri/client.h"
 #include "lib/vm/accel.h"
 #include "lib/vm/instance.h"
+#include "lib/vm/port_publisher.h"
 
 namespace fun::doctor {
 
@@ -121,6 +122,12 @@ class DoctorEnv {
                                                const std::string& name,
                                                std::chrono::milliseconds timeout) = 0;
 
+  // fun-hostd's table of published ports, fresh: asks <instance_dir>/hostd.sock for a publish
+  // round and returns its answer (vm::RequestPublish), within `timeout`. Unavailable when no
+  // hostd answers there (the checks then read ports.json).
+  virtual StatusOr<std::vector<vm::PublishState>> RequestPortTable(
+      const std::string& instance_dir, std::chrono::milliseconds timeout) = 0;
+
   // For timing the CRI call (a simulated clock in tests).
   virtual Clock& clock() = 0;
 };
@@ -156,6 +163,8 @@ class RealDoctorEnv final : public DoctorEnv {
                     std::chrono::milliseconds timeout) override;
   StatusOr<VmOutbound> ProbeVmOutbound(const std::string& instance_dir, const std::string& name,
                                        std::chrono::milliseconds timeout) override;
+  StatusOr<std::vector<vm::PublishState>> RequestPortTable(
+      const std::string& instance_dir, std::chrono::milliseconds timeout) override;
   Clock& clock() override { return Clock::Real(); }
 
  private:

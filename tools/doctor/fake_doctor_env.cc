@@ -196,4 +196,13 @@ StatusOr<VmOutbound> FakeDoctorEnv::ProbeVmOutbound(const std::string& instance_
   return VmOutbound{.target = "10.0.2.2:40000", .listener = "127.0.0.1:40000"};
 }
 
+StatusOr<std::vector<vm::PublishState>> FakeDoctorEnv::RequestPortTable(
+    const std::string& instance_dir, std::chrono::milliseconds /*timeout*/) {
+  if (!hostd_port_table) {
+    return UnavailableError(
+        fmt::format("fun-hostd does not answer on {}/hostd.sock", instance_dir));
+  }
+  return *hostd_port_table;
+}
+
 }  // namespace fun::doctor

@@ -67,6 +67,8 @@ class FakeDoctorEnv final : public DoctorEnv {
                     std::chrono::milliseconds timeout) override;
   StatusOr<VmOutbound> ProbeVmOutbound(const std::string& instance_dir, const std::string& name,
                                        std::chrono::milliseconds timeout) override;
+  StatusOr<std::vector<vm::PublishState>> RequestPortTable(
+      const std::string& instance_dir, std::chrono::milliseconds timeout) override;
   Clock& clock() override { return sim_clock; }
 
   // The script (public on purpose: tests set what they need).
@@ -95,6 +97,9 @@ class FakeDoctorEnv final : public DoctorEnv {
   // outbound_latency, or the whole timeout when the error is DeadlineExceeded.
   Status outbound_error;
   std::chrono::milliseconds outbound_latency{4};
+  // RequestPortTable: hostd's answer; nullopt: no hostd answers (Unavailable), so the checks
+  // read ports.json from the script's files.
+  std::optional<std::vector<vm::PublishState>> hostd_port_table;
   SimulatedClock sim_clock;
 
   // What was asked.
