@@ -5,14 +5,15 @@
 //             [--stop-timeout S] [--log-level LEVEL]
 #include <pthread.h>
 #include <signal.h>
+#include <sys/stat.h>
 
 #include <csignal>
 #include <iostream>
 #include <thread>
 
+#include "lib/base/files.h"
 #include "lib/base/flags.h"
 #include "lib/base/log.h"
-#include "lib/base/files.h"
 #include "lib/vm/hostd.h"
 #include "lib/vm/image.h"
 
@@ -60,11 +61,19 @@ int main(int argc, char** argv) {
   fun::log::Logger& log = fun::log::Default();
   log.SetStderrFormat(fun::log::StderrFormat::kFull);
   log.SetStderrLevel(fun::log::Level::kWarning);
-  fun::Status opened =
-      log.OpenFile(paths->InstanceFile(instance, fun::InstanceFileKind::kHostdLog), *lvl);
+  const std::string log_path = paths->InstanceFile(instance, fun::InstanceFileKind::kHostdLog);
+  fun::Status opened = log.OpenFile(log_path, *lvl);
   if (!opened.ok()) {
     std::cerr << "fun-hostd: " << opened.message() << "\n";
     return 1;
+  }
+  // Started by fun-vmctl, stderr is hostd.log itself (for what bypasses the logger: a crash's
+  // last words): the logger's copy of each warning there would print it twice.
+  struct stat err_st {
+  }, log_st{};
+  if (::fstat(2, &err_st) == 0 && ::stat(log_path.c_str(), &log_st) == 0 &&
+      err_st.st_dev == log_st.st_dev && err_st.st_ino == log_st.st_ino) {
+    log.SetStderrLevel(fun::log::Level::kOff);
   }
   auto dir = fun::vm::FindImageDir(*paths, image_dir);
   if (!dir.ok()) {
