@@ -33,8 +33,9 @@ constexpr std::string_view kBackendNames[] = {"qemu", "hyperkit", "native"};
 constexpr std::string_view kAccelNames[] = {"auto", "kvm", "hvf", "tcg", "none"};
 constexpr std::string_view kProtocolNames[] = {"tcp", "udp"};
 
-constexpr std::string_view kTopKeys[] = {"name",     "backend", "accel", "cpus",        "memory_mib",
-                                         "disk_gib", "shares",  "ports", "auto_forward"};
+constexpr std::string_view kTopKeys[] = {"name",   "backend",    "accel",
+                                         "cpus",   "memory_mib", "disk_gib",
+                                         "shares", "ports",      "auto_forward"};
 constexpr std::string_view kShareKeys[] = {"host_path", "guest_path", "read_only", "tag"};
 constexpr std::string_view kPortKeys[] = {"host_ip", "host_port", "guest_port", "protocol"};
 
@@ -1036,9 +1037,9 @@ StatusOr<std::vector<std::pair<uint16_t, uint16_t>>> ParsePortRanges(std::string
   if (spec == "all") return std::vector<std::pair<uint16_t, uint16_t>>{{1, 65535}};
   if (spec == "off") return out;
   auto bad = [&](std::string_view why) {
-    return InvalidArgumentError(fmt::format(
-        "{} {}, expected \"all\", \"off\" or port ranges such as \"3000,8000-8999\"",
-        RenderString(spec), why));
+    return InvalidArgumentError(
+        fmt::format("{} {}, expected \"all\", \"off\" or port ranges such as \"3000,8000-8999\"",
+                    RenderString(spec), why));
   };
   if (spec.empty()) return bad("is empty");
   if (spec.size() > 512) return bad("is too long");
@@ -1055,12 +1056,14 @@ StatusOr<std::vector<std::pair<uint16_t, uint16_t>>> ParsePortRanges(std::string
   size_t start = 0;
   while (start <= spec.size()) {
     const size_t comma = spec.find(',', start);
-    const std::string_view item =
-        spec.substr(start, comma == std::string_view::npos ? std::string_view::npos : comma - start);
+    const std::string_view item = spec.substr(
+        start, comma == std::string_view::npos ? std::string_view::npos : comma - start);
     const size_t dash = item.find('-');
     const auto lo = port(item.substr(0, dash));
     const auto hi = dash == std::string_view::npos ? lo : port(item.substr(dash + 1));
-    if (!lo || !hi) return bad(fmt::format("has {} which is not a port 1-65535 or a range A-B", RenderString(item)));
+    if (!lo || !hi)
+      return bad(
+          fmt::format("has {} which is not a port 1-65535 or a range A-B", RenderString(item)));
     if (*lo > *hi) return bad(fmt::format("has the descending range {}", RenderString(item)));
     out.emplace_back(*lo, *hi);
     if (out.size() > 64) return bad("has more than 64 ranges");

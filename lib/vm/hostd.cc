@@ -273,9 +273,7 @@ constexpr uint16_t kGuestServicePorts[] = {7070, 5001, 10010};
 std::vector<PublishRequest> Hostd::WantedPorts(cri::Engine* engine) {
   std::vector<PublishRequest> want;
   for (const PortForward& p : config_.ports) {
-    want.push_back({.host = {.protocol = p.protocol,
-                             .ip = p.host_ip,
-                             .port = p.host_port},
+    want.push_back({.host = {.protocol = p.protocol, .ip = p.host_ip, .port = p.host_port},
                     .target = fmt::format("127.0.0.1:{}", p.guest_port),
                     .owner = "config"});
   }
@@ -291,8 +289,8 @@ std::vector<PublishRequest> Hostd::WantedPorts(cri::Engine* engine) {
       for (const cri::PublishedPort& p : *published) {
         if (p.port.protocol == cri::PortMapping::Protocol::kSctp) continue;
         want.push_back({.host = {.protocol = p.port.protocol == cri::PortMapping::Protocol::kUdp
-                                                  ? Protocol::kUdp
-                                                  : Protocol::kTcp,
+                                                 ? Protocol::kUdp
+                                                 : Protocol::kTcp,
                                  .ip = p.port.host_ip,
                                  .port = static_cast<uint16_t>(p.port.host_port)},
                         .target = p.target,
@@ -318,9 +316,9 @@ std::vector<PublishRequest> Hostd::WantedPorts(cri::Engine* engine) {
       }
     } else {
       for (const net::ListenPort& lp : *listening) {
-        if (!in_ranges(lp.port) || std::find(std::begin(kGuestServicePorts),
-                                             std::end(kGuestServicePorts),
-                                             lp.port) != std::end(kGuestServicePorts)) {
+        if (!in_ranges(lp.port) ||
+            std::find(std::begin(kGuestServicePorts), std::end(kGuestServicePorts), lp.port) !=
+                std::end(kGuestServicePorts)) {
           continue;
         }
         // A wildcard or loopback listener is reached at the VM's loopback; one bound to a

@@ -750,12 +750,12 @@ class HostdWithGuestdTest : public HostdTest {
     ASSERT_TRUE(MakeDirs(home_ + "/proc-net", 0700).ok());
     for (const char* f : {"tcp", "tcp6", "udp", "udp6"}) SetProcNet(f, {});
     // fun-guestd on a port of its choosing; it prints "listening on tcp:127.0.0.1:PORT".
-    Command cmd{.program = FUN_GUESTD_BINARY,
-                .args = {"--listen", "tcp:127.0.0.1:0", "--token-file", dir_ + "/secret",
-                         "--containerd-socket", home_ + "/containerd.sock", "--shutdown-command",
-                         home_ + "/poweroff.sh", "--no-timesync", "--proc-net-dir",
-                         home_ + "/proc-net"},
-                .capture_output = false};
+    Command cmd{
+        .program = FUN_GUESTD_BINARY,
+        .args = {"--listen", "tcp:127.0.0.1:0", "--token-file", dir_ + "/secret",
+                 "--containerd-socket", home_ + "/containerd.sock", "--shutdown-command",
+                 home_ + "/poweroff.sh", "--no-timesync", "--proc-net-dir", home_ + "/proc-net"},
+        .capture_output = false};
     cmd.stdout_file = home_ + "/guestd.out";
     cmd.stderr_file = home_ + "/guestd.log";
     auto p = ProcessRunner::Default().Start(cmd);
@@ -933,8 +933,8 @@ TEST_F(HostdWithGuestdTest, WhatListensInTheVmIsAutoForwardedWithinTheConfigured
   EXPECT_TRUE((*table)[0].want.auto_forward);
   EXPECT_TRUE((*table)[0].listening) << (*table)[0].error;
   EXPECT_EQ((*table)[0].want.target, fmt::format("127.0.0.2:{}", port));
-  auto c = Connect(
-      SocketAddress{.kind = SocketAddress::Kind::kTcp, .host = "127.0.0.1", .port = port});
+  auto c =
+      Connect(SocketAddress{.kind = SocketAddress::Kind::kTcp, .host = "127.0.0.1", .port = port});
   ASSERT_TRUE(c.ok()) << c.status();
   std::string got(17, '\0');
   ASSERT_TRUE(ReadExactly(c->get(), got.data(), got.size()).ok());

@@ -497,9 +497,8 @@ StatusOr<int> RunStreamSession(const Context& c, const Target& target, const std
 Status CheckPublishable(const Context& c, const std::vector<cri::PortMapping>& ports) {
   std::vector<net::HostPort> seen;
   for (const cri::PortMapping& p : ports) {
-    net::HostPort hp{.protocol = p.protocol == cri::PortMapping::Protocol::kUdp
-                                      ? Protocol::kUdp
-                                      : Protocol::kTcp,
+    net::HostPort hp{.protocol = p.protocol == cri::PortMapping::Protocol::kUdp ? Protocol::kUdp
+                                                                                : Protocol::kTcp,
                      .ip = p.host_ip.empty() ? "127.0.0.1" : p.host_ip,
                      .port = static_cast<uint16_t>(p.host_port)};
     for (const net::HostPort& o : seen) {
