@@ -17,6 +17,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <fstream>
+#include <iterator>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -40,7 +42,8 @@ constexpr char kUsage[] =
     "usage: fun-guestd [--listen ADDRESS]... [--token-file PATH] [--containerd-socket PATH]\n"
     "                  [--shutdown-command PATH] [--no-timesync] [--max-connections N]\n"
     "                  [--log-root DIR] [--image-listen ADDRESS] [--image-dir DIR]\n"
-    "                  [--udp-idle-timeout SECONDS]\n"
+    "                  [--udp-idle-timeout SECONDS] [--shares-file PATH]\n"
+    "                  [--share-socket-dir DIR] [--share-cache none|mmap|loose]\n"
     "                  [--log-file PATH] [--log-level LEVEL]\n"
     "\n"
     "The agent inside Fun's VM: serves the host's agent channel (containerd, TCP and UDP\n"
@@ -48,6 +51,8 @@ constexpr char kUsage[] =
     "vsock:PORT\n"
     "(default tcp:0.0.0.0:7070). The instance secret is read from --token-file (default: QEMU\n"
     "fw_cfg opt/fun/secret); it is never accepted on the command line.\n"
+    "The host's shared folders are listed in --shares-file (default: fw_cfg opt/fun/shares;\n"
+    "missing: none); each is relayed from its virtio-serial port and mounted with 9p.\n"
     "\n";
 
 // How long a ping waits for containerd's socket to accept.
@@ -201,6 +206,7 @@ struct Context {
   GuestSystem& system;
   const SocketAddress& containerd;
   int stop_fd;
+  const ShareMounter* shares;  // or nullptr
 };
 
 // What a connection came to, for its log line.
@@ -271,7 +277,20 @@ void ServePing(const Context& c, int conn, Outcome* o) {
       {"time_unix_ns", std::chrono::duration_cast<std::chrono::nanoseconds>(now).count()},
       // The agent's own open fds (this ping's included): a leak shows as growth over time.
       {"open_fds", OpenFdCount()},
+      {"shares", nlohmann::json::array()},
   };
+  if (c.shares != nullptr) {
+    for (const ShareMounter::State& s : c.shares->States()) {
+      j["shares"].push_back({{"tag", s.share.tag},
+                             {"path", s.share.guest_path},
+                             {"read_only", s.share.read_only},
+                             {"status", s.status},
+                             {"error", s.error},
+                             {"connections", s.connections},
+                             {"bytes_to_host", s.bytes_to_host},
+                             {"bytes_from_host", s.bytes_from_host}});
+    }
+  }
   Reply(conn, ReplyStatus::kOk, j.dump(), o);
 }
 
@@ -909,12 +928,21 @@ StatusOr<Options> ParseArgs(const std::vector<std::string>& args) {
   flags.String("image-listen", &o.image_listen,
                "serve the OCI layouts of --image-dir as a read-only registry here (tcp:HOST:PORT)");
   flags.String("image-dir", &o.image_dir, "OCI image layouts, one per repository name");
+  flags.String("shares-file", &o.shares_file,
+               "the host's share table (lib/net/share_table.h); a missing file means no shares");
+  flags.String("share-socket-dir", &o.share_socket_dir,
+               "where the 9p mounts' unix sockets live (a directory containers do not see)");
+  flags.String("share-cache", &o.share_cache, "the v9fs cache mode of the mounts");
   flags.String("log-file", &o.log_file, "also log to this file");
   flags.String("log-level", &o.log_level, "debug, info, warning, error");
   FUN_ASSIGN_OR_RETURN(auto rest, flags.Parse(args));
   if (!rest.empty()) {
     return InvalidArgumentError(
         fmt::format("unexpected argument \"{}\": see 'fun-guestd --help'", rest[0]));
+  }
+  if (o.share_cache != "none" && o.share_cache != "mmap" && o.share_cache != "loose") {
+    return InvalidArgumentError(
+        fmt::format("--share-cache {:?}: use none, mmap or loose", o.share_cache));
   }
   if (allow_timesync && no_timesync) {
     return InvalidArgumentError("--allow-timesync and --no-timesync contradict each other");
@@ -1079,7 +1107,7 @@ bool Agent::AcceptPending(Listener& l) {
         const auto start = Steady::now();
         SocketAddress containerd{.kind = SocketAddress::Kind::kUnix,
                                  .path = options_.containerd_socket};
-        Context c{options_, token_, system_, containerd, stop_.get()};
+        Context c{options_, token_, system_, containerd, stop_.get(), shares_.load()};
         Outcome o = Serve(c, fd.get());
         if (!o.relayed) LingeringClose(std::move(fd), stop_.get());
         LogOutcome(peer, o, Steady::now() - start);
@@ -1124,6 +1152,18 @@ Status Agent::Run(int stop_fd) {
 
 // -----------------------------------------------------------------------------------------
 // The program.
+
+StatusOr<std::vector<net::GuestShare>> ReadShareTable(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    if (errno == ENOENT) return std::vector<net::GuestShare>{};
+    return ErrnoError(errno, "reading " + path);
+  }
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  auto shares = net::DecodeShareTable(text);
+  if (!shares.ok()) return shares.status().WithContext(path);
+  return shares;
+}
 
 int Main(const std::vector<std::string>& args, std::ostream& out, std::ostream& err, int stop_fd) {
   for (const auto& a : args) {
@@ -1179,7 +1219,25 @@ int Main(const std::vector<std::string>& args, std::ostream& out, std::ostream& 
       FUN_LOG(Error, "image registry: {}", is.status().message());
     }
   }
+  // The host's shared folders: relayed and mounted in the background (ports and the 9p module
+  // may still be on their way). A bad table is logged, not fatal: the agent matters more.
+  std::unique_ptr<ShareMounter> shares;
+  if (auto table = ReadShareTable(opts->shares_file); !table.ok()) {
+    FUN_LOG(Error, "shares: {}", table.status().message());
+  } else if (!table->empty()) {
+    ShareMounter::Options so;
+    so.socket_dir = opts->share_socket_dir;
+    so.mount_settings.cache = opts->share_cache;
+    auto m = ShareMounter::Start(so, std::move(*table));
+    if (m.ok()) {
+      shares = std::move(*m);
+      (*agent)->SetShares(shares.get());
+    } else {
+      FUN_LOG(Error, "shares: {}", m.status().message());
+    }
+  }
   Status s = (*agent)->Run(stop_fd);
+  if (shares) shares->Stop();
   if (images) {
     images->Stop();
     images_thread.join();

@@ -50,6 +50,7 @@
 // Thread-safety: Agent::Run on one thread; Agent::Stop from any thread.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -61,6 +62,7 @@
 #include <vector>
 
 #include "guest/guestd/guest_system.h"
+#include "guest/guestd/shares.h"
 #include "lib/base/socket.h"
 #include "lib/base/status.h"
 #include "lib/net/agent_protocol.h"
@@ -96,6 +98,11 @@ struct Options {
   // A read-only image registry (image_server.h) for the layouts in image_dir; "" : none.
   std::string image_listen;
   std::string image_dir = "/usr/share/fun/images";
+  // The host's shared folders (shares.h): the table, where the relays' sockets live, and the
+  // v9fs cache mode.
+  std::string shares_file = kDefaultShareTableFile;
+  std::string share_socket_dir = "/run/fun/p9";
+  std::string share_cache = "mmap";
   std::string log_file;
   std::string log_level = "info";
 };
@@ -134,6 +141,8 @@ class Agent {
   Status Run(int stop_fd = -1);
   // Async-signal-safe.
   void Stop();
+  // Shares whose state kPing reports; set before Run (or while it runs). Not owned.
+  void SetShares(const ShareMounter* shares) { shares_.store(shares); }
 
  private:
   struct Listener {
@@ -152,6 +161,7 @@ class Agent {
   const agent::Token token_;
   GuestSystem& system_;
   UniqueFd stop_;  // eventfd: readable once Stop() was called; never read
+  std::atomic<const ShareMounter*> shares_{nullptr};
   std::vector<Listener> listeners_;
   std::vector<std::string> addresses_;
 

@@ -80,6 +80,10 @@ struct Command {
   std::optional<std::string> stderr_file{};
   // Puts the child in a new process group and sends every signal to the group (see the top).
   bool new_process_group = false;
+  // Linux: the child gets this signal when the thread that started it ends (PR_SET_PDEATHSIG;
+  // start long-lived children from a thread that lives as long as the process, e.g. main).
+  // 0: none. macOS has no equivalent: ignored there.
+  int parent_death_signal = 0;
 
   // The command line, shell-quoted, for logs and error messages:
   // `qemu-img create -f raw '/tmp/my disk.img' 8G`. The environment and stdin are left out

@@ -32,6 +32,9 @@
 #include <fmt/format.h>
 #include <pthread.h>
 #include <signal.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -188,6 +191,8 @@ struct ChildSetup : bp::extend::handler {
   const char* working_dir = nullptr;  // or nullptr
   int stdio[3] = {kDevNull, kInherit, kInherit};
   bool new_process_group = false;
+  int parent_death_signal = 0;
+  pid_t parent = 0;
   int max_fd = 1024;  // for the close-on-exec loop where close_range is missing
 
   template <class Executor>
@@ -223,6 +228,13 @@ struct ChildSetup : bp::extend::handler {
 
     // bp::child returns only once the exec happened, so the group exists when Start returns.
     if (new_process_group && ::setpgid(0, 0) != 0) fail("setpgid");
+#ifdef __linux__
+    if (parent_death_signal != 0) {
+      if (::prctl(PR_SET_PDEATHSIG, parent_death_signal) != 0) fail("prctl(PR_SET_PDEATHSIG)");
+      // The parent may have died before the prctl: then nobody would ever send the signal.
+      if (::getppid() != parent) ::_exit(127);
+    }
+#endif
     if (working_dir != nullptr && ::chdir(working_dir) != 0) fail("chdir");
 
     // Move sources out of 0..2 first so no dup2 clobbers a source not yet used.
@@ -618,6 +630,8 @@ StatusOr<std::unique_ptr<Process>> StartChild(const Command& command) {
   setup.stdio[1] = child_out.valid() ? child_out.get() : ChildSetup::kInherit;
   setup.stdio[2] = child_err.valid() ? child_err.get() : ChildSetup::kInherit;
   setup.new_process_group = command.new_process_group;
+  setup.parent_death_signal = command.parent_death_signal;
+  setup.parent = ::getpid();
   setup.max_fd = MaxFdForLoop();
 
   std::error_code ec;

@@ -585,6 +585,29 @@ TEST_F(StartTest, RunningUntilTerminated) {
   EXPECT_EQ(p->Signal(SIGTERM).code(), Code::kFailedPrecondition);
 }
 
+#ifdef __linux__
+TEST_F(StartTest, ParentDeathSignalArrivesWhenTheStartingThreadEnds) {
+  // fun-hostd's QEMU: it must not outlive the process serving its shares.
+  Command cmd = Cmd("sleep", {"30"});
+  cmd.capture_output = false;
+  cmd.parent_death_signal = SIGTERM;
+  std::unique_ptr<Process> p;
+  std::thread starter([&] { p = Start(cmd); });
+  starter.join();  // the "parent" (the starting thread) is gone
+  ASSERT_NE(p, nullptr);
+  StatusOr<ProcessResult> r = p->Wait(10s);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->term_signal, SIGTERM);
+
+  // Without it, the same child keeps running.
+  cmd.parent_death_signal = 0;
+  std::thread starter2([&] { p = Start(cmd); });
+  starter2.join();
+  ASSERT_NE(p, nullptr);
+  EXPECT_EQ(p->Wait(300ms).status().code(), Code::kDeadlineExceeded);
+}
+#endif
+
 TEST_F(StartTest, WaitTimeoutLeavesChildRunningAndDestructorKillsIt) {
   std::unique_ptr<Process> p = Start(Cmd("sleep", {"30"}));
   ASSERT_NE(p, nullptr);

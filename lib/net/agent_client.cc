@@ -148,6 +148,21 @@ StatusOr<AgentPing> PingAgent(const AgentEndpoint& ep, std::chrono::milliseconds
   if (auto it = j.find("version"); it != j.end() && it->is_string()) {
     p.version = it->get<std::string>();
   }
+  if (auto it = j.find("shares"); it != j.end() && it->is_array()) {
+    for (const auto& e : *it) {
+      auto str = [&e](const char* k) {
+        auto f = e.is_object() ? e.find(k) : e.end();
+        return f != e.end() && f->is_string() ? f->get<std::string>() : std::string();
+      };
+      GuestShareState s{
+          .tag = str("tag"), .path = str("path"), .status = str("status"), .error = str("error")};
+      if (s.tag.empty() || s.status.empty()) continue;
+      if (auto ro = e.find("read_only"); ro != e.end() && ro->is_boolean()) {
+        s.read_only = ro->get<bool>();
+      }
+      p.shares.push_back(std::move(s));
+    }
+  }
   return p;
 }
 

@@ -43,12 +43,20 @@ StatusOr<Token> EnsureTokenFile(const std::string& path);
 StatusOr<UniqueFd> DialAgent(const AgentEndpoint& ep, Request request,
                              std::chrono::milliseconds timeout);
 
+// A shared folder as the guest sees it (guest/guestd/shares.h).
+struct GuestShareState {
+  std::string tag, path;
+  bool read_only = false;
+  std::string status;  // "waiting", "mounted", "relaying", "failed"
+  std::string error;
+};
 struct AgentPing {
   std::string raw;  // the guest's JSON
   bool containerd_ready = false;
   double uptime_s = 0;
   std::string version;
-  int open_fds = -1;  // the agent's own, -1 when it does not say
+  int open_fds = -1;                    // the agent's own, -1 when it does not say
+  std::vector<GuestShareState> shares;  // entries that are not of the expected form are left out
 };
 StatusOr<AgentPing> PingAgent(const AgentEndpoint& ep, std::chrono::milliseconds timeout);
 

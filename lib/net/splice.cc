@@ -110,8 +110,8 @@ bool AutoUsesPipe(int src, int dst, bool src_is_socket, bool dst_is_socket) {
 // ring in user space) to dst.
 class Direction {
  public:
-  Direction(int src, int dst, std::string_view from, std::string_view to)
-      : src_(src), dst_(dst), from_(from), to_(to) {}
+  Direction(int src, int dst, std::string_view from, std::string_view to, bool half_close = true)
+      : src_(src), dst_(dst), from_(from), to_(to), half_close_(half_close) {}
   Direction(const Direction&) = delete;
   Direction& operator=(const Direction&) = delete;
   ~Direction() { ClosePipe(); }
@@ -293,11 +293,12 @@ class Direction {
     ClosePipe();
     ring_.reset();
     // ENOTCONN: the peer is gone already; nothing to tell it.
-    if (dst_is_socket_) ::shutdown(dst_, SHUT_WR);
+    if (dst_is_socket_ && half_close_) ::shutdown(dst_, SHUT_WR);
   }
 
   const int src_, dst_;
   const std::string_view from_, to_;
+  const bool half_close_;
   bool dst_is_socket_ = false;
   int pipe_r_ = -1, pipe_w_ = -1;
   std::unique_ptr<char[]> ring_;
@@ -317,7 +318,8 @@ Status Splice(int a, int b, const SpliceOptions& options) {
 }
 
 Status Splice(const SpliceEnd& a, const SpliceEnd& b, const SpliceOptions& options) {
-  Direction dirs[2] = {{a.read_fd, b.write_fd, options.a_name, options.b_name},
+  // end_with_a: b outlives the relay, so a's EOF is not passed on to it.
+  Direction dirs[2] = {{a.read_fd, b.write_fd, options.a_name, options.b_name, !options.end_with_a},
                        {b.read_fd, a.write_fd, options.b_name, options.a_name}};
   struct StatsOut {
     const Direction* dirs;
@@ -339,7 +341,7 @@ Status Splice(const SpliceEnd& a, const SpliceEnd& b, const SpliceOptions& optio
 
   const auto idle = options.idle_timeout;
   Steady::time_point last_activity = Steady::now();
-  while (!dirs[0].done() || !dirs[1].done()) {
+  while (!dirs[0].done() || (!options.end_with_a && !dirs[1].done())) {
     pollfd p[5];
     for (int i = 0; i < 2; ++i) {
       p[2 * i] = {dirs[i].WantsRead() ? dirs[i].src() : -1, POLLIN, 0};

@@ -71,6 +71,10 @@ struct SpliceOptions {
   // Readable -> Cancelled. -1: none.
   int stop_fd = -1;
   SpliceMethod method = SpliceMethod::kAuto;
+  // true: the relay ends (OK) once a reached EOF and everything it sent was delivered to b,
+  // without waiting for b -> a, and b is not half-closed: for a b that outlives each relay,
+  // such as a virtio-serial port that serves one connection after another.
+  bool end_with_a = false;
   // Filled in before Splice returns, whatever it returns.
   SpliceStats* stats = nullptr;
   // What to call each side in error messages ("reading from host: ...").

@@ -292,6 +292,32 @@ TEST(SpliceEndsTest, SmallOddBufferWrapsAroundCorrectly) {
   }
 }
 
+TEST(SpliceEndsTest, EndWithAReturnsWhileBStaysOpen) {
+  // A relay to a device that never reaches EOF (a virtio-serial port): the connection ending
+  // ends the relay, and the device stays usable for the next one.
+  StreamPair conn = UnixPair();
+  StreamPair device = UnixPair();
+  Status result;
+  SpliceStats stats;
+  std::thread relay([&] {
+    result = Splice(conn.right.get(), device.left.get(), {.end_with_a = true, .stats = &stats});
+  });
+  ASSERT_TRUE(WriteAll(conn.left.get(), "request").ok());
+  char buf[16];
+  ASSERT_EQ(::read(device.right.get(), buf, 7), 7);
+  ASSERT_TRUE(WriteAll(device.right.get(), "reply").ok());
+  ASSERT_EQ(::read(conn.left.get(), buf, 5), 5);
+  EXPECT_EQ(std::string(buf, 5), "reply");
+  conn.left.reset();  // the client goes away; the device does not
+  relay.join();
+  EXPECT_TRUE(result.ok()) << result;
+  EXPECT_EQ(stats.a_to_b, 7u);
+  EXPECT_EQ(stats.b_to_a, 5u);
+  // The device was not half-closed: it still takes bytes both ways.
+  ASSERT_TRUE(WriteAll(device.left.get(), "x").ok());
+  ASSERT_EQ(::read(device.right.get(), buf, 1), 1);
+}
+
 TEST(SpliceArgsTest, BadFdIsInvalidArgument) {
   StreamPair s = UnixPair();
   EXPECT_EQ(Splice(-1, s.left.get()).code(), Code::kInvalidArgument);

@@ -3,10 +3,13 @@
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <csignal>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -17,6 +20,7 @@
 #include "lib/cri/engine.h"
 #include "lib/net/listen_ports.h"
 #include "lib/net/port_forward.h"
+#include "lib/net/share_table.h"
 #include "lib/net/splice.h"
 #include "lib/vm/accel.h"
 #include "lib/vm/instance.h"
@@ -181,6 +185,7 @@ Status Hostd::StartVm() {
   // Keep the previous boot's console for the doctor.
   std::string console = File(InstanceFileKind::kConsoleLog);
   ::rename(console.c_str(), (console + ".1").c_str());
+  FUN_ASSIGN_OR_RETURN(std::vector<std::string> share_tags, ServeShares());
 
   Status last;
   for (int attempt = 0; attempt < 2; ++attempt) {
@@ -201,11 +206,15 @@ Status Hostd::StartVm() {
                   .qmp_socket = File("qmp.sock"),
                   .pid_file = "",
                   .secret_file = File("secret"),
-                  .agent_host_port = port};
+                  .agent_host_port = port,
+                  .share_tags = share_tags,
+                  .p9_socket = share_tags.empty() ? "" : File("p9.sock"),
+                  .share_table_file = share_tags.empty() ? "" : File("shares")};
     FUN_RETURN_IF_ERROR(ValidateQemuSpec(spec));
     Command cmd{.program = o_.qemu_binary, .args = BuildQemuArgs(spec), .capture_output = false};
     cmd.stdout_file = File(InstanceFileKind::kHostdLog);
     cmd.stderr_file = File(InstanceFileKind::kHostdLog);
+    cmd.parent_death_signal = SIGTERM;
     FUN_LOG(Info, "starting {}", cmd.ToString());
     {
       std::lock_guard lock(mu_);
@@ -231,6 +240,60 @@ Status Hostd::StartVm() {
     return OkStatus();
   }
   return last.ok() ? InternalError("qemu did not start") : last;
+}
+
+StatusOr<std::vector<std::string>> Hostd::ServeShares() {
+  std::vector<std::string> tags;
+  if (config_.shares.empty()) return tags;
+  p9::ServerOptions so;
+  // Files created in the VM belong to the user running fun-hostd (on a Mac: the user), and
+  // setattr of another owner succeeds without effect, as Docker Desktop's shares behave.
+  so.owner = p9::OwnerPolicy::kServerUser;
+  std::vector<net::GuestShare> table;
+  for (const Share& sh : config_.shares) {
+    struct stat st {};
+    if (::stat(sh.host_path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+      int err = ::stat(sh.host_path.c_str(), &st) != 0 ? errno : ENOTDIR;
+      return FailedPreconditionError(
+          fmt::format("shared folder {}: {}; create it or remove it from \"shares\" in {}",
+                      sh.host_path, std::strerror(err), File(InstanceFileKind::kConfig)));
+    }
+    so.exports.push_back({.name = sh.tag, .dir = sh.host_path, .read_only = sh.read_only});
+    table.push_back({.tag = sh.tag, .guest_path = sh.guest_path, .read_only = sh.read_only});
+    tags.push_back(sh.tag);
+  }
+  FUN_ASSIGN_OR_RETURN(std::string wire, net::EncodeShareTable(table));
+  FUN_RETURN_IF_ERROR(WriteFileAtomically(File("shares"), wire, 0644));
+  FUN_ASSIGN_OR_RETURN(p9_, p9::Server::Create(std::move(so)));
+  std::string sock = File("p9.sock");
+  ::unlink(sock.c_str());
+  FUN_ASSIGN_OR_RETURN(
+      p9_listener_,
+      p9::Listener::Create(p9_.get(),
+                           SocketAddress{.kind = SocketAddress::Kind::kUnix, .path = sock}));
+  if (::chmod(sock.c_str(), 0600) != 0) return ErrnoError(errno, "chmod " + sock);
+  p9_thread_ = std::thread([this] {
+    Status s = p9_listener_->Run();
+    if (!s.ok()) FUN_LOG(Error, "9P server: {}", s.message());
+  });
+  for (const Share& sh : config_.shares) {
+    FUN_LOG(Info, "sharing {} at {} in the VM ({}, tag {})", sh.host_path, sh.guest_path,
+            sh.read_only ? "read-only" : "read-write", sh.tag);
+  }
+  return tags;
+}
+
+void Hostd::StopShares() {
+  if (!p9_listener_) return;
+  p9_listener_->Stop();
+  p9_->Shutdown();
+  if (p9_thread_.joinable()) p9_thread_.join();
+  auto stats = p9_->stats();
+  FUN_LOG(Info, "9P server stopped: {} connections, {} requests, {} errors",
+          stats.connections_total, stats.requests, stats.errors);
+  p9_listener_.reset();
+  p9_.reset();
+  ::unlink(File("p9.sock").c_str());
 }
 
 Status Hostd::ServeContainerd() {
@@ -543,6 +606,7 @@ Status Hostd::Run() {
       std::lock_guard lock(mu_);
       state_.error = started.message();
     }
+    StopShares();
     Finish(nullptr);
     return started;
   }
@@ -595,6 +659,7 @@ Status Hostd::Run() {
   if (containerd_loop_) containerd_loop_->Stop();
   server.join();
   containerd_loop_.reset();  // joins relays (they end with the VM) and removes the socket
+  StopShares();              // only now: the 9P server must outlive the VM
   Finish(vm_result_ ? &*vm_result_ : nullptr);
   return OkStatus();
 }

@@ -9,6 +9,11 @@
 // ports of running containers (read over CRI), and what listens in the VM (auto_forward); every
 // publish_interval, and at once when a client connects to <instance>/hostd.sock (`fun run -p`
 // does, and reads the table back). The table is also in <instance>/ports.json.
+// The instance's shares (config `shares`) are served by lib/p9 on <instance>/p9.sock, which
+// QEMU connects one virtio-serial port per share to (fun-guestd relays each to the kernel's
+// v9fs, guest/guestd/shares.h); files are created as the user running fun-hostd. QEMU gets
+// SIGTERM if fun-hostd dies (PR_SET_PDEATHSIG): a VM whose shares' server is gone would hang
+// on every access to them, so, as HyperKit does, the VM goes down with it.
 // When the VM ends, for whatever reason, it records why (state.json last_exit), removes its
 // sockets and pid files, and returns.
 //
@@ -35,6 +40,8 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "lib/base/accept_loop.h"
 #include "lib/base/clock.h"
@@ -44,6 +51,8 @@
 #include "lib/base/status.h"
 #include "lib/base/unique_fd.h"
 #include "lib/net/agent_client.h"
+#include "lib/p9/listener.h"
+#include "lib/p9/server.h"
 #include "lib/vm/instance_state.h"
 #include "lib/vm/port_publisher.h"
 
@@ -102,6 +111,10 @@ class Hostd {
   std::string File(std::string_view name) const;
   Status Prepare();
   Status StartVm();
+  // Starts the 9P server for config_.shares on <instance>/p9.sock and writes the share table
+  // the guest reads; the tags in the order of the VM's ports.
+  StatusOr<std::vector<std::string>> ServeShares();
+  void StopShares();
   Status ServeContainerd();
   void WatchReady();
   Status ServeControl();
@@ -128,6 +141,10 @@ class Hostd {
   std::unique_ptr<AcceptLoop> containerd_loop_;
   std::unique_ptr<AcceptLoop> control_loop_;
   std::unique_ptr<PortPublisher> publisher_;
+  // The shares' 9P server: up before QEMU starts (QEMU connects to it) and until QEMU is gone.
+  std::unique_ptr<p9::Server> p9_;
+  std::unique_ptr<p9::Listener> p9_listener_;
+  std::thread p9_thread_;
   // hostd.sock asks for a publish round (requested), PublishLoop says which it finished (done).
   uint64_t publish_requested_ = 0;  // guarded by mu_
   uint64_t publish_done_ = 0;       // guarded by mu_

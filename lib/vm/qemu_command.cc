@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include "lib/net/share_table.h"
+
 namespace fun::vm {
 
 Status ValidateQemuSpec(const QemuSpec& s) {
@@ -27,9 +29,29 @@ Status ValidateQemuSpec(const QemuSpec& s) {
         s.qmp_socket.size(), s.qmp_socket));
   }
   if (s.agent_host_port == 0) return InvalidArgumentError("qemu spec: no agent host port");
+  if (!s.share_tags.empty()) {
+    FUN_RETURN_IF_ERROR(need(s.p9_socket, "9P socket"));
+    FUN_RETURN_IF_ERROR(need(s.share_table_file, "share table"));
+    if (s.share_tags.size() > net::kMaxShares) {
+      return InvalidArgumentError(
+          fmt::format("{} shares; the VM takes at most {}", s.share_tags.size(), net::kMaxShares));
+    }
+    if (s.p9_socket.size() > 107) {
+      return InvalidArgumentError(fmt::format(
+          "the 9P socket path is {} bytes, unix sockets allow 107: {} (set FUN_HOME to a shorter "
+          "directory)",
+          s.p9_socket.size(), s.p9_socket));
+    }
+    for (const std::string& tag : s.share_tags) {
+      if (tag.empty() ||
+          tag.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_-") != std::string::npos) {
+        return InvalidArgumentError("qemu spec: bad share tag " + tag);
+      }
+    }
+  }
   if (s.cpus < 1 || s.memory_mib < 128) return InvalidArgumentError("qemu spec: cpus/memory");
-  for (const std::string* p :
-       {&s.kernel, &s.initrd, &s.data_disk, &s.console_log, &s.secret_file, &s.pid_file}) {
+  for (const std::string* p : {&s.kernel, &s.initrd, &s.data_disk, &s.console_log, &s.secret_file,
+                               &s.pid_file, &s.p9_socket, &s.share_table_file}) {
     // QEMU's option parser splits on ','; a path with one would be misread.
     if (p->find(',') != std::string::npos) {
       return InvalidArgumentError("a path with ',' cannot be given to QEMU: " + *p);
@@ -72,6 +94,17 @@ std::vector<std::string> BuildQemuArgs(const QemuSpec& s) {
   }
   add({"-device", dev("virtio-rng")});
   add({"-fw_cfg", fmt::format("name=opt/fun/secret,file={}", s.secret_file)});
+  if (!s.share_tags.empty()) {
+    // Port 0 is reserved for a console; shares take 1..N.
+    add({"-device",
+         fmt::format("{},id=vser0,max_ports={}", dev("virtio-serial"), s.share_tags.size() + 1)});
+    for (size_t i = 0; i < s.share_tags.size(); ++i) {
+      add({"-chardev", fmt::format("socket,id=p9-{},path={}", i, s.p9_socket), "-device",
+           fmt::format("virtserialport,bus=vser0.0,nr={},chardev=p9-{},name={}", i + 1, i,
+                       net::SharePortName(s.share_tags[i]))});
+    }
+    add({"-fw_cfg", fmt::format("name=opt/fun/shares,file={}", s.share_table_file)});
+  }
   return a;
 }
 

@@ -8,8 +8,9 @@
 // loopback 10.0.2.2, DNS 10.0.2.3) with one hostfwd from 127.0.0.1:<agent_host_port> to the
 // guest agent's port — the agent channel, authenticated by the per-instance token; virtio-blk
 // for the data disk; virtio-rng; the token as fw_cfg file opt/fun/secret (never on a command
-// line); the serial console to console.log; QMP on a unix socket; no firmware menus, no
-// display, no default devices.
+// line); the serial console to console.log; QMP on a unix socket; a virtio-serial port per
+// shared folder, carrying 9P to fun-hostd's server (the guest relays it to v9fs, see
+// guest/guestd/shares.h); no firmware menus, no display, no default devices.
 //
 // Thread-safety: pure.
 #pragma once
@@ -39,6 +40,12 @@ struct QemuSpec {
   std::string secret_file;  // the agent token (32 bytes)
   uint16_t agent_host_port = 0;
   uint16_t agent_guest_port = 7070;
+  // Shared folders: one virtio-serial port per share, named "fun.p9.<tag>", each connected to
+  // the host's 9P server at p9_socket (QEMU is the client: the server must listen first), and
+  // the share table (lib/net/share_table.h) as fw_cfg file opt/fun/shares.
+  std::vector<std::string> share_tags;
+  std::string p9_socket;
+  std::string share_table_file;
 };
 
 // Refuses specs that cannot work (missing kernel, no secret, unix paths over 107 bytes, ...).

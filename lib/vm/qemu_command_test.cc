@@ -98,5 +98,42 @@ TEST(QemuCommandTest, Validation) {
   EXPECT_FALSE(ValidateQemuSpec(s).ok());
 }
 
+TEST(QemuCommandTest, SharesGetAVirtioSerialPortEachAndTheTable) {
+  QemuSpec s = Good();
+  s.share_tags = {"users-alice", "data"};
+  s.p9_socket = "/inst/p9.sock";
+  s.share_table_file = "/inst/shares";
+  ASSERT_TRUE(ValidateQemuSpec(s).ok());
+  auto a = BuildQemuArgs(s);
+  EXPECT_EQ(After(a, "-fw_cfg", 1), "name=opt/fun/shares,file=/inst/shares");
+  EXPECT_EQ(After(a, "-chardev", 1), "socket,id=p9-0,path=/inst/p9.sock");
+  EXPECT_EQ(After(a, "-chardev", 2), "socket,id=p9-1,path=/inst/p9.sock");
+  std::vector<std::string> devices;
+  for (size_t i = 0; !After(a, "-device", i).empty(); ++i)
+    devices.push_back(After(a, "-device", i));
+  EXPECT_THAT(devices, ::testing::Contains("virtio-serial-pci,id=vser0,max_ports=3"));
+  EXPECT_THAT(devices, ::testing::Contains(
+                           "virtserialport,bus=vser0.0,nr=1,chardev=p9-0,name=fun.p9.users-alice"));
+  EXPECT_THAT(devices,
+              ::testing::Contains("virtserialport,bus=vser0.0,nr=2,chardev=p9-1,name=fun.p9.data"));
+  // Without shares: no serial device, no table.
+  auto plain = BuildQemuArgs(Good());
+  EXPECT_EQ(After(plain, "-fw_cfg", 1), "");
+}
+
+TEST(QemuCommandTest, BadSharesAreRefused) {
+  QemuSpec s = Good();
+  s.share_tags = {"home"};
+  EXPECT_THAT(ValidateQemuSpec(s).message(), HasSubstr("9P socket"));
+  s.p9_socket = "/inst/p9.sock";
+  EXPECT_THAT(ValidateQemuSpec(s).message(), HasSubstr("share table"));
+  s.share_table_file = "/inst/shares";
+  s.share_tags = {"Bad,tag"};
+  EXPECT_THAT(ValidateQemuSpec(s).message(), HasSubstr("bad share tag"));
+  s.share_tags = {"home"};
+  s.p9_socket = "/" + std::string(120, 'x');
+  EXPECT_THAT(ValidateQemuSpec(s).message(), HasSubstr("107"));
+}
+
 }  // namespace
 }  // namespace fun::vm

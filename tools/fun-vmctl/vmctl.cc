@@ -21,6 +21,7 @@
 #include "lib/vm/hostd.h"
 #include "lib/vm/image.h"
 #include "lib/vm/instance.h"
+#include "lib/vm/instance_agent.h"
 
 namespace fun::vmctl {
 namespace {
@@ -298,6 +299,29 @@ int ShowStatus(const std::vector<std::string>& args, const PathsInput& env, std:
                                        *name, *name)));
   }
   nlohmann::json j = vm::StatusToJson(st);
+  // What the guest says about its shares (mounted or why not), when it answers.
+  std::optional<agent::AgentPing> ping;
+  if (st.phase == "running") {
+    auto ep = vm::InstanceAgentEndpoint(paths->InstanceDir(*name), *name);
+    if (ep.ok()) {
+      auto p = agent::PingAgent(*ep, std::chrono::seconds(2));
+      if (p.ok()) {
+        ping = std::move(*p);
+      } else {
+        j["guest_error"] = p.status().message();
+      }
+    }
+  }
+  if (ping) {
+    j["shares"] = nlohmann::json::array();
+    for (const auto& s : ping->shares) {
+      j["shares"].push_back({{"tag", s.tag},
+                             {"path", s.path},
+                             {"read_only", s.read_only},
+                             {"status", s.status},
+                             {"error", s.error}});
+    }
+  }
   if (json) {
     out << j.dump(2) << "\n";
     return 0;
@@ -327,6 +351,15 @@ int ShowStatus(const std::vector<std::string>& args, const PathsInput& env, std:
     out << fmt::format("{:<14}{}\n", "last exit", j["last_exit"]["reason"].get<std::string>());
   }
   if (!st.config_error.empty()) out << fmt::format("{:<14}{}\n", "config", st.config_error);
+  if (ping) {
+    for (const auto& s : ping->shares) {
+      out << fmt::format("{:<14}{} ({}{}): {}{}\n", "share", s.path, s.tag,
+                         s.read_only ? ", read-only" : "", s.status,
+                         s.error.empty() ? "" : ": " + s.error);
+    }
+  } else if (j.contains("guest_error")) {
+    out << fmt::format("{:<14}{}\n", "agent", j["guest_error"].get<std::string>());
+  }
   out << fmt::format("{:<14}{}\n", "console", st.console_log);
   out << fmt::format("{:<14}{}\n", "hostd log", st.hostd_log);
   return 0;

@@ -1,0 +1,95 @@
+// shares.h: the guest end of the instance's shared folders.
+//
+// fun-hostd serves each share over 9P on a virtio-serial port named "fun.p9.<tag>" and lists the
+// shares in the fw_cfg file opt/fun/shares (lib/net/share_table.h). The kernel's v9fs cannot use
+// a virtio-serial port itself (trans=fd on the port fails: "kernel write not supported"), so
+// fun-guestd relays: for each share it opens the port (/dev/vportNpM, found by name under
+// /sys/class/virtio-ports), listens on <socket_dir>/<tag>.sock (a directory of the VM's own
+// mount namespace, 0700: containers never see it, and no TCP port exists for them to dial)
+// and relays each connection to the port, one at a time; then it mounts the share with
+// trans=unix on that socket at the share's path in the VM.
+//
+// A relay ends when its connection ends (an unmount); the port stays open for the next one,
+// and bytes a previous connection left in the port are dropped before a new one starts. When
+// fun-guestd restarts, the mount of the previous run (its socket gone) is detached and the
+// share mounted again. The 9P session state lives in fun-hostd: if the host end goes away, the
+// mount fails with EIO until the VM restarts (hostd takes the VM down with it).
+//
+//   ShareMounter::Options o;               // defaults: the real VM's paths
+//   FUN_ASSIGN_OR_RETURN(auto shares, ShareMounter::Start(o, table));
+//   ... shares->States() ...               // for kPing (the doctor)
+//   shares->Stop();                        // relays end; mounts stay (the VM is going down)
+//
+// Thread-safety: States and Stop from any thread.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "lib/base/status.h"
+#include "lib/base/unique_fd.h"
+#include "lib/net/share_table.h"
+
+namespace fun::guestd {
+
+inline constexpr char kDefaultShareTableFile[] =
+    "/sys/firmware/qemu_fw_cfg/by_name/opt/fun/shares/raw";
+
+class ShareMounter {
+ public:
+  struct Options {
+    std::string socket_dir = "/run/fun/p9";
+    std::string ports_dir = "/sys/class/virtio-ports";  // <port>/name holds the port's name
+    std::string dev_dir = "/dev";                       // where /dev/<port> is
+    net::NinePMountSettings mount_settings;
+    // false (tests): relay only; mounting needs root and the 9p module.
+    bool mount = true;
+    // How long a share waits for its port to appear and for the 9p file system to be known
+    // (the modules load in the background at boot).
+    std::chrono::milliseconds settle_timeout{30000};
+  };
+
+  struct State {
+    net::GuestShare share;
+    std::string status;  // "waiting", "mounted", "relaying" (mount off), "failed"
+    std::string error;   // when failed
+    uint64_t connections = 0;
+    uint64_t bytes_to_host = 0, bytes_from_host = 0;
+  };
+
+  // Starts a thread per share; returns at once (ports and mounts settle in the background).
+  static StatusOr<std::unique_ptr<ShareMounter>> Start(const Options& options,
+                                                       std::vector<net::GuestShare> shares);
+  ~ShareMounter();  // Stop + join
+  ShareMounter(const ShareMounter&) = delete;
+  ShareMounter& operator=(const ShareMounter&) = delete;
+
+  std::vector<State> States() const;
+  void Stop();
+
+  // The socket a share's relay listens on.
+  std::string SocketPath(const std::string& tag) const;
+
+ private:
+  ShareMounter(const Options& options, UniqueFd stop);
+  void RunShare(size_t index);
+  void Set(size_t index, std::string status, std::string error = "");
+  bool WaitStop(std::chrono::milliseconds d);  // true once stopped
+
+  const Options options_;
+  UniqueFd stop_;  // eventfd, readable once Stop() ran
+  mutable std::mutex mu_;
+  std::vector<State> states_;
+  std::vector<std::thread> threads_;
+};
+
+// The /dev name of the virtio-serial port called `name` ("vport2p1"), from
+// <ports_dir>/*/name; NotFound when no port has that name.
+StatusOr<std::string> FindVirtioPort(const std::string& ports_dir, const std::string& name);
+
+}  // namespace fun::guestd

@@ -1,0 +1,77 @@
+// share_table.h: which host folders the VM mounts, and how, as the host tells the guest.
+//
+// fun-hostd serves each share of the instance over 9P (lib/p9) on one virtio-serial port per
+// share, named "fun.p9.<tag>", and hands the guest this table as the fw_cfg file
+// opt/fun/shares. fun-guestd reads it at start, relays each port to a unix socket of its own
+// (/run/fun/p9/<tag>.sock: a path in the VM's mount namespace, which containers do not see) and
+// mounts the share there with the kernel's v9fs client (trans=unix). Pure: bytes in, table out,
+// and back.
+//
+// The table is text, one share a line after a version line; the path comes last so it may hold
+// spaces:
+//
+//   fun-shares 1
+//   users-alice rw /Users/alice
+//   data ro /srv/data
+//
+// The guest decodes it strictly (tag [a-z0-9_-]{1,31}, unique; "ro" or "rw"; an absolute path
+// without "." or ".." components, control characters or a trailing "/", not "/" itself, at most
+// kMaxSharePathLength bytes, unique; at most kMaxShares lines) and the decoder is fuzzed
+// (fuzz/share_table_fuzzer.cc). What decodes re-encodes to the same bytes.
+//
+//   FUN_ASSIGN_OR_RETURN(std::string wire, EncodeShareTable(shares));   // fun-hostd
+//   FUN_ASSIGN_OR_RETURN(std::vector<GuestShare> s, DecodeShareTable(wire));  // fun-guestd
+//   std::string opts = NinePMountOptions(s[0], {});   // the mount(2) data for v9fs
+//
+// Thread-safety: pure functions.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "lib/base/status.h"
+
+namespace fun::net {
+
+// One virtio-serial port per share: QEMU's virtio-serial device has 31 ports besides port 0.
+inline constexpr size_t kMaxShares = 30;
+inline constexpr size_t kMaxShareTableTagLength = 31;
+inline constexpr size_t kMaxShareTablePathLength = 4095;
+// The virtio-serial port name prefix ("fun.p9." + tag).
+inline constexpr std::string_view kSharePortPrefix = "fun.p9.";
+
+struct GuestShare {
+  std::string tag;         // the 9P aname and the port's suffix
+  std::string guest_path;  // where the VM mounts it
+  bool read_only = false;
+  friend bool operator==(const GuestShare&, const GuestShare&) = default;
+};
+
+// InvalidArgument naming the share when one breaks the rules above.
+StatusOr<std::string> EncodeShareTable(const std::vector<GuestShare>& shares);
+// InvalidArgument naming the line for anything that is not a table of the form above.
+StatusOr<std::vector<GuestShare>> DecodeShareTable(std::string_view text);
+
+// "fun.p9.<tag>".
+std::string SharePortName(std::string_view tag);
+
+// How the guest mounts a share; the defaults are what fun-guestd uses (docs/architecture.md,
+// "Shared folders", has the trade-offs).
+struct NinePMountSettings {
+  // v9fs's fd transports allow up to 1 MiB messages; the server's limit is 1 MiB too.
+  uint32_t msize = 512 * 1024;
+  // "mmap": no page cache for data except for shared writable mmaps, so an edit on either side
+  // is seen by the next read on the other (coherence over speed); "loose" caches (fast,
+  // host edits may stay unseen); "none" is "mmap" without mmap support.
+  std::string cache = "mmap";
+};
+
+// The mount(2) data string: "trans=unix,version=9p2000.L,aname=<tag>,msize=...,cache=...,
+// access=client". access=client: the guest's kernel checks permissions against the owner and
+// mode the server reports, so a non-root container user gets what the mode bits allow.
+std::string NinePMountOptions(const GuestShare& share, const NinePMountSettings& settings);
+
+}  // namespace fun::net
