@@ -33,6 +33,8 @@
 #include "lib/net/agent_client.h"
 #include "lib/net/agent_protocol.h"
 #include "lib/net/port_check.h"
+#include "lib/p9/codec.h"
+#include "lib/p9/messages.h"
 #include "lib/vm/instance.h"
 #include "lib/vm/instance_state.h"
 #include "lib/vm/pidfile.h"
@@ -475,6 +477,71 @@ TEST_F(HostdTest, RunWritesPidFilesAndRemovesThemAndItsSocketsWhenTheVmEnds) {
   st = GetInstanceStatus(paths_, "dev");
   EXPECT_EQ(st.phase, "stopped");
   EXPECT_EQ(st.hostd.status, PidStatus::kMissing);
+}
+
+// Sends one 9P request and returns the reply's type byte (0 when none came).
+uint8_t NinePRoundTrip(int fd, uint16_t tag, const p9::Message& m) {
+  std::string req;
+  if (!p9::Encode(tag, m, &req).ok() || !WriteAll(fd, req).ok()) return 0;
+  std::string reply;
+  while (reply.size() < 7 || reply.size() < p9::DecodeHeader(reply)->size) {
+    char b[4096];
+    ssize_t n = ::read(fd, b, sizeof b);
+    if (n <= 0) return 0;
+    reply.append(b, static_cast<size_t>(n));
+  }
+  return p9::DecodeHeader(reply)->type;
+}
+
+TEST_F(HostdTest, SharesAreServedOverNinePForTheVmsSerialPorts) {
+  // The default config shares the home folder (home_ here) at the same path.
+  auto cfg = LoadInstanceConfigFile(File(InstanceFileKind::kConfig), DefaultInstanceConfig({}));
+  ASSERT_TRUE(cfg.ok()) << cfg.status();
+  ASSERT_EQ(cfg->shares.size(), 1u);
+  const Share share = cfg->shares[0];
+  RunningHostd r = Start(Options());
+  ASSERT_TRUE(r.vm);
+  ASSERT_TRUE(AwaitServing());
+  const std::string sock = dir_ + "/p9.sock";
+  // QEMU connects a port named after the share to the server, which listens before QEMU runs.
+  const std::vector<std::string>& args = r.vm->command().args;
+  EXPECT_THAT(args, Contains(fmt::format("socket,id=p9-0,path={}", sock)));
+  EXPECT_THAT(args, Contains(HasSubstr("name=fun.p9." + share.tag)));
+  EXPECT_THAT(args, Contains(fmt::format("name=opt/fun/shares,file={}/shares", dir_)));
+  EXPECT_EQ(ReadFile(dir_ + "/shares"),
+            fmt::format("fun-shares 1\n{} rw {}\n", share.tag, share.guest_path));
+  struct stat st {};
+  ASSERT_EQ(::stat(sock.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+
+  auto c = Connect(SocketAddress{.kind = SocketAddress::Kind::kUnix, .path = sock});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(
+      NinePRoundTrip(c->get(), p9::kNoTag, p9::Tversion{.msize = 65536, .version = "9P2000.L"}),
+      static_cast<uint8_t>(p9::Rversion::kType));
+  EXPECT_EQ(NinePRoundTrip(c->get(), 1, p9::Tattach{.fid = 1, .uname = "", .aname = share.tag}),
+            static_cast<uint8_t>(p9::Rattach::kType));
+
+  r.vm->Exit(0);
+  ASSERT_TRUE(r.Join().ok());
+  EXPECT_FALSE(Exists(sock));  // the server stops only once the VM is gone
+}
+
+TEST_F(HostdTest, AShareWhoseFolderIsMissingFailsTheStartNamingIt) {
+  auto cfg = LoadInstanceConfigFile(File(InstanceFileKind::kConfig), DefaultInstanceConfig({}));
+  ASSERT_TRUE(cfg.ok());
+  cfg->shares = {{.host_path = home_ + "/gone", .guest_path = "/gone", .tag = "gone"}};
+  ASSERT_TRUE(SaveInstanceConfigFile(File(InstanceFileKind::kConfig), *cfg).ok());
+  auto h = Hostd::Create(Options());
+  ASSERT_TRUE(h.ok());
+  Status s = (*h)->Run();  // QEMU is never started
+  EXPECT_EQ(s.code(), Code::kFailedPrecondition);
+  EXPECT_THAT(s.message(), HasSubstr("shared folder " + home_ + "/gone"));
+  EXPECT_THAT(s.message(), HasSubstr("\"shares\" in " + File(InstanceFileKind::kConfig)));
+  EXPECT_FALSE(Exists(dir_ + "/p9.sock"));
+  auto state = State();
+  ASSERT_TRUE(state);
+  EXPECT_EQ(state->phase, Phase::kFailed);
 }
 
 TEST_F(HostdTest, StaleFilesOfADeadHostdDoNotStopANewStart) {
