@@ -57,8 +57,23 @@ StatusOr<InstanceConfig> EnsureInstance(const Paths& paths, const std::string& n
   if (o.memory_mib && *o.memory_mib != cfg.memory_mib)
     cfg.memory_mib = *o.memory_mib, changed = true;
   if (o.disk_gib && *o.disk_gib != cfg.disk_gib) cfg.disk_gib = *o.disk_gib, changed = true;
+  for (const Share& add : o.shares) {
+    auto same = std::find_if(cfg.shares.begin(), cfg.shares.end(),
+                             [&](const Share& s) { return s.host_path == add.host_path; });
+    Share want = add;
+    if (want.guest_path.empty()) want.guest_path = want.host_path;
+    if (same != cfg.shares.end()) {
+      if (same->guest_path == want.guest_path && same->read_only == want.read_only) continue;
+      want.tag = same->tag;
+      *same = want;
+    } else {
+      cfg.shares.push_back(want);
+    }
+    changed = true;
+  }
   if (changed) {
     // Validates too: a flag out of range gets the same message as a bad config.json.
+    FUN_ASSIGN_OR_RETURN(cfg, NormalizeInstanceConfig(std::move(cfg)));
     FUN_RETURN_IF_ERROR(SaveInstanceConfigFile(file, cfg));
   }
   std::string secret = dir + "/secret";
@@ -342,6 +357,40 @@ Status LinkConsoleForUser(const Paths& paths, const std::string& name) {
     return ErrnoError(e, fmt::format("linking {} to {}", user, console));
   }
   return OkStatus();
+}
+
+}  // namespace fun::vm
+
+namespace fun::vm {
+
+StatusOr<Share> ParseShareFlag(std::string_view value) {
+  auto bad = [&](std::string_view why) {
+    return InvalidArgumentError(
+        fmt::format("--share {:?}: {} (use HOST[:GUEST][:ro], with absolute paths)", value, why));
+  };
+  std::vector<std::string> parts;
+  size_t start = 0;
+  for (;;) {
+    size_t colon = value.find(':', start);
+    parts.emplace_back(value.substr(start, colon - start));
+    if (colon == std::string_view::npos) break;
+    start = colon + 1;
+  }
+  Share s;
+  if (parts.size() > 1 && (parts.back() == "ro" || parts.back() == "rw")) {
+    s.read_only = parts.back() == "ro";
+    parts.pop_back();
+  }
+  if (parts.size() > 2) return bad("too many ':'");
+  s.host_path = parts[0];
+  if (parts.size() == 2) s.guest_path = parts[1];
+  if (s.host_path.empty() || s.host_path[0] != '/') return bad("the host path must be absolute");
+  if (parts.size() == 2 && (s.guest_path.empty() || s.guest_path[0] != '/')) {
+    return bad("the path in the VM must be absolute");
+  }
+  while (s.host_path.size() > 1 && s.host_path.back() == '/') s.host_path.pop_back();
+  while (s.guest_path.size() > 1 && s.guest_path.back() == '/') s.guest_path.pop_back();
+  return s;
 }
 
 }  // namespace fun::vm

@@ -33,7 +33,14 @@ struct ConfigOverrides {
   std::optional<int> cpus;
   std::optional<int> memory_mib;
   std::optional<int> disk_gib;
+  // Added to config.json's shares (saved); one with the same host_path is replaced.
+  std::vector<Share> shares;
 };
+
+// A `fun-vmctl start --share` value: HOST[:GUEST][:ro|:rw]. HOST and GUEST are absolute (GUEST
+// defaults to HOST, as Lima mounts); paths with ':' cannot be given this way (config.json
+// takes them). InvalidArgument, one line, otherwise.
+StatusOr<Share> ParseShareFlag(std::string_view value);
 
 // The defaults for a new instance on this machine (platform, home directory share).
 InstanceConfig DefaultsForThisMachine(const Paths& paths, const std::string& name);

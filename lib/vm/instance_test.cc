@@ -51,6 +51,54 @@ TEST_F(InstanceTest, EnsureCreatesAPrivateInstanceWithASecret) {
   EXPECT_THAT(ListInstances(paths_), ElementsAre("dev"));
 }
 
+TEST_F(InstanceTest, ShareFlagsAreAddedOrReplaceTheSameHostFolder) {
+  ASSERT_TRUE(EnsureInstance(paths_, "dev", {}).ok());
+  auto cfg = EnsureInstance(paths_, "dev",
+                            {.shares = {{.host_path = "/srv/data", .read_only = true},
+                                        {.host_path = "/opt/src", .guest_path = "/src"}}});
+  ASSERT_TRUE(cfg.ok()) << cfg.status();
+  ASSERT_EQ(cfg->shares.size(), 3u);
+  EXPECT_EQ(cfg->shares[1].host_path, "/srv/data");
+  EXPECT_EQ(cfg->shares[1].guest_path, "/srv/data");  // the same path, as Lima mounts
+  EXPECT_TRUE(cfg->shares[1].read_only);
+  EXPECT_FALSE(cfg->shares[1].tag.empty());
+  EXPECT_EQ(cfg->shares[2].guest_path, "/src");
+  // Saved; the same host folder again replaces its entry (keeping its tag).
+  const std::string tag = cfg->shares[1].tag;
+  auto again = EnsureInstance(paths_, "dev", {.shares = {{.host_path = "/srv/data"}}});
+  ASSERT_TRUE(again.ok());
+  ASSERT_EQ(again->shares.size(), 3u);
+  EXPECT_FALSE(again->shares[1].read_only);
+  EXPECT_EQ(again->shares[1].tag, tag);
+  // Two host folders at one place in the VM: the config's own validation refuses it.
+  auto clash =
+      EnsureInstance(paths_, "dev", {.shares = {{.host_path = "/x", .guest_path = "/src"}}});
+  EXPECT_FALSE(clash.ok());
+  EXPECT_THAT(clash.status().message(), HasSubstr("guest_path"));
+}
+
+TEST(ParseShareFlagTest, FormsAndErrors) {
+  auto s = ParseShareFlag("/srv/data");
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(s->host_path, "/srv/data");
+  EXPECT_EQ(s->guest_path, "");
+  EXPECT_FALSE(s->read_only);
+  s = ParseShareFlag("/srv/data/:/data:ro");
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(s->host_path, "/srv/data");
+  EXPECT_EQ(s->guest_path, "/data");
+  EXPECT_TRUE(s->read_only);
+  s = ParseShareFlag("/srv/data:ro");
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(s->guest_path, "");
+  EXPECT_TRUE(s->read_only);
+  for (const char* bad : {"", "rel", "/a:rel", "/a:/b:/c", "/a::ro", ":/b"}) {
+    auto r = ParseShareFlag(bad);
+    EXPECT_FALSE(r.ok()) << bad;
+    EXPECT_THAT(r.status().message(), HasSubstr("HOST[:GUEST][:ro]")) << bad;
+  }
+}
+
 TEST_F(InstanceTest, OverridesAreSavedAndValidated) {
   ASSERT_TRUE(EnsureInstance(paths_, "dev", {}).ok());
   auto cfg = EnsureInstance(paths_, "dev", {.cpus = 4, .memory_mib = 4096});

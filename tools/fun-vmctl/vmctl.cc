@@ -31,6 +31,7 @@ constexpr const char kUsage[] =
     "\n"
     "Commands (NAME defaults to \"default\"):\n"
     "  start [NAME] [--cpus N] [--memory MiB] [--disk GiB] [--timeout S]\n"
+    "        [--share HOST[:GUEST][:ro]]...\n"
     "                  create the instance on first use, boot it, wait until containerd is ready\n"
     "  stop [NAME] [--force] [--timeout S]\n"
     "                  shut the guest down (agent, then ACPI, then SIGTERM, then SIGKILL)\n"
@@ -232,8 +233,18 @@ int Start(const std::vector<std::string>& args, const PathsInput& env, std::ostr
   flags.Int("disk", &disk, "data disk size in GiB");
   flags.Int("timeout", &timeout, "seconds to wait for containerd (default 180)");
   flags.String("image-dir", &image_dir, "the VM image to boot (default: found automatically)");
+  std::vector<std::string> shares;
+  flags.Repeated("share", &shares,
+                 "HOST[:GUEST][:ro]: also share this host folder (saved in config.json; a running "
+                 "VM gets it at its next start)");
   auto rest = flags.Parse(args);
   if (!rest.ok()) return Usage(err, rest.status());
+  std::vector<Share> add_shares;
+  for (const std::string& v : shares) {
+    auto sh = vm::ParseShareFlag(v);
+    if (!sh.ok()) return Usage(err, sh.status());
+    add_shares.push_back(*sh);
+  }
   auto name = OneName(*rest, "start");
   if (!name.ok()) return Usage(err, name.status());
   if (timeout <= 0) return Usage(err, InvalidArgumentError("--timeout must be positive"));
@@ -243,6 +254,7 @@ int Start(const std::vector<std::string>& args, const PathsInput& env, std::ostr
   if (cpus != 0) o.overrides.cpus = cpus;
   if (memory != 0) o.overrides.memory_mib = memory;
   if (disk != 0) o.overrides.disk_gib = disk;
+  o.overrides.shares = std::move(add_shares);
   o.image_dir = image_dir;
   o.timeout = std::chrono::seconds(timeout);
   Spinner spinner(err, IsTerminal(2), Clock::Real());
