@@ -98,6 +98,8 @@ class Scenario {
     }
     PathsInput in{.os = CurrentOs(), .home = home_, .fun_home = home_};
     paths_ = *ResolvePaths(in);
+    // The tools' $HOME: the default config shares it into the VM at the same path.
+    std::filesystem::create_directories(user_home());
     start_ = std::chrono::steady_clock::now();
   }
 
@@ -106,6 +108,9 @@ class Scenario {
   }
 
   const Paths& paths() const { return paths_; }
+  // $HOME of the tools this scenario runs (shared into the VM by default); FUN_HOME is outside.
+  std::string user_home() const { return home_ + "/home"; }
+  std::string dir() const { return home_; }
 
   // Runs a step unless an earlier one failed (then it is recorded as not run).
   void Step(const std::string& name, const std::function<Status(StepResult&)>& fn,
@@ -146,6 +151,7 @@ class Scenario {
     Command c{.program = tool.front() == '/' ? tool : o_.bin_dir + "/" + tool,
               .args = std::move(args)};
     c.env_overrides["FUN_HOME"] = home_;
+    c.env_overrides["HOME"] = user_home();
     if (!o_.image_dir.empty()) c.env_overrides["FUN_IMAGE_DIR"] = o_.image_dir;
     c.timeout = timeout;
     auto res = ProcessRunner::Default().Run(c);
@@ -252,6 +258,255 @@ size_t OpenFds(int pid) {
   return n;
 }
 
+// --- shared folders (issue 7): the kernel's v9fs in the VM, through fun-hostd's 9P server ----
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// The first word of `sha256sum FILE` on the host.
+StatusOr<std::string> HostSha256(Scenario& sc, StepResult& r, const std::string& file) {
+  ProcessResult p = sc.Tool(r, "/usr/bin/sha256sum", {file}, 300s);
+  if (!p.ok() || p.stdout_data.size() < 64) {
+    return FailedPreconditionError("sha256sum " + file + ": " + p.Describe());
+  }
+  return p.stdout_data.substr(0, 64);
+}
+
+// `fun run --rm` of a shell script with the given -v flags; the script's output, or an error
+// with what it printed.
+StatusOr<std::string> RunInContainer(Scenario& sc, StepResult& r, const std::string& image,
+                                     const std::vector<std::string>& flags,
+                                     const std::string& script,
+                                     std::chrono::seconds timeout = 300s) {
+  std::vector<std::string> args = {"run", "--rm"};
+  args.insert(args.end(), flags.begin(), flags.end());
+  args.insert(args.end(), {image, "sh", "-c", script});
+  ProcessResult p = sc.Tool(r, "fun", args, timeout);
+  if (!p.ok()) {
+    return FailedPreconditionError(fmt::format("fun run {}: {}: {}{}", script.substr(0, 80),
+                                               p.Describe(), p.stdout_data.substr(0, 300),
+                                               p.stderr_data.substr(0, 300)));
+  }
+  return p.stdout_data;
+}
+
+// Steps that run containers with -v on the instance's shares: the home share (read-write, at
+// the same path) and `ro_dir` (shared read-only at /mnt/fun-ro).
+void ShareSteps(Scenario& sc, const std::string& busybox, const std::string& ro_dir) {
+  const std::string home = sc.user_home();
+  const std::string work = home + "/work";
+  const std::string vol = work + ":/w";
+
+  sc.Step("shares_mounted_in_the_vm", [&](StepResult& r) -> Status {
+    FUN_ASSIGN_OR_RETURN(auto st, sc.StatusJson(r));
+    FUN_RETURN_IF_ERROR(Expect(st.contains("shares") && st["shares"].size() == 2,
+                               "fun-vmctl status lists no 2 shares: " + st.dump().substr(0, 400)));
+    for (const auto& sh : st["shares"]) {
+      FUN_RETURN_IF_ERROR(
+          Expect(Str(sh, "status") == "mounted",
+                 "share " + Str(sh, "path") + ": " + Str(sh, "status") + " " + Str(sh, "error")));
+    }
+    std::filesystem::create_directories(work);
+    r.message = "both shares mounted (v9fs, trans=unix through fun-guestd's relay)";
+    return OkStatus();
+  });
+
+  sc.Step("share_file_operations_in_a_container", [&](StepResult& r) -> Status {
+    // Every operation the issue names, by busybox in a container; the host checks the results
+    // it can see.
+    const std::string script =
+        "set -e; cd /w; "
+        "echo hello > f; [ \"$(cat f)\" = hello ]; "
+        "echo more >> f; [ \"$(cat f)\" = \"$(printf 'hello\\nmore')\" ]; "
+        "truncate -s 3 f; [ \"$(cat f)\" = hel ]; "
+        "mv f g; [ ! -e f ]; [ \"$(cat g)\" = hel ]; "
+        "mkdir d; mkdir d/e; rmdir d/e; [ ! -e d/e ]; "
+        "echo gone > u; rm u; [ ! -e u ]; "
+        "ln -s g s; [ \"$(readlink s)\" = g ]; [ \"$(cat s)\" = hel ]; "
+        "ln g h; [ \"$(stat -c %h g)\" = 2 ]; "
+        "chmod 640 g; [ \"$(stat -c %a g)\" = 640 ]; "
+        "touch -d '2001-02-03 04:05:06' g; [ \"$(stat -c %Y g)\" = 981173106 ]; "
+        "stat -f -c 'statfs %t %b %a' .; echo ops-ok";
+    FUN_ASSIGN_OR_RETURN(std::string out, RunInContainer(sc, r, busybox, {"-v", vol}, script));
+    FUN_RETURN_IF_ERROR(Expect(out.find("ops-ok") != std::string::npos, "script said: " + out));
+    struct stat st {};
+    FUN_RETURN_IF_ERROR(Expect(::stat((work + "/g").c_str(), &st) == 0, "no g on the host"));
+    FUN_RETURN_IF_ERROR(
+        Expect(ReadAll(work + "/g") == "hel", "g on the host: " + ReadAll(work + "/g")));
+    FUN_RETURN_IF_ERROR(Expect((st.st_mode & 0777) == 0640, "g's mode on the host"));
+    FUN_RETURN_IF_ERROR(Expect(st.st_mtime == 981173106, "g's mtime on the host"));
+    FUN_RETURN_IF_ERROR(Expect(st.st_nlink == 2, "g's link count on the host"));
+    FUN_RETURN_IF_ERROR(Expect(std::filesystem::read_symlink(work + "/s") == "g", "s on the host"));
+    FUN_RETURN_IF_ERROR(Expect(std::filesystem::is_directory(work + "/d") &&
+                                   !std::filesystem::exists(work + "/d/e") &&
+                                   !std::filesystem::exists(work + "/u"),
+                               "mkdir/rmdir/unlink not seen on the host"));
+    // Ownership: files a container creates belong to the user running fun-hostd.
+    FUN_RETURN_IF_ERROR(
+        Expect(st.st_uid == ::geteuid(), "g is owned by uid " + std::to_string(st.st_uid)));
+    size_t statfs_at = out.find("statfs ");
+    r.message =
+        "create write read append truncate rename unlink mkdir rmdir symlink readlink "
+        "link chmod utimes statfs: ok; " +
+        out.substr(statfs_at, out.find('\n', statfs_at) - statfs_at);
+    return OkStatus();
+  });
+
+  sc.Step("non_root_container_user_follows_the_mode_bits", [&](StepResult& r) -> Status {
+    std::filesystem::create_directories(work + "/open");
+    std::filesystem::create_directories(work + "/closed");
+    ::chmod((work + "/open").c_str(), 0777);
+    ::chmod((work + "/closed").c_str(), 0755);
+    FUN_ASSIGN_OR_RETURN(
+        std::string out,
+        RunInContainer(sc, r, busybox, {"--user", "1000:1000", "-v", vol},
+                       "id -u; touch /w/open/mine && echo wrote-open; "
+                       "if touch /w/closed/theirs 2>/dev/null; then echo wrote-closed; fi; "
+                       "cat /w/g >/dev/null && echo read-g; "
+                       "if echo x >> /w/g 2>/dev/null; then echo wrote-g; fi"));
+    FUN_RETURN_IF_ERROR(Expect(out == "1000\nwrote-open\n", "uid 1000 in the container: " + out));
+    struct stat st {};
+    FUN_RETURN_IF_ERROR(
+        Expect(::stat((work + "/open/mine").c_str(), &st) == 0 && st.st_uid == ::geteuid(),
+               "open/mine is not owned by fun-hostd's user"));
+    r.message =
+        "uid 1000: wrote a 0777 dir; refused by a 0755 dir and a 0640 file; its file "
+        "is owned by the host user (uid " +
+        std::to_string(::geteuid()) + ")";
+    return OkStatus();
+  });
+
+  sc.Step("host_and_container_see_each_others_writes", [&](StepResult& r) -> Status {
+    ProcessResult run =
+        sc.Tool(r, "fun", {"run", "-d", "--name", "sharer", "-v", vol, busybox, "sleep", "600"});
+    FUN_RETURN_IF_ERROR(Expect(run.ok(), "fun run -d: " + run.Describe() + run.stderr_data));
+    auto cat = [&](const std::string& want) -> Status {
+      ProcessResult p = sc.Tool(r, "fun", {"exec", "sharer", "cat", "/w/seen"});
+      return Expect(p.ok() && p.stdout_data == want,
+                    "the container read \"" + p.stdout_data + "\", not \"" + want + "\"");
+    };
+    std::ofstream(work + "/seen") << "from the host 1";
+    FUN_RETURN_IF_ERROR(cat("from the host 1"));
+    std::ofstream(work + "/seen") << "from the host 2";  // same size: no cached length helps
+    FUN_RETURN_IF_ERROR(cat("from the host 2"));
+    ProcessResult w =
+        sc.Tool(r, "fun", {"exec", "sharer", "sh", "-c", "printf 'from the container' > /w/seen"});
+    FUN_RETURN_IF_ERROR(Expect(w.ok(), "exec write: " + w.Describe()));
+    FUN_RETURN_IF_ERROR(Expect(ReadAll(work + "/seen") == "from the container",
+                               "the host read \"" + ReadAll(work + "/seen") + "\""));
+    ProcessResult rm = sc.Tool(r, "fun", {"rm", "-f", "sharer"});
+    FUN_RETURN_IF_ERROR(Expect(rm.ok(), "fun rm -f sharer: " + rm.Describe()));
+    r.message = "host edits seen at once in a running container, and the reverse (cache=mmap)";
+    return OkStatus();
+  });
+
+  sc.Step("read_only_share_and_unshared_paths", [&](StepResult& r) -> Status {
+    FUN_ASSIGN_OR_RETURN(
+        std::string out,
+        RunInContainer(sc, r, busybox, {"-v", ro_dir + ":/r"},
+                       "cat /r/readme; if touch /r/new 2>/tmp/e; then echo wrote; fi; cat /tmp/e"));
+    FUN_RETURN_IF_ERROR(Expect(out.find("read me") == 0 &&
+                                   out.find("Read-only file system") != std::string::npos &&
+                                   out.find("wrote") == std::string::npos,
+                               "the read-only share: " + out));
+    FUN_RETURN_IF_ERROR(
+        Expect(!std::filesystem::exists(ro_dir + "/new"), "a file appeared in the ro share"));
+    // A host path outside every share: refused before any container exists.
+    ProcessResult p = sc.Tool(r, "fun", {"run", "--rm", "-v", "/etc:/x", busybox, "true"});
+    FUN_RETURN_IF_ERROR(Expect(!p.ok() && p.stderr_data.find("shares") != std::string::npos,
+                               "-v /etc: " + p.Describe() + " " + p.stderr_data));
+    r.message = "ro share: EROFS; -v /etc: " + p.stderr_data.substr(0, p.stderr_data.find('\n'));
+    return OkStatus();
+  });
+
+  sc.Step("containers_cannot_reach_the_9p_server", [&](StepResult& r) -> Status {
+    // The server has no TCP port; its relay sockets live in the VM's mount namespace. A
+    // host-network container sees them listed in /proc/net/unix (same network namespace) but
+    // has no path to connect to; neither container sees the serial ports.
+    const std::string probe =
+        "if [ -e /run/fun/p9 ]; then echo sees-sockets; fi; "
+        "if ls /dev/vport* >/dev/null 2>&1; then echo sees-ports; fi; "
+        "if grep -q /run/fun/p9/ /proc/net/unix; then echo listed; fi; echo done";
+    FUN_ASSIGN_OR_RETURN(std::string bridged, RunInContainer(sc, r, busybox, {}, probe));
+    FUN_ASSIGN_OR_RETURN(std::string hostnet,
+                         RunInContainer(sc, r, busybox, {"--network", "host"}, probe));
+    FUN_RETURN_IF_ERROR(Expect(bridged == "done\n", "a bridged container: " + bridged));
+    FUN_RETURN_IF_ERROR(
+        Expect(hostnet == "listed\ndone\n", "a host-network container: " + hostnet));
+    r.message = "no socket path or port in either container (host network: listed, unreachable)";
+    return OkStatus();
+  });
+
+  sc.Step("ten_thousand_files_extracted_with_tar_match", [&](StepResult& r) -> Status {
+    const std::string src = sc.dir() + "/tree/src";
+    for (int d = 0; d < 100; ++d) {
+      std::string dd = fmt::format("{}/d{:02}", src, d);
+      std::filesystem::create_directories(dd);
+      for (int f = 0; f < 100; ++f) {
+        std::ofstream(fmt::format("{}/f{:03}", dd, f)) << fmt::format("file {} {}\n", d, f);
+      }
+    }
+    ProcessResult tar =
+        sc.Tool(r, "/bin/tar", {"-cf", work + "/tree.tar", "-C", sc.dir() + "/tree", "src"}, 120s);
+    FUN_RETURN_IF_ERROR(Expect(tar.ok(), "tar on the host: " + tar.Describe()));
+    auto t0 = std::chrono::steady_clock::now();
+    FUN_ASSIGN_OR_RETURN(std::string out,
+                         RunInContainer(sc, r, busybox, {"-v", vol},
+                                        "mkdir -p /w/out && tar -xf /w/tree.tar -C /w/out && "
+                                        "find /w/out/src -type f | wc -l",
+                                        900s));
+    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    ProcessResult diff = sc.Tool(r, "/usr/bin/diff", {"-r", src, work + "/out/src"}, 300s);
+    FUN_RETURN_IF_ERROR(
+        Expect(diff.ok(), "diff -r: " + diff.Describe() + " " + diff.stdout_data.substr(0, 300)));
+    FUN_RETURN_IF_ERROR(Expect(out == "10000\n", "the container counted " + out));
+    std::filesystem::remove_all(work + "/out");
+    r.message = fmt::format("10,000 files in 100 dirs extracted in {:.1f} s, diff -r clean", secs);
+    return OkStatus();
+  });
+
+  sc.Step("gib_file_has_the_same_sha256_both_ways", [&](StepResult& r) -> Status {
+    // In the VM: written to the share, hashed there and on the host.
+    FUN_ASSIGN_OR_RETURN(
+        std::string out,
+        RunInContainer(sc, r, busybox, {"-v", vol},
+                       "dd if=/dev/urandom of=/w/big-vm bs=1M count=1024 conv=fsync 2>/dev/null "
+                       "&& sha256sum /w/big-vm",
+                       900s));
+    FUN_ASSIGN_OR_RETURN(std::string on_host, HostSha256(sc, r, work + "/big-vm"));
+    FUN_RETURN_IF_ERROR(
+        Expect(out.substr(0, 64) == on_host, "VM " + out.substr(0, 64) + " != host " + on_host));
+    FUN_RETURN_IF_ERROR(Expect(std::filesystem::file_size(work + "/big-vm") == (1u << 30),
+                               "big-vm is not 1 GiB on the host"));
+    // The reverse: written on the host, hashed in the VM.
+    ProcessResult mk = sc.Tool(
+        r, "/bin/sh", {"-c", "head -c 1073741824 /dev/urandom > '" + work + "/big-host'"}, 300s);
+    FUN_RETURN_IF_ERROR(Expect(mk.ok(), "writing big-host: " + mk.Describe()));
+    FUN_ASSIGN_OR_RETURN(std::string host_sum, HostSha256(sc, r, work + "/big-host"));
+    FUN_ASSIGN_OR_RETURN(std::string vm_sum, RunInContainer(sc, r, busybox, {"-v", vol},
+                                                            "sha256sum /w/big-host", 900s));
+    FUN_RETURN_IF_ERROR(Expect(vm_sum.substr(0, 64) == host_sum,
+                               "host " + host_sum + " != VM " + vm_sum.substr(0, 64)));
+    std::filesystem::remove(work + "/big-vm");
+    std::filesystem::remove(work + "/big-host");
+    r.message = "1 GiB each way, sha256 equal";
+    return OkStatus();
+  });
+
+  sc.Step("fsynced_write_before_a_vm_kill", [&](StepResult& r) -> Status {
+    FUN_ASSIGN_OR_RETURN(
+        std::string out,
+        RunInContainer(sc, r, busybox, {"-v", vol},
+                       "echo 'acknowledged by fsync' > /w/durable.tmp && "
+                       "dd if=/w/durable.tmp of=/w/durable conv=fsync 2>/dev/null && echo synced"));
+    return Expect(out == "synced\n", "fsync write: " + out);
+  });
+}
+
 }  // namespace
 
 ScenarioReport RunVmLifecycle(const HarnessOptions& o) {
@@ -259,8 +514,15 @@ ScenarioReport RunVmLifecycle(const HarnessOptions& o) {
   const auto boot = std::chrono::seconds(o.boot_timeout_s);
   const std::string timeout = std::to_string(o.boot_timeout_s);
 
+  // A second share, read-only, outside $HOME (the default share).
+  const std::string ro_dir = sc.dir() + "/ro";
+  std::filesystem::create_directories(ro_dir);
+  std::ofstream(ro_dir + "/readme") << "read me\n";
+
   auto start = [&](StepResult& r) -> Status {
-    ProcessResult p = sc.Tool(r, "fun-vmctl", {"start", "--timeout", timeout}, boot + 30s);
+    ProcessResult p =
+        sc.Tool(r, "fun-vmctl",
+                {"start", "--timeout", timeout, "--share", ro_dir + ":/mnt/fun-ro:ro"}, boot + 30s);
     FUN_RETURN_IF_ERROR(
         Expect(p.ok(), "fun-vmctl start: " + p.Describe() + ": " + p.stderr_data.substr(0, 400)));
     FUN_ASSIGN_OR_RETURN(auto st, sc.StatusJson(r));
@@ -383,6 +645,8 @@ ScenarioReport RunVmLifecycle(const HarnessOptions& o) {
       r.message = "pod ip " + Str(j[0], "ip") + "; exec -i and -it through the VM";
       return OkStatus();
     });
+
+    ShareSteps(sc, busybox, ro_dir);
 
     // Published ports: fun/echo (TCP and UDP echo, no fork per connection) behind -p.
     const std::string echo_image = "10.0.2.2:5000/fun/echo:1.0";
@@ -753,6 +1017,13 @@ ScenarioReport RunVmLifecycle(const HarnessOptions& o) {
     FUN_RETURN_IF_ERROR(Expect(reason.find("SIGKILL") != std::string::npos,
                                "last exit does not say SIGKILL: " + reason));
     r.message = "status says: " + reason;
+    if (!o.registry_script.empty()) {
+      // What the VM wrote with fsync before it was killed is on the host.
+      const std::string durable = ReadAll(sc.user_home() + "/work/durable");
+      FUN_RETURN_IF_ERROR(Expect(durable == "acknowledged by fsync\n",
+                                 "after the kill the host has \"" + durable + "\""));
+      r.message += "; the fsynced share file survived";
+    }
     return OkStatus();
   });
 
@@ -767,6 +1038,40 @@ ScenarioReport RunVmLifecycle(const HarnessOptions& o) {
   });
 
   sc.Step("start_after_the_death", start);
+
+  // fun-hostd serves the shares: when it dies, the VM goes down with it (QEMU's parent-death
+  // signal) instead of hanging on them, and the next start mounts them again.
+  sc.Step("kill_9_hostd_takes_the_vm_down", [&](StepResult& r) -> Status {
+    FUN_ASSIGN_OR_RETURN(auto st, sc.StatusJson(r));
+    FUN_RETURN_IF_ERROR(
+        Expect(st["vm"].contains("pid") && st["hostd"].contains("pid"), "no hostd or VM pid"));
+    const int vm_pid = st["vm"]["pid"].get<int>();
+    FUN_RETURN_IF_ERROR(
+        Expect(::kill(st["hostd"]["pid"].get<int>(), SIGKILL) == 0, "kill -9 hostd failed"));
+    bool gone = false;
+    for (int i = 0; i < 300 && !gone; ++i) {
+      gone = ::kill(vm_pid, 0) != 0 && errno == ESRCH;
+      if (!gone) std::this_thread::sleep_for(100ms);
+    }
+    FUN_RETURN_IF_ERROR(Expect(gone, "QEMU still runs 30 s after its fun-hostd died"));
+    FUN_ASSIGN_OR_RETURN(st, sc.StatusJson(r));
+    r.message = "QEMU ended with its fun-hostd; status: " + Str(st, "phase");
+    return OkStatus();
+  });
+  sc.Step("start_after_hostd_died", [&](StepResult& r) -> Status {
+    FUN_RETURN_IF_ERROR(start(r));
+    FUN_ASSIGN_OR_RETURN(auto st, sc.StatusJson(r));
+    FUN_RETURN_IF_ERROR(
+        Expect(st.contains("shares") && st["shares"].size() == 2,
+               "after the restart, status lists no 2 shares: " + st.dump().substr(0, 300)));
+    for (const auto& sh : st["shares"]) {
+      FUN_RETURN_IF_ERROR(Expect(Str(sh, "status") == "mounted",
+                                 "after the restart, share " + Str(sh, "path") + ": " +
+                                     Str(sh, "status") + " " + Str(sh, "error")));
+    }
+    r.message += "; shares mounted again";
+    return OkStatus();
+  });
 
   // The product promise: the first command starts the VM. Stopped, then `fun run` alone.
   if (!o.registry_script.empty()) {
