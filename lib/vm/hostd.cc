@@ -226,7 +226,10 @@ Status Hostd::StartVm() {
     auto early = (*p)->Wait(300ms);
     if (early.ok()) {
       last = CheckExit(cmd, *early);
-      FUN_LOG(Warning, "qemu exited at once: {}", last.message());
+      if (last.ok()) last = UnavailableError(fmt::format("{} exited at once", o_.qemu_binary));
+      last = Status(last.code(), fmt::format("{} (QEMU's messages are in {})", last.message(),
+                                             File(InstanceFileKind::kHostdLog)));
+      FUN_LOG(Warning, "qemu exited at once (attempt {} of 2): {}", attempt + 1, last.message());
       continue;
     }
     qemu_ = std::move(*p);

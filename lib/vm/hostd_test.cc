@@ -544,6 +544,34 @@ TEST_F(HostdTest, AShareWhoseFolderIsMissingFailsTheStartNamingIt) {
   EXPECT_EQ(state->phase, Phase::kFailed);
 }
 
+TEST_F(HostdTest, QemuExitingWithinItsFirstMomentIsStartedOnceMore) {
+  // QEMU fails at once when, say, the agent port was taken between our pick and its bind.
+  auto& first = runner_.Expect(kQemu).Returns(ProcessResult::Exited(1, "", "")).Times(1);
+  RunningHostd r = Start(Options());  // Start's WaitForStart hands out the one that exited
+  ASSERT_TRUE(r.vm);
+  ASSERT_TRUE(AwaitServing());
+  EXPECT_EQ(first.call_count(), 1);
+  ASSERT_EQ(runner_.started().size(), 2u);
+  r.vm = runner_.started()[1];  // the QEMU that runs
+  EXPECT_TRUE(r.vm->Running());
+  r.vm->Exit(0);
+  EXPECT_TRUE(r.Join().ok());
+}
+
+TEST_F(HostdTest, QemuExitingAtOnceTwiceFailsTheStartSayingWhereToLook) {
+  runner_.Expect(kQemu).Returns(ProcessResult::Exited(1, "", "")).Times(2);
+  auto h = Hostd::Create(Options());
+  ASSERT_TRUE(h.ok());
+  Status s = (*h)->Run();
+  EXPECT_FALSE(s.ok());
+  EXPECT_THAT(s.message(), HasSubstr("qemu-system-x86_64 exited with 1 (QEMU's messages are in"));
+  EXPECT_THAT(s.message(), HasSubstr(File(InstanceFileKind::kHostdLog)));
+  auto st = State();
+  ASSERT_TRUE(st);
+  EXPECT_EQ(st->phase, Phase::kFailed);
+  EXPECT_FALSE(Exists(File(InstanceFileKind::kVmPid)));
+}
+
 TEST_F(HostdTest, StaleFilesOfADeadHostdDoNotStopANewStart) {
   // The previous hostd was killed: its pid is reused by another process (this one, with a
   // different start time), QEMU's pid is gone, state.json still says running, and both sockets
