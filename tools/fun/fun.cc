@@ -625,6 +625,10 @@ int CmdRun(const Context& c, const std::vector<std::string>& args) {
   flags.String("network", &network,
                "bridge (the default: an address on the CNI bridge, NATed out) or host (the VM's "
                "network, or this host's with --host native)");
+  if (!args.empty() && args[0] == "--help") {
+    c.out << "usage: fun run [OPTIONS] IMAGE [CMD...]\n\n" << flags.Usage();
+    return 0;
+  }
   auto rest = flags.Parse(args, /*stop_at_first_positional=*/true);
   if (!rest.ok()) return Usage(c.err, rest.status());
   if (rest->empty())
@@ -1134,6 +1138,10 @@ int Run(const std::vector<std::string>& args, const Environment& env, std::ostre
   global.String("log-root", &c.log_root, "where containerd writes container logs");
   bool debug = false;
   global.Bool("debug", &debug, "log each CRI call and its duration to stderr");
+  if (!args.empty() && (args[0] == "-h" || args[0] == "--help")) {
+    out << kUsage;
+    return 0;
+  }
   auto rest = global.Parse(args, /*stop_at_first_positional=*/true);
   if (!rest.ok()) return Usage(err, rest.status());
   if (rest->empty()) {
@@ -1148,6 +1156,11 @@ int Run(const std::vector<std::string>& args, const Environment& env, std::ostre
     return 0;
   }
   if (cmd == "run") return CmdRun(c, a);
+  // The other commands' flags are in the usage.
+  if (!a.empty() && a[0] == "--help") {
+    out << kUsage;
+    return 0;
+  }
   if (cmd == "ps") return CmdPs(c, a);
   if (cmd == "stop") return CmdStop(c, a);
   if (cmd == "rm") return CmdRm(c, a);

@@ -713,6 +713,21 @@ TEST(FunCliHostTest, VolumesOutsideTheVmsSharesFailBeforeTheVmStarts) {
   std::filesystem::remove_all(outside);
 }
 
+TEST(FunCliHostTest, HelpNamesTheFlags) {
+  Environment env;
+  env.paths = PathsInputFromEnvironment();
+  for (const std::vector<std::string>& args :
+       std::vector<std::vector<std::string>>{{"--help"}, {"-h"}, {"help"}, {"ps", "--help"}}) {
+    std::ostringstream out, err;
+    EXPECT_EQ(fun::cli::Run(args, env, out, err), 0) << args[0] << err.str();
+    EXPECT_THAT(out.str(), HasSubstr("[-v HOSTPATH:CTRPATH[:ro]]..."));
+  }
+  std::ostringstream out, err;
+  EXPECT_EQ(fun::cli::Run({"run", "--help"}, env, out, err), 0) << err.str();
+  EXPECT_THAT(out.str(), HasSubstr("usage: fun run [OPTIONS] IMAGE [CMD...]"));
+  EXPECT_THAT(out.str(), HasSubstr("-v, --volume VALUE"));
+}
+
 TEST(FunCliHostTest, ContainerdGoneIsOneLineAndExit1) {
   Environment env;
   env.paths = PathsInputFromEnvironment();
