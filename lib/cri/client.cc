@@ -532,6 +532,10 @@ StatusOr<std::string> CriClient::CreateContainer(std::string_view pod_id, const 
     pm->set_container_path(m.container_path);
     pm->set_host_path(m.host_path);
     pm->set_readonly(m.readonly);
+    // Docker's defaults for -v: mounts made later under the source do not propagate either way,
+    // and the source is never relabelled (no SELinux in the VM; natively it is the user's).
+    pm->set_propagation(v1::PROPAGATION_PRIVATE);
+    pm->set_selinux_relabel(false);
   }
   SetMap(c->mutable_labels(), spec.labels);
   SetMap(c->mutable_annotations(), spec.annotations);

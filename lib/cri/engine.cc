@@ -135,9 +135,10 @@ std::string RunSpecToJson(const RunSpec& spec) {
   j["host_network"] = spec.host_network;
   j["ports"] = PortsJsonValue(spec.ports);
   nlohmann::json mounts = nlohmann::json::array();
-  for (const MountSpec& m : spec.mounts) {
-    mounts.push_back({{"container_path", m.container_path},
-                      {"host_path", m.host_path},
+  for (const BindMount& m : spec.mounts) {
+    mounts.push_back({{"host_path", m.host_path},
+                      {"source", m.source},
+                      {"container_path", m.container_path},
                       {"readonly", m.readonly}});
   }
   j["mounts"] = mounts;
@@ -206,17 +207,81 @@ StatusOr<RunSpec> RunSpecFromJson(std::string_view json) {
   }
   if (auto it = j.find("mounts"); it != j.end()) {
     if (!it->is_array()) return InvalidArgumentError("run spec: mounts is not a list");
-    for (const auto& m : *it) {
-      if (!m.is_object() || !m.value("container_path", nlohmann::json()).is_string() ||
-          !m.value("host_path", nlohmann::json()).is_string()) {
-        return InvalidArgumentError("run spec: a mount lacks container_path or host_path");
+    for (size_t i = 0; i < it->size(); ++i) {
+      const nlohmann::json& m = (*it)[i];
+      auto bad = [&](std::string_view what) {
+        return InvalidArgumentError(fmt::format("run spec: mounts[{}]: {}", i, what));
+      };
+      if (!m.is_object()) return bad("expected an object");
+      BindMount b;
+      auto path = [&](const char* key, std::string* out, bool required) -> Status {
+        auto f = m.find(key);
+        if (f == m.end() && !required) return OkStatus();
+        if (f == m.end() || !f->is_string()) return bad(fmt::format("{} is missing", key));
+        *out = f->get<std::string>();
+        return OkStatus();
+      };
+      FUN_RETURN_IF_ERROR(path("container_path", &b.container_path, true));
+      FUN_RETURN_IF_ERROR(path("source", &b.source, true));
+      FUN_RETURN_IF_ERROR(path("host_path", &b.host_path, false));
+      if (b.host_path.empty()) b.host_path = b.source;
+      if (auto f = m.find("readonly"); f != m.end()) {
+        if (!f->is_boolean()) return bad("readonly is not a boolean");
+        b.readonly = f->get<bool>();
       }
-      s.mounts.push_back({.container_path = m["container_path"].get<std::string>(),
-                          .host_path = m["host_path"].get<std::string>(),
-                          .readonly = m.value("readonly", false)});
+      s.mounts.push_back(std::move(b));
     }
+    FUN_RETURN_IF_ERROR(ValidateBindMounts(s.mounts).WithContext("run spec"));
   }
   return s;
+}
+
+namespace {
+
+// "" when `path` is absolute and clean (no empty, "." or ".." component, no trailing "/"),
+// else what is wrong with it.
+std::string CleanPathProblem(std::string_view path) {
+  if (path.empty()) return "is empty";
+  if (path.front() != '/') return "is not absolute";
+  if (path.size() > 4095) return "is longer than 4095 bytes";
+  if (path.find('\0') != std::string_view::npos) return "contains a NUL character";
+  if (path == "/") return "";
+  size_t start = 1;
+  for (;;) {
+    const size_t end = std::min(path.find('/', start), path.size());
+    const std::string_view part = path.substr(start, end - start);
+    if (part.empty() || part == "." || part == "..") return "is not a clean path";
+    if (end == path.size()) return "";
+    start = end + 1;
+  }
+}
+
+}  // namespace
+
+Status ValidateBindMounts(const std::vector<BindMount>& mounts) {
+  for (size_t i = 0; i < mounts.size(); ++i) {
+    const BindMount& m = mounts[i];
+    auto bad = [&](std::string_view what, std::string_view path, std::string_view problem) {
+      return InvalidArgumentError(
+          fmt::format("mount {}: the {} \"{:.200}\" {}", i + 1, what, path, problem));
+    };
+    auto check = [&](std::string_view what, const std::string& path) -> Status {
+      if (std::string p = CleanPathProblem(path); !p.empty()) return bad(what, path, p);
+      return OkStatus();
+    };
+    FUN_RETURN_IF_ERROR(check("container path", m.container_path));
+    FUN_RETURN_IF_ERROR(check("source", m.source));
+    FUN_RETURN_IF_ERROR(check("host path", m.host_path));
+    if (m.container_path == "/") {
+      return bad("container path", m.container_path, "is the container's root");
+    }
+    for (size_t k = 0; k < i; ++k) {
+      if (mounts[k].container_path == m.container_path) {
+        return bad("container path", m.container_path, "is mounted twice");
+      }
+    }
+  }
+  return OkStatus();
 }
 
 Status ValidateContainerName(std::string_view name) {
@@ -304,6 +369,7 @@ StatusOr<RunResult> Engine::RunReplacing(const RunSpec& spec, std::string_view r
   r.name = spec.name.empty() ? "fun_" + RandomHex(8) : spec.name;
   FUN_RETURN_IF_ERROR(ValidateContainerName(r.name));
   FUN_ASSIGN_OR_RETURN(UserSpec user, ParseUserSpec(spec.user));
+  FUN_RETURN_IF_ERROR(ValidateBindMounts(spec.mounts));
   if (spec.image.empty())
     return InvalidArgumentError("no image given: fun run [OPTIONS] IMAGE [CMD...]");
 
@@ -366,7 +432,10 @@ StatusOr<RunResult> Engine::RunReplacing(const RunSpec& spec, std::string_view r
   c.args = spec.cmd;
   c.working_dir = spec.workdir;
   c.envs = spec.env;
-  c.mounts = spec.mounts;
+  for (const BindMount& m : spec.mounts) {
+    c.mounts.push_back(
+        {.container_path = m.container_path, .host_path = m.source, .readonly = m.readonly});
+  }
   c.labels = pod.labels;
   c.annotations = pod.annotations;
   c.log_path = r.name + ".log";
@@ -415,7 +484,18 @@ StatusOr<ContainerInfo> Engine::Describe(const Container& listed) {
     if (auto ports = PortsFromJson(it->second); ports.ok()) info.ports = std::move(*ports);
   }
   if (auto it = ann.find(std::string(kAnnotationSpec)); it != ann.end()) {
-    if (auto spec = RunSpecFromJson(it->second); spec.ok()) info.host_network = spec->host_network;
+    if (auto spec = RunSpecFromJson(it->second); spec.ok()) {
+      info.host_network = spec->host_network;
+      info.mounts = std::move(spec->mounts);
+      return info;
+    }
+  }
+  // Not one we made (or its spec does not parse): what containerd says it mounts.
+  for (const MountSpec& m : info.container.mounts) {
+    info.mounts.push_back({.host_path = m.host_path,
+                           .source = m.host_path,
+                           .container_path = m.container_path,
+                           .readonly = m.readonly});
   }
   return info;
 }

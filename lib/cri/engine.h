@@ -3,7 +3,8 @@
 // CRI knows pods and containers; a `docker run` user knows named containers. The engine gives
 // every container a pod of its own (a sandbox named like the container, in CRI namespace
 // "fun"), labels both so that ours are found among whatever else runs in that containerd, and
-// records what CRI does not keep (the command as typed, --rm, published ports) as annotations:
+// records what CRI does not keep (the command as typed, --rm, published ports, bind mounts as
+// the user named them) as annotations:
 //
 //   labels       io.fun.managed=true, io.fun.name=<name>
 //   annotations  io.fun.command=<JSON array>, io.fun.rm=true, io.fun.ports=<JSON>,
@@ -58,6 +59,24 @@ struct UserSpec {
 };
 StatusOr<UserSpec> ParseUserSpec(std::string_view spec);
 
+// A bind mount (-v HOSTPATH:CTRPATH[:ro]). containerd mounts `source`, a path where containerd
+// runs: natively the host path itself; for a VM instance the path in the VM where a shared
+// folder puts it (lib/vm/bind_mounts.h decides). `host_path` is the folder on the user's machine
+// (resolved, no symlinks), what `fun inspect` shows as the mount's source. CRI gets
+// Mount{container_path, source, readonly, propagation private, no SELinux relabel}.
+struct BindMount {
+  std::string host_path;
+  std::string source;
+  std::string container_path;
+  bool readonly = false;
+
+  friend bool operator==(const BindMount&, const BindMount&) = default;
+};
+
+// Checks mounts before anything is created: every path absolute, container paths neither "/"
+// nor used twice. InvalidArgument names the mount.
+Status ValidateBindMounts(const std::vector<BindMount>& mounts);
+
 // `fun run`, as flags give it.
 struct RunSpec {
   std::string image;
@@ -72,7 +91,7 @@ struct RunSpec {
   bool interactive = false;
   bool host_network = false;
   std::vector<PortMapping> ports;
-  std::vector<MountSpec> mounts;
+  std::vector<BindMount> mounts;
 };
 
 // The io.fun.ports / io.fun.spec annotations: JSON both ways. The parsers check every field
@@ -100,6 +119,9 @@ struct ContainerInfo {
   bool rm = false;
   std::vector<PortMapping> ports;  // published with -p (annotation)
   bool host_network = false;       // --network host (from the spec annotation)
+  // -v mounts: from the spec annotation, else (a container another client made) from
+  // ContainerStatus, with host_path = source.
+  std::vector<BindMount> mounts;
 };
 
 // A port of a running container that must be published on the host.

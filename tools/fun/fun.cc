@@ -29,6 +29,8 @@
 #include "lib/cri/stream_codec.h"
 #include "lib/net/agent_client.h"
 #include "lib/net/port_check.h"
+#include "lib/vm/bind_mounts.h"
+#include "lib/vm/instance.h"
 #include "lib/vm/instance_agent.h"
 #include "lib/vm/instance_state.h"
 #include "lib/vm/port_publisher.h"
@@ -48,9 +50,12 @@ constexpr const char kUsage[] =
     "\n"
     "Containers:\n"
     "  run [-d] [-i] [-t] [--rm] [--name N] [-e K=V]... [-w DIR] [--entrypoint E] [--user U]\n"
-    "      [--network bridge|host] [-p [HOSTIP:]HOSTPORT:PORT[/udp]]... IMAGE [CMD...]\n"
+    "      [--network bridge|host] [-p [HOSTIP:]HOSTPORT:PORT[/udp]]...\n"
+    "      [-v HOSTPATH:CTRPATH[:ro]]... IMAGE [CMD...]\n"
     "                  start a container; in the foreground, print its output and exit with its "
     "code\n"
+    "                  (-v: bind-mount an existing host folder or file; in the VM it must be\n"
+    "                  under a shared folder, \"shares\" in the instance's config.json)\n"
     "  start CONTAINER...         run stopped containers again, as they were run\n"
     "  ps [-a] [-q]    running containers (-a: all)\n"
     "  stop [-t S] CONTAINER...   SIGTERM, then SIGKILL after S seconds (default 10)\n"
@@ -253,10 +258,18 @@ nlohmann::json PortsJsonOf(const std::vector<cri::PortMapping>& ports) {
 
 nlohmann::json ToJson(const cri::ContainerInfo& i) {
   const cri::Container& c = i.container;
+  // Docker's "Mounts": source is the folder on this machine; vm_path is where containerd
+  // mounted it from in a VM, when that differs.
   nlohmann::json mounts = nlohmann::json::array();
-  for (const cri::MountSpec& m : c.mounts) {
-    mounts.push_back(
-        {{"source", m.host_path}, {"destination", m.container_path}, {"readonly", m.readonly}});
+  for (const cri::BindMount& m : i.mounts) {
+    nlohmann::json j = {{"type", "bind"},
+                        {"source", m.host_path},
+                        {"destination", m.container_path},
+                        {"mode", m.readonly ? "ro" : "rw"},
+                        {"rw", !m.readonly},
+                        {"propagation", "private"}};
+    if (m.source != m.host_path) j["vm_path"] = m.source;
+    mounts.push_back(std::move(j));
   }
   return {{"id", c.id},
           {"name", i.name},
@@ -563,6 +576,27 @@ void SyncPublishedPorts(const Context& c, const Target& t, const std::string& co
   }
 }
 
+// -v: the mounts for where the containers run. Natively (and for a native-backend instance) the
+// host path itself; a VM instance's through its shares: config.json's, or this machine's
+// defaults for an instance not created yet. Starts and creates nothing.
+StatusOr<std::vector<cri::BindMount>> PlanMounts(const Context& c,
+                                                 const std::vector<vm::VolumeSpec>& volumes) {
+  if (volumes.empty()) return std::vector<cri::BindMount>{};
+  FUN_ASSIGN_OR_RETURN(Target t, ResolveTarget(c));
+  if (t.instance.empty()) return vm::PlanBindMounts(volumes, nullptr);
+  FUN_ASSIGN_OR_RETURN(Paths paths, ResolvePaths(c.env.paths));
+  vm::VmShares shares;
+  shares.instance = t.instance;
+  shares.config_path = paths.InstanceFile(t.instance, InstanceFileKind::kConfig);
+  const InstanceConfig defaults = vm::DefaultsForThisMachine(paths, t.instance);
+  StatusOr<InstanceConfig> config = LoadInstanceConfigFile(shares.config_path, defaults);
+  if (!config.ok() && config.status().code() != Code::kNotFound) return config.status();
+  const InstanceConfig& in_force = config.ok() ? *config : defaults;
+  if (in_force.backend == Backend::kNative) return vm::PlanBindMounts(volumes, nullptr);
+  shares.shares = vm::ResolveShareHostPaths(in_force.shares);
+  return vm::PlanBindMounts(volumes, &shares);
+}
+
 int CmdRun(const Context& c, const std::vector<std::string>& args) {
   bool detach = false, rm = false, tty = false, interactive = false;
   std::string name, workdir, entrypoint, user;
@@ -582,10 +616,19 @@ int CmdRun(const Context& c, const std::vector<std::string>& args) {
                  "publish a container port on the host: [HOSTIP:]HOSTPORT:PORT[/udp] (host "
                  "address 127.0.0.1 unless named)",
                  'p');
+  std::vector<std::string> volume;
+  flags.Repeated("volume", &volume,
+                 "bind-mount a host folder or file: HOSTPATH:CTRPATH[:ro] (an absolute path that "
+                 "exists; in a VM, under a shared folder)",
+                 'v');
   std::string network = "bridge";
   flags.String("network", &network,
                "bridge (the default: an address on the CNI bridge, NATed out) or host (the VM's "
                "network, or this host's with --host native)");
+  if (!args.empty() && args[0] == "--help") {
+    c.out << "usage: fun run [OPTIONS] IMAGE [CMD...]\n\n" << flags.Usage();
+    return 0;
+  }
   auto rest = flags.Parse(args, /*stop_at_first_positional=*/true);
   if (!rest.ok()) return Usage(c.err, rest.status());
   if (rest->empty())
@@ -641,6 +684,13 @@ int CmdRun(const Context& c, const std::vector<std::string>& args) {
     if (Status s = cri::ValidateContainerName(spec.name); !s.ok()) return Usage(c.err, s);
   }
   if (auto u = cri::ParseUserSpec(spec.user); !u.ok()) return Usage(c.err, u.status());
+  auto volumes = vm::ParseVolumeSpecs(volume);
+  if (!volumes.ok()) return Usage(c.err, volumes.status());
+  // A host path that does not exist or that the VM cannot see fails the run before anything
+  // is started or created.
+  auto mounts = PlanMounts(c, *volumes);
+  if (!mounts.ok()) return Fail(c.err, mounts.status());
+  spec.mounts = std::move(*mounts);
   // A host port that cannot be published fails the run before a container exists.
   if (Status s = CheckPublishable(c, spec.ports); !s.ok()) return Fail(c.err, s);
 
@@ -780,6 +830,14 @@ int CmdStart(const Context& c, const std::vector<std::string>& args) {
   int code = 0;
   for (const std::string& name : *rest) {
     auto info = session->engine->Find(name);
+    if (info.ok() && info->container.state != cri::ContainerState::kRunning &&
+        info->container.annotations.contains(std::string(cri::kAnnotationSpec))) {
+      // containerd would make a missing host folder again, empty (in a VM: through the share).
+      if (Status s = vm::CheckHostPaths(info->mounts); !s.ok()) {
+        code = Fail(c.err, s.WithContext(fmt::format("starting {}", info->name)));
+        continue;
+      }
+    }
     if (info.ok()) {
       if (Status s = CheckPublishable(c, info->container.state == cri::ContainerState::kRunning
                                              ? std::vector<cri::PortMapping>{}
@@ -1080,6 +1138,10 @@ int Run(const std::vector<std::string>& args, const Environment& env, std::ostre
   global.String("log-root", &c.log_root, "where containerd writes container logs");
   bool debug = false;
   global.Bool("debug", &debug, "log each CRI call and its duration to stderr");
+  if (!args.empty() && (args[0] == "-h" || args[0] == "--help")) {
+    out << kUsage;
+    return 0;
+  }
   auto rest = global.Parse(args, /*stop_at_first_positional=*/true);
   if (!rest.ok()) return Usage(err, rest.status());
   if (rest->empty()) {
@@ -1094,6 +1156,11 @@ int Run(const std::vector<std::string>& args, const Environment& env, std::ostre
     return 0;
   }
   if (cmd == "run") return CmdRun(c, a);
+  // The other commands' flags are in the usage.
+  if (!a.empty() && a[0] == "--help") {
+    out << kUsage;
+    return 0;
+  }
   if (cmd == "ps") return CmdPs(c, a);
   if (cmd == "stop") return CmdStop(c, a);
   if (cmd == "rm") return CmdRm(c, a);

@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
@@ -513,6 +514,218 @@ TEST_F(FunCliTest, FailuresLeakNoSandbox) {
   EXPECT_NE(nocmd.code, 0);
   EXPECT_TRUE(one_line(nocmd)) << nocmd.err;
   EXPECT_EQ(OurPods(), before) << "a failed run leaked a pod sandbox";
+}
+
+// A fresh folder under the test's temp dir (resolved: no symlink in it), removed by the caller.
+std::string MakeTempDir(std::string_view name) {
+  std::string tmpl = ::testing::TempDir() + "/" + std::string(name) + "_XXXXXX";
+  EXPECT_NE(::mkdtemp(tmpl.data()), nullptr);
+  return std::filesystem::canonical(tmpl).string();
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream f(path);
+  std::stringstream s;
+  s << f.rdbuf();
+  return s.str();
+}
+
+void WriteFile(const std::string& path, const std::string& text) {
+  std::ofstream f(path);
+  f << text;
+}
+
+TEST_F(FunCliTest, VolumesBindMountHostFolders) {
+  const std::string dir = MakeTempDir("fun_volume");
+  WriteFile(dir + "/from-host", "hello from the host\n");
+  // The host's file read in the container, the container's file seen on the host.
+  Result r = Fun({"run", "--rm", "-v", dir + ":/data", Busybox(), "sh", "-c",
+                  "cat /data/from-host; echo from the container > /data/from-ctr"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, "hello from the host\n");
+  EXPECT_EQ(ReadFile(dir + "/from-ctr"), "from the container\n");
+
+  // :ro refuses writes (EROFS) and still reads.
+  Result ro = Fun({"run", "--rm", "--volume", dir + ":/data:ro", Busybox(), "sh", "-c",
+                   "cat /data/from-host; echo x > /data/nope"});
+  EXPECT_NE(ro.code, 0);
+  EXPECT_EQ(ro.out, "hello from the host\n");
+  EXPECT_THAT(ro.err, HasSubstr("Read-only file system"));
+  EXPECT_FALSE(std::filesystem::exists(dir + "/nope"));
+
+  // inspect (and ps --json) list the mounts as Docker's "Mounts"; a symlink is mounted as what
+  // it leads to, and a file can be mounted too.
+  std::filesystem::create_directory(dir + "/sub");
+  std::filesystem::create_directory_symlink(dir + "/sub", dir + "/link");
+  ASSERT_EQ(Fun({"run", "-d", "--name", "mounts", "-v", dir + ":/data:ro", "-v", dir + "/link:/sub",
+                 "-v", dir + "/from-host:/etc/greeting:ro", Busybox(), "sleep", "300"})
+                .code,
+            0);
+  Result inspect = Fun({"inspect", "mounts"});
+  ASSERT_EQ(inspect.code, 0) << inspect.err;
+  const auto mounts = nlohmann::json::parse(inspect.out)[0]["mounts"];
+  ASSERT_EQ(mounts.size(), 3u) << inspect.out;
+  EXPECT_EQ(mounts[0], nlohmann::json({{"type", "bind"},
+                                       {"source", dir},
+                                       {"destination", "/data"},
+                                       {"mode", "ro"},
+                                       {"rw", false},
+                                       {"propagation", "private"}}));
+  EXPECT_EQ(mounts[1]["source"], dir + "/sub");
+  EXPECT_EQ(mounts[1]["destination"], "/sub");
+  EXPECT_EQ(mounts[1]["rw"], true);
+  EXPECT_FALSE(mounts[1].contains("vm_path")) << "natively the host path is mounted as it is";
+  Result greeting = Fun({"exec", "mounts", "cat", "/etc/greeting"});
+  EXPECT_EQ(greeting.out, "hello from the host\n");
+  // What is written on the host is seen at once in the running container.
+  WriteFile(dir + "/sub/later", "later\n");
+  EXPECT_EQ(Fun({"exec", "mounts", "cat", "/sub/later"}).out, "later\n");
+  Result ps = Fun({"ps", "--json"});
+  bool listed = false;
+  for (const auto& c : nlohmann::json::parse(ps.out)) {
+    if (c["name"] == "mounts") listed = c["mounts"].size() == 3;
+  }
+  EXPECT_TRUE(listed) << ps.out;
+  EXPECT_EQ(Fun({"rm", "-f", "mounts"}).code, 0);
+  std::filesystem::remove_all(dir);
+}
+
+TEST_F(FunCliTest, StartKeepsTheMounts) {
+  const std::string dir = MakeTempDir("fun_volume_start");
+  Result r = Fun({"run", "--name", "vol-again", "-v", dir + ":/data", Busybox(), "sh", "-c",
+                  "echo ran >> /data/runs"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(ReadFile(dir + "/runs"), "ran\n");
+  Result started = Fun({"start", "vol-again"});
+  ASSERT_EQ(started.code, 0) << started.err;
+  for (int i = 0; i < 100 && ReadFile(dir + "/runs") != "ran\nran\n"; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(ReadFile(dir + "/runs"), "ran\nran\n");
+  Result inspect = Fun({"inspect", "vol-again"});
+  ASSERT_EQ(inspect.code, 0) << inspect.err;
+  EXPECT_EQ(nlohmann::json::parse(inspect.out)[0]["mounts"][0]["source"], dir);
+  // Its host folder gone, start refuses (containerd would make an empty one), in one line.
+  for (int i = 0; i < 100; ++i) {
+    auto j = nlohmann::json::parse(Fun({"inspect", "vol-again"}).out);
+    if (j[0]["state"] == "exited") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  std::filesystem::remove_all(dir);
+  Result gone = Fun({"start", "vol-again"});
+  EXPECT_EQ(gone.code, 1);
+  EXPECT_THAT(gone.err, HasSubstr(fmt::format("starting vol-again: the host path {} of the mount "
+                                              "on /data is gone",
+                                              dir)));
+  EXPECT_EQ(std::count(gone.err.begin(), gone.err.end(), '\n'), 1) << gone.err;
+  EXPECT_FALSE(std::filesystem::exists(dir));
+  EXPECT_EQ(Fun({"rm", "-f", "vol-again"}).code, 0);
+}
+
+TEST_F(FunCliTest, BadVolumesFailBeforeAnythingIsCreated) {
+  const std::string dir = MakeTempDir("fun_volume_bad");
+  const size_t pods = OurPods();
+  struct Case {
+    std::string volume;
+    int code;
+    std::string says;
+  };
+  const std::vector<Case> cases = {
+      {dir + "/missing:/data", 1,
+       fmt::format("fun: -v {0}/missing:/data: {0}/missing does not exist; create it first", dir)},
+      {"relative/dir:/data", 2, "the host path relative/dir is relative"},
+      {"data:/data", 2, "named volumes are not supported; give an absolute host path"},
+      {dir + ":data", 2, "the container path data is relative"},
+      {dir + ":/", 2, "the container path is \"/\""},
+      {dir + ":/data:z", 2, "option \"z\" is not supported"},
+      {"C:\\data:/data", 2, "Windows paths are not supported"},
+      {":/data", 2, "the host path is empty"},
+  };
+  for (const Case& c : cases) {
+    Result r = Fun({"run", "-d", "--name", "badvol", "-v", c.volume, Busybox(), "true"});
+    EXPECT_EQ(r.code, c.code) << c.volume << ": " << r.err;
+    EXPECT_THAT(r.err, HasSubstr(c.says)) << c.volume;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  }
+  Result twice = Fun({"run", "-d", "--name", "badvol", "-v", dir + ":/data", "-v", dir + ":/data/",
+                      Busybox(), "true"});
+  EXPECT_EQ(twice.code, 2);
+  EXPECT_THAT(twice.err, HasSubstr("/data is already mounted"));
+  EXPECT_FALSE(std::filesystem::exists(dir + "/missing")) << "fun does not create host folders";
+  EXPECT_EQ(OurPods(), pods);
+  Result ps = Fun({"ps", "-a", "--json"});
+  for (const auto& c : nlohmann::json::parse(ps.out)) {
+    EXPECT_NE(c["name"], "badvol") << "a refused -v left a container";
+  }
+  std::filesystem::remove_all(dir);
+}
+
+// A VM instance's -v goes through its shares (config.json, or this machine's defaults for an
+// instance not made yet); a path outside them fails before any VM is started or created. (A
+// real VM mounting through a share is the harness's.)
+TEST(FunCliHostTest, VolumesOutsideTheVmsSharesFailBeforeTheVmStarts) {
+  const std::string home = MakeTempDir("fun_vm_home");
+  const std::string outside = MakeTempDir("fun_vm_outside");
+  std::filesystem::create_directories(home + "/share/sub");
+  std::filesystem::create_directories(home + "/ro");
+  Environment env;
+  env.paths = {.os = Os::kLinux, .home = home, .fun_home = home + "/state"};
+  auto fun = [&](std::vector<std::string> args) {
+    std::ostringstream out, err;
+    Result r;
+    r.code = fun::cli::Run(args, env, out, err);
+    r.out = out.str();
+    r.err = err.str();
+    return r;
+  };
+  Result fresh = fun({"--host", "fresh", "run", "-v", outside + ":/data", "busybox", "true"});
+  EXPECT_EQ(fresh.code, 1);
+  EXPECT_EQ(fresh.err,
+            fmt::format("fun: -v {0}:/data: {0} is not under a shared folder (shares: {1}); "
+                        "share it: fun-vmctl stop fresh && fun-vmctl start fresh --share {0} (or "
+                        "add it to \"shares\" in {1}/state/instances/fresh/config.json)\n",
+                        outside, home));
+  EXPECT_FALSE(std::filesystem::exists(home + "/state/instances/fresh"));
+
+  const std::string dir = home + "/state/instances/vmtest";
+  std::filesystem::create_directories(dir);
+  WriteFile(dir + "/config.json",
+            nlohmann::json({{"name", "vmtest"},
+                            {"shares",
+                             {{{"host_path", home + "/share"}, {"guest_path", "/mnt/share"}},
+                              {{"host_path", home + "/ro"}, {"read_only", true}}}}})
+                .dump());
+  Result home_not_shared =
+      fun({"--host", "vmtest", "run", "-v", home + ":/data", "busybox", "true"});
+  EXPECT_EQ(home_not_shared.code, 1);
+  EXPECT_THAT(home_not_shared.err,
+              HasSubstr(fmt::format("(shares: {0}/share, {0}/ro (read-only)); add it to "
+                                    "\"shares\" in {1}/config.json",
+                                    home, dir)));
+  Result rw = fun({"--host", "vmtest", "run", "-v", home + "/ro:/ro:rw", "busybox", "true"});
+  EXPECT_EQ(rw.code, 1);
+  EXPECT_THAT(rw.err, HasSubstr("is in the read-only shared folder"));
+  EXPECT_EQ(std::count(rw.err.begin(), rw.err.end(), '\n'), 1) << rw.err;
+  // Nothing was started.
+  EXPECT_FALSE(std::filesystem::exists(dir + "/hostd.pid"));
+  EXPECT_FALSE(std::filesystem::exists(dir + "/state.json"));
+  std::filesystem::remove_all(home);
+  std::filesystem::remove_all(outside);
+}
+
+TEST(FunCliHostTest, HelpNamesTheFlags) {
+  Environment env;
+  env.paths = PathsInputFromEnvironment();
+  for (const std::vector<std::string>& args :
+       std::vector<std::vector<std::string>>{{"--help"}, {"-h"}, {"help"}, {"ps", "--help"}}) {
+    std::ostringstream out, err;
+    EXPECT_EQ(fun::cli::Run(args, env, out, err), 0) << args[0] << err.str();
+    EXPECT_THAT(out.str(), HasSubstr("[-v HOSTPATH:CTRPATH[:ro]]..."));
+  }
+  std::ostringstream out, err;
+  EXPECT_EQ(fun::cli::Run({"run", "--help"}, env, out, err), 0) << err.str();
+  EXPECT_THAT(out.str(), HasSubstr("usage: fun run [OPTIONS] IMAGE [CMD...]"));
+  EXPECT_THAT(out.str(), HasSubstr("-v, --volume VALUE"));
 }
 
 TEST(FunCliHostTest, ContainerdGoneIsOneLineAndExit1) {
