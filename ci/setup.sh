@@ -19,6 +19,8 @@ packages=(
   # the real peers the tests start
   qemu-system-x86 qemu-utils containerd runc containernetworking-plugins
   docker-registry skopeo umoci busybox-static diod socat iperf3 haproxy curl
+  # FUN0016's real DNS server (tools/doctor/real_env_test.cc; dnsmasq-base runs no service)
+  dnsmasq-base
   # guest image assembly (linuxkit/build.sh)
   cpio zstd lz4 gzip e2fsprogs kmod xz-utils binutils
   # scripts in perf/ and ci/

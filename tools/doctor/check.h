@@ -56,6 +56,18 @@ struct CheckResult {
 
 class DoctorContext;
 
+// FUN0016's default: a name that resolves wherever Debian's mirrors do (the image is built from
+// them), through whatever resolver the host uses.
+inline constexpr std::string_view kDefaultDnsName = "deb.debian.org";
+
+// What fun-doctor's flags tell the checks besides the instance's name.
+struct DoctorOptions {
+  // FUN0016: the name the VM resolves (--dns-name), and the nameserver it asks, as the VM
+  // reaches it (--dns-server IP:PORT).
+  std::string dns_name = std::string(kDefaultDnsName);
+  std::string dns_server = std::string(kDefaultVmNameserver);
+};
+
 struct Check {
   std::string id;      // "FUN0001": stable, never reused
   std::string title;   // "Hypervisor present and executable"
@@ -65,14 +77,18 @@ struct Check {
   std::function<CheckResult(DoctorContext&)> probe;
 };
 
-// What a probe may look at: the environment, the resolved paths and the instance's name, and
-// cached facts that several checks share.
+// What a probe may look at: the environment, the resolved paths, the instance's name and the
+// options, and cached facts that several checks share.
 class DoctorContext {
  public:
-  DoctorContext(DoctorEnv& env, Paths paths, std::string instance)
-      : env_(env), paths_(std::move(paths)), instance_(std::move(instance)) {}
+  DoctorContext(DoctorEnv& env, Paths paths, std::string instance, DoctorOptions options = {})
+      : env_(env),
+        paths_(std::move(paths)),
+        instance_(std::move(instance)),
+        options_(std::move(options)) {}
 
   DoctorEnv& env() { return env_; }
+  const DoctorOptions& options() const { return options_; }
   const Paths& paths() const { return paths_; }
   Os os() const { return paths_.os; }
   const std::string& instance() const { return instance_; }
@@ -95,6 +111,7 @@ class DoctorContext {
   DoctorEnv& env_;
   Paths paths_;
   std::string instance_;
+  DoctorOptions options_;
   std::optional<vm::InstanceStatus> instance_status_;
   std::optional<HostOs> host_;
   std::optional<InstanceConfig> config_;

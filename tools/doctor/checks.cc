@@ -9,6 +9,8 @@
 #include <charconv>
 #include <optional>
 
+#include "lib/net/dns.h"
+
 namespace fun::doctor {
 namespace {
 
@@ -865,10 +867,6 @@ CheckResult ProbePortConflicts(DoctorContext& ctx) {
 
 // --- FUN0015 --------------------------------------------------------------------------------
 
-constexpr std::string_view kDnsNotChecked =
-    "DNS in the VM: checked by the harness, not by the doctor yet (the agent cannot resolve "
-    "names)";
-
 CheckResult ProbeVmOutboundNetwork(DoctorContext& ctx) {
   if (auto skip = SkipUnlessRunning(ctx)) return std::move(*skip);
   if (ctx.Config().backend == Backend::kNative) {
@@ -882,8 +880,7 @@ CheckResult ProbeVmOutboundNetwork(DoctorContext& ctx) {
     const Status& s = r.status();
     return R::Fail(fmt::format("the VM did not reach the host: {}", SanitizeLine(s.message(), 300)),
                    {fmt::format("{} after {} ms (limit {} ms)", CodeName(s.code()), ms.count(),
-                                kOutboundTimeout.count()),
-                    std::string(kDnsNotChecked)})
+                                kOutboundTimeout.count())})
         .WithHint(
             "the VM's user-mode network (QEMU's NAT, host seen as 10.0.2.2) or the agent channel "
             "is broken: see FUN0011 and hostd.log (FUN0012); a host firewall dropping loopback "
@@ -894,8 +891,151 @@ CheckResult ProbeVmOutboundNetwork(DoctorContext& ctx) {
                              ms.count()),
                  {fmt::format("the VM dialed {} (the host's loopback through QEMU's NAT); it "
                               "arrived at {} and bytes went both ways",
-                              SanitizeLine(r->target, 80), SanitizeLine(r->listener, 80)),
-                  std::string(kDnsNotChecked)});
+                              SanitizeLine(r->target, 80), SanitizeLine(r->listener, 80))});
+}
+
+// --- FUN0016 --------------------------------------------------------------------------------
+
+constexpr std::string_view kRestartHint =
+    "`fun-vmctl stop {instance}` then `fun-vmctl start {instance}`";
+
+// A query id from the clock (a diagnostic's query needs no secret id; the answer's question is
+// checked too).
+uint16_t DnsQueryId(Clock& clock) {
+  auto ns = static_cast<uint64_t>(clock.Now().time_since_epoch().count()) ^
+            static_cast<uint64_t>(clock.MonotonicNow().time_since_epoch().count());
+  return static_cast<uint16_t>(ns ^ (ns >> 16) ^ (ns >> 32) ^ (ns >> 48));
+}
+
+CheckResult ProbeVmDns(DoctorContext& ctx) {
+  if (auto skip = SkipUnlessRunning(ctx)) return std::move(*skip);
+  if (ctx.Config().backend == Backend::kNative) {
+    return R::Skip("backend native runs no VM: containers use the host's resolver");
+  }
+  const std::string& name = ctx.options().dns_name;
+  const std::string& server = ctx.options().dns_server;
+  const bool default_server = server == kDefaultVmNameserver;
+  const uint16_t id = DnsQueryId(ctx.env().clock());
+  auto query = dns::BuildQuery(id, name, dns::kTypeA);
+  if (!query.ok()) {
+    return R::Fail(query.status().message()).WithHint("name a host with --dns-name");
+  }
+  Clock& clock = ctx.env().clock();
+  auto t0 = clock.MonotonicNow();
+  auto x = ctx.env().ExchangeVmDns(ctx.instance_dir(), ctx.instance(), server, *query, kDnsAttempts,
+                                   kDnsAttemptTimeout);
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(clock.MonotonicNow() - t0);
+  std::vector<std::string> detail;
+  detail.push_back(
+      default_server
+          ? fmt::format("the VM asked {} (QEMU's DNS, which relays to the host's resolver) for "
+                        "{} A",
+                        server, name)
+          : fmt::format("the VM asked {} (--dns-server) for {} A", server, name));
+  const std::string restart(kRestartHint);
+  // How to see what the host's resolver says about the name.
+  const std::string host_lookup = ctx.os() == Os::kMacos
+                                      ? fmt::format("`dscacheutil -q host -a name {}`", name)
+                                      : fmt::format("`getent hosts {}`", name);
+  if (!x.ok()) {
+    const Status& s = x.status();
+    detail.push_back(fmt::format("{} after {} ms (at most {} queries, {} ms each)",
+                                 CodeName(s.code()), ms.count(), kDnsAttempts,
+                                 kDnsAttemptTimeout.count()));
+    if (s.code() == Code::kDeadlineExceeded) {
+      return R::Fail(fmt::format("no answer from the VM's nameserver: {}",
+                                 SanitizeLine(s.message(), 300)),
+                     std::move(detail))
+          .WithHint(
+              default_server
+                  ? fmt::format("QEMU's DNS relays to the host's resolver: check that the "
+                                "host resolves names ({}) and that its DNS server is reachable "
+                                "(a VPN or firewall may drop it); then {}",
+                                host_lookup, restart)
+                  : fmt::format("nothing answers DNS at {} in the VM: check --dns-server", server));
+    }
+    return R::Fail(fmt::format("the VM could not ask its nameserver: {}",
+                               SanitizeLine(s.message(), 300)),
+                   std::move(detail))
+        .WithHint(
+            "the agent channel or the VM's network is broken: see FUN0011 and FUN0015, and "
+            "hostd.log (FUN0012); " +
+            restart);
+  }
+  detail.push_back(fmt::format("an answer came in {} ms{}", ms.count(),
+                               x->sends > 1 ? fmt::format(" (after {} queries: the first went "
+                                                          "unanswered)",
+                                                          x->sends)
+                                            : std::string()));
+  auto malformed = [&](std::string_view why) {
+    return R::Fail(fmt::format("malformed DNS answer from {}: {}", SanitizeLine(x->server, 80),
+                               SanitizeLine(why, 300)),
+                   std::move(detail))
+        .WithHint(default_server
+                      ? fmt::format("QEMU's DNS relayed bytes that are not an answer to the "
+                                    "query: check the host's resolver ({}); then {}",
+                                    host_lookup, restart)
+                      : fmt::format("what answers at {} in the VM is not a DNS server: check "
+                                    "--dns-server",
+                                    server));
+  };
+  auto r = dns::ParseResponse(x->response, id);
+  if (!r.ok()) return malformed(r.status().message());
+  if (r->question_name &&
+      (!dns::SameName(*r->question_name, name) || r->question_type != dns::kTypeA)) {
+    return malformed(fmt::format("it answers {} {}, not {} A", *r->question_name,
+                                 dns::TypeName(r->question_type), name));
+  }
+  for (const dns::Alias& a : r->aliases) {
+    detail.push_back(fmt::format("{} is an alias of {}", SanitizeLine(a.owner, 120),
+                                 SanitizeLine(a.target, 120)));
+  }
+  const std::string rcode = dns::RcodeName(r->rcode);
+  if (r->rcode == dns::kRcodeNoError && !r->addresses.empty()) {
+    std::vector<std::string> ips;
+    for (const dns::Address& a : r->addresses) ips.push_back(a.address);
+    detail.push_back(fmt::format("NOERROR: {}", fmt::join(ips, ", ")));
+    std::string more = ips.size() > 1 ? fmt::format(" (and {} more)", ips.size() - 1) : "";
+    return R::Pass(fmt::format("{} resolves to {}{} in {} ms", name, ips.front(), more, ms.count()),
+                   std::move(detail));
+  }
+  const std::string check_host = fmt::format(
+      "check the name on the host ({}), or ask for another with `fun-doctor --check FUN0016 "
+      "--dns-name NAME`",
+      host_lookup);
+  switch (r->rcode) {
+    case dns::kRcodeNoError:
+      if (r->truncated) {
+        return R::Warn(fmt::format("the answer for {} was cut (TC) before any address: the VM's "
+                                   "resolvers retry over TCP, which is not checked",
+                                   name),
+                       std::move(detail))
+            .WithHint(check_host);
+      }
+      return R::Fail(fmt::format("{} has no IPv4 address (NOERROR, no A record)", name),
+                     std::move(detail))
+          .WithHint(check_host);
+    case dns::kRcodeNxDomain:
+      return R::Fail(fmt::format("{} says {} does not exist (NXDOMAIN)", server, name),
+                     std::move(detail))
+          .WithHint(check_host + "; a VPN or split DNS on the host can hide names from the VM");
+    case dns::kRcodeServFail:
+      return R::Fail(fmt::format("{} could not resolve {} (SERVFAIL)", server, name),
+                     std::move(detail))
+          .WithHint(fmt::format("{} failed to reach the name's servers: check the host's network "
+                                "and its own resolution ({}); then run fun-doctor again",
+                                default_server ? "the host's resolver" : "that server",
+                                host_lookup));
+    default:
+      return R::Fail(fmt::format("{} answered {} for {}", server, rcode, name), std::move(detail))
+          .WithHint(default_server
+                        ? fmt::format("the host's resolver would not answer the query ({}): "
+                                      "check its configuration ({})",
+                                      rcode, host_lookup)
+                        : fmt::format("the server at {} would not answer the query ({}): check "
+                                      "--dns-server",
+                                      server, rcode));
+  }
 }
 
 std::vector<Check> BuildCatalog() {
@@ -952,6 +1092,11 @@ std::vector<Check> BuildCatalog() {
   add("FUN0015", "VM outbound network",
       "see FUN0011 and hostd.log; `fun-vmctl stop {instance}` then `fun-vmctl start {instance}`",
       false, ProbeVmOutboundNetwork);
+  add("FUN0016", "VM resolves names (DNS)",
+      "the VM's nameserver (QEMU's DNS, relaying to the host's resolver) does not answer well: "
+      "check that the host resolves names; `fun-vmctl stop {instance}` then `fun-vmctl start "
+      "{instance}`",
+      false, ProbeVmDns);
   return c;
 }
 

@@ -16,6 +16,7 @@
 //   FUN0013  Published ports listening
 //   FUN0014  No host port conflicts
 //   FUN0015  VM outbound network
+//   FUN0016  VM resolves names (DNS)
 //
 // Ids are stable: a check that goes away leaves its id unused. Each has a page
 // docs/troubleshooting/<id>.md.
@@ -66,6 +67,10 @@ inline constexpr std::chrono::milliseconds kPortProbeBudget{1000};
 inline constexpr size_t kPortsJsonMaxBytes = 4u << 20;
 // FUN0015: the VM's dial to the host, the connection arriving and the bytes, together.
 inline constexpr std::chrono::milliseconds kOutboundTimeout{1000};
+// FUN0016: the VM's DNS query waits this long for an answer (the agent's dial included in the
+// first wait), and goes out at most this many times: 2 s at worst.
+inline constexpr std::chrono::milliseconds kDnsAttemptTimeout{1000};
+inline constexpr int kDnsAttempts = 2;
 
 // Every check, in the order they run.
 const std::vector<Check>& AllChecks();

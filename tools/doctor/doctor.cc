@@ -6,6 +6,8 @@
 
 #include "lib/base/flags.h"
 #include "lib/base/instance_config.h"
+#include "lib/net/agent_protocol.h"
+#include "lib/net/dns.h"
 #include "tools/doctor/checks.h"
 #include "tools/doctor/runner.h"
 
@@ -14,6 +16,7 @@ namespace {
 
 constexpr const char kUsage[] =
     "usage: fun-doctor [--instance NAME] [--check ID]... [--json] [--verbose] [--list]\n"
+    "                  [--dns-name NAME] [--dns-server IP:PORT]\n"
     "\n"
     "Checks the host, the VM image and an instance, and says what to do about each problem.\n"
     "Every check has a page in docs/troubleshooting/<ID>.md.\n"
@@ -52,12 +55,19 @@ int Run(const std::vector<std::string>& args, const PathsInput& paths_input, Doc
   std::string instance = "default";
   std::vector<std::string> ids;
   bool json = false, verbose = false, list = false, help = false;
+  DoctorOptions options;
   FlagSet flags("fun-doctor");
   flags.String("instance", &instance, "the instance to check (default \"default\")");
   flags.Repeated("check", &ids, "run only this check (repeatable), e.g. FUN0011");
   flags.Bool("json", &json, "print a JSON array of results");
   flags.Bool("verbose", &verbose, "show the detail lines of passing checks too", 'v');
   flags.Bool("list", &list, "list the checks and exit");
+  flags.String(
+      "dns-name", &options.dns_name,
+      fmt::format("the name FUN0016 has the VM resolve (default \"{}\")", kDefaultDnsName));
+  flags.String("dns-server", &options.dns_server,
+               fmt::format("the nameserver FUN0016 asks, as the VM reaches it (default {})",
+                           kDefaultVmNameserver));
   flags.Bool("help", &help, "show this help", 'h');
   auto rest = flags.Parse(args);
   if (!rest.ok()) return Usage(err, rest.status());
@@ -76,6 +86,14 @@ int Run(const std::vector<std::string>& args, const PathsInput& paths_input, Doc
   }
   // The name becomes a path: refuse a bad one before building any.
   if (Status s = ValidateInstanceName(instance); !s.ok()) return Usage(err, s);
+  if (Status s = dns::ValidateHostName(options.dns_name); !s.ok()) {
+    return Usage(err, s.WithContext("--dns-name"));
+  }
+  if (!agent::ParseTarget(options.dns_server).ok()) {
+    return Usage(err, InvalidArgumentError(fmt::format(
+                          "--dns-server: \"{}\" is not IP:PORT or [IPv6]:PORT (e.g. {})",
+                          options.dns_server, kDefaultVmNameserver)));
+  }
   std::vector<const Check*> run;
   if (ids.empty()) {
     for (const Check& c : AllChecks()) run.push_back(&c);
@@ -95,7 +113,7 @@ int Run(const std::vector<std::string>& args, const PathsInput& paths_input, Doc
         << "\n";
     return 2;
   }
-  DoctorContext ctx(env, *paths, instance);
+  DoctorContext ctx(env, *paths, instance, std::move(options));
   Report report = RunChecks(ctx, run);
   if (json) {
     out << JsonDump(ReportToJson(report)) << "\n";

@@ -5,11 +5,14 @@
 //                               fun::PathsInputFromEnvironment(), env, std::cout, std::cerr);
 //
 // Flags: --instance NAME (default "default"), --check ID (repeatable; case-insensitive),
-// --json, --verbose/-v (detail lines of passing checks too), --list (the catalog), --help.
+// --json, --verbose/-v (detail lines of passing checks too), --list (the catalog), --help;
+// FUN0016's --dns-name NAME (default deb.debian.org) and --dns-server IP:PORT (default the
+// VM's nameserver, 10.0.2.3:53).
 //
 // Exit codes: 0 every check passed (warnings and skips allowed), 1 at least one check failed,
-// 2 the doctor itself could not run (bad flags, an unknown check id, a bad instance name,
-// state paths that cannot be resolved). Errors are one line on `err`.
+// 2 the doctor itself could not run (bad flags, an unknown check id, a bad instance name, a
+// --dns-name that is not a host name, state paths that cannot be resolved). Errors are one
+// line on `err`.
 //
 // Thread-safety: none needed; one call per process.
 #pragma once

@@ -264,6 +264,70 @@ StatusOr<VmOutbound> RealDoctorEnv::ProbeVmOutbound(const std::string& instance_
   return out;
 }
 
+StatusOr<VmDnsExchange> RealDoctorEnv::ExchangeVmDns(const std::string& instance_dir,
+                                                     const std::string& name,
+                                                     const std::string& server,
+                                                     std::string_view query, int attempts,
+                                                     std::chrono::milliseconds attempt_timeout) {
+  if (query.size() < 2) return InvalidArgumentError("a DNS query starts with a 2-byte id");
+  attempts = std::max(attempts, 1);
+  const auto start = Steady::now();
+  // Send i (1-based) waits until start + i * attempt_timeout: the dial counts against the first.
+  auto attempt_end = [&](int i) { return start + i * attempt_timeout; };
+  FUN_ASSIGN_OR_RETURN(agent::AgentEndpoint ep, vm::InstanceAgentEndpoint(instance_dir, name));
+  auto stream = agent::DialAgent(ep, {.kind = agent::Kind::kUdp, .target = server},
+                                 Remaining(attempt_end(1)));
+  if (!stream.ok()) {
+    return stream.status().WithContext(
+        fmt::format("the guest agent opening a UDP channel to {}", server));
+  }
+  FUN_ASSIGN_OR_RETURN(std::string frame, agent::EncodeDatagram(query));
+  VmDnsExchange out{.server = server};
+  std::string buffered;
+  int other_ids = 0;
+  for (int send = 1; send <= attempts; ++send) {
+    const auto until = attempt_end(send);
+    SetTimeouts(stream->get(), Remaining(until));
+    if (Status s = WriteAll(stream->get(), frame); !s.ok()) {
+      return s.WithContext(fmt::format("sending the query to {} through the guest agent", server));
+    }
+    out.sends = send;
+    for (;;) {
+      FUN_ASSIGN_OR_RETURN(bool ready, WaitFor(stream->get(), POLLIN, until));
+      if (!ready) break;  // this send's time is up: send again, or give up
+      char buf[8192];
+      ssize_t n = ::read(stream->get(), buf, sizeof(buf));
+      if (n < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)) continue;
+      if (n < 0) return ErrnoError(errno, "reading the guest agent's UDP channel");
+      if (n == 0) {
+        return UnavailableError(fmt::format(
+            "the guest agent closed the UDP channel to {} before an answer came", server));
+      }
+      buffered.append(buf, static_cast<size_t>(n));
+      // Every complete datagram in what arrived: the answer, or one to ignore.
+      for (;;) {
+        FUN_ASSIGN_OR_RETURN(auto d, agent::DecodeDatagram(buffered));
+        if (!d) break;
+        auto [payload, used] = *d;
+        if (payload.substr(0, 2) == query.substr(0, 2)) {
+          out.response = std::string(payload);
+          return out;
+        }
+        ++other_ids;
+        buffered.erase(0, used);
+      }
+    }
+  }
+  auto waited =
+      std::chrono::duration_cast<std::chrono::milliseconds>(Steady::now() - start).count();
+  return DeadlineExceededError(
+      fmt::format("no answer from {} within {} ms ({} {} sent{})", server, waited, out.sends,
+                  out.sends == 1 ? "query" : "queries",
+                  other_ids == 0 ? std::string()
+                                 : fmt::format("; {} datagram{} with another id ignored", other_ids,
+                                               other_ids == 1 ? "" : "s")));
+}
+
 StatusOr<uint64_t> ParseMemTotal(std::string_view meminfo) {
   // "MemTotal:       16318436 kB"
   constexpr std::string_view kKey = "MemTotal:";

@@ -15,6 +15,8 @@
 //   Status s = env.TcpConnect("127.0.0.1", 8080, std::chrono::milliseconds(300));
 //   StatusOr<VmOutbound> o = env.ProbeVmOutbound(paths.InstanceDir("default"), "default",
 //                                                std::chrono::seconds(1));
+//   StatusOr<VmDnsExchange> x = env.ExchangeVmDns(paths.InstanceDir("default"), "default",
+//                                                 "10.0.2.3:53", query, 2, 1s);
 //
 // Errors are Status values with the errno's canonical code (NotFound for a missing file,
 // PermissionDenied for EACCES), so a check can tell "absent" from "unreadable".
@@ -59,6 +61,13 @@ struct FileInfo {
 struct VmOutbound {
   std::string target;    // as the VM dialed it: "10.0.2.2:41234"
   std::string listener;  // where the host listened: "127.0.0.1:41234"
+};
+
+// What ExchangeVmDns brought back from a nameserver, asked from inside the VM.
+struct VmDnsExchange {
+  std::string server;    // as the VM sent to it: "10.0.2.3:53"
+  std::string response;  // the first datagram back with the query's id: DNS bytes, untrusted
+  int sends = 1;         // how often the query went out (2: the first one got no answer in time)
 };
 
 // The host's operating system as people name it.
@@ -122,6 +131,18 @@ class DoctorEnv {
                                                const std::string& name,
                                                std::chrono::milliseconds timeout) = 0;
 
+  // Name resolution from inside the VM: opens a kUdp channel through the instance's guest agent
+  // to `server` ("IP:PORT" as the VM reaches it), sends `query` (a DNS message, lib/net/dns.h)
+  // as one datagram and returns the first datagram that comes back with the query's id (its
+  // first two bytes; others are ignored, as resolvers do). Without an answer after
+  // `attempt_timeout` it sends the query again, `attempts` sends in all; the agent's dial counts
+  // against the first. DeadlineExceeded when no answer came; other errors say which step failed
+  // (no agent port recorded, the agent's UDP channel, the channel closing).
+  virtual StatusOr<VmDnsExchange> ExchangeVmDns(const std::string& instance_dir,
+                                                const std::string& name, const std::string& server,
+                                                std::string_view query, int attempts,
+                                                std::chrono::milliseconds attempt_timeout) = 0;
+
   // fun-hostd's table of published ports, fresh: asks <instance_dir>/hostd.sock for a publish
   // round and returns its answer (vm::RequestPublish), within `timeout`. Unavailable when no
   // hostd answers there (the checks then read ports.json).
@@ -134,6 +155,10 @@ class DoctorEnv {
 
 // How the VM reaches the host's loopback under QEMU user-mode networking.
 inline constexpr std::string_view kDefaultHostAlias = "10.0.2.2";
+// The VM's nameserver: QEMU user-mode networking's DNS, which relays to the host's resolver;
+// guest/init writes it to the VM's /etc/resolv.conf (its fun.dns= default). The one place the
+// host side names it.
+inline constexpr std::string_view kDefaultVmNameserver = "10.0.2.3:53";
 
 // The machine itself.
 class RealDoctorEnv final : public DoctorEnv {
@@ -163,6 +188,10 @@ class RealDoctorEnv final : public DoctorEnv {
                     std::chrono::milliseconds timeout) override;
   StatusOr<VmOutbound> ProbeVmOutbound(const std::string& instance_dir, const std::string& name,
                                        std::chrono::milliseconds timeout) override;
+  StatusOr<VmDnsExchange> ExchangeVmDns(const std::string& instance_dir, const std::string& name,
+                                        const std::string& server, std::string_view query,
+                                        int attempts,
+                                        std::chrono::milliseconds attempt_timeout) override;
   StatusOr<std::vector<vm::PublishState>> RequestPortTable(
       const std::string& instance_dir, std::chrono::milliseconds timeout) override;
   Clock& clock() override { return Clock::Real(); }

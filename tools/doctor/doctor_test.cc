@@ -59,6 +59,25 @@ TEST_F(DoctorTest, BadUsageExits2WithOneLine) {
   EXPECT_TRUE(out_.str().empty());
 }
 
+TEST_F(DoctorTest, DnsFlagsReachFun0016AndBadValuesExit2) {
+  EXPECT_EQ(Call({"--json", "--check", "FUN0016", "--dns-name", "registry.example.", "--dns-server",
+                  "[fd00::3]:5353"}),
+            0);
+  ASSERT_EQ(env_.dns_calls.size(), 1u);
+  EXPECT_EQ(env_.dns_calls[0].server, "[fd00::3]:5353");
+  EXPECT_THAT(Json()[0]["summary"].get<std::string>(), StartsWith("registry.example. resolves"));
+  EXPECT_EQ(Call({"--dns-name", "no_such name"}), 2);
+  EXPECT_THAT(err_.str(),
+              StartsWith("fun-doctor: --dns-name: \"no_such name\" is not a host name"));
+  EXPECT_EQ(Call({"--dns-server", "10.0.2.3"}), 2);
+  EXPECT_THAT(
+      err_.str(),
+      StartsWith("fun-doctor: --dns-server: \"10.0.2.3\" is not IP:PORT or [IPv6]:PORT (e.g. "
+                 "10.0.2.3:53)"));
+  EXPECT_EQ(env_.dns_calls.size(), 1u);
+  EXPECT_THAT((Call({"--help"}), out_.str()), HasSubstr("--dns-name"));
+}
+
 TEST_F(DoctorTest, UnknownCheckIdExits2AndPointsAtTheList) {
   EXPECT_EQ(Call({"--check", "FUN9999"}), 2);
   EXPECT_EQ(err_.str(),
@@ -80,7 +99,7 @@ TEST_F(DoctorTest, HealthyRunExits0WithATableOfPasses) {
                               "/home/u/.local/state/fun)\n\nID       STATUS CHECK"));
   EXPECT_THAT(out, HasSubstr("FUN0001  PASS   Hypervisor present and executable"));
   EXPECT_THAT(out, HasSubstr("FUN0011  PASS   containerd answers CRI"));
-  EXPECT_THAT(out, HasSubstr("\n15 checks: 15 passed, 0 warnings, 0 failed, 0 skipped\n"));
+  EXPECT_THAT(out, HasSubstr("\n16 checks: 16 passed, 0 warnings, 0 failed, 0 skipped\n"));
   EXPECT_THAT(out, Not(HasSubstr("hint:")));
   EXPECT_THAT(out, Not(HasSubstr("kvm_pvm loaded")));  // detail lines only with --verbose
   EXPECT_EQ(Call({"--verbose"}), 0);
@@ -105,7 +124,7 @@ TEST_F(DoctorTest, WarningsAloneExit0) {
   EXPECT_EQ(Call({}), 0);
   EXPECT_THAT(out_.str(), HasSubstr("FUN0002  WARN"));
   EXPECT_THAT(out_.str(), HasSubstr("docs/troubleshooting/FUN0002.md"));
-  EXPECT_THAT(out_.str(), HasSubstr("14 passed, 1 warning, 0 failed"));
+  EXPECT_THAT(out_.str(), HasSubstr("15 passed, 1 warning, 0 failed"));
 }
 
 TEST_F(DoctorTest, JsonIsAnArrayOfResultsWithEveryField) {

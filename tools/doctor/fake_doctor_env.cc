@@ -90,6 +90,9 @@ void FakeDoctorEnv::MakeHealthy(const Paths& paths, const std::string& name) {
                                     .runtime_name = "containerd",
                                     .runtime_version = "1.6.20~ds1",
                                     .runtime_api_version = "v1"};
+  dns_answer = [](std::string_view query) {
+    return FakeDnsAnswer(query, 0, {{151, 101, 2, 132}, {151, 101, 66, 132}});
+  };
 }
 
 StatusOr<FileInfo> FakeDoctorEnv::Stat(const std::string& path) {
@@ -196,6 +199,23 @@ StatusOr<VmOutbound> FakeDoctorEnv::ProbeVmOutbound(const std::string& instance_
   return VmOutbound{.target = "10.0.2.2:40000", .listener = "127.0.0.1:40000"};
 }
 
+StatusOr<VmDnsExchange> FakeDoctorEnv::ExchangeVmDns(const std::string& instance_dir,
+                                                     const std::string& /*name*/,
+                                                     const std::string& server,
+                                                     std::string_view query, int attempts,
+                                                     std::chrono::milliseconds attempt_timeout) {
+  dns_calls.push_back({.instance_dir = instance_dir,
+                       .server = server,
+                       .query = std::string(query),
+                       .attempts = attempts,
+                       .attempt_timeout = attempt_timeout});
+  sim_clock.Advance(dns_error.code() == Code::kDeadlineExceeded ? attempts * attempt_timeout
+                                                                : dns_latency);
+  if (!dns_error.ok()) return dns_error;
+  if (!dns_answer) return DeadlineExceededError("no dns_answer scripted");
+  return VmDnsExchange{.server = server, .response = dns_answer(query), .sends = dns_sends};
+}
+
 StatusOr<std::vector<vm::PublishState>> FakeDoctorEnv::RequestPortTable(
     const std::string& instance_dir, std::chrono::milliseconds /*timeout*/) {
   if (!hostd_port_table) {
@@ -203,6 +223,28 @@ StatusOr<std::vector<vm::PublishState>> FakeDoctorEnv::RequestPortTable(
         fmt::format("fun-hostd does not answer on {}/hostd.sock", instance_dir));
   }
   return *hostd_port_table;
+}
+
+std::string FakeDnsAnswer(std::string_view query, uint8_t rcode,
+                          const std::vector<std::array<uint8_t, 4>>& addresses, uint16_t flags) {
+  std::string a(query);
+  if (a.size() < 12) return a;
+  auto put16 = [&](size_t at, uint16_t v) {
+    a[at] = static_cast<char>(v >> 8);
+    a[at + 1] = static_cast<char>(v & 0xff);
+  };
+  // QR, the query's opcode and RD, RA, the rcode; ANCOUNT; no authority or additional records.
+  uint16_t qflags = static_cast<uint16_t>(static_cast<uint8_t>(a[2]) << 8);
+  put16(2, static_cast<uint16_t>(0x8000 | (qflags & 0x7900) | 0x0080 | flags | (rcode & 0xF)));
+  put16(6, static_cast<uint16_t>(addresses.size()));
+  put16(8, 0);
+  put16(10, 0);
+  for (const auto& ip : addresses) {
+    // Owner: a pointer to the question's name (byte 12); type A, class IN, TTL 60, 4 bytes.
+    a += std::string{'\xc0', '\x0c', 0, 1, 0, 1, 0, 0, 0, 60, 0, 4};
+    for (uint8_t b : ip) a.push_back(static_cast<char>(b));
+  }
+  return a;
 }
 
 }  // namespace fun::doctor

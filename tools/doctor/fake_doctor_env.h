@@ -16,6 +16,9 @@
 // Thread-safety: none; one test thread.
 #pragma once
 
+#include <array>
+#include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -67,6 +70,10 @@ class FakeDoctorEnv final : public DoctorEnv {
                     std::chrono::milliseconds timeout) override;
   StatusOr<VmOutbound> ProbeVmOutbound(const std::string& instance_dir, const std::string& name,
                                        std::chrono::milliseconds timeout) override;
+  StatusOr<VmDnsExchange> ExchangeVmDns(const std::string& instance_dir, const std::string& name,
+                                        const std::string& server, std::string_view query,
+                                        int attempts,
+                                        std::chrono::milliseconds attempt_timeout) override;
   StatusOr<std::vector<vm::PublishState>> RequestPortTable(
       const std::string& instance_dir, std::chrono::milliseconds timeout) override;
   Clock& clock() override { return sim_clock; }
@@ -97,6 +104,14 @@ class FakeDoctorEnv final : public DoctorEnv {
   // outbound_latency, or the whole timeout when the error is DeadlineExceeded.
   Status outbound_error;
   std::chrono::milliseconds outbound_latency{4};
+  // ExchangeVmDns: dns_answer turns the query into the answer's bytes (MakeHealthy: NOERROR
+  // with two A records, see FakeDnsAnswer); it fails with dns_error when that is set. A call
+  // takes dns_latency, or every attempt's timeout when the error is DeadlineExceeded, and
+  // reports dns_sends sends.
+  std::function<std::string(std::string_view query)> dns_answer;
+  Status dns_error;
+  std::chrono::milliseconds dns_latency{3};
+  int dns_sends = 1;
   // RequestPortTable: hostd's answer; nullopt: no hostd answers (Unavailable), so the checks
   // read ports.json from the script's files.
   std::optional<std::vector<vm::PublishState>> hostd_port_table;
@@ -107,6 +122,14 @@ class FakeDoctorEnv final : public DoctorEnv {
   std::vector<std::pair<std::string, std::chrono::milliseconds>> cri_calls;
   std::vector<std::pair<std::string, std::chrono::milliseconds>> tcp_connects;    // "IP:PORT"
   std::vector<std::pair<std::string, std::chrono::milliseconds>> outbound_calls;  // instance dir
+  struct DnsCall {
+    std::string instance_dir;
+    std::string server;
+    std::string query;
+    int attempts = 0;
+    std::chrono::milliseconds attempt_timeout{0};
+  };
+  std::vector<DnsCall> dns_calls;
 
  private:
   struct Entry {
@@ -117,5 +140,11 @@ class FakeDoctorEnv final : public DoctorEnv {
   std::map<std::string, Status> failures_;
   std::map<std::string, bool> denied_;
 };
+
+// A DNS answer to `query` (a message from dns::BuildQuery) built by hand: the query's header
+// and question with QR, RA and `rcode` set, then one A record per address (owner: a pointer to
+// the question's name, TTL 60) and `flags` or'ed into the header's flags (0x0200: TC).
+std::string FakeDnsAnswer(std::string_view query, uint8_t rcode,
+                          const std::vector<std::array<uint8_t, 4>>& addresses, uint16_t flags = 0);
 
 }  // namespace fun::doctor

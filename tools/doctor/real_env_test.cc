@@ -2,11 +2,14 @@
 #include <fmt/format.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <poll.h>
+#include <pwd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
@@ -14,16 +17,19 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <thread>
 
 #include "lib/base/process.h"
 #include "lib/base/socket.h"
 #include "lib/net/agent_client.h"
+#include "lib/net/dns.h"
 #include "lib/vm/instance_state.h"
 #include "lib/vm/pidfile.h"
 #include "lib/vm/port_publisher.h"
 #include "tools/doctor/checks.h"
 #include "tools/doctor/doctor.h"
 #include "tools/doctor/doctor_env.h"
+#include "tools/doctor/fake_doctor_env.h"
 
 #if defined(FUN_DOCTOR_HAVE_CONTAINERD_FIXTURE)
 #include "lib/cri/testing/containerd_fixture.h"
@@ -245,6 +251,242 @@ TEST_F(RealEnvWithGuestdTest, VmOutboundSaysWhenTheAgentCannotDial) {
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), Code::kPermissionDenied) << r.status();
   EXPECT_THAT(r.status().message(), HasSubstr("the guest agent dialing 127.0.0.1:"));
+}
+
+// --- FUN0016 through the real agent -------------------------------------------------------
+
+// 127.0.0.1:PORT of a UDP socket.
+std::string UdpAddress(int fd) {
+  auto a = ParseSocketAddress(LocalAddress(fd).value()).value();
+  return fmt::format("127.0.0.1:{}", a.port);
+}
+
+// A real DNS server on loopback: dnsmasq with names of its own and no upstream (ok.fun.test is
+// 192.0.2.7; nx.fun.test and names under it do not exist; other names are REFUSED).
+class Dnsmasq {
+ public:
+  // NotFound when dnsmasq is not installed (the tests skip then; ci/setup.sh installs
+  // dnsmasq-base); any other error is a failure.
+  static StatusOr<std::unique_ptr<Dnsmasq>> Start(const std::string& dir) {
+    const char* path_env = std::getenv("PATH");  // NOLINT(concurrency-mt-unsafe)
+    auto program = FindProgram(
+        "dnsmasq", std::string(path_env != nullptr ? path_env : "") + ":/usr/sbin:/sbin");
+    if (!program.ok()) {
+      return program.status().WithContext("dnsmasq (the Debian package dnsmasq-base)");
+    }
+    const passwd* pw = ::getpwuid(::getuid());
+    Status last;
+    for (int attempt = 0; attempt < 5; ++attempt) {  // another process may take the port first
+      auto probe = BindUdp(SocketAddress{.host = "127.0.0.1", .port = 0});
+      if (!probe.ok()) return probe.status();
+      std::string address = UdpAddress(probe->get());
+      std::string port = address.substr(address.rfind(':') + 1);
+      probe->reset();
+      Command cmd{
+          .program = *program,
+          .args = {"--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
+                   "--no-poll", "--bind-interfaces", "--listen-address=127.0.0.1", "--port=" + port,
+                   "--pid-file=", "--log-facility=-", "--log-queries",
+                   "--address=/ok.fun.test/192.0.2.7", "--server=/nx.fun.test/"},
+          .capture_output = false};
+      // As root it would switch to "nobody": stay who we are.
+      if (pw != nullptr) cmd.args.push_back(std::string("--user=") + pw->pw_name);
+      cmd.stderr_file = dir + "/dnsmasq.log";
+      cmd.stdout_file = dir + "/dnsmasq.out";
+      auto p = ProcessRunner::Default().Start(cmd);
+      if (!p.ok()) return p.status();
+      auto d = std::unique_ptr<Dnsmasq>(new Dnsmasq(std::move(*p), address));
+      if (d->WaitUntilItAnswers()) return d;
+      std::ifstream log(dir + "/dnsmasq.log");
+      last = UnavailableError("dnsmasq did not answer on " + address + ": " +
+                              std::string(std::istreambuf_iterator<char>(log), {}));
+    }
+    return last;
+  }
+  ~Dnsmasq() { (void)process_->Terminate(std::chrono::seconds(5)); }
+
+  const std::string& address() const { return address_; }
+
+ private:
+  Dnsmasq(std::unique_ptr<Process> p, std::string address)
+      : process_(std::move(p)), address_(std::move(address)) {}
+
+  // Asks it directly (not through the agent) until it answers, it exits, or 5 s pass.
+  bool WaitUntilItAnswers() {
+    auto fd = BindUdp(SocketAddress{.host = "127.0.0.1", .port = 0});
+    auto to = ParseSocketAddress("tcp:" + address_);
+    if (!fd.ok() || !to.ok()) return false;
+    SockAddr sa = ToSockAddr(*to).value();
+    std::string q = dns::BuildQuery(1, "ok.fun.test", dns::kTypeA).value();
+    for (int i = 0; i < 50 && process_->Running(); ++i) {
+      ::sendto(fd->get(), q.data(), q.size(), 0, reinterpret_cast<const sockaddr*>(&sa.ss), sa.len);
+      pollfd p{.fd = fd->get(), .events = POLLIN, .revents = 0};
+      if (::poll(&p, 1, 100) == 1) return true;
+    }
+    return false;
+  }
+
+  std::unique_ptr<Process> process_;
+  std::string address_;
+};
+
+// A nameserver stand-in for what no real server does on purpose (answers with garbage, answers
+// a later query only): a UDP socket on loopback and a thread that hands each query it receives
+// (and its 1-based number) to `answer` and sends back what that returns, in order ("" sends
+// nothing).
+class ScriptedNameserver {
+ public:
+  using Answer = std::function<std::vector<std::string>(std::string_view query, int n)>;
+  explicit ScriptedNameserver(Answer answer) : answer_(std::move(answer)) {
+    fd_ = BindUdp(SocketAddress{.host = "127.0.0.1", .port = 0}).value();
+    address_ = UdpAddress(fd_.get());
+    thread_ = std::thread([this] { Serve(); });
+  }
+  ~ScriptedNameserver() {
+    stop_ = true;
+    thread_.join();
+  }
+  const std::string& address() const { return address_; }
+  int queries() const { return queries_; }
+
+ private:
+  void Serve() {
+    while (!stop_) {
+      pollfd p{.fd = fd_.get(), .events = POLLIN, .revents = 0};
+      if (::poll(&p, 1, 20) != 1) continue;
+      char buf[2048];
+      sockaddr_storage from{};
+      socklen_t len = sizeof(from);
+      ssize_t n =
+          ::recvfrom(fd_.get(), buf, sizeof(buf), 0, reinterpret_cast<sockaddr*>(&from), &len);
+      if (n <= 0) continue;
+      for (const std::string& reply :
+           answer_(std::string_view(buf, static_cast<size_t>(n)), ++queries_)) {
+        if (reply.empty()) continue;
+        ::sendto(fd_.get(), reply.data(), reply.size(), 0, reinterpret_cast<sockaddr*>(&from), len);
+      }
+    }
+  }
+
+  Answer answer_;
+  UniqueFd fd_;
+  std::string address_;
+  std::atomic<bool> stop_{false};
+  std::atomic<int> queries_{0};
+  std::thread thread_;
+};
+
+class RealDnsTest : public RealEnvWithGuestdTest {
+ protected:
+  // fun-doctor --check FUN0016 with these flags, on the instance whose agent is the real
+  // fun-guestd; the one result.
+  nlohmann::json RunFun0016(const std::string& name, const std::string& server, int* code) {
+    std::ostringstream out, err;
+    *code = ::fun::doctor::Run(
+        {"--json", "--check", "FUN0016", "--dns-name", name, "--dns-server", server}, in_,
+        loopback_env_, out, err);
+    EXPECT_TRUE(err.str().empty()) << err.str();
+    nlohmann::json j = nlohmann::json::parse(out.str());
+    EXPECT_EQ(j.size(), 1u);
+    return j[0];
+  }
+};
+
+TEST_F(RealDnsTest, AnAnswerWithAnAddressFromARealServerPasses) {
+  auto d = Dnsmasq::Start(dir_);
+  if (d.status().code() == Code::kNotFound) GTEST_SKIP() << d.status();
+  ASSERT_TRUE(d.ok()) << d.status();
+  int code = -1;
+  nlohmann::json r = RunFun0016("ok.fun.test", (*d)->address(), &code);
+  EXPECT_EQ(code, 0) << r;
+  EXPECT_EQ(r["status"], "pass") << r;
+  EXPECT_THAT(r["summary"].get<std::string>(), HasSubstr("ok.fun.test resolves to 192.0.2.7 in "));
+  EXPECT_THAT(r["detail"].dump(), HasSubstr("NOERROR: 192.0.2.7"));
+}
+
+TEST_F(RealDnsTest, NxdomainFromARealServerFailsNamingIt) {
+  auto d = Dnsmasq::Start(dir_);
+  if (d.status().code() == Code::kNotFound) GTEST_SKIP() << d.status();
+  ASSERT_TRUE(d.ok()) << d.status();
+  int code = -1;
+  nlohmann::json r = RunFun0016("www.nx.fun.test", (*d)->address(), &code);
+  EXPECT_EQ(code, 1) << r;
+  EXPECT_EQ(r["status"], "fail") << r;
+  EXPECT_EQ(r["summary"],
+            fmt::format("{} says www.nx.fun.test does not exist (NXDOMAIN)", (*d)->address()));
+  // A name it has no upstream for: the code is named too.
+  r = RunFun0016("deb.debian.org", (*d)->address(), &code);
+  EXPECT_EQ(r["summary"], fmt::format("{} answered REFUSED for deb.debian.org", (*d)->address()));
+}
+
+TEST_F(RealDnsTest, NoAnswerFailsWithATimeoutAfterOneRetry) {
+  // A bound UDP socket nobody reads: the queries arrive and nothing ever answers.
+  auto silent = BindUdp(SocketAddress{.host = "127.0.0.1", .port = 0});
+  ASSERT_TRUE(silent.ok()) << silent.status();
+  const std::string server = UdpAddress(silent->get());
+  auto t0 = std::chrono::steady_clock::now();
+  int code = -1;
+  nlohmann::json r = RunFun0016("ok.fun.test", server, &code);
+  auto took = std::chrono::steady_clock::now() - t0;
+  EXPECT_EQ(code, 1) << r;
+  EXPECT_EQ(r["status"], "fail") << r;
+  EXPECT_THAT(r["summary"].get<std::string>(),
+              HasSubstr(fmt::format("no answer from the VM's nameserver: no answer from {} within",
+                                    server)));
+  EXPECT_THAT(r["summary"].get<std::string>(), HasSubstr("(2 queries sent)"));
+  EXPECT_THAT(r["detail"].dump(), HasSubstr("DEADLINE_EXCEEDED after"));
+  EXPECT_THAT(r["hint"].get<std::string>(), HasSubstr("nothing answers DNS at " + server));
+  EXPECT_GE(took, kDnsAttempts * kDnsAttemptTimeout);
+  EXPECT_LT(took, kDnsAttempts * kDnsAttemptTimeout + std::chrono::milliseconds(800));
+  // Both queries reached the socket.
+  char buf[512];
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_GT(::recv(silent->get(), buf, sizeof(buf), MSG_DONTWAIT), 12) << i;
+  }
+}
+
+TEST_F(RealDnsTest, GarbageWithTheQueryIdFailsAsMalformed) {
+  ScriptedNameserver ns([](std::string_view q, int) {
+    return std::vector<std::string>{std::string(q.substr(0, 2)) + "\x81\x80garbage"};
+  });
+  int code = -1;
+  nlohmann::json r = RunFun0016("ok.fun.test", ns.address(), &code);
+  EXPECT_EQ(code, 1) << r;
+  EXPECT_EQ(r["status"], "fail") << r;
+  EXPECT_EQ(r["summary"], fmt::format("malformed DNS answer from {}: malformed DNS response: 11 "
+                                      "bytes, shorter than a header (12)",
+                                      ns.address()));
+  EXPECT_EQ(ns.queries(), 1);
+}
+
+TEST_F(RealDnsTest, TheQueryIsSentAgainAndAnswersWithAnotherIdAreIgnored) {
+  // The first query gets only an answer with another id; the second its own answer.
+  ScriptedNameserver ns([](std::string_view q, int n) {
+    std::string other(q);
+    other[0] = static_cast<char>(~other[0]);
+    if (n == 1) return std::vector<std::string>{FakeDnsAnswer(other, 0, {{192, 0, 2, 66}})};
+    return std::vector<std::string>{FakeDnsAnswer(q, 0, {{192, 0, 2, 8}})};
+  });
+  int code = -1;
+  nlohmann::json r = RunFun0016("ok.fun.test", ns.address(), &code);
+  EXPECT_EQ(code, 0) << r;
+  EXPECT_EQ(r["status"], "pass") << r;
+  EXPECT_THAT(r["summary"].get<std::string>(), HasSubstr("ok.fun.test resolves to 192.0.2.8"));
+  EXPECT_THAT(r["detail"].dump(), HasSubstr("after 2 queries: the first went unanswered"));
+  EXPECT_EQ(ns.queries(), 2);
+}
+
+TEST_F(RealDnsTest, ExchangeSaysWhenTheAgentCannotOpenTheChannel) {
+  // A wrong token: the agent refuses the kUdp request.
+  ASSERT_EQ(::unlink((inst_ + "/secret").c_str()), 0);
+  ASSERT_TRUE(agent::CreateTokenFile(inst_ + "/secret").ok());
+  std::string q = dns::BuildQuery(7, "ok.fun.test", dns::kTypeA).value();
+  auto x = loopback_env_.ExchangeVmDns(inst_, "default", "127.0.0.1:53", q, kDnsAttempts,
+                                       kDnsAttemptTimeout);
+  ASSERT_FALSE(x.ok());
+  EXPECT_EQ(x.status().code(), Code::kPermissionDenied) << x.status();
+  EXPECT_THAT(x.status().message(), HasSubstr("the guest agent opening a UDP channel to "
+                                              "127.0.0.1:53"));
 }
 
 // A whole run of the network checks against that instance: a published port that a real
