@@ -57,6 +57,8 @@ constexpr char kUsage[] =
 
 // How long a ping waits for containerd's socket to accept.
 constexpr std::chrono::milliseconds kPingContainerdTimeout{1000};
+// How long a ping waits for each share's statfs (a hung share must not hang the ping).
+constexpr std::chrono::milliseconds kPingShareTimeout{500};
 // Connections accepted per listener per wakeup, so one busy listener cannot starve the others.
 constexpr int kAcceptsPerWakeup = 64;
 // Pause after accept fails for want of fds or memory (the listener stays readable meanwhile).
@@ -280,7 +282,7 @@ void ServePing(const Context& c, int conn, Outcome* o) {
       {"shares", nlohmann::json::array()},
   };
   if (c.shares != nullptr) {
-    for (const ShareMounter::State& s : c.shares->States()) {
+    for (const ShareMounter::State& s : c.shares->Probe(kPingShareTimeout)) {
       j["shares"].push_back({{"tag", s.share.tag},
                              {"path", s.share.guest_path},
                              {"read_only", s.share.read_only},
@@ -288,7 +290,9 @@ void ServePing(const Context& c, int conn, Outcome* o) {
                              {"error", s.error},
                              {"connections", s.connections},
                              {"bytes_to_host", s.bytes_to_host},
-                             {"bytes_from_host", s.bytes_from_host}});
+                             {"bytes_from_host", s.bytes_from_host},
+                             {"answering", s.answering},
+                             {"probe_error", s.probe_error}});
     }
   }
   Reply(conn, ReplyStatus::kOk, j.dump(), o);
@@ -932,7 +936,8 @@ StatusOr<Options> ParseArgs(const std::vector<std::string>& args) {
                "the host's share table (lib/net/share_table.h); a missing file means no shares");
   flags.String("share-socket-dir", &o.share_socket_dir,
                "where the 9p mounts' unix sockets live (a directory containers do not see)");
-  flags.String("share-cache", &o.share_cache, "the v9fs cache mode of the mounts");
+  flags.String("share-cache", &o.share_cache,
+               "mount every share with this v9fs cache mode instead of the table's (measurements)");
   flags.String("log-file", &o.log_file, "also log to this file");
   flags.String("log-level", &o.log_level, "debug, info, warning, error");
   FUN_ASSIGN_OR_RETURN(auto rest, flags.Parse(args));
@@ -940,7 +945,8 @@ StatusOr<Options> ParseArgs(const std::vector<std::string>& args) {
     return InvalidArgumentError(
         fmt::format("unexpected argument \"{}\": see 'fun-guestd --help'", rest[0]));
   }
-  if (o.share_cache != "none" && o.share_cache != "mmap" && o.share_cache != "loose") {
+  if (!o.share_cache.empty() && o.share_cache != "none" && o.share_cache != "mmap" &&
+      o.share_cache != "loose") {
     return InvalidArgumentError(
         fmt::format("--share-cache {:?}: use none, mmap or loose", o.share_cache));
   }
@@ -1227,7 +1233,7 @@ int Main(const std::vector<std::string>& args, std::ostream& out, std::ostream& 
   } else if (!table->empty()) {
     ShareMounter::Options so;
     so.socket_dir = opts->share_socket_dir;
-    so.mount_settings.cache = opts->share_cache;
+    so.mount_settings.cache_override = opts->share_cache;
     auto m = ShareMounter::Start(so, std::move(*table));
     if (m.ok()) {
       shares = std::move(*m);

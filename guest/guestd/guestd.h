@@ -102,7 +102,7 @@ struct Options {
   // v9fs cache mode.
   std::string shares_file = kDefaultShareTableFile;
   std::string share_socket_dir = "/run/fun/p9";
-  std::string share_cache = "mmap";
+  std::string share_cache;  // "": each share's own (the table's)
   std::string log_file;
   std::string log_level = "info";
 };

@@ -7,8 +7,10 @@
 #include <sys/eventfd.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <condition_variable>
 #include <fstream>
 #include <sstream>
 
@@ -151,6 +153,57 @@ std::string ShareMounter::SocketPath(const std::string& tag) const {
 std::vector<ShareMounter::State> ShareMounter::States() const {
   std::lock_guard lock(mu_);
   return states_;
+}
+
+struct ShareMounter::ProbeSlot {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool running = false;
+  bool done = false;
+  int err = 0;
+  Steady::time_point started;
+};
+
+std::vector<ShareMounter::State> ShareMounter::Probe(std::chrono::milliseconds timeout) const {
+  std::vector<State> states;
+  std::vector<std::shared_ptr<ProbeSlot>> slots;
+  {
+    std::lock_guard lock(mu_);
+    states = states_;
+    while (probes_.size() < states_.size()) probes_.push_back(std::make_shared<ProbeSlot>());
+    slots = probes_;
+  }
+  for (size_t i = 0; i < states.size(); ++i) {
+    State& st = states[i];
+    if (st.status != "mounted") continue;
+    ProbeSlot& slot = *slots[i];
+    std::unique_lock lock(slot.mu);
+    if (!slot.running) {
+      slot.running = true;
+      slot.done = false;
+      slot.started = Steady::now();
+      std::thread([p = slots[i], path = st.share.guest_path] {
+        struct statvfs sv {};
+        int err = ::statvfs(path.c_str(), &sv) == 0 ? 0 : errno;
+        std::lock_guard l(p->mu);
+        p->err = err;
+        p->done = true;
+        p->running = false;
+        p->cv.notify_all();
+      }).detach();
+    }
+    slot.cv.wait_for(lock, timeout, [&] { return slot.done; });
+    if (slot.done) {
+      st.answering = slot.err == 0;
+      if (slot.err != 0)
+        st.probe_error = ErrnoError(slot.err, "statfs " + st.share.guest_path).message();
+    } else {
+      st.probe_error = fmt::format(
+          "statfs {} has not returned for {:.1f} s (the 9P server does not answer)",
+          st.share.guest_path, std::chrono::duration<double>(Steady::now() - slot.started).count());
+    }
+  }
+  return states;
 }
 
 void ShareMounter::Set(size_t i, std::string status, std::string error) {

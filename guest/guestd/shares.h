@@ -60,6 +60,9 @@ class ShareMounter {
     std::string error;   // when failed
     uint64_t connections = 0;
     uint64_t bytes_to_host = 0, bytes_from_host = 0;
+    // Filled in by Probe only: a statfs of the mount point came back in time and succeeded.
+    bool answering = false;
+    std::string probe_error;
   };
 
   // Starts a thread per share; returns at once (ports and mounts settle in the background).
@@ -70,6 +73,11 @@ class ShareMounter {
   ShareMounter& operator=(const ShareMounter&) = delete;
 
   std::vector<State> States() const;
+  // States, plus whether each mounted share answers: a statfs(2) of its mount point, waited
+  // for at most `timeout`. A statfs that does not return (a hung server) stays on its own
+  // detached thread; while it is stuck, later probes of that share report it instead of
+  // starting another.
+  std::vector<State> Probe(std::chrono::milliseconds timeout) const;
   void Stop();
 
   // The socket a share's relay listens on.
@@ -86,6 +94,8 @@ class ShareMounter {
   mutable std::mutex mu_;
   std::vector<State> states_;
   std::vector<std::thread> threads_;
+  struct ProbeSlot;
+  mutable std::vector<std::shared_ptr<ProbeSlot>> probes_;  // one per share; guarded by mu_
 };
 
 // The /dev name of the virtio-serial port called `name` ("vport2p1"), from

@@ -36,7 +36,8 @@ constexpr std::string_view kProtocolNames[] = {"tcp", "udp"};
 constexpr std::string_view kTopKeys[] = {"name",   "backend",    "accel",
                                          "cpus",   "memory_mib", "disk_gib",
                                          "shares", "ports",      "auto_forward"};
-constexpr std::string_view kShareKeys[] = {"host_path", "guest_path", "read_only", "tag"};
+constexpr std::string_view kShareKeys[] = {"host_path", "guest_path", "read_only", "tag", "cache"};
+constexpr std::string_view kCacheExpected = R"("mmap", "loose" or "none")";
 constexpr std::string_view kPortKeys[] = {"host_ip", "host_port", "guest_port", "protocol"};
 
 constexpr std::string_view kTopExpected = R"(an object such as {"cpus": 4})";
@@ -572,6 +573,13 @@ Status DecodeShare(const OJson& v, const std::string& at, Share* out) {
     FUN_ASSIGN_OR_RETURN(out->tag, DecodeString(*tag, at + ".tag", kTagExpected));
     FUN_RETURN_IF_ERROR(CheckTag(at + ".tag", out->tag));
   }
+  if (const OJson* cache = Find(v, "cache")) {
+    FUN_ASSIGN_OR_RETURN(out->cache, DecodeString(*cache, at + ".cache", kCacheExpected));
+    if (out->cache != "mmap" && out->cache != "loose" && out->cache != "none") {
+      return FieldError(at + ".cache", RenderString(out->cache), "is not a cache mode",
+                        kCacheExpected);
+    }
+  }
   return OkStatus();
 }
 
@@ -783,6 +791,7 @@ Json BuildJson(const InstanceConfig& c) {
     if (!s.guest_path.empty()) o["guest_path"] = s.guest_path;
     o["read_only"] = s.read_only;
     if (!s.tag.empty()) o["tag"] = s.tag;
+    if (s.cache != "mmap") o["cache"] = s.cache;
     shares.push_back(std::move(o));
   }
   j["shares"] = std::move(shares);

@@ -96,6 +96,11 @@ struct Share {
   // The 9P export name ([a-z0-9_-], at most 31 characters, unique in the instance). Empty
   // means "derive one from host_path" (see NormalizeInstanceConfig).
   std::string tag{};
+  // The VM's v9fs cache mode: "mmap" (coherent: host and container edits are seen at once by
+  // the other side; every path lookup goes to the host, so many small files are slow), "loose"
+  // (dentries, attributes and pages cached: much faster, but edits made on the host may stay
+  // unseen in the VM), or "none" ("mmap" without shared writable mmaps).
+  std::string cache = "mmap";
 
   friend bool operator==(const Share&, const Share&) = default;
 };

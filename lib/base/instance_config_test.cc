@@ -419,6 +419,27 @@ TEST(ParseInstanceConfigErrorTest, ShareTag) {
   });
 }
 
+TEST(ParseInstanceConfigErrorTest, ShareCache) {
+  ExpectErrors({
+      {R"({"shares": [{"host_path": "/a", "cache": "fscache"}]})",
+       R"(shares[0].cache: "fscache" is not a cache mode, expected "mmap", "loose" or "none")"},
+      {R"({"shares": [{"host_path": "/a", "cache": true}]})",
+       R"(shares[0].cache: true is a boolean, expected "mmap", "loose" or "none")"},
+  });
+}
+
+TEST(ParseInstanceConfigTest, ShareCacheDefaultsToMmapAndRoundTrips) {
+  StatusOr<InstanceConfig> c = ParseInstanceConfig(
+      R"({"shares": [{"host_path": "/a"}, {"host_path": "/b", "cache": "loose"}]})",
+      LinuxDefaults());
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->shares[0].cache, "mmap");
+  EXPECT_EQ(c->shares[1].cache, "loose");
+  auto again = ParseInstanceConfig(SerializeInstanceConfig(*c), LinuxDefaults());
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(*again, *c);
+}
+
 TEST(ParseInstanceConfigErrorTest, SharesMustNotCollide) {
   ExpectErrors({
       {R"({"shares": [{"host_path": "/a", "tag": "t"}, {"host_path": "/b", "tag": "t"}]})",

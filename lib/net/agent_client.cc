@@ -154,8 +154,14 @@ StatusOr<AgentPing> PingAgent(const AgentEndpoint& ep, std::chrono::milliseconds
         auto f = e.is_object() ? e.find(k) : e.end();
         return f != e.end() && f->is_string() ? f->get<std::string>() : std::string();
       };
-      GuestShareState s{
-          .tag = str("tag"), .path = str("path"), .status = str("status"), .error = str("error")};
+      GuestShareState s{.tag = str("tag"),
+                        .path = str("path"),
+                        .status = str("status"),
+                        .error = str("error"),
+                        .probe_error = str("probe_error")};
+      if (auto a = e.find("answering"); a != e.end() && a->is_boolean()) {
+        s.answering = a->get<bool>();
+      }
       if (s.tag.empty() || s.status.empty()) continue;
       if (auto ro = e.find("read_only"); ro != e.end() && ro->is_boolean()) {
         s.read_only = ro->get<bool>();

@@ -49,6 +49,8 @@ struct GuestShareState {
   bool read_only = false;
   std::string status;  // "waiting", "mounted", "relaying", "failed"
   std::string error;
+  bool answering = false;   // a statfs of the mount came back (mounted shares only)
+  std::string probe_error;  // why not
 };
 struct AgentPing {
   std::string raw;  // the guest's JSON

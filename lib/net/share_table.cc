@@ -49,6 +49,8 @@ Status CheckPath(std::string_view path) {
   return OkStatus();
 }
 
+bool IsCacheMode(std::string_view c) { return c == "mmap" || c == "loose" || c == "none"; }
+
 Status CheckTable(const std::vector<GuestShare>& shares) {
   if (shares.size() > kMaxShares) {
     return InvalidArgumentError(
@@ -58,6 +60,10 @@ Status CheckTable(const std::vector<GuestShare>& shares) {
   for (const GuestShare& s : shares) {
     FUN_RETURN_IF_ERROR(CheckTag(s.tag));
     FUN_RETURN_IF_ERROR(CheckPath(s.guest_path));
+    if (!IsCacheMode(s.cache)) {
+      return InvalidArgumentError(
+          fmt::format("share cache mode {:?} is not mmap, loose or none", s.cache));
+    }
     if (!tags.insert(s.tag).second) {
       return InvalidArgumentError(fmt::format("share tag {:?} appears twice", s.tag));
     }
@@ -74,7 +80,7 @@ StatusOr<std::string> EncodeShareTable(const std::vector<GuestShare>& shares) {
   FUN_RETURN_IF_ERROR(CheckTable(shares));
   std::string out = fmt::format("{}\n", kHeader);
   for (const GuestShare& s : shares) {
-    out += fmt::format("{} {} {}\n", s.tag, s.read_only ? "ro" : "rw", s.guest_path);
+    out += fmt::format("{} {} {} {}\n", s.tag, s.read_only ? "ro" : "rw", s.cache, s.guest_path);
   }
   return out;
 }
@@ -107,8 +113,9 @@ StatusOr<std::vector<GuestShare>> DecodeShareTable(std::string_view text) {
     }
     size_t sp1 = line.find(' ');
     size_t sp2 = sp1 == std::string_view::npos ? sp1 : line.find(' ', sp1 + 1);
-    if (sp2 == std::string_view::npos) {
-      return bad(InvalidArgumentError("expected \"TAG ro|rw PATH\""));
+    size_t sp3 = sp2 == std::string_view::npos ? sp2 : line.find(' ', sp2 + 1);
+    if (sp3 == std::string_view::npos) {
+      return bad(InvalidArgumentError("expected \"TAG ro|rw CACHE PATH\""));
     }
     GuestShare s;
     s.tag = std::string(line.substr(0, sp1));
@@ -117,7 +124,12 @@ StatusOr<std::vector<GuestShare>> DecodeShareTable(std::string_view text) {
       return bad(InvalidArgumentError(fmt::format("mode {:?} is not ro or rw", mode)));
     }
     s.read_only = mode == "ro";
-    s.guest_path = std::string(line.substr(sp2 + 1));
+    s.cache = std::string(line.substr(sp2 + 1, sp3 - sp2 - 1));
+    if (!IsCacheMode(s.cache)) {
+      return bad(
+          InvalidArgumentError(fmt::format("cache mode {:?} is not mmap, loose or none", s.cache)));
+    }
+    s.guest_path = std::string(line.substr(sp3 + 1));
     if (Status st = CheckTag(s.tag); !st.ok()) return bad(st);
     if (Status st = CheckPath(s.guest_path); !st.ok()) return bad(st);
     for (const GuestShare& o : shares) {
@@ -136,7 +148,8 @@ std::string SharePortName(std::string_view tag) {
 
 std::string NinePMountOptions(const GuestShare& share, const NinePMountSettings& settings) {
   return fmt::format("trans=unix,version=9p2000.L,aname={},msize={},cache={},access=client",
-                     share.tag, settings.msize, settings.cache);
+                     share.tag, settings.msize,
+                     settings.cache_override.empty() ? share.cache : settings.cache_override);
 }
 
 }  // namespace fun::net

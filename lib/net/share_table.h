@@ -11,10 +11,11 @@
 // spaces:
 //
 //   fun-shares 1
-//   users-alice rw /Users/alice
-//   data ro /srv/data
+//   users-alice rw mmap /Users/alice
+//   data ro loose /srv/data
 //
-// The guest decodes it strictly (tag [a-z0-9_-]{1,31}, unique; "ro" or "rw"; an absolute path
+// The guest decodes it strictly (tag [a-z0-9_-]{1,31}, unique; "ro" or "rw"; the v9fs cache
+// mode "mmap", "loose" or "none"; an absolute path
 // without "." or ".." components, control characters or a trailing "/", not "/" itself, at most
 // kMaxSharePathLength bytes, unique; at most kMaxShares lines) and the decoder is fuzzed
 // (fuzz/share_table_fuzzer.cc). What decodes re-encodes to the same bytes.
@@ -47,6 +48,7 @@ struct GuestShare {
   std::string tag;         // the 9P aname and the port's suffix
   std::string guest_path;  // where the VM mounts it
   bool read_only = false;
+  std::string cache = "mmap";  // v9fs cache mode: "mmap", "loose" or "none"
   friend bool operator==(const GuestShare&, const GuestShare&) = default;
 };
 
@@ -63,15 +65,18 @@ std::string SharePortName(std::string_view tag);
 struct NinePMountSettings {
   // v9fs's fd transports allow up to 1 MiB messages; the server's limit is 1 MiB too.
   uint32_t msize = 512 * 1024;
-  // "mmap": no page cache for data except for shared writable mmaps, so an edit on either side
-  // is seen by the next read on the other (coherence over speed); "loose" caches (fast,
-  // host edits may stay unseen); "none" is "mmap" without mmap support.
-  std::string cache = "mmap";
+  // Replaces every share's cache mode when set (measurements).
+  std::string cache_override;
 };
 
-// The mount(2) data string: "trans=unix,version=9p2000.L,aname=<tag>,msize=...,cache=...,
-// access=client". access=client: the guest's kernel checks permissions against the owner and
-// mode the server reports, so a non-root container user gets what the mode bits allow.
+// The mount(2) data string: "trans=unix,version=9p2000.L,aname=<tag>,msize=...,cache=<the
+// share's>,access=client". Cache modes: "mmap" keeps no page cache for data (except shared
+// writable mmaps) and no dentries, so an edit on either side is seen by the next read on the
+// other, at the price of a walk and a getattr per path component of every lookup; "loose"
+// caches dentries, attributes and pages (several times faster on many small files; host edits
+// may stay unseen); "none" is "mmap" without mmap support. access=client: the guest's kernel checks
+// permissions against the owner and mode the server reports, so a non-root container user gets what
+// the mode bits allow.
 std::string NinePMountOptions(const GuestShare& share, const NinePMountSettings& settings);
 
 }  // namespace fun::net

@@ -8,10 +8,10 @@ namespace {
 TEST(ShareTableTest, RoundTrips) {
   std::vector<GuestShare> shares = {
       {.tag = "users-alice", .guest_path = "/Users/alice"},
-      {.tag = "data", .guest_path = "/srv/my data", .read_only = true}};
+      {.tag = "data", .guest_path = "/srv/my data", .read_only = true, .cache = "loose"}};
   auto wire = EncodeShareTable(shares);
   ASSERT_TRUE(wire.ok()) << wire.status();
-  EXPECT_EQ(*wire, "fun-shares 1\nusers-alice rw /Users/alice\ndata ro /srv/my data\n");
+  EXPECT_EQ(*wire, "fun-shares 1\nusers-alice rw mmap /Users/alice\ndata ro loose /srv/my data\n");
   auto back = DecodeShareTable(*wire);
   ASSERT_TRUE(back.ok()) << back.status();
   EXPECT_EQ(*back, shares);
@@ -39,6 +39,7 @@ TEST(ShareTableTest, EncodeRefusesBadShares) {
   EXPECT_FALSE(refuse({.tag = "a", .guest_path = "/a/"}).ok());
   EXPECT_FALSE(refuse({.tag = "a", .guest_path = "/a\nb"}).ok());
   EXPECT_FALSE(refuse({.tag = "a", .guest_path = "/" + std::string(4095, 'x')}).ok());
+  EXPECT_FALSE(refuse({.tag = "a", .guest_path = "/a", .cache = "fscache"}).ok());
   EXPECT_FALSE(
       EncodeShareTable({{.tag = "a", .guest_path = "/x"}, {.tag = "a", .guest_path = "/y"}}).ok());
   EXPECT_FALSE(
@@ -61,15 +62,18 @@ TEST(ShareTableTest, DecodeNamesTheBadLine) {
   EXPECT_NE(err("").find("empty"), std::string::npos);
   EXPECT_NE(err("fun-shares 2\n").find("line 1"), std::string::npos);
   EXPECT_NE(err("fun-shares 1").find("no newline"), std::string::npos);
-  EXPECT_NE(err("fun-shares 1\na rw /x\nb xx /y\n").find("line 3: mode"), std::string::npos);
-  EXPECT_NE(err("fun-shares 1\na rw\n").find("line 2"), std::string::npos);
-  EXPECT_NE(err("fun-shares 1\na rw /x\na rw /y\n").find("twice"), std::string::npos);
-  EXPECT_NE(err("fun-shares 1\na rw /x\nb rw /x\n").find("twice"), std::string::npos);
-  EXPECT_NE(err("fun-shares 1\nA rw /x\n").find("tag"), std::string::npos);
-  EXPECT_NE(err("fun-shares 1\na rw x\n").find("absolute"), std::string::npos);
-  EXPECT_NE(err("fun-shares 1\na rw /x/..\n").find(".."), std::string::npos);
-  EXPECT_NE(err("fun-shares 1\na  rw /x\n").find("line 2"), std::string::npos);
-  EXPECT_NE(err(std::string("fun-shares 1\na rw /x\0y\n", 23)).find("control"), std::string::npos);
+  EXPECT_NE(err("fun-shares 1\na rw mmap /x\nb xx mmap /y\n").find("line 3: mode"),
+            std::string::npos);
+  EXPECT_NE(err("fun-shares 1\na rw fscache /x\n").find("cache mode"), std::string::npos);
+  EXPECT_NE(err("fun-shares 1\na rw mmap\n").find("line 2"), std::string::npos);
+  EXPECT_NE(err("fun-shares 1\na rw mmap /x\na rw mmap /y\n").find("twice"), std::string::npos);
+  EXPECT_NE(err("fun-shares 1\na rw mmap /x\nb rw mmap /x\n").find("twice"), std::string::npos);
+  EXPECT_NE(err("fun-shares 1\nA rw mmap /x\n").find("tag"), std::string::npos);
+  EXPECT_NE(err("fun-shares 1\na rw mmap x\n").find("absolute"), std::string::npos);
+  EXPECT_NE(err("fun-shares 1\na rw mmap /x/..\n").find(".."), std::string::npos);
+  EXPECT_NE(err("fun-shares 1\na  rw mmap /x\n").find("line 2"), std::string::npos);
+  EXPECT_NE(err(std::string("fun-shares 1\na rw mmap /x\0y\n", 28)).find("control"),
+            std::string::npos);
 }
 
 TEST(ShareTableTest, PortNameAndMountOptions) {
@@ -77,7 +81,7 @@ TEST(ShareTableTest, PortNameAndMountOptions) {
   GuestShare s{.tag = "home", .guest_path = "/root"};
   EXPECT_EQ(NinePMountOptions(s, {}),
             "trans=unix,version=9p2000.L,aname=home,msize=524288,cache=mmap,access=client");
-  EXPECT_EQ(NinePMountOptions(s, {.msize = 65536, .cache = "loose"}),
+  EXPECT_EQ(NinePMountOptions(s, {.msize = 65536, .cache_override = "loose"}),
             "trans=unix,version=9p2000.L,aname=home,msize=65536,cache=loose,access=client");
 }
 

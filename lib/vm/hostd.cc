@@ -262,7 +262,8 @@ StatusOr<std::vector<std::string>> Hostd::ServeShares() {
                       sh.host_path, std::strerror(err), File(InstanceFileKind::kConfig)));
     }
     so.exports.push_back({.name = sh.tag, .dir = sh.host_path, .read_only = sh.read_only});
-    table.push_back({.tag = sh.tag, .guest_path = sh.guest_path, .read_only = sh.read_only});
+    table.push_back(
+        {.tag = sh.tag, .guest_path = sh.guest_path, .read_only = sh.read_only, .cache = sh.cache});
     tags.push_back(sh.tag);
   }
   FUN_ASSIGN_OR_RETURN(std::string wire, net::EncodeShareTable(table));

@@ -509,7 +509,7 @@ TEST_F(HostdTest, SharesAreServedOverNinePForTheVmsSerialPorts) {
   EXPECT_THAT(args, Contains(HasSubstr("name=fun.p9." + share.tag)));
   EXPECT_THAT(args, Contains(fmt::format("name=opt/fun/shares,file={}/shares", dir_)));
   EXPECT_EQ(ReadFile(dir_ + "/shares"),
-            fmt::format("fun-shares 1\n{} rw {}\n", share.tag, share.guest_path));
+            fmt::format("fun-shares 1\n{} rw mmap {}\n", share.tag, share.guest_path));
   struct stat st {};
   ASSERT_EQ(::stat(sock.c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0600u);

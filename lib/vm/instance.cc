@@ -63,7 +63,10 @@ StatusOr<InstanceConfig> EnsureInstance(const Paths& paths, const std::string& n
     Share want = add;
     if (want.guest_path.empty()) want.guest_path = want.host_path;
     if (same != cfg.shares.end()) {
-      if (same->guest_path == want.guest_path && same->read_only == want.read_only) continue;
+      if (same->guest_path == want.guest_path && same->read_only == want.read_only &&
+          same->cache == want.cache) {
+        continue;
+      }
       want.tag = same->tag;
       *same = want;
     } else {
@@ -366,7 +369,9 @@ namespace fun::vm {
 StatusOr<Share> ParseShareFlag(std::string_view value) {
   auto bad = [&](std::string_view why) {
     return InvalidArgumentError(
-        fmt::format("--share {:?}: {} (use HOST[:GUEST][:ro], with absolute paths)", value, why));
+        fmt::format("--share {:?}: {} (use HOST[:GUEST][:ro][:cache=mmap|loose|none], with "
+                    "absolute paths)",
+                    value, why));
   };
   std::vector<std::string> parts;
   size_t start = 0;
@@ -377,8 +382,18 @@ StatusOr<Share> ParseShareFlag(std::string_view value) {
     start = colon + 1;
   }
   Share s;
-  if (parts.size() > 1 && (parts.back() == "ro" || parts.back() == "rw")) {
-    s.read_only = parts.back() == "ro";
+  // Options after the paths: ro or rw, cache=MODE.
+  while (parts.size() > 1) {
+    const std::string& opt = parts.back();
+    if (opt == "ro" || opt == "rw") {
+      s.read_only = opt == "ro";
+    } else if (opt == "cache=mmap" || opt == "cache=loose" || opt == "cache=none") {
+      s.cache = opt.substr(6);
+    } else if (opt.rfind("cache=", 0) == 0) {
+      return bad("cache is mmap, loose or none");
+    } else {
+      break;
+    }
     parts.pop_back();
   }
   if (parts.size() > 2) return bad("too many ':'");

@@ -37,9 +37,9 @@ struct ConfigOverrides {
   std::vector<Share> shares;
 };
 
-// A `fun-vmctl start --share` value: HOST[:GUEST][:ro|:rw]. HOST and GUEST are absolute (GUEST
-// defaults to HOST, as Lima mounts); paths with ':' cannot be given this way (config.json
-// takes them). InvalidArgument, one line, otherwise.
+// A `fun-vmctl start --share` value: HOST[:GUEST][:ro|:rw][:cache=mmap|loose|none]. HOST and GUEST
+// are absolute (GUEST defaults to HOST, as Lima mounts); paths with ':' cannot be given this way
+// (config.json takes them). InvalidArgument, one line, otherwise.
 StatusOr<Share> ParseShareFlag(std::string_view value);
 
 // The defaults for a new instance on this machine (platform, home directory share).

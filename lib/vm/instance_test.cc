@@ -92,7 +92,12 @@ TEST(ParseShareFlagTest, FormsAndErrors) {
   ASSERT_TRUE(s.ok());
   EXPECT_EQ(s->guest_path, "");
   EXPECT_TRUE(s->read_only);
-  for (const char* bad : {"", "rel", "/a:rel", "/a:/b:/c", "/a::ro", ":/b"}) {
+  s = ParseShareFlag("/srv/data:/d:cache=loose:ro");
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(s->cache, "loose");
+  EXPECT_TRUE(s->read_only);
+  EXPECT_EQ(s->guest_path, "/d");
+  for (const char* bad : {"", "rel", "/a:rel", "/a:/b:/c", "/a::ro", ":/b", "/a:cache=fast"}) {
     auto r = ParseShareFlag(bad);
     EXPECT_FALSE(r.ok()) << bad;
     EXPECT_THAT(r.status().message(), HasSubstr("HOST[:GUEST][:ro]")) << bad;

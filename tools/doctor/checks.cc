@@ -1038,6 +1038,56 @@ CheckResult ProbeVmDns(DoctorContext& ctx) {
   }
 }
 
+// --- FUN0017 --------------------------------------------------------------------------------
+
+constexpr std::chrono::milliseconds kPingTimeout{3000};
+
+CheckResult ProbeShares(DoctorContext& ctx) {
+  if (auto skip = SkipUnlessRunning(ctx)) return std::move(*skip);
+  const InstanceConfig& cfg = ctx.Config();
+  if (cfg.backend == Backend::kNative) {
+    return R::Skip("backend native runs no VM: -v mounts host folders directly");
+  }
+  if (cfg.shares.empty()) return R::Pass("no shared folders configured");
+  auto ping = ctx.env().PingGuest(ctx.instance_dir(), ctx.instance(), kPingTimeout);
+  if (!ping.ok()) {
+    return R::Fail(fmt::format("the guest agent did not say how the shares are: {}",
+                               SanitizeLine(ping.status().message(), 300)))
+        .WithHint("the agent channel is down: see FUN0011 and hostd.log (FUN0012)");
+  }
+  std::vector<std::string> bad, detail;
+  for (const Share& want : cfg.shares) {
+    auto got = std::find_if(ping->shares.begin(), ping->shares.end(),
+                            [&](const agent::GuestShareState& g) { return g.tag == want.tag; });
+    std::string name = fmt::format("{} -> {}", want.host_path, want.guest_path);
+    if (got == ping->shares.end()) {
+      bad.push_back(fmt::format("{}: not known to the VM (added after it started?)", name));
+    } else if (got->status != "mounted") {
+      bad.push_back(fmt::format("{}: {}{}", name, SanitizeLine(got->status, 40),
+                                got->error.empty() ? "" : ": " + SanitizeLine(got->error, 200)));
+    } else if (!got->answering) {
+      bad.push_back(fmt::format("{}: mounted but not answering: {}", name,
+                                SanitizeLine(got->probe_error, 200)));
+    } else {
+      detail.push_back(
+          fmt::format("{}: mounted{}, answering", name, want.read_only ? " read-only" : ""));
+    }
+  }
+  if (!bad.empty()) {
+    detail.insert(detail.begin(), bad.begin(), bad.end());
+    return R::Fail(fmt::format("{} of {} shared folders not usable in the VM: {}", bad.size(),
+                               cfg.shares.size(), bad.front()),
+                   std::move(detail))
+        .WithHint(
+            "a folder added to \"shares\" while the VM ran appears at the next start; "
+            "otherwise `fun-vmctl restart {instance}` mounts them again (fun-guestd's log in "
+            "the VM and hostd.log say why they failed)");
+  }
+  return R::Pass(fmt::format("{} shared folder{} mounted and answering", cfg.shares.size(),
+                             cfg.shares.size() == 1 ? "" : "s"),
+                 std::move(detail));
+}
+
 std::vector<Check> BuildCatalog() {
   std::vector<Check> c;
   auto add = [&](std::string id, std::string title, std::string hint, bool fatal,
@@ -1097,6 +1147,10 @@ std::vector<Check> BuildCatalog() {
       "check that the host resolves names; `fun-vmctl stop {instance}` then `fun-vmctl start "
       "{instance}`",
       false, ProbeVmDns);
+  add("FUN0017", "Shared folders mounted in the VM",
+      "`fun-vmctl restart {instance}` mounts them again; a share added while the VM ran "
+      "appears at the next start",
+      false, ProbeShares);
   return c;
 }
 

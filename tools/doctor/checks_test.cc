@@ -96,7 +96,7 @@ TEST_F(ChecksTest, CatalogIdsAreStableOrderedAndEachHasItsPage) {
   }
   EXPECT_THAT(ids, ElementsAre("FUN0001", "FUN0002", "FUN0003", "FUN0004", "FUN0005", "FUN0006",
                                "FUN0007", "FUN0008", "FUN0009", "FUN0010", "FUN0011", "FUN0012",
-                               "FUN0013", "FUN0014", "FUN0015", "FUN0016"));
+                               "FUN0013", "FUN0014", "FUN0015", "FUN0016", "FUN0017"));
 }
 
 TEST_F(ChecksTest, FindCheckIsCaseInsensitiveAndNullForUnknownIds) {
@@ -1232,6 +1232,66 @@ TEST_F(DnsCheckTest, SkipsWithoutAskingWhenTheVmIsNotRunningOrThereIsNone) {
   RemoveInstance();
   EXPECT_THAT(ProbeDns(), HasStatus(CheckStatus::kSkip));
   EXPECT_TRUE(env_->dns_calls.empty());
+}
+
+// --- FUN0017 shares ------------------------------------------------------------------------
+
+TEST_F(ChecksTest, SharesPassWhenEveryShareIsMountedAndAnswers) {
+  CheckResult r = Probe("FUN0017");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kPass));
+  EXPECT_EQ(r.summary, "1 shared folder mounted and answering");
+  EXPECT_THAT(r.detail, ElementsAre("/Users/me -> /Users/me: mounted, answering"));
+  Config().shares.clear();
+  EXPECT_EQ(Probe("FUN0017").summary, "no shared folders configured");
+}
+
+TEST_F(ChecksTest, SharesFailNamingTheShareAndWhy) {
+  Config().shares.push_back(
+      {.host_path = "/srv/data", .guest_path = "/data", .read_only = true, .tag = "data"});
+  // Not in the guest's list: added to config.json after the VM started.
+  CheckResult r = Probe("FUN0017");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kFail));
+  EXPECT_EQ(r.summary,
+            "1 of 2 shared folders not usable in the VM: /srv/data -> /data: not known to the VM "
+            "(added after it started?)");
+  EXPECT_THAT(r.hint, HasSubstr("fun-vmctl restart {instance}"));
+  // The mount failed in the guest.
+  env_->ping.shares.push_back({.tag = "data",
+                               .path = "/data",
+                               .read_only = true,
+                               .status = "failed",
+                               .error = "mount -t 9p ...: No such device"});
+  r = Probe("FUN0017");
+  EXPECT_EQ(r.summary,
+            "1 of 2 shared folders not usable in the VM: /srv/data -> /data: failed: mount -t 9p "
+            "...: No such device");
+  EXPECT_THAT(r.detail, Contains("/Users/me -> /Users/me: mounted, answering"));
+  // Mounted, but the server does not answer.
+  env_->ping.shares.back().status = "mounted";
+  env_->ping.shares.back().probe_error = "statfs /data has not returned for 3.0 s";
+  r = Probe("FUN0017");
+  EXPECT_THAT(r.summary, HasSubstr("/srv/data -> /data: mounted but not answering: statfs /data "
+                                   "has not returned for 3.0 s"));
+  // Answering: passes, read-only said.
+  env_->ping.shares.back().answering = true;
+  r = Probe("FUN0017");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kPass));
+  EXPECT_THAT(r.detail, Contains("/srv/data -> /data: mounted read-only, answering"));
+}
+
+TEST_F(ChecksTest, SharesFailWhenTheAgentDoesNotAnswerAndSkipWithoutAVm) {
+  env_->ping_error = UnavailableError("connect 127.0.0.1:7070: Connection refused");
+  CheckResult r = Probe("FUN0017");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kFail));
+  EXPECT_THAT(r.summary, HasSubstr("Connection refused"));
+  EXPECT_THAT(r.hint, HasSubstr("FUN0011"));
+  StopInstance();
+  EXPECT_THAT(Probe("FUN0017"), HasStatus(CheckStatus::kSkip));
+  Use(Os::kLinux);
+  Config().backend = Backend::kNative;
+  r = Probe("FUN0017");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kSkip));
+  EXPECT_THAT(r.summary, HasSubstr("-v mounts host folders directly"));
 }
 
 TEST(PortHelpers, ConflictsProbeAddressesAndRows) {

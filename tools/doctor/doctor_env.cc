@@ -217,6 +217,13 @@ Status RealDoctorEnv::TcpConnect(const std::string& ip, uint16_t port,
   return OkStatus();
 }
 
+StatusOr<agent::AgentPing> RealDoctorEnv::PingGuest(const std::string& instance_dir,
+                                                    const std::string& name,
+                                                    std::chrono::milliseconds timeout) {
+  FUN_ASSIGN_OR_RETURN(agent::AgentEndpoint ep, vm::InstanceAgentEndpoint(instance_dir, name));
+  return agent::PingAgent(ep, timeout);
+}
+
 StatusOr<VmOutbound> RealDoctorEnv::ProbeVmOutbound(const std::string& instance_dir,
                                                     const std::string& name,
                                                     std::chrono::milliseconds timeout) {

@@ -38,6 +38,7 @@
 #include "lib/base/process.h"
 #include "lib/base/status.h"
 #include "lib/cri/client.h"
+#include "lib/net/agent_client.h"
 #include "lib/vm/accel.h"
 #include "lib/vm/instance.h"
 #include "lib/vm/port_publisher.h"
@@ -143,6 +144,13 @@ class DoctorEnv {
                                                 std::string_view query, int attempts,
                                                 std::chrono::milliseconds attempt_timeout) = 0;
 
+  // The guest agent's ping (agent kind kPing through vm::InstanceAgentEndpoint), within
+  // `timeout`: what fun-guestd says about containerd and each share (mounted, answering a
+  // statfs). Errors say which step failed (no agent port recorded, the agent's answer).
+  virtual StatusOr<agent::AgentPing> PingGuest(const std::string& instance_dir,
+                                               const std::string& name,
+                                               std::chrono::milliseconds timeout) = 0;
+
   // fun-hostd's table of published ports, fresh: asks <instance_dir>/hostd.sock for a publish
   // round and returns its answer (vm::RequestPublish), within `timeout`. Unavailable when no
   // hostd answers there (the checks then read ports.json).
@@ -192,6 +200,8 @@ class RealDoctorEnv final : public DoctorEnv {
                                         const std::string& server, std::string_view query,
                                         int attempts,
                                         std::chrono::milliseconds attempt_timeout) override;
+  StatusOr<agent::AgentPing> PingGuest(const std::string& instance_dir, const std::string& name,
+                                       std::chrono::milliseconds timeout) override;
   StatusOr<std::vector<vm::PublishState>> RequestPortTable(
       const std::string& instance_dir, std::chrono::milliseconds timeout) override;
   Clock& clock() override { return Clock::Real(); }

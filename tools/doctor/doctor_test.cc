@@ -99,7 +99,7 @@ TEST_F(DoctorTest, HealthyRunExits0WithATableOfPasses) {
                               "/home/u/.local/state/fun)\n\nID       STATUS CHECK"));
   EXPECT_THAT(out, HasSubstr("FUN0001  PASS   Hypervisor present and executable"));
   EXPECT_THAT(out, HasSubstr("FUN0011  PASS   containerd answers CRI"));
-  EXPECT_THAT(out, HasSubstr("\n16 checks: 16 passed, 0 warnings, 0 failed, 0 skipped\n"));
+  EXPECT_THAT(out, HasSubstr("\n17 checks: 17 passed, 0 warnings, 0 failed, 0 skipped\n"));
   EXPECT_THAT(out, Not(HasSubstr("hint:")));
   EXPECT_THAT(out, Not(HasSubstr("kvm_pvm loaded")));  // detail lines only with --verbose
   EXPECT_EQ(Call({"--verbose"}), 0);
@@ -124,7 +124,7 @@ TEST_F(DoctorTest, WarningsAloneExit0) {
   EXPECT_EQ(Call({}), 0);
   EXPECT_THAT(out_.str(), HasSubstr("FUN0002  WARN"));
   EXPECT_THAT(out_.str(), HasSubstr("docs/troubleshooting/FUN0002.md"));
-  EXPECT_THAT(out_.str(), HasSubstr("15 passed, 1 warning, 0 failed"));
+  EXPECT_THAT(out_.str(), HasSubstr("16 passed, 1 warning, 0 failed"));
 }
 
 TEST_F(DoctorTest, JsonIsAnArrayOfResultsWithEveryField) {

@@ -74,7 +74,9 @@ void FakeDoctorEnv::MakeHealthy(const Paths& paths, const std::string& name) {
   vm::InstanceStatus st;
   st.name = name;
   st.exists = true;
-  st.config = InstanceConfig{.name = name};
+  st.config = InstanceConfig{
+      .name = name,
+      .shares = {{.host_path = "/Users/me", .guest_path = "/Users/me", .tag = "users-me"}}};
   st.hostd = {.status = vm::PidStatus::kAlive, .pid = 4242, .start_time = 100};
   st.vm = {.status = vm::PidStatus::kAlive, .pid = 4243, .start_time = 101};
   st.state = vm::InstanceState{.phase = vm::Phase::kRunning,
@@ -90,6 +92,8 @@ void FakeDoctorEnv::MakeHealthy(const Paths& paths, const std::string& name) {
                                     .runtime_name = "containerd",
                                     .runtime_version = "1.6.20~ds1",
                                     .runtime_api_version = "v1"};
+  ping = agent::AgentPing{.containerd_ready = true, .uptime_s = 754, .version = "0.1.0"};
+  ping.shares = {{.tag = "users-me", .path = "/Users/me", .status = "mounted", .answering = true}};
   dns_answer = [](std::string_view query) {
     return FakeDnsAnswer(query, 0, {{151, 101, 2, 132}, {151, 101, 66, 132}});
   };
@@ -214,6 +218,14 @@ StatusOr<VmDnsExchange> FakeDoctorEnv::ExchangeVmDns(const std::string& instance
   if (!dns_error.ok()) return dns_error;
   if (!dns_answer) return DeadlineExceededError("no dns_answer scripted");
   return VmDnsExchange{.server = server, .response = dns_answer(query), .sends = dns_sends};
+}
+
+StatusOr<agent::AgentPing> FakeDoctorEnv::PingGuest(const std::string& /*instance_dir*/,
+                                                    const std::string& /*name*/,
+                                                    std::chrono::milliseconds /*timeout*/) {
+  sim_clock.Advance(std::chrono::milliseconds(2));
+  if (!ping_error.ok()) return ping_error;
+  return ping;
 }
 
 StatusOr<std::vector<vm::PublishState>> FakeDoctorEnv::RequestPortTable(

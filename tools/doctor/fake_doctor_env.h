@@ -74,6 +74,8 @@ class FakeDoctorEnv final : public DoctorEnv {
                                         const std::string& server, std::string_view query,
                                         int attempts,
                                         std::chrono::milliseconds attempt_timeout) override;
+  StatusOr<agent::AgentPing> PingGuest(const std::string& instance_dir, const std::string& name,
+                                       std::chrono::milliseconds timeout) override;
   StatusOr<std::vector<vm::PublishState>> RequestPortTable(
       const std::string& instance_dir, std::chrono::milliseconds timeout) override;
   Clock& clock() override { return sim_clock; }
@@ -112,6 +114,10 @@ class FakeDoctorEnv final : public DoctorEnv {
   Status dns_error;
   std::chrono::milliseconds dns_latency{3};
   int dns_sends = 1;
+  // PingGuest: the guest's answer (MakeHealthy: containerd up, the config's share mounted and
+  // answering); ping_error when that is set.
+  agent::AgentPing ping;
+  Status ping_error;
   // RequestPortTable: hostd's answer; nullopt: no hostd answers (Unavailable), so the checks
   // read ports.json from the script's files.
   std::optional<std::vector<vm::PublishState>> hostd_port_table;

@@ -31,7 +31,7 @@ constexpr const char kUsage[] =
     "\n"
     "Commands (NAME defaults to \"default\"):\n"
     "  start [NAME] [--cpus N] [--memory MiB] [--disk GiB] [--timeout S]\n"
-    "        [--share HOST[:GUEST][:ro]]...\n"
+    "        [--share HOST[:GUEST][:ro][:cache=mmap|loose|none]]...\n"
     "                  create the instance on first use, boot it, wait until containerd is ready\n"
     "  stop [NAME] [--force] [--timeout S]\n"
     "                  shut the guest down (agent, then ACPI, then SIGTERM, then SIGKILL)\n"
@@ -235,7 +235,8 @@ int Start(const std::vector<std::string>& args, const PathsInput& env, std::ostr
   flags.String("image-dir", &image_dir, "the VM image to boot (default: found automatically)");
   std::vector<std::string> shares;
   flags.Repeated("share", &shares,
-                 "HOST[:GUEST][:ro]: also share this host folder (saved in config.json; a running "
+                 "HOST[:GUEST][:ro][:cache=MODE]: also share this host folder (saved in "
+                 "config.json; a running "
                  "VM gets it at its next start)");
   auto rest = flags.Parse(args);
   if (!rest.ok()) return Usage(err, rest.status());
