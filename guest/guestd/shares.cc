@@ -273,8 +273,12 @@ void ShareMounter::RunShare(size_t i) {
           return Set(i, "mounted");
         }
         int err = errno;
-        // ENODEV: the 9p module is not loaded yet (init loads it in the background).
-        if (err == ENODEV && Steady::now() < deadline &&
+        // init loads the 9p modules in the background: ENODEV until 9p is there, and EINVAL
+        // ("Could not find request transport: unix") while 9p is but 9pnet_fd is not yet (a
+        // mount can autoload 9p on its own).
+        bool modules_loading =
+            err == ENODEV || (err == EINVAL && ::access("/sys/module/9pnet_fd", F_OK) != 0);
+        if (modules_loading && Steady::now() < deadline &&
             !WaitStop(std::chrono::milliseconds(200))) {
           continue;
         }

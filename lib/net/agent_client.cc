@@ -149,6 +149,7 @@ StatusOr<AgentPing> PingAgent(const AgentEndpoint& ep, std::chrono::milliseconds
     p.version = it->get<std::string>();
   }
   if (auto it = j.find("shares"); it != j.end() && it->is_array()) {
+    p.reports_shares = true;
     for (const auto& e : *it) {
       auto str = [&e](const char* k) {
         auto f = e.is_object() ? e.find(k) : e.end();

@@ -59,6 +59,7 @@ struct AgentPing {
   std::string version;
   int open_fds = -1;                    // the agent's own, -1 when it does not say
   std::vector<GuestShareState> shares;  // entries that are not of the expected form are left out
+  bool reports_shares = false;          // the guest sent a "shares" list (an older one does not)
 };
 StatusOr<AgentPing> PingAgent(const AgentEndpoint& ep, std::chrono::milliseconds timeout);
 

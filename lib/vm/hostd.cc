@@ -476,6 +476,16 @@ Status Hostd::ServeControl() {
   return OkStatus();
 }
 
+bool Hostd::SharesSettled(const agent::AgentPing& ping) const {
+  if (!ping.reports_shares) return true;  // a guest that does not report shares
+  for (const Share& want : config_.shares) {
+    auto got = std::find_if(ping.shares.begin(), ping.shares.end(),
+                            [&](const agent::GuestShareState& g) { return g.tag == want.tag; });
+    if (got == ping.shares.end() || got->status == "waiting") return false;
+  }
+  return true;
+}
+
 void Hostd::WatchReady() {
   bool ready = false;
   Clock::MonoTime last_sync{};
@@ -490,6 +500,19 @@ void Hostd::WatchReady() {
     if (!ready) {
       auto ping = agent::PingAgent(agent_, 2s);
       if (!ping.ok() || !ping->containerd_ready) continue;
+      // The shares too, so that a `fun run -v` right after the start never bind-mounts an
+      // empty mount point: each one mounted or failed (not still waiting), for at most
+      // kSharesSettleTimeout after containerd; failures are logged and shown by status.
+      if (!SharesSettled(*ping)) {
+        auto now = o_.clock->MonotonicNow();
+        if (!shares_wait_since_) shares_wait_since_ = now;
+        if (now - *shares_wait_since_ < kSharesSettleTimeout) continue;
+        FUN_LOG(Warning, "shares not mounted {} s after containerd was ready; going on",
+                std::chrono::duration_cast<std::chrono::seconds>(kSharesSettleTimeout).count());
+      }
+      for (const auto& s : ping->shares) {
+        if (s.status == "failed") FUN_LOG(Error, "share {} in the VM: {}", s.path, s.error);
+      }
       ready = true;
       std::lock_guard lock(mu_);
       // A stop requested while the ping was under way: "stopping" must not become "running".

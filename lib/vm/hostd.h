@@ -117,6 +117,10 @@ class Hostd {
   void StopShares();
   Status ServeContainerd();
   void WatchReady();
+  // Every config share mounted or failed in the guest (not still waiting).
+  bool SharesSettled(const agent::AgentPing& ping) const;
+  static constexpr std::chrono::seconds kSharesSettleTimeout{30};
+  std::optional<Clock::MonoTime> shares_wait_since_;  // WatchReady's thread only
   Status ServeControl();
   void PublishLoop();
   std::vector<PublishRequest> WantedPorts(cri::Engine* engine);
