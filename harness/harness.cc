@@ -533,9 +533,10 @@ ScenarioReport RunVmLifecycle(const HarnessOptions& o) {
   std::ofstream(ro_dir + "/readme") << "read me\n";
 
   auto start = [&](StepResult& r) -> Status {
-    ProcessResult p =
-        sc.Tool(r, "fun-vmctl",
-                {"start", "--timeout", timeout, "--share", ro_dir + ":/mnt/fun-ro:ro"}, boot + 30s);
+    ProcessResult p = sc.Tool(r, "fun-vmctl",
+                              {"start", "--timeout", timeout, "--share", ro_dir + ":/mnt/fun-ro:ro",
+                               "--share", loose_dir + ":/mnt/fun-loose:cache=loose"},
+                              boot + 30s);
     FUN_RETURN_IF_ERROR(
         Expect(p.ok(), "fun-vmctl start: " + p.Describe() + ": " + p.stderr_data.substr(0, 400)));
     FUN_ASSIGN_OR_RETURN(auto st, sc.StatusJson(r));
