@@ -1,0 +1,44 @@
+#include "lib/base/files.h"
+
+#include <gtest/gtest.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+namespace fun {
+namespace {
+
+TEST(FilesTest, WriteFileAtomicallyReplacesWithTheMode) {
+  char tmpl[] = "/tmp/fun-files-test.XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  const std::string path = std::string(tmpl) + "/f";
+  ASSERT_TRUE(WriteFileAtomically(path, "one", 0600).ok());
+  ASSERT_TRUE(WriteFileAtomically(path, "two", 0644).ok());
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  EXPECT_EQ(ss.str(), "two");
+  struct stat st {};
+  ASSERT_EQ(::stat(path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0644u);
+  std::system(("rm -rf " + std::string(tmpl)).c_str());  // NOLINT
+}
+
+TEST(FilesTest, RaiseOpenFileLimitReturnsTheSoftLimitInEffect) {
+  rlimit before{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &before), 0);
+  auto limit = RaiseOpenFileLimit();
+  ASSERT_TRUE(limit.ok()) << limit.status();
+  rlimit after{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &after), 0);
+  EXPECT_EQ(*limit, after.rlim_cur);
+  EXPECT_GE(after.rlim_cur, before.rlim_cur);
+  EXPECT_GE(after.rlim_cur, before.rlim_max == RLIM_INFINITY ? before.rlim_cur : before.rlim_max);
+}
+
+}  // namespace
+}  // namespace fun
