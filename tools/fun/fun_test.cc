@@ -699,8 +699,9 @@ TEST(FunCliHostTest, VolumesOutsideTheVmsSharesFailBeforeTheVmStarts) {
       fun({"--host", "vmtest", "run", "-v", home + ":/data", "busybox", "true"});
   EXPECT_EQ(home_not_shared.code, 1);
   EXPECT_THAT(home_not_shared.err,
-              HasSubstr(fmt::format("(shares: {0}/share, {0}/ro (read-only)); add it to "
-                                    "\"shares\" in {1}/config.json",
+              HasSubstr(fmt::format("(shares: {0}/share, {0}/ro (read-only)); share it: "
+                                    "fun-vmctl stop vmtest && fun-vmctl start vmtest --share {0} "
+                                    "(or add it to \"shares\" in {1}/config.json)",
                                     home, dir)));
   Result rw = fun({"--host", "vmtest", "run", "-v", home + "/ro:/ro:rw", "busybox", "true"});
   EXPECT_EQ(rw.code, 1);
