@@ -28,6 +28,8 @@ step "VM image (linuxkit/build.sh: Debian's kernel, busybox, containerd, runc, f
 bash linuxkit/build.sh --out build/linuxkit --guestd build/bin/fun-guestd --images build/images
 
 status=0
+rm -rf build/harness-report build/Testing/Temporary/LastTestsFailed.log \
+  build-asan/Testing/Temporary/LastTestsFailed.log
 step "tests (ctest, normal build: unit, containerd, interop, harness with a real VM)"
 ctest --test-dir build --output-on-failure -j "$jobs" || status=1
 
@@ -43,5 +45,24 @@ if [ "${FUN_SKIP_SANITIZE:-0}" != 1 ]; then
 fi
 
 step "result"
+# What failed, repeated here so that the tail of a long log names it.
+for dir in build build-asan; do
+  failed_log=$dir/Testing/Temporary/LastTestsFailed.log
+  if [ -s "$failed_log" ]; then
+    echo "failed in $dir:"
+    sed 's/^/  /' "$failed_log"
+  fi
+done
+report=build/harness-report/vm_lifecycle.json
+if [ -f "$report" ]; then
+  python3 - "$report" <<'PY' || true
+import json, sys
+r = json.load(open(sys.argv[1]))
+bad = [s for s in r["steps"] if not s["ok"]]
+print(f"harness: {len(r['steps']) - len(bad)} steps passed, {len(bad)} failed, {r['seconds']:.0f} s")
+for s in bad:
+    print(f"  FAILED {s['name']} ({s['seconds']:.1f} s): {s['message'][:500]}")
+PY
+fi
 if [ $status = 0 ]; then echo "ci/test.sh: all tests passed"; else echo "ci/test.sh: FAILED"; fi
 exit $status
