@@ -294,6 +294,9 @@ StatusOr<std::string> RunInContainer(Scenario& sc, StepResult& r, const std::str
   return p.stdout_data;
 }
 
+// The instance's shares in the harness: home, ro_dir and loose_dir (see ShareSteps).
+constexpr size_t kHarnessShares = 3;
+
 // Steps that run containers with -v on the instance's shares: the home share (read-write, at
 // the same path), `ro_dir` (shared read-only at /mnt/fun-ro) and `loose_dir` (read-write,
 // cache=loose, at /mnt/fun-loose).
@@ -305,15 +308,17 @@ void ShareSteps(Scenario& sc, const std::string& busybox, const std::string& ro_
 
   sc.Step("shares_mounted_in_the_vm", [&](StepResult& r) -> Status {
     FUN_ASSIGN_OR_RETURN(auto st, sc.StatusJson(r));
-    FUN_RETURN_IF_ERROR(Expect(st.contains("shares") && st["shares"].size() == 3,
-                               "fun-vmctl status lists no 3 shares: " + st.dump().substr(0, 400)));
+    FUN_RETURN_IF_ERROR(Expect(st.contains("shares") && st["shares"].size() == kHarnessShares,
+                               fmt::format("fun-vmctl status lists no {} shares: {}",
+                                           kHarnessShares, st.dump().substr(0, 400))));
     for (const auto& sh : st["shares"]) {
       FUN_RETURN_IF_ERROR(
           Expect(Str(sh, "status") == "mounted",
                  "share " + Str(sh, "path") + ": " + Str(sh, "status") + " " + Str(sh, "error")));
     }
     std::filesystem::create_directories(work);
-    r.message = "3 shares mounted (v9fs, trans=unix through fun-guestd's relay)";
+    r.message = fmt::format("{} shares mounted (v9fs, trans=unix through fun-guestd's relay)",
+                            kHarnessShares);
     return OkStatus();
   });
 
@@ -1091,9 +1096,9 @@ ScenarioReport RunVmLifecycle(const HarnessOptions& o) {
   sc.Step("start_after_hostd_died", [&](StepResult& r) -> Status {
     FUN_RETURN_IF_ERROR(start(r));
     FUN_ASSIGN_OR_RETURN(auto st, sc.StatusJson(r));
-    FUN_RETURN_IF_ERROR(
-        Expect(st.contains("shares") && st["shares"].size() == 2,
-               "after the restart, status lists no 2 shares: " + st.dump().substr(0, 300)));
+    FUN_RETURN_IF_ERROR(Expect(st.contains("shares") && st["shares"].size() == kHarnessShares,
+                               fmt::format("after the restart, status lists no {} shares: {}",
+                                           kHarnessShares, st.dump().substr(0, 300))));
     for (const auto& sh : st["shares"]) {
       FUN_RETURN_IF_ERROR(Expect(Str(sh, "status") == "mounted",
                                  "after the restart, share " + Str(sh, "path") + ": " +
