@@ -136,8 +136,9 @@ void ToProto(const PodSpec& in, v1::PodSandboxConfig* out) {
   }
   SetMap(out->mutable_labels(), in.labels);
   SetMap(out->mutable_annotations(), in.annotations);
-  out->mutable_linux()->mutable_security_context()->mutable_namespace_options()->set_network(
-      in.host_network ? v1::NODE : v1::POD);
+  v1::LinuxSandboxSecurityContext* sc = out->mutable_linux()->mutable_security_context();
+  sc->mutable_namespace_options()->set_network(in.host_network ? v1::NODE : v1::POD);
+  sc->set_privileged(in.privileged);
 }
 
 SandboxState FromProto(v1::PodSandboxState s) {

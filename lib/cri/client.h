@@ -115,6 +115,9 @@ struct PodSpec {
   std::vector<std::string> dns_servers;
   std::vector<PortMapping> ports;
   bool host_network = false;  // NamespaceMode NODE: the pod shares the host's (VM's) network
+  // LinuxSandboxSecurityContext.privileged: containerd refuses a privileged container in a pod
+  // that is not privileged itself.
+  bool privileged = false;
   StringMap labels;
   StringMap annotations;
 };
@@ -160,6 +163,8 @@ struct ContainerSpec {
   std::optional<int64_t> run_as_user;
   std::optional<int64_t> run_as_group;
   std::string run_as_username;
+  // Every capability, every device, no seccomp or AppArmor, /sys and /proc writable (Docker's
+  // --privileged); the pod must be privileged too.
   bool privileged = false;
   bool host_network = false;  // must match the pod's
 };

@@ -133,6 +133,7 @@ std::string RunSpecToJson(const RunSpec& spec) {
   j["tty"] = spec.tty;
   j["interactive"] = spec.interactive;
   j["host_network"] = spec.host_network;
+  j["privileged"] = spec.privileged;
   j["ports"] = PortsJsonValue(spec.ports);
   nlohmann::json mounts = nlohmann::json::array();
   for (const BindMount& m : spec.mounts) {
@@ -202,6 +203,7 @@ StatusOr<RunSpec> RunSpecFromJson(std::string_view json) {
   FUN_RETURN_IF_ERROR(flag("tty", &s.tty));
   FUN_RETURN_IF_ERROR(flag("interactive", &s.interactive));
   FUN_RETURN_IF_ERROR(flag("host_network", &s.host_network));
+  FUN_RETURN_IF_ERROR(flag("privileged", &s.privileged));
   if (auto it = j.find("ports"); it != j.end()) {
     FUN_ASSIGN_OR_RETURN(s.ports, PortsFromJsonValue(*it));
   }
@@ -398,6 +400,7 @@ StatusOr<RunResult> Engine::RunReplacing(const RunSpec& spec, std::string_view r
   pod.log_directory = fmt::format("{}/{}_{}", options_.log_root, r.name, pod.uid.substr(0, 12));
   if (options_.ports_via_cri) pod.ports = spec.ports;
   pod.host_network = spec.host_network;
+  pod.privileged = spec.privileged;
   pod.labels = OurLabels(r.name);
   nlohmann::json command = nlohmann::json::array();
   if (spec.entrypoint) {
@@ -446,6 +449,7 @@ StatusOr<RunResult> Engine::RunReplacing(const RunSpec& spec, std::string_view r
   c.run_as_group = user.gid;
   c.run_as_username = user.name;
   c.host_network = spec.host_network;
+  c.privileged = spec.privileged;
   StatusOr<std::string> id = cri_->CreateContainer(r.pod_id, c, pod);
   if (!id.ok()) {
     undo_pod();
@@ -486,6 +490,7 @@ StatusOr<ContainerInfo> Engine::Describe(const Container& listed) {
   if (auto it = ann.find(std::string(kAnnotationSpec)); it != ann.end()) {
     if (auto spec = RunSpecFromJson(it->second); spec.ok()) {
       info.host_network = spec->host_network;
+      info.privileged = spec->privileged;
       info.mounts = std::move(spec->mounts);
       return info;
     }

@@ -90,6 +90,9 @@ struct RunSpec {
   bool tty = false;
   bool interactive = false;
   bool host_network = false;
+  // --privileged (Docker's): every capability and device, no seccomp/AppArmor confinement, so
+  // the container may mount file systems. In a VM it is root of the VM, not of the host.
+  bool privileged = false;
   std::vector<PortMapping> ports;
   std::vector<BindMount> mounts;
 };
@@ -119,6 +122,7 @@ struct ContainerInfo {
   bool rm = false;
   std::vector<PortMapping> ports;  // published with -p (annotation)
   bool host_network = false;       // --network host (from the spec annotation)
+  bool privileged = false;         // --privileged (from the spec annotation)
   // -v mounts: from the spec annotation, else (a container another client made) from
   // ContainerStatus, with host_path = source.
   std::vector<BindMount> mounts;

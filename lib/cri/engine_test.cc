@@ -24,6 +24,24 @@ TEST(RunSpecJsonTest, MountsRoundTrip) {
   EXPECT_EQ(back->mounts, spec.mounts);
 }
 
+TEST(RunSpecJsonTest, FlagsRoundTripAndAreChecked) {
+  RunSpec spec;
+  spec.image = "busybox";
+  spec.privileged = true;
+  spec.host_network = true;
+  auto back = RunSpecFromJson(RunSpecToJson(spec));
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_TRUE(back->privileged);
+  EXPECT_TRUE(back->host_network);
+  // A spec stored before --privileged existed runs unprivileged.
+  auto old = RunSpecFromJson(R"({"image":"busybox"})");
+  ASSERT_TRUE(old.ok()) << old.status();
+  EXPECT_FALSE(old->privileged);
+  auto bad = RunSpecFromJson(R"({"image":"busybox","privileged":"yes"})");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(bad.status().message(), HasSubstr("privileged is not a boolean"));
+}
+
 TEST(RunSpecJsonTest, MountsAreCheckedFieldByField) {
   auto parse = [](std::string_view mounts) {
     return RunSpecFromJson(fmt::format(R"({{"image":"busybox","mounts":{}}})", mounts));

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -186,6 +187,10 @@ Status Hostd::StartVm() {
   std::string console = File(InstanceFileKind::kConsoleLog);
   ::rename(console.c_str(), (console + ".1").c_str());
   FUN_ASSIGN_OR_RETURN(std::vector<std::string> share_tags, ServeShares());
+  if (!o_.qemu_extra_args.empty()) {
+    FUN_LOG(Warning, "{}: appending to QEMU's command line (for measurements and debugging): {}",
+            kQemuExtraArgsEnv, fmt::join(o_.qemu_extra_args, " "));
+  }
 
   Status last;
   for (int attempt = 0; attempt < 2; ++attempt) {
@@ -209,7 +214,8 @@ Status Hostd::StartVm() {
                   .agent_host_port = port,
                   .share_tags = share_tags,
                   .p9_socket = share_tags.empty() ? "" : File("p9.sock"),
-                  .share_table_file = share_tags.empty() ? "" : File("shares")};
+                  .share_table_file = share_tags.empty() ? "" : File("shares"),
+                  .extra_args = o_.qemu_extra_args};
     FUN_RETURN_IF_ERROR(ValidateQemuSpec(spec));
     Command cmd{.program = o_.qemu_binary, .args = BuildQemuArgs(spec), .capture_output = false};
     cmd.stdout_file = File(InstanceFileKind::kHostdLog);

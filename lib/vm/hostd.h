@@ -73,6 +73,9 @@ struct HostdOptions {
   std::string image_dir;
   std::string qemu_binary = "qemu-system-x86_64";
   std::string machine = "q35";
+  // Appended to QEMU's command line as they are (fun-hostd takes them from
+  // $FUN_QEMU_EXTRA_ARGS): for measurements and debugging only, logged when set.
+  std::vector<std::string> qemu_extra_args;
   // How long a graceful stop may take before escalating to signals: 60% of it for the agent
   // shutdown, 30% for the ACPI power button.
   std::chrono::milliseconds stop_timeout{30000};

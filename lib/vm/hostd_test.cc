@@ -479,6 +479,20 @@ TEST_F(HostdTest, RunWritesPidFilesAndRemovesThemAndItsSocketsWhenTheVmEnds) {
   EXPECT_EQ(st.hostd.status, PidStatus::kMissing);
 }
 
+TEST_F(HostdTest, ExtraQemuArgsComeLastOnQemusCommandLine) {
+  HostdOptions o = Options();
+  o.qemu_extra_args = {"-virtfs", "local,path=/tmp/d,mount_tag=perf,security_model=none"};
+  RunningHostd r = Start(o);
+  ASSERT_TRUE(r.vm);
+  ASSERT_TRUE(AwaitServing());
+  const std::vector<std::string>& args = r.vm->command().args;
+  ASSERT_GE(args.size(), 2u);
+  EXPECT_EQ(args[args.size() - 2], "-virtfs");
+  EXPECT_EQ(args.back(), "local,path=/tmp/d,mount_tag=perf,security_model=none");
+  r.vm->Exit(0);
+  ASSERT_TRUE(r.Join().ok());
+}
+
 // Sends one 9P request and returns the reply's type byte (0 when none came).
 uint8_t NinePRoundTrip(int fd, uint16_t tag, const p9::Message& m) {
   std::string req;

@@ -105,7 +105,21 @@ std::vector<std::string> BuildQemuArgs(const QemuSpec& s) {
     }
     add({"-fw_cfg", fmt::format("name=opt/fun/shares,file={}", s.share_table_file)});
   }
+  a.insert(a.end(), s.extra_args.begin(), s.extra_args.end());
   return a;
+}
+
+std::vector<std::string> SplitQemuExtraArgs(std::string_view value) {
+  std::vector<std::string> out;
+  size_t i = 0;
+  while (i < value.size()) {
+    const size_t start = value.find_first_not_of(" \t", i);
+    if (start == std::string_view::npos) break;
+    const size_t end = std::min(value.find_first_of(" \t", start), value.size());
+    out.emplace_back(value.substr(start, end - start));
+    i = end;
+  }
+  return out;
 }
 
 }  // namespace fun::vm

@@ -17,6 +17,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "lib/base/instance_config.h"
@@ -46,7 +47,19 @@ struct QemuSpec {
   std::vector<std::string> share_tags;
   std::string p9_socket;
   std::string share_table_file;
+  // Appended as they are after everything else: $FUN_QEMU_EXTRA_ARGS, a hook for measurements
+  // and debugging (perf/p9_vm.sh adds a `-virtfs` device to compare with QEMU's own 9P). Not
+  // validated: whoever sets it owns the result.
+  std::vector<std::string> extra_args;
 };
+
+// The environment variable fun-hostd reads extra QEMU arguments from.
+inline constexpr const char kQemuExtraArgsEnv[] = "FUN_QEMU_EXTRA_ARGS";
+
+// $FUN_QEMU_EXTRA_ARGS as arguments: split on spaces and tabs, empty pieces dropped. No quoting:
+// an argument cannot contain a space (QEMU's own option syntax seldom needs one).
+//   SplitQemuExtraArgs(" -virtfs local,path=/d,mount_tag=t  -s") == {"-virtfs", "local,...", "-s"}
+std::vector<std::string> SplitQemuExtraArgs(std::string_view value);
 
 // Refuses specs that cannot work (missing kernel, no secret, unix paths over 107 bytes, ...).
 Status ValidateQemuSpec(const QemuSpec& spec);

@@ -135,5 +135,31 @@ TEST(QemuCommandTest, BadSharesAreRefused) {
   EXPECT_THAT(ValidateQemuSpec(s).message(), HasSubstr("107"));
 }
 
+TEST(QemuCommandTest, ExtraArgsSplitOnSpacesAndTabs) {
+  using V = std::vector<std::string>;
+  EXPECT_EQ(SplitQemuExtraArgs(""), V{});
+  EXPECT_EQ(SplitQemuExtraArgs("  \t "), V{});
+  EXPECT_EQ(SplitQemuExtraArgs("-s"), V{"-s"});
+  EXPECT_EQ(SplitQemuExtraArgs(" -virtfs  local,path=/d,mount_tag=t,security_model=none\t-s "),
+            (V{"-virtfs", "local,path=/d,mount_tag=t,security_model=none", "-s"}));
+  // No quoting: quotes are part of the argument, as QEMU would see them.
+  EXPECT_EQ(SplitQemuExtraArgs("-name 'a b'"), (V{"-name", "'a", "b'"}));
+}
+
+TEST(QemuCommandTest, ExtraArgsComeLastAsGiven) {
+  QemuSpec s = Good();
+  s.share_tags = {"home"};
+  s.p9_socket = "/inst/p9.sock";
+  s.share_table_file = "/inst/shares";
+  const std::vector<std::string> plain = BuildQemuArgs(s);
+  s.extra_args = {"-virtfs", "local,path=/d,mount_tag=t,security_model=none"};
+  ASSERT_TRUE(ValidateQemuSpec(s).ok());
+  const std::vector<std::string> a = BuildQemuArgs(s);
+  ASSERT_EQ(a.size(), plain.size() + 2);
+  EXPECT_TRUE(std::equal(plain.begin(), plain.end(), a.begin()));
+  EXPECT_EQ(a[a.size() - 2], "-virtfs");
+  EXPECT_EQ(a.back(), "local,path=/d,mount_tag=t,security_model=none");
+}
+
 }  // namespace
 }  // namespace fun::vm

@@ -3,11 +3,16 @@
 //
 //   fun-hostd --instance NAME [--image-dir DIR] [--qemu PATH] [--machine q35|pc|microvm]
 //             [--stop-timeout S] [--log-level LEVEL]
+//
+// $FUN_QEMU_EXTRA_ARGS (for measurements and debugging): arguments appended to QEMU's command
+// line, split on spaces (no quoting), logged in hostd.log. fun-vmctl passes its environment on:
+//   FUN_QEMU_EXTRA_ARGS="-virtfs local,path=/tmp/d,mount_tag=t,security_model=none" fun-vmctl start
 #include <pthread.h>
 #include <signal.h>
 #include <sys/stat.h>
 
 #include <csignal>
+#include <cstdlib>
 #include <iostream>
 #include <thread>
 
@@ -16,6 +21,7 @@
 #include "lib/base/log.h"
 #include "lib/vm/hostd.h"
 #include "lib/vm/image.h"
+#include "lib/vm/qemu_command.h"
 
 int main(int argc, char** argv) {
   sigset_t set;
@@ -80,12 +86,15 @@ int main(int argc, char** argv) {
     FUN_LOG(Error, "{}", dir.status().message());
     return 1;
   }
-  auto hostd = fun::vm::Hostd::Create({.instance = instance,
-                                       .paths = *paths,
-                                       .image_dir = *dir,
-                                       .qemu_binary = qemu,
-                                       .machine = machine,
-                                       .stop_timeout = std::chrono::seconds(stop_timeout)});
+  const char* extra = std::getenv(fun::vm::kQemuExtraArgsEnv);
+  auto hostd = fun::vm::Hostd::Create(
+      {.instance = instance,
+       .paths = *paths,
+       .image_dir = *dir,
+       .qemu_binary = qemu,
+       .machine = machine,
+       .qemu_extra_args = fun::vm::SplitQemuExtraArgs(extra != nullptr ? extra : ""),
+       .stop_timeout = std::chrono::seconds(stop_timeout)});
   if (!hostd.ok()) {
     FUN_LOG(Error, "{}", hostd.status().message());
     return 2;

@@ -50,7 +50,7 @@ constexpr const char kUsage[] =
     "\n"
     "Containers:\n"
     "  run [-d] [-i] [-t] [--rm] [--name N] [-e K=V]... [-w DIR] [--entrypoint E] [--user U]\n"
-    "      [--network bridge|host] [-p [HOSTIP:]HOSTPORT:PORT[/udp]]...\n"
+    "      [--network bridge|host] [--privileged] [-p [HOSTIP:]HOSTPORT:PORT[/udp]]...\n"
     "      [-v HOSTPATH:CTRPATH[:ro]]... IMAGE [CMD...]\n"
     "                  start a container; in the foreground, print its output and exit with its "
     "code\n"
@@ -291,6 +291,7 @@ nlohmann::json ToJson(const cri::ContainerInfo& i) {
           {"mounts", mounts},
           {"ports", PortsJsonOf(i.ports)},
           {"network", i.host_network ? "host" : "bridge"},
+          {"privileged", i.privileged},
           {"labels", c.labels}};
 }
 
@@ -598,7 +599,7 @@ StatusOr<std::vector<cri::BindMount>> PlanMounts(const Context& c,
 }
 
 int CmdRun(const Context& c, const std::vector<std::string>& args) {
-  bool detach = false, rm = false, tty = false, interactive = false;
+  bool detach = false, rm = false, tty = false, interactive = false, privileged = false;
   std::string name, workdir, entrypoint, user;
   std::vector<std::string> env;
   FlagSet flags("fun run");
@@ -625,6 +626,9 @@ int CmdRun(const Context& c, const std::vector<std::string>& args) {
   flags.String("network", &network,
                "bridge (the default: an address on the CNI bridge, NATed out) or host (the VM's "
                "network, or this host's with --host native)");
+  flags.Bool("privileged", &privileged,
+             "every capability and device, no seccomp or AppArmor: the container may mount file "
+             "systems (in a VM: root of the VM, not of this host)");
   if (!args.empty() && args[0] == "--help") {
     c.out << "usage: fun run [OPTIONS] IMAGE [CMD...]\n\n" << flags.Usage();
     return 0;
@@ -647,6 +651,7 @@ int CmdRun(const Context& c, const std::vector<std::string>& args) {
   spec.workdir = workdir;
   spec.user = user;
   spec.rm = rm;
+  spec.privileged = privileged;
   if (network == "host") {
     spec.host_network = true;
   } else if (network != "bridge") {

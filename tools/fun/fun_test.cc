@@ -408,6 +408,42 @@ TEST_F(FunCliTest, HostNetworkSharesTheHostsNameAndInterfaces) {
   EXPECT_THAT(bad.err, HasSubstr("use bridge or host"));
 }
 
+TEST_F(FunCliTest, PrivilegedContainersMayMountAndStartKeepsIt) {
+  const std::string mount =
+      "mkdir -p /mnt && mount -t tmpfs none /mnt && grep -q ' /mnt tmpfs ' /proc/mounts && "
+      "echo mounted";
+  // Unprivileged (no CAP_SYS_ADMIN): the mount is refused.
+  Result plain = Fun({"run", "--name", "plain", Busybox(), "sh", "-c", mount});
+  EXPECT_NE(plain.code, 0);
+  EXPECT_EQ(plain.out, "");
+  EXPECT_THAT(plain.err, HasSubstr("ermission denied")) << plain.err;
+  Result plain_inspect = Fun({"inspect", "plain"});
+  ASSERT_EQ(plain_inspect.code, 0) << plain_inspect.err;
+  EXPECT_EQ(nlohmann::json::parse(plain_inspect.out)[0]["privileged"], false);
+  EXPECT_EQ(Fun({"rm", "-f", "plain"}).code, 0);
+
+  Result priv = Fun({"run", "--name", "priv", "--privileged", Busybox(), "sh", "-c", mount});
+  ASSERT_EQ(priv.code, 0) << priv.err;
+  EXPECT_EQ(priv.out, "mounted\n");
+  Result inspect = Fun({"inspect", "priv"});
+  ASSERT_EQ(inspect.code, 0) << inspect.err;
+  EXPECT_EQ(nlohmann::json::parse(inspect.out)[0]["privileged"], true);
+  // `fun start` runs it again from the io.fun.spec annotation: still privileged.
+  Result started = Fun({"start", "priv"});
+  ASSERT_EQ(started.code, 0) << started.err;
+  nlohmann::json again;
+  for (int i = 0; i < 100; ++i) {
+    again = nlohmann::json::parse(Fun({"inspect", "priv"}).out)[0];
+    if (again["state"] == "exited") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(again["state"], "exited");
+  EXPECT_EQ(again["exit_code"], 0) << again.dump();
+  EXPECT_EQ(again["privileged"], true);
+  EXPECT_EQ(Fun({"logs", "priv"}).out, "mounted\n");
+  EXPECT_EQ(Fun({"rm", "-f", "priv"}).code, 0);
+}
+
 TEST_F(FunCliTest, LogsWithTailAndBothStreams) {
   ASSERT_EQ(Fun({"run", "-d", "--name", "talker", Busybox(), "sh", "-c",
                  "echo err >&2; sleep 0.3; for i in 1 2 3 4 5; do echo line$i; done"})
@@ -727,6 +763,7 @@ TEST(FunCliHostTest, HelpNamesTheFlags) {
   EXPECT_EQ(fun::cli::Run({"run", "--help"}, env, out, err), 0) << err.str();
   EXPECT_THAT(out.str(), HasSubstr("usage: fun run [OPTIONS] IMAGE [CMD...]"));
   EXPECT_THAT(out.str(), HasSubstr("-v, --volume VALUE"));
+  EXPECT_THAT(out.str(), HasSubstr("--privileged"));
 }
 
 TEST(FunCliHostTest, ContainerdGoneIsOneLineAndExit1) {
