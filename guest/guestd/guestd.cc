@@ -11,6 +11,7 @@
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -264,6 +265,21 @@ int OpenFdCount() {
   return n - 1;
 }
 
+// statvfs of the data dir. avail_bytes is f_bavail: the space left outside ext4's reserved
+// blocks, where a full disk shows first (containerd writes as root and could use the reserve,
+// but running into it already means the disk is full for practical purposes).
+nlohmann::json DataDiskJson(const std::string& dir) {
+  struct statvfs sv {};
+  if (::statvfs(dir.c_str(), &sv) != 0) {
+    return {{"path", dir}, {"error", ErrnoError(errno, "statvfs " + dir).message()}};
+  }
+  const uint64_t unit = sv.f_frsize != 0 ? sv.f_frsize : sv.f_bsize;
+  return {{"path", dir},
+          {"total_bytes", static_cast<uint64_t>(sv.f_blocks) * unit},
+          {"avail_bytes", static_cast<uint64_t>(sv.f_bavail) * unit},
+          {"error", ""}};
+}
+
 void ServePing(const Context& c, int conn, Outcome* o) {
   bool containerd_up =
       ConnectWithTimeout(c.containerd, std::min(c.options.connect_timeout, kPingContainerdTimeout),
@@ -280,6 +296,7 @@ void ServePing(const Context& c, int conn, Outcome* o) {
       // The agent's own open fds (this ping's included): a leak shows as growth over time.
       {"open_fds", OpenFdCount()},
       {"shares", nlohmann::json::array()},
+      {"data_disk", DataDiskJson(c.options.data_dir)},
   };
   if (c.shares != nullptr) {
     for (const ShareMounter::State& s : c.shares->Probe(kPingShareTimeout)) {
@@ -929,6 +946,7 @@ StatusOr<Options> ParseArgs(const std::vector<std::string>& args) {
   flags.Int("udp-idle-timeout", &udp_idle_s,
             "end a UDP session after this many seconds without a datagram (1 .. 86400)");
   flags.String("log-root", &o.log_root, "container logs the host may read (kLog) live under it");
+  flags.String("data-dir", &o.data_dir, "kPing reports the free space of this directory's disk");
   flags.String("image-listen", &o.image_listen,
                "serve the OCI layouts of --image-dir as a read-only registry here (tcp:HOST:PORT)");
   flags.String("image-dir", &o.image_dir, "OCI image layouts, one per repository name");
@@ -969,6 +987,10 @@ StatusOr<Options> ParseArgs(const std::vector<std::string>& args) {
   if (o.log_root.size() < 2 || o.log_root.front() != '/' || o.log_root.back() == '/') {
     return InvalidArgumentError(fmt::format(
         "--log-root \"{}\": must be an absolute directory path without a trailing /", o.log_root));
+  }
+  if (o.data_dir.empty() || o.data_dir.front() != '/') {
+    return InvalidArgumentError(
+        fmt::format("--data-dir \"{}\": must be an absolute path", o.data_dir));
   }
   if (o.shutdown_command.empty() || o.shutdown_command.front() != '/') {
     return InvalidArgumentError(

@@ -11,7 +11,11 @@
 // then, by kind:
 //   kPing        Reply kOk with one line of JSON, then close:
 //                {"version":"0.1.0","revision":"…","uptime_s":12.5,"containerd":true,
-//                 "load":[0.1,0.05,0.0],"time_unix_ns":…}
+//                 "load":[0.1,0.05,0.0],"time_unix_ns":…,"open_fds":12,"shares":[…],
+//                 "data_disk":{"path":"/var/lib/containerd","total_bytes":…,"avail_bytes":…,
+//                              "error":""}}
+//                (data_disk: statvfs of --data-dir, where containerd keeps images and
+//                containers: the VM's data disk)
 //   kContainerd  connect to containerd's socket, Reply, then relay bytes both ways (net::Splice)
 //   kTcp         connect to the target IP:PORT (5 s timeout), Reply, then relay
 //   kUdp         open a UDP socket connect()ed to the target IP:PORT, Reply, then relay
@@ -73,6 +77,7 @@ inline constexpr char kDefaultListen[] = "tcp:0.0.0.0:7070";
 inline constexpr char kDefaultTokenFile[] = "/sys/firmware/qemu_fw_cfg/by_name/opt/fun/secret/raw";
 inline constexpr char kDefaultContainerdSocket[] = "/run/containerd/containerd.sock";
 inline constexpr char kDefaultLogRoot[] = "/var/lib/containerd/fun-logs";
+inline constexpr char kDefaultDataDir[] = "/var/lib/containerd";
 // busybox poweroff: it signals PID 1 (busybox init), which runs `/init --shutdown` (stop the
 // agent and containerd, then the containers, unmount the data disk, sync, power off).
 inline constexpr char kDefaultShutdownCommand[] = "/usr/sbin/poweroff";
@@ -95,6 +100,8 @@ struct Options {
   // kLog serves files under this directory only (where the host's engine tells containerd to
   // write container logs: on the data disk, so they survive a VM restart).
   std::string log_root = kDefaultLogRoot;
+  // kPing reports the space left here (the data disk's mount point in the VM).
+  std::string data_dir = kDefaultDataDir;
   // A read-only image registry (image_server.h) for the layouts in image_dir; "" : none.
   std::string image_listen;
   std::string image_dir = "/usr/share/fun/images";

@@ -8,6 +8,7 @@
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -352,6 +353,34 @@ TEST_F(GuestdTest, PingReportsStateAsJson) {
   ASSERT_TRUE(j["load"].is_array());
   EXPECT_EQ(j["load"].size(), 3u);
   EXPECT_EQ(j["time_unix_ns"].get<int64_t>(), 1767225600ll * 1000000000ll);
+}
+
+TEST_F(GuestdTest, PingReportsTheDataDisksSpace) {
+  options_.data_dir = dir_.path();
+  StartAgent();
+  agent::Reply r = Call(Req(Kind::kPing));
+  ASSERT_EQ(r.status, ReplyStatus::kOk) << r.message;
+  auto j = nlohmann::json::parse(r.message, nullptr, false);
+  ASSERT_TRUE(j["data_disk"].is_object()) << r.message;
+  const auto& d = j["data_disk"];
+  struct statvfs sv {};
+  ASSERT_EQ(::statvfs(dir_.path().c_str(), &sv), 0);
+  EXPECT_EQ(d["path"], dir_.path());
+  EXPECT_EQ(d["error"], "");
+  EXPECT_EQ(d["total_bytes"].get<uint64_t>(), uint64_t{sv.f_blocks} * sv.f_frsize);
+  EXPECT_LE(d["avail_bytes"].get<uint64_t>(), d["total_bytes"].get<uint64_t>());
+  EXPECT_GT(d["avail_bytes"].get<uint64_t>(), 0u);
+}
+
+TEST_F(GuestdTest, PingSaysWhyTheDataDiskCannotBeMeasured) {
+  options_.data_dir = dir_.Join("no-such-dir");
+  StartAgent();
+  agent::Reply r = Call(Req(Kind::kPing));
+  ASSERT_EQ(r.status, ReplyStatus::kOk) << r.message;
+  auto j = nlohmann::json::parse(r.message, nullptr, false);
+  EXPECT_FALSE(j["data_disk"].contains("total_bytes")) << r.message;
+  EXPECT_NE(j["data_disk"]["error"].get<std::string>().find("no-such-dir"), std::string::npos)
+      << r.message;
 }
 
 TEST_F(GuestdTest, PingReportsContainerdDown) {
@@ -966,6 +995,7 @@ TEST(ParseArgsTest, DefaultsServeTheVm) {
   EXPECT_TRUE(o->allow_timesync);
   EXPECT_EQ(o->max_connections, 4096);
   EXPECT_EQ(o->udp_idle_timeout, 60s);
+  EXPECT_EQ(o->data_dir, "/var/lib/containerd");
 }
 
 TEST(ParseArgsTest, Flags) {
@@ -993,6 +1023,8 @@ TEST(ParseArgsTest, Refusals) {
   EXPECT_THAT(ParseArgs({"--udp-idle-timeout", "0"}).status().message(),
               HasSubstr("--udp-idle-timeout: 0 is out of range"));
   EXPECT_FALSE(ParseArgs({"--log-level", "loud"}).ok());
+  EXPECT_THAT(ParseArgs({"--data-dir", "var/lib"}).status().message(),
+              HasSubstr("--data-dir \"var/lib\": must be an absolute path"));
 }
 
 TEST(ParseListenAddressTest, Kinds) {

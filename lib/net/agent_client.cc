@@ -127,14 +127,36 @@ StatusOr<Reply> CallAgent(const AgentEndpoint& ep, Request request,
   return std::move(got.second);
 }
 
-StatusOr<AgentPing> PingAgent(const AgentEndpoint& ep, std::chrono::milliseconds timeout) {
-  FUN_ASSIGN_OR_RETURN(Reply r, CallAgent(ep, {.kind = Kind::kPing}, timeout));
-  FUN_RETURN_IF_ERROR(ReplyToStatus(r, "agent ping"));
+StatusOr<AgentPing> ParseAgentPing(std::string_view json) {
   AgentPing p;
-  p.raw = r.message;
-  auto j = nlohmann::json::parse(r.message, nullptr, false);
+  p.raw = std::string(json);
+  auto j = nlohmann::json::parse(json, nullptr, false);
   if (j.is_discarded() || !j.is_object()) {
-    return DataLossError("agent ping: the guest's answer is not JSON: " + r.message.substr(0, 80));
+    return DataLossError("agent ping: the guest's answer is not a JSON object: " +
+                         std::string(json.substr(0, 80)));
+  }
+  if (auto it = j.find("time_unix_ns"); it != j.end() && it->is_number_integer()) {
+    p.guest_time_unix_ns = it->get<int64_t>();
+  }
+  if (auto it = j.find("data_disk"); it != j.end() && it->is_object()) {
+    GuestDiskState d;
+    auto path = it->find("path");
+    if (path != it->end() && path->is_string()) d.path = path->get<std::string>();
+    auto error = it->find("error");
+    if (error != it->end() && error->is_string()) d.error = error->get<std::string>();
+    auto total = it->find("total_bytes");
+    auto avail = it->find("avail_bytes");
+    if (total != it->end() && total->is_number_unsigned() && avail != it->end() &&
+        avail->is_number_unsigned()) {
+      d.total_bytes = total->get<uint64_t>();
+      d.avail_bytes = avail->get<uint64_t>();
+    } else if (d.error.empty()) {
+      d.error = "the guest sent no sizes";
+    }
+    if (d.avail_bytes > d.total_bytes && d.error.empty()) {
+      d.error = "the guest's sizes do not add up (more available than in total)";
+    }
+    p.data_disk = std::move(d);
   }
   if (auto it = j.find("containerd"); it != j.end() && it->is_boolean()) {
     p.containerd_ready = it->get<bool>();
@@ -170,6 +192,22 @@ StatusOr<AgentPing> PingAgent(const AgentEndpoint& ep, std::chrono::milliseconds
       p.shares.push_back(std::move(s));
     }
   }
+  return p;
+}
+
+StatusOr<AgentPing> PingAgent(const AgentEndpoint& ep, std::chrono::milliseconds timeout) {
+  auto now_ns = [] {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+  };
+  const int64_t sent = now_ns();
+  FUN_ASSIGN_OR_RETURN(Reply r, CallAgent(ep, {.kind = Kind::kPing}, timeout));
+  const int64_t received = now_ns();
+  FUN_RETURN_IF_ERROR(ReplyToStatus(r, "agent ping"));
+  FUN_ASSIGN_OR_RETURN(AgentPing p, ParseAgentPing(r.message));
+  p.host_sent_unix_ns = sent;
+  p.host_received_unix_ns = received;
   return p;
 }
 

@@ -13,7 +13,10 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "lib/base/socket.h"
@@ -52,6 +55,13 @@ struct GuestShareState {
   bool answering = false;   // a statfs of the mount came back (mounted shares only)
   std::string probe_error;  // why not
 };
+// The VM's data disk (where containerd keeps images and containers) as the guest measured it.
+struct GuestDiskState {
+  std::string path;
+  uint64_t total_bytes = 0;
+  uint64_t avail_bytes = 0;
+  std::string error;  // why it could not be measured ("" when the sizes are valid)
+};
 struct AgentPing {
   std::string raw;  // the guest's JSON
   bool containerd_ready = false;
@@ -60,7 +70,17 @@ struct AgentPing {
   int open_fds = -1;                    // the agent's own, -1 when it does not say
   std::vector<GuestShareState> shares;  // entries that are not of the expected form are left out
   bool reports_shares = false;          // the guest sent a "shares" list (an older one does not)
+  // The guest's CLOCK_REALTIME when it answered (0: not said).
+  int64_t guest_time_unix_ns = 0;
+  std::optional<GuestDiskState> data_disk;  // absent when the guest did not say
+  // Set by PingAgent: the host's CLOCK_REALTIME just before the request went out and just
+  // after the answer came back (the guest's time lies between, give or take the clocks' drift).
+  int64_t host_sent_unix_ns = 0;
+  int64_t host_received_unix_ns = 0;
 };
+// Decodes a kPing answer (bytes from the guest: never trusted). DataLoss when it is not a JSON
+// object; fields of the wrong type are left at their defaults; `raw` keeps the text.
+StatusOr<AgentPing> ParseAgentPing(std::string_view json);
 StatusOr<AgentPing> PingAgent(const AgentEndpoint& ep, std::chrono::milliseconds timeout);
 
 // Sends a request that has no stream after it (kShutdown, kTimeSync) and returns the reply.

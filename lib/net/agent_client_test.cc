@@ -95,6 +95,77 @@ TEST_F(AgentClientTest, PingReportsContainerd) {
   EXPECT_EQ(later->open_fds, p->open_fds);
 }
 
+TEST_F(AgentClientTest, PingCarriesTheGuestsClockAndDataDisk) {
+  auto p = PingAgent(ep_, 2s);
+  ASSERT_TRUE(p.ok()) << p.status();
+  // The same clock on both ends here: the guest's time lies between the host's two stamps.
+  EXPECT_GT(p->host_sent_unix_ns, 0);
+  EXPECT_LE(p->host_sent_unix_ns, p->guest_time_unix_ns);
+  EXPECT_LE(p->guest_time_unix_ns, p->host_received_unix_ns);
+  // The default data dir (/var/lib/containerd) may or may not exist on this host: either the
+  // sizes or why not.
+  ASSERT_TRUE(p->data_disk.has_value()) << p->raw;
+  EXPECT_EQ(p->data_disk->path, "/var/lib/containerd");
+  if (p->data_disk->error.empty()) {
+    EXPECT_GT(p->data_disk->total_bytes, 0u);
+  } else {
+    EXPECT_THAT(p->data_disk->error, HasSubstr("/var/lib/containerd"));
+  }
+}
+
+TEST(ParseAgentPingTest, ReadsEveryFieldAndKeepsTheText) {
+  const std::string json =
+      R"({"version":"0.1.0","uptime_s":12.5,"containerd":true,"time_unix_ns":1767225600000000000,)"
+      R"("open_fds":9,"shares":[{"tag":"home","path":"/home/u","status":"mounted",)"
+      R"("answering":true,"read_only":true}],)"
+      R"("data_disk":{"path":"/var/lib/containerd","total_bytes":1000,"avail_bytes":250,"error":""}})";
+  auto p = ParseAgentPing(json);
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->raw, json);
+  EXPECT_EQ(p->version, "0.1.0");
+  EXPECT_DOUBLE_EQ(p->uptime_s, 12.5);
+  EXPECT_TRUE(p->containerd_ready);
+  EXPECT_EQ(p->guest_time_unix_ns, 1767225600000000000);
+  EXPECT_EQ(p->open_fds, 9);
+  ASSERT_EQ(p->shares.size(), 1u);
+  EXPECT_TRUE(p->shares[0].answering);
+  EXPECT_TRUE(p->shares[0].read_only);
+  ASSERT_TRUE(p->data_disk.has_value());
+  EXPECT_EQ(p->data_disk->total_bytes, 1000u);
+  EXPECT_EQ(p->data_disk->avail_bytes, 250u);
+  EXPECT_EQ(p->data_disk->error, "");
+}
+
+TEST(ParseAgentPingTest, WrongTypesAreLeftAtTheirDefaults) {
+  auto p = ParseAgentPing(R"({"containerd":"yes","time_unix_ns":"now","open_fds":1.5,"shares":{},)"
+                          R"("data_disk":{"total_bytes":-1,"avail_bytes":5}})");
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_FALSE(p->containerd_ready);
+  EXPECT_EQ(p->guest_time_unix_ns, 0);
+  EXPECT_EQ(p->open_fds, -1);
+  EXPECT_FALSE(p->reports_shares);
+  ASSERT_TRUE(p->data_disk.has_value());
+  EXPECT_EQ(p->data_disk->error, "the guest sent no sizes");
+  // An older guest says nothing of its disk.
+  auto old = ParseAgentPing(R"({"containerd":true})");
+  ASSERT_TRUE(old.ok());
+  EXPECT_FALSE(old->data_disk.has_value());
+}
+
+TEST(ParseAgentPingTest, SizesThatDoNotAddUpAreAnError) {
+  auto p = ParseAgentPing(R"({"data_disk":{"total_bytes":10,"avail_bytes":11}})");
+  ASSERT_TRUE(p.ok());
+  EXPECT_THAT(p->data_disk->error, HasSubstr("do not add up"));
+}
+
+TEST(ParseAgentPingTest, NotAJsonObjectIsDataLoss) {
+  for (std::string_view bad : {"", "[1,2]", "{\"a\":", "\xff\xfe", "null"}) {
+    auto p = ParseAgentPing(bad);
+    ASSERT_FALSE(p.ok()) << bad;
+    EXPECT_EQ(p.status().code(), Code::kDataLoss) << bad;
+  }
+}
+
 TEST_F(AgentClientTest, ContainerdStreamIsRelayedByteForByte) {
   auto s = DialAgent(ep_, {.kind = Kind::kContainerd}, 2s);
   ASSERT_TRUE(s.ok()) << s.status();
