@@ -96,6 +96,8 @@ StatusOr<std::pair<UniqueFd, Reply>> Exchange(const AgentEndpoint& ep, Request r
   return std::make_pair(std::move(fd), std::move((*reply)->first));
 }
 
+}  // namespace
+
 Status ReplyToStatus(const Reply& r, const std::string& what) {
   switch (r.status) {
     case ReplyStatus::kOk:
@@ -110,8 +112,6 @@ Status ReplyToStatus(const Reply& r, const std::string& what) {
   }
   return FailedPreconditionError(what + ": " + r.message);
 }
-
-}  // namespace
 
 StatusOr<UniqueFd> DialAgent(const AgentEndpoint& ep, Request request,
                              std::chrono::milliseconds timeout) {

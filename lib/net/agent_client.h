@@ -83,6 +83,10 @@ struct AgentPing {
 StatusOr<AgentPing> ParseAgentPing(std::string_view json);
 StatusOr<AgentPing> PingAgent(const AgentEndpoint& ep, std::chrono::milliseconds timeout);
 
+// A reply as a Status: OK for kOk; the guest's message with `what` in front otherwise
+// (kBadToken: PermissionDenied, kUnavailable: Unavailable, else FailedPrecondition).
+Status ReplyToStatus(const Reply& r, const std::string& what);
+
 // Sends a request that has no stream after it (kShutdown, kTimeSync) and returns the reply.
 StatusOr<Reply> CallAgent(const AgentEndpoint& ep, Request request,
                           std::chrono::milliseconds timeout);

@@ -540,7 +540,8 @@ void Hostd::WatchReady() {
               .count();
       auto r = agent::CallAgent(
           agent_, {.kind = agent::Kind::kTimeSync, .arg = static_cast<uint64_t>(ns)}, 2s);
-      if (!r.ok()) FUN_LOG(Debug, "time sync: {}", r.status().message());
+      // A warning: a VM clock left to drift breaks TLS and make in containers (doctor FUN0019).
+      if (!r.ok()) FUN_LOG(Warning, "time sync: {}", r.status().message());
       last_sync = now;
     }
   }

@@ -77,6 +77,11 @@ const InstanceConfig& DoctorContext::Config() {
   return *config_;
 }
 
+const StatusOr<agent::AgentPing>& DoctorContext::Ping() {
+  if (!ping_) ping_ = env_.PingGuest(instance_dir(), instance_, kAgentPingTimeout);
+  return *ping_;
+}
+
 const std::string& DoctorContext::ConfigNote() {
   Config();
   return config_note_;

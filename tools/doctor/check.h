@@ -21,6 +21,7 @@
 // share (the instance status, the host facts) and is used by one thread.
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <optional>
 #include <string>
@@ -68,6 +69,10 @@ struct DoctorOptions {
   std::string dns_server = std::string(kDefaultVmNameserver);
 };
 
+// What a repair did: one line per action ("removed stale hostd.pid"); none when there was
+// nothing it may safely change. An error when an action failed (what was done before stays).
+using FixResult = StatusOr<std::vector<std::string>>;
+
 struct Check {
   std::string id;      // "FUN0001": stable, never reused
   std::string title;   // "Hypervisor present and executable"
@@ -75,7 +80,14 @@ struct Check {
   std::string doc;     // "docs/troubleshooting/FUN0001.md"
   bool fatal = false;  // a failure means no instance can start until it is fixed
   std::function<CheckResult(DoctorContext&)> probe;
+  // `fun-doctor --fix`: a repair that is safe to run unattended (never deletes user data, never
+  // stops a VM that works), run when the probe warned or failed; empty when there is none.
+  // Running it twice changes nothing the second time.
+  std::function<FixResult(DoctorContext&)> fix;
 };
+
+// How long the guest agent's ping may take (the checks of the VM's inside share one ping).
+inline constexpr std::chrono::milliseconds kAgentPingTimeout{3000};
 
 // What a probe may look at: the environment, the resolved paths, the instance's name and the
 // options, and cached facts that several checks share.
@@ -106,6 +118,8 @@ class DoctorContext {
   const InstanceConfig& Config();
   // Why Config() holds defaults ("" when it is the instance's own config.json).
   const std::string& ConfigNote();
+  // env().PingGuest of the instance, once (kAgentPingTimeout).
+  const StatusOr<agent::AgentPing>& Ping();
 
  private:
   DoctorEnv& env_;
@@ -116,6 +130,7 @@ class DoctorContext {
   std::optional<HostOs> host_;
   std::optional<InstanceConfig> config_;
   std::string config_note_;
+  std::optional<StatusOr<agent::AgentPing>> ping_;
 };
 
 }  // namespace fun::doctor

@@ -392,7 +392,32 @@ CheckResult ProbePermissions(DoctorContext& ctx) {
   return R::Pass(fmt::format("{}, owned by you", fmt::join(fine, ", ")), std::move(detail));
 }
 
+// Sets the modes FUN0007 expects on what the user owns (a file owned by another user is left
+// alone: that needs sudo, which the hint says).
+FixResult FixPermissions(DoctorContext& ctx) {
+  std::vector<std::string> done;
+  uid_t me = ctx.env().Uid();
+  const std::pair<std::string, unsigned> want[] = {
+      {ctx.instance_dir(), 0700},
+      {ctx.instance_dir() + "/secret", 0600},
+      {ctx.instance_file(InstanceFileKind::kContainerdSock), 0600}};
+  for (const auto& [path, mode] : want) {
+    auto fs = ctx.env().Stat(path);
+    if (!fs.ok() || fs->owner != me || fs->mode == mode) continue;
+    FUN_RETURN_IF_ERROR(ctx.env().Chmod(path, mode));
+    done.push_back(
+        fmt::format("chmod {} {} (was {})", FormatMode(mode), path, FormatMode(fs->mode)));
+  }
+  return done;
+}
+
 // --- FUN0008 --------------------------------------------------------------------------------
+
+// The sockets fun-hostd serves in the instance dir (and removes when it ends).
+std::vector<std::string> InstanceSockets(DoctorContext& ctx) {
+  return {ctx.instance_file(InstanceFileKind::kContainerdSock), ctx.instance_dir() + "/qmp.sock",
+          ctx.instance_file(InstanceFileKind::kHostdSock), ctx.instance_dir() + "/p9.sock"};
+}
 
 CheckResult ProbeStale(DoctorContext& ctx) {
   const vm::InstanceStatus& st = ctx.Instance();
@@ -416,8 +441,7 @@ CheckResult ProbeStale(DoctorContext& ctx) {
   pid("hostd.pid", st.hostd);
   pid("vm.pid", st.vm);
   bool hostd_alive = st.hostd.status == vm::PidStatus::kAlive;
-  for (const std::string& sock :
-       {ctx.instance_file(InstanceFileKind::kContainerdSock), ctx.instance_dir() + "/qmp.sock"}) {
+  for (const std::string& sock : InstanceSockets(ctx)) {
     auto fs = ctx.env().Stat(sock);
     std::string name = sock.substr(sock.rfind('/') + 1);
     if (!fs.ok()) continue;
@@ -430,6 +454,36 @@ CheckResult ProbeStale(DoctorContext& ctx) {
   }
   if (stale.empty()) return R::Pass("no stale pid files or sockets", std::move(detail));
   return R::Warn(fmt::format("stale: {}", fmt::join(stale, ", ")), std::move(detail));
+}
+
+// Removes what FUN0008 calls stale, looking again first (a `fun-vmctl start` may have begun
+// since the probe): pid files whose process is gone (or unreadable ones), and the sockets,
+// only while no fun-hostd of this instance is alive. Never the instance's config, secret,
+// disk or logs.
+FixResult FixStale(DoctorContext& ctx) {
+  vm::InstanceStatus st = ctx.env().GetInstanceStatus(ctx.paths(), ctx.instance());
+  std::vector<std::string> done;
+  if (!st.exists || st.hostd.status == vm::PidStatus::kAlive) return done;
+  auto remove = [&](const std::string& path) -> Status {
+    Status s = ctx.env().RemoveFile(path);
+    if (s.ok()) {
+      done.push_back(fmt::format("removed {}", path));
+      return s;
+    }
+    return s.code() == Code::kNotFound ? OkStatus() : s;
+  };
+  const std::pair<InstanceFileKind, const vm::PidFileState*> pids[] = {
+      {InstanceFileKind::kHostdPid, &st.hostd}, {InstanceFileKind::kVmPid, &st.vm}};
+  for (const auto& [kind, p] : pids) {
+    if (p->status == vm::PidStatus::kStale || p->status == vm::PidStatus::kCorrupt) {
+      FUN_RETURN_IF_ERROR(remove(ctx.instance_file(kind)));
+    }
+  }
+  for (const std::string& sock : InstanceSockets(ctx)) {
+    auto fs = ctx.env().Stat(sock);
+    if (fs.ok() && fs->type == FileType::kSocket) FUN_RETURN_IF_ERROR(remove(sock));
+  }
+  return done;
 }
 
 // --- FUN0009 --------------------------------------------------------------------------------
@@ -615,11 +669,39 @@ CheckResult ProbeCri(DoctorContext& ctx) {
             "(FUN0010) and hostd.log; `fun-vmctl stop {instance}` then `fun-vmctl start "
             "{instance}`");
   }
+  std::vector<std::string> detail = {fmt::format("socket: {}", sock)};
+  auto status = ctx.env().CriStatus(sock, kCriDeadline);
+  if (!status.ok()) {
+    return R::Fail(fmt::format("{} answered CRI Version but not CRI Status: {}",
+                               SanitizeLine(v->runtime_name, 40),
+                               SanitizeLine(status.status().message(), 300)),
+                   std::move(detail))
+        .WithHint("see the console (FUN0010) and hostd.log; `fun-vmctl restart {instance}`");
+  }
+  for (const auto& c : status->conditions) {
+    detail.push_back(fmt::format(
+        "{}: {}{}", SanitizeLine(c.type, 40), c.status ? "true" : "false",
+        c.reason.empty() && c.message.empty()
+            ? std::string()
+            : fmt::format(" ({}: {})", SanitizeLine(c.reason, 60), SanitizeLine(c.message, 200))));
+  }
+  if (!status->runtime_ready || !status->network_ready) {
+    std::string hint =
+        !status->runtime_ready
+            ? "containerd's runtime is not ready (runc or its snapshotter): see the console "
+              "(FUN0010); `fun-vmctl restart {instance}`"
+            : "containerd has no usable CNI network (the VM's /etc/cni/net.d or the plugins): "
+              "pods cannot start; `fun-vmctl restart {instance}`, and if it stays, rebuild the "
+              "image (linuxkit/build.sh)";
+    return R::Fail(fmt::format("CRI Status: {}", SanitizeLine(status->Describe(), 300)),
+                   std::move(detail))
+        .WithHint(std::move(hint));
+  }
   return R::Pass(
-      fmt::format("{} {} answered CRI Version ({}) in {} ms", SanitizeLine(v->runtime_name, 40),
-                  SanitizeLine(v->runtime_version, 60), SanitizeLine(v->runtime_api_version, 20),
-                  ms.count()),
-      {fmt::format("socket: {}", sock)});
+      fmt::format("{} {} answered CRI Version ({}) in {} ms; RuntimeReady, NetworkReady",
+                  SanitizeLine(v->runtime_name, 40), SanitizeLine(v->runtime_version, 60),
+                  SanitizeLine(v->runtime_api_version, 20), ms.count()),
+      std::move(detail));
 }
 
 // --- FUN0012 --------------------------------------------------------------------------------
@@ -1040,8 +1122,6 @@ CheckResult ProbeVmDns(DoctorContext& ctx) {
 
 // --- FUN0017 --------------------------------------------------------------------------------
 
-constexpr std::chrono::milliseconds kPingTimeout{3000};
-
 CheckResult ProbeShares(DoctorContext& ctx) {
   if (auto skip = SkipUnlessRunning(ctx)) return std::move(*skip);
   const InstanceConfig& cfg = ctx.Config();
@@ -1049,11 +1129,11 @@ CheckResult ProbeShares(DoctorContext& ctx) {
     return R::Skip("backend native runs no VM: -v mounts host folders directly");
   }
   if (cfg.shares.empty()) return R::Pass("no shared folders configured");
-  auto ping = ctx.env().PingGuest(ctx.instance_dir(), ctx.instance(), kPingTimeout);
+  const auto& ping = ctx.Ping();
   if (!ping.ok()) {
     return R::Fail(fmt::format("the guest agent did not say how the shares are: {}",
                                SanitizeLine(ping.status().message(), 300)))
-        .WithHint("the agent channel is down: see FUN0011 and hostd.log (FUN0012)");
+        .WithHint("the agent channel is down: see FUN0018 and hostd.log (FUN0012)");
   }
   std::vector<std::string> bad, detail;
   for (const Share& want : cfg.shares) {
@@ -1088,17 +1168,171 @@ CheckResult ProbeShares(DoctorContext& ctx) {
                  std::move(detail));
 }
 
+// --- FUN0018 --------------------------------------------------------------------------------
+
+CheckResult ProbeAgent(DoctorContext& ctx) {
+  if (ctx.Config().backend == Backend::kNative) {
+    return R::Skip("backend native runs no VM (no guest agent)");
+  }
+  if (auto skip = SkipUnlessRunning(ctx)) return std::move(*skip);
+  const auto& ping = ctx.Ping();
+  if (!ping.ok()) {
+    return R::Fail(fmt::format("fun-guestd in the VM does not answer: {}",
+                               SanitizeLine(ping.status().message(), 300)));
+  }
+  std::vector<std::string> detail = {
+      fmt::format("fun-guestd {}, VM up {}", SanitizeLine(ping->version, 40),
+                  Uptime(ping->uptime_s)),
+      fmt::format("containerd's socket in the VM: {}",
+                  ping->containerd_ready ? "accepting" : "not accepting (see FUN0011)")};
+  if (ping->open_fds >= 0) detail.push_back(fmt::format("its open fds: {}", ping->open_fds));
+  auto ms = (ping->host_received_unix_ns - ping->host_sent_unix_ns) / 1'000'000;
+  return R::Pass(fmt::format("fun-guestd {} answered in {} ms", SanitizeLine(ping->version, 40),
+                             std::max<int64_t>(ms, 0)),
+                 std::move(detail));
+}
+
+// --- FUN0019 --------------------------------------------------------------------------------
+
+// The guest's clock against the host's: the guest read its clock somewhere between the host's
+// two stamps, so the offset is known to within half the round trip; only what lies beyond that
+// uncertainty counts.
+CheckResult ProbeClock(DoctorContext& ctx) {
+  if (ctx.Config().backend == Backend::kNative) {
+    return R::Skip("backend native runs no VM: containers use the host's clock");
+  }
+  if (auto skip = SkipUnlessRunning(ctx)) return std::move(*skip);
+  const auto& ping = ctx.Ping();
+  if (!ping.ok()) return R::Skip("the guest agent does not answer (see FUN0018)");
+  if (ping->guest_time_unix_ns == 0) {
+    return R::Skip("this fun-guestd does not report its clock (an older image)");
+  }
+  ClockDrift d = MeasureClockDrift(*ping);
+  std::vector<std::string> detail = {
+      fmt::format("VM clock {} the host's by {} ms (+/- {} ms, half the ping's round trip)",
+                  d.offset_ns >= 0 ? "ahead of" : "behind", std::abs(d.offset_ns) / 1'000'000,
+                  d.uncertainty_ns / 1'000'000),
+      "fun-hostd sets the VM's clock at boot and every 60 s"};
+  if (d.excess_ns > kMaxClockDrift.count() * 1'000'000LL) {
+    return R::Fail(fmt::format("the VM's clock is {:.1f} s {} the host's",
+                               static_cast<double>(std::abs(d.offset_ns)) / 1e9,
+                               d.offset_ns >= 0 ? "ahead of" : "behind"),
+                   std::move(detail));
+  }
+  return R::Pass(fmt::format("the VM's clock is within {} ms of the host's",
+                             (std::abs(d.offset_ns) + d.uncertainty_ns) / 1'000'000),
+                 std::move(detail));
+}
+
+FixResult FixClock(DoctorContext& ctx) {
+  std::vector<std::string> done;
+  const auto& ping = ctx.Ping();
+  if (!ping.ok() || ping->guest_time_unix_ns == 0) return done;
+  if (MeasureClockDrift(*ping).excess_ns <= kMaxClockDrift.count() * 1'000'000LL) return done;
+  FUN_ASSIGN_OR_RETURN(
+      std::string said,
+      ctx.env().SyncGuestClock(ctx.instance_dir(), ctx.instance(), kAgentPingTimeout));
+  done.push_back(fmt::format("set the VM's clock to the host's ({})", SanitizeLine(said, 120)));
+  return done;
+}
+
+// --- FUN0020 --------------------------------------------------------------------------------
+
+CheckResult ProbeDataDisk(DoctorContext& ctx) {
+  if (ctx.Config().backend == Backend::kNative) {
+    return R::Skip("backend native runs no VM: FUN0004 covers the host's disk");
+  }
+  if (auto skip = SkipUnlessRunning(ctx)) return std::move(*skip);
+  const auto& ping = ctx.Ping();
+  if (!ping.ok()) return R::Skip("the guest agent does not answer (see FUN0018)");
+  if (!ping->data_disk) return R::Skip("this fun-guestd does not report its disk (an older image)");
+  const agent::GuestDiskState& d = *ping->data_disk;
+  if (!d.error.empty()) {
+    return R::Fail(fmt::format("the VM could not measure its data disk: {}",
+                               SanitizeLine(d.error, 200)))
+        .WithHint("the data disk may not be mounted: see the console (FUN0010) for \"data disk\"");
+  }
+  std::vector<std::string> detail = {fmt::format("{}: {} free of {}", SanitizeLine(d.path, 100),
+                                                 FormatBytes(d.avail_bytes),
+                                                 FormatBytes(d.total_bytes))};
+  switch (ClassifyDataDisk(d.total_bytes, d.avail_bytes)) {
+    case CheckStatus::kFail:
+      return R::Fail(fmt::format("the VM's data disk is full: {} free of {}",
+                                 FormatBytes(d.avail_bytes), FormatBytes(d.total_bytes)),
+                     std::move(detail));
+    case CheckStatus::kWarn:
+      return R::Warn(fmt::format("the VM's data disk is getting full: {} free of {}",
+                                 FormatBytes(d.avail_bytes), FormatBytes(d.total_bytes)),
+                     std::move(detail));
+    default:
+      return R::Pass(fmt::format("{} free of {} on the VM's data disk", FormatBytes(d.avail_bytes),
+                                 FormatBytes(d.total_bytes)),
+                     std::move(detail));
+  }
+}
+
+// --- FUN0021 --------------------------------------------------------------------------------
+
+CheckResult ProbePrivileges(DoctorContext& ctx) {
+  const InstanceConfig& cfg = ctx.Config();
+  std::vector<std::string> detail = ConfigDetail(ctx);
+  if (cfg.backend == Backend::kNative) {
+    return R::Skip("backend native runs no hypervisor", std::move(detail));
+  }
+  if (cfg.backend == Backend::kHyperkit) {
+    // vmnet.framework (the VM's network under hyperkit) needs root: a setuid-root hyperkit, or
+    // fun running as root.
+    auto candidates =
+        HypervisorCandidates(ctx.os(), ctx.Host().arch, cfg.backend, ctx.env().ExecutableDir());
+    for (const auto& c : candidates) {
+      auto st = ctx.env().Stat(c.program);
+      if (!st.ok()) continue;
+      detail.push_back(
+          fmt::format("{}: owner uid {}, mode {}", c.program, st->owner, FormatMode(st->mode)));
+      if (ctx.env().Uid() == 0) {
+        return R::Pass("running as root: hyperkit may use vmnet", std::move(detail));
+      }
+      if (st->owner == 0 && (st->mode & 04000) != 0) {
+        return R::Pass(fmt::format("{} is setuid root (vmnet needs it)", c.program),
+                       std::move(detail));
+      }
+      return R::Fail(fmt::format("{} is not setuid root: vmnet (the VM's network) needs root",
+                                 c.program),
+                     std::move(detail))
+          .WithHint(fmt::format("`sudo chown root:wheel {0} && sudo chmod u+s {0}`", c.program));
+    }
+    return R::Skip("no hyperkit found (see FUN0001)", std::move(detail));
+  }
+  // QEMU: user-mode networking needs no privileges; the accelerator may.
+  auto choice = vm::ChooseAccel(cfg.accel, cfg.backend, ctx.env().ProbeHostFacts());
+  if (!choice.ok()) return R::Skip("no usable accelerator (see FUN0002)", std::move(detail));
+  detail.push_back(fmt::format("accelerator: {}", AccelName(choice->accel)));
+  if (choice->accel == Accel::kKvm) {
+    if (Status s = ctx.env().Access("/dev/kvm", R_OK | W_OK); !s.ok()) {
+      return R::Fail(fmt::format("QEMU with KVM needs /dev/kvm read-write: {}", s.message()),
+                     std::move(detail))
+          .WithHint("`sudo usermod -aG kvm \"$(id -un)\"`, then log in again");
+    }
+    detail.push_back("/dev/kvm: read-write");
+  }
+  return R::Pass(fmt::format("QEMU runs as you: user-mode networking needs no privileges{}",
+                             choice->accel == Accel::kKvm ? ", /dev/kvm is yours to use" : ""),
+                 std::move(detail));
+}
+
 std::vector<Check> BuildCatalog() {
   std::vector<Check> c;
   auto add = [&](std::string id, std::string title, std::string hint, bool fatal,
-                 CheckResult (*probe)(DoctorContext&)) {
+                 CheckResult (*probe)(DoctorContext&), FixResult (*fix)(DoctorContext&) = nullptr) {
     std::string doc = DocFor(id);
-    c.push_back(Check{.id = std::move(id),
-                      .title = std::move(title),
-                      .hint = std::move(hint),
-                      .doc = std::move(doc),
-                      .fatal = fatal,
-                      .probe = probe});
+    Check check{.id = std::move(id),
+                .title = std::move(title),
+                .hint = std::move(hint),
+                .doc = std::move(doc),
+                .fatal = fatal,
+                .probe = probe};
+    if (fix != nullptr) check.fix = fix;
+    c.push_back(std::move(check));
   };
   add("FUN0001", "Hypervisor present and executable",
       "install QEMU (Debian/Ubuntu: `sudo apt-get install qemu-system-x86`; macOS: the bundled "
@@ -1122,11 +1356,11 @@ std::vector<Check> BuildCatalog() {
       true, ProbeImage);
   add("FUN0007", "Instance directory permissions",
       "`chmod 700` the instance dir and `chmod 600` its secret and containerd.sock", false,
-      ProbePermissions);
+      ProbePermissions, FixPermissions);
   add("FUN0008", "Stale pid files and sockets",
       "`fun-vmctl stop {instance}` removes them (it signals only processes its pid files still "
-      "name)",
-      false, ProbeStale);
+      "name), or `fun-doctor --fix`",
+      false, ProbeStale, FixStale);
   add("FUN0009", "VM running", "`fun-vmctl start {instance}`", false, ProbeRunning);
   add("FUN0010", "Boot console free of known errors",
       "read the whole console: `fun-vmctl logs {instance} --console`", false, ProbeConsole);
@@ -1151,6 +1385,21 @@ std::vector<Check> BuildCatalog() {
       "`fun-vmctl restart {instance}` mounts them again; a share added while the VM ran "
       "appears at the next start",
       false, ProbeShares);
+  add("FUN0018", "Guest agent answering",
+      "the agent channel is down: `fun-vmctl restart {instance}`; hostd.log (FUN0012) and the "
+      "console (FUN0010) say why",
+      false, ProbeAgent);
+  add("FUN0019", "Clock in step with the host",
+      "`fun-doctor --fix` sets the VM's clock now; if it drifts again, hostd.log's \"time sync\" "
+      "warnings say why fun-hostd's sync every 60 s fails",
+      false, ProbeClock, FixClock);
+  add("FUN0020", "Data disk space in the VM",
+      "free space in the VM: `fun images` then `fun rmi` what you no longer need, `fun ps -a` then "
+      "`fun rm` stopped containers",
+      false, ProbeDataDisk);
+  add("FUN0021", "Privileges the hypervisor needs",
+      "give the hypervisor what it needs (see the page), then `fun-vmctl start {instance}`", true,
+      ProbePrivileges);
   return c;
 }
 
@@ -1167,6 +1416,24 @@ const Check* FindCheck(std::string_view id) {
     if (c.id == want) return &c;
   }
   return nullptr;
+}
+
+ClockDrift MeasureClockDrift(const agent::AgentPing& ping) {
+  ClockDrift d;
+  const int64_t sent = ping.host_sent_unix_ns,
+                received = std::max(ping.host_received_unix_ns, sent);
+  const int64_t mid = sent + (received - sent) / 2;
+  d.offset_ns = ping.guest_time_unix_ns - mid;
+  d.uncertainty_ns = (received - sent) / 2;
+  const int64_t magnitude = d.offset_ns < 0 ? -d.offset_ns : d.offset_ns;
+  d.excess_ns = std::max<int64_t>(0, magnitude - d.uncertainty_ns);
+  return d;
+}
+
+CheckStatus ClassifyDataDisk(uint64_t total, uint64_t avail) {
+  if (avail < std::max(kDataDiskFailBytes, total / 20)) return CheckStatus::kFail;
+  if (avail < std::max(kDataDiskWarnBytes, total / 100 * 15)) return CheckStatus::kWarn;
+  return CheckStatus::kPass;
 }
 
 std::vector<HypervisorCandidate> HypervisorCandidates(Os os, std::string_view arch, Backend backend,

@@ -17,6 +17,14 @@
 //   FUN0014  No host port conflicts
 //   FUN0015  VM outbound network
 //   FUN0016  VM resolves names (DNS)
+//   FUN0017  Shared folders mounted in the VM
+//   FUN0018  Guest agent answering
+//   FUN0019  Clock in step with the host          (--fix sets it)
+//   FUN0020  Data disk space in the VM
+//   FUN0021  Privileges the hypervisor needs
+//
+// --fix also repairs FUN0007 (modes of the instance's files) and FUN0008 (stale pid files and
+// sockets).
 //
 // Ids are stable: a check that goes away leaves its id unused. Each has a page
 // docs/troubleshooting/<id>.md.
@@ -71,6 +79,11 @@ inline constexpr std::chrono::milliseconds kOutboundTimeout{1000};
 // first wait), and goes out at most this many times: 2 s at worst.
 inline constexpr std::chrono::milliseconds kDnsAttemptTimeout{1000};
 inline constexpr int kDnsAttempts = 2;
+// FUN0019: the VM's clock may be off by this much beyond the measurement's uncertainty.
+inline constexpr std::chrono::milliseconds kMaxClockDrift{2000};
+// FUN0020: the data disk fails below max(1 GB, 5%) free and warns below max(3 GB, 15%).
+inline constexpr uint64_t kDataDiskFailBytes = 1'000'000'000ULL;
+inline constexpr uint64_t kDataDiskWarnBytes = 3'000'000'000ULL;
 
 // Every check, in the order they run.
 const std::vector<Check>& AllChecks();
@@ -132,6 +145,19 @@ bool IsPortConflict(std::string_view error);
 // The address a probe dials to reach a host port bound to `ip`: the wildcard addresses
 // ("0.0.0.0", "::") become loopback of their family; others are themselves.
 std::string ProbeAddress(const std::string& ip);
+
+// FUN0019: the guest's clock against the host's, from one ping. offset_ns > 0: the guest is
+// ahead. The guest read its clock between the host's two stamps, so the true offset is within
+// uncertainty_ns (half the round trip) of offset_ns; excess_ns is |offset| beyond that (>= 0).
+struct ClockDrift {
+  int64_t offset_ns = 0;
+  int64_t uncertainty_ns = 0;
+  int64_t excess_ns = 0;
+};
+ClockDrift MeasureClockDrift(const agent::AgentPing& ping);
+
+// FUN0020: kFail, kWarn or kPass for a disk of `total` bytes with `avail` free.
+CheckStatus ClassifyDataDisk(uint64_t total, uint64_t avail);
 
 // The nearest ancestor of `path` (itself included) that `env` says exists, "/" at worst.
 std::string NearestExisting(DoctorEnv& env, const std::string& path);

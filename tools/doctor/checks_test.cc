@@ -14,6 +14,7 @@
 
 #include "lib/net/dns.h"
 #include "tools/doctor/fake_doctor_env.h"
+#include "tools/doctor/runner.h"
 
 namespace fun::doctor {
 
@@ -96,7 +97,8 @@ TEST_F(ChecksTest, CatalogIdsAreStableOrderedAndEachHasItsPage) {
   }
   EXPECT_THAT(ids, ElementsAre("FUN0001", "FUN0002", "FUN0003", "FUN0004", "FUN0005", "FUN0006",
                                "FUN0007", "FUN0008", "FUN0009", "FUN0010", "FUN0011", "FUN0012",
-                               "FUN0013", "FUN0014", "FUN0015", "FUN0016", "FUN0017"));
+                               "FUN0013", "FUN0014", "FUN0015", "FUN0016", "FUN0017", "FUN0018",
+                               "FUN0019", "FUN0020", "FUN0021"));
 }
 
 TEST_F(ChecksTest, FindCheckIsCaseInsensitiveAndNullForUnknownIds) {
@@ -718,7 +720,8 @@ TEST(SanitizeLine, ReplacesControlsCutsLongLinesAndKeepsUtf8Whole) {
 TEST_F(ChecksTest, CriPassesWhenContainerdAnswersVersionInTime) {
   CheckResult r = Probe("FUN0011");
   EXPECT_THAT(r, HasStatus(CheckStatus::kPass));
-  EXPECT_EQ(r.summary, "containerd 1.6.20~ds1 answered CRI Version (v1) in 12 ms");
+  EXPECT_EQ(r.summary,
+            "containerd 1.6.20~ds1 answered CRI Version (v1) in 12 ms; RuntimeReady, NetworkReady");
   ASSERT_EQ(env_->cri_calls.size(), 1u);
   EXPECT_EQ(env_->cri_calls[0].first, File(InstanceFileKind::kContainerdSock));
   EXPECT_EQ(env_->cri_calls[0].second, std::chrono::milliseconds(1000));
@@ -1284,7 +1287,7 @@ TEST_F(ChecksTest, SharesFailWhenTheAgentDoesNotAnswerAndSkipWithoutAVm) {
   CheckResult r = Probe("FUN0017");
   EXPECT_THAT(r, HasStatus(CheckStatus::kFail));
   EXPECT_THAT(r.summary, HasSubstr("Connection refused"));
-  EXPECT_THAT(r.hint, HasSubstr("FUN0011"));
+  EXPECT_THAT(r.hint, HasSubstr("FUN0018"));
   StopInstance();
   EXPECT_THAT(Probe("FUN0017"), HasStatus(CheckStatus::kSkip));
   Use(Os::kLinux);
@@ -1323,6 +1326,254 @@ TEST(ParseMemTotal, ReadsKibAndRejectsGarbage) {
   EXPECT_FALSE(ParseMemTotal("MemTotal: kB\n").ok());
   EXPECT_FALSE(ParseMemTotal("MemTotal: 12 MB\n").ok());
   EXPECT_FALSE(ParseMemTotal("MemTotal: 99999999999999999999999 kB\n").ok());
+}
+
+// --- FUN0011 CRI Status ---------------------------------------------------------------------
+
+TEST_F(ChecksTest, CriFailsWhenTheNetworkIsNotReadyNamingWhy) {
+  env_->cri_status.network_ready = false;
+  env_->cri_status.conditions[1] = {.type = "NetworkReady",
+                                    .status = false,
+                                    .reason = "NetworkPluginNotReady",
+                                    .message = "cni plugin not initialized"};
+  CheckResult r = Probe("FUN0011");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kFail));
+  EXPECT_THAT(r.summary, HasSubstr("network not ready"));
+  EXPECT_THAT(r.detail, Contains("NetworkReady: false (NetworkPluginNotReady: cni plugin not "
+                                 "initialized)"));
+  EXPECT_THAT(r.hint, HasSubstr("CNI"));
+}
+
+TEST_F(ChecksTest, CriFailsWhenTheRuntimeIsNotReadyOrStatusFails) {
+  env_->cri_status.runtime_ready = false;
+  CheckResult r = Probe("FUN0011");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kFail));
+  EXPECT_THAT(r.hint, HasSubstr("runtime is not ready"));
+  env_->cri_status_error = DeadlineExceededError("deadline exceeded");
+  r = Probe("FUN0011");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kFail));
+  EXPECT_THAT(r.summary, HasSubstr("not CRI Status: deadline exceeded"));
+}
+
+// --- FUN0018 agent -----------------------------------------------------------------------------
+
+TEST_F(ChecksTest, AgentPassesWithItsVersionAndFailsWhenItDoesNotAnswer) {
+  CheckResult r = Probe("FUN0018");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kPass));
+  EXPECT_EQ(r.summary, "fun-guestd 0.1.0 answered in 2 ms");
+  EXPECT_THAT(r.detail, Contains("containerd's socket in the VM: accepting"));
+  env_->ping_error = DeadlineExceededError("agent ping: no answer within 3000 ms");
+  r = Probe("FUN0018");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kFail));
+  EXPECT_THAT(r.summary, HasSubstr("no answer within 3000 ms"));
+  EXPECT_THAT(FindCheck("FUN0018")->hint, HasSubstr("fun-vmctl restart {instance}"));
+  StopInstance();
+  EXPECT_THAT(Probe("FUN0018"), HasStatus(CheckStatus::kSkip));
+  Config().backend = Backend::kNative;
+  EXPECT_THAT(Probe("FUN0018").summary, HasSubstr("native"));
+}
+
+// --- FUN0019 clock -----------------------------------------------------------------------------
+
+TEST(MeasureClockDriftTest, OffsetFromTheMiddleOfTheRoundTripAndWhatLiesBeyondIt) {
+  agent::AgentPing p;
+  p.host_sent_unix_ns = 1'000'000'000;
+  p.host_received_unix_ns = 1'400'000'000;  // a 400 ms round trip: +/- 200 ms
+  p.guest_time_unix_ns = 1'200'000'000;
+  ClockDrift d = MeasureClockDrift(p);
+  EXPECT_EQ(d.offset_ns, 0);
+  EXPECT_EQ(d.uncertainty_ns, 200'000'000);
+  EXPECT_EQ(d.excess_ns, 0);
+  p.guest_time_unix_ns = 1'200'000'000 - 5'000'000'000LL;  // 5 s behind
+  d = MeasureClockDrift(p);
+  EXPECT_EQ(d.offset_ns, -5'000'000'000LL);
+  EXPECT_EQ(d.excess_ns, 4'800'000'000LL);
+  // Stamps out of order (a host clock stepped back) count as no round trip.
+  p.host_received_unix_ns = 0;
+  EXPECT_EQ(MeasureClockDrift(p).uncertainty_ns, 0);
+}
+
+TEST_F(ChecksTest, ClockPassesInStepAndFailsWhenTheVmIsSecondsOff) {
+  CheckResult r = Probe("FUN0019");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kPass));
+  env_->ping.guest_time_unix_ns += 30'000'000'000LL;
+  r = Probe("FUN0019");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kFail));
+  EXPECT_EQ(r.summary, "the VM's clock is 30.0 s ahead of the host's");
+  EXPECT_THAT(FindCheck("FUN0019")->hint, HasSubstr("--fix"));
+  // Within the limit, the round trip's uncertainty included: still in step.
+  env_->ping.guest_time_unix_ns = env_->ping.host_sent_unix_ns - 1'500'000'000LL;
+  EXPECT_THAT(Probe("FUN0019"), HasStatus(CheckStatus::kPass));
+}
+
+TEST_F(ChecksTest, ClockSkipsForAnOlderGuestAndWithoutAnAgent) {
+  env_->ping.guest_time_unix_ns = 0;
+  EXPECT_THAT(Probe("FUN0019").summary, HasSubstr("does not report its clock"));
+  env_->ping_error = UnavailableError("refused");
+  EXPECT_THAT(Probe("FUN0019").summary, HasSubstr("FUN0018"));
+}
+
+// --- FUN0020 data disk -------------------------------------------------------------------------
+
+TEST(ClassifyDataDiskTest, FailsBelowFivePercentOrOneGbAndWarnsBelowFifteenOrThree) {
+  const uint64_t gb = 1'000'000'000ULL;
+  EXPECT_EQ(ClassifyDataDisk(20 * gb, 10 * gb), CheckStatus::kPass);
+  EXPECT_EQ(ClassifyDataDisk(20 * gb, 2 * gb), CheckStatus::kWarn);
+  EXPECT_EQ(ClassifyDataDisk(20 * gb, gb / 2), CheckStatus::kFail);
+  EXPECT_EQ(ClassifyDataDisk(200 * gb, 9 * gb), CheckStatus::kFail);   // 4.5%
+  EXPECT_EQ(ClassifyDataDisk(200 * gb, 20 * gb), CheckStatus::kWarn);  // 10%
+  EXPECT_EQ(ClassifyDataDisk(2 * gb, 2 * gb), CheckStatus::kWarn);     // all free, but < 3 GB
+  EXPECT_EQ(ClassifyDataDisk(0, 0), CheckStatus::kFail);
+}
+
+TEST_F(ChecksTest, DataDiskPassesWarnsAndFailsWithTheSizes) {
+  CheckResult r = Probe("FUN0020");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kPass));
+  EXPECT_EQ(r.summary, "16.1 GB free of 21.5 GB on the VM's data disk");
+  env_->ping.data_disk->avail_bytes = 2ULL << 30;
+  EXPECT_THAT(Probe("FUN0020"), HasStatus(CheckStatus::kWarn));
+  env_->ping.data_disk->avail_bytes = 100ULL << 20;
+  r = Probe("FUN0020");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kFail));
+  EXPECT_EQ(r.summary, "the VM's data disk is full: 104.9 MB free of 21.5 GB");
+  EXPECT_THAT(FindCheck("FUN0020")->hint, HasSubstr("fun rmi"));
+}
+
+TEST_F(ChecksTest, DataDiskFailsWhenTheGuestCannotMeasureItAndSkipsForAnOlderGuest) {
+  env_->ping.data_disk->error = "statvfs /var/lib/containerd: No such file or directory";
+  CheckResult r = Probe("FUN0020");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kFail));
+  EXPECT_THAT(r.summary, HasSubstr("No such file or directory"));
+  env_->ping.data_disk.reset();
+  EXPECT_THAT(Probe("FUN0020"), HasStatus(CheckStatus::kSkip));
+}
+
+// --- FUN0021 privileges ------------------------------------------------------------------------
+
+TEST_F(ChecksTest, PrivilegesPassForQemuWithKvmAndFailWhenDevKvmIsNotYours) {
+  CheckResult r = Probe("FUN0021");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kPass));
+  EXPECT_THAT(r.summary, HasSubstr("/dev/kvm is yours to use"));
+  env_->DenyAccess("/dev/kvm");
+  r = Probe("FUN0021");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kFail));
+  EXPECT_THAT(r.summary, HasSubstr("/dev/kvm read-write"));
+  EXPECT_THAT(r.hint, HasSubstr("usermod -aG kvm"));
+}
+
+TEST_F(ChecksTest, PrivilegesPassForTcgWithoutDevKvm) {
+  env_->facts = vm::HostFacts{.os = Os::kLinux, .arch = "x86_64"};
+  env_->Remove("/dev/kvm");
+  CheckResult r = Probe("FUN0021");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kPass));
+  EXPECT_EQ(r.summary, "QEMU runs as you: user-mode networking needs no privileges");
+}
+
+TEST_F(ChecksTest, PrivilegesForHyperkitWantSetuidRootOrRoot) {
+  Use(Os::kMacos);
+  Config().backend = Backend::kHyperkit;
+  env_->AddFile("/usr/local/bin/hyperkit", "", 0755, 0);
+  CheckResult r = Probe("FUN0021");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kFail));
+  EXPECT_EQ(r.summary,
+            "/usr/local/bin/hyperkit is not setuid root: vmnet (the VM's network) "
+            "needs root");
+  EXPECT_EQ(r.hint,
+            "`sudo chown root:wheel /usr/local/bin/hyperkit && sudo chmod u+s "
+            "/usr/local/bin/hyperkit`");
+  env_->AddFile("/usr/local/bin/hyperkit", "", 04755, 0);
+  EXPECT_THAT(Probe("FUN0021"), HasStatus(CheckStatus::kPass));
+  env_->AddFile("/usr/local/bin/hyperkit", "", 0755, 0);
+  env_->uid = 0;
+  EXPECT_THAT(Probe("FUN0021").summary, HasSubstr("running as root"));
+  // The bundled one comes first.
+  env_->uid = FakeDoctorEnv::kUid;
+  env_->AddFile(env_->exe_dir + "/hyperkit", "", 04755, 0);
+  EXPECT_THAT(Probe("FUN0021").summary, HasSubstr(env_->exe_dir + "/hyperkit is setuid root"));
+}
+
+// --- --fix ---------------------------------------------------------------------------------------
+
+class FixTest : public ChecksTest {
+ protected:
+  // Runs every check, then the repairs; returns them.
+  std::vector<FixOutcome> Fix() {
+    DoctorContext ctx(*env_, paths_, "default");
+    std::vector<const Check*> all;
+    for (const Check& c : AllChecks()) all.push_back(&c);
+    Report report = RunChecks(ctx, all);
+    DoctorContext again(*env_, paths_, "default");
+    return RunFixes(again, report);
+  }
+  static std::vector<std::string> Actions(const std::vector<FixOutcome>& fixes) {
+    std::vector<std::string> a;
+    for (const auto& f : fixes) {
+      for (const auto& line : f.actions) a.push_back(f.check->id + ": " + line);
+      if (!f.error.empty()) a.push_back(f.check->id + " error: " + f.error);
+    }
+    return a;
+  }
+};
+
+TEST_F(FixTest, AHealthyInstanceHasNothingToFix) { EXPECT_THAT(Actions(Fix()), IsEmpty()); }
+
+TEST_F(FixTest, ModesAreSetBackAndTheSecondRunDoesNothing) {
+  env_->AddDir(Dir(), 0755);
+  env_->AddFile(Dir() + "/secret", "s", 0644);
+  EXPECT_THAT(Actions(Fix()), ElementsAre("FUN0007: chmod 0700 " + Dir() + " (was 0755)",
+                                          "FUN0007: chmod 0600 " + Dir() + "/secret (was 0644)"));
+  EXPECT_THAT(Probe("FUN0007"), HasStatus(CheckStatus::kPass));
+  EXPECT_THAT(Actions(Fix()), IsEmpty());
+}
+
+TEST_F(FixTest, AFileOfAnotherUserIsLeftToSudo) {
+  env_->AddFile(Dir() + "/secret", "s", 0644, 0);
+  EXPECT_THAT(Actions(Fix()), IsEmpty());
+  EXPECT_THAT(Probe("FUN0007"), HasStatus(CheckStatus::kFail));
+}
+
+TEST_F(FixTest, StalePidFilesAndSocketsGoAndNothingElse) {
+  StopInstance();
+  Inst().phase = "crashed";
+  Inst().hostd = {.status = vm::PidStatus::kStale, .pid = 4242, .detail = "gone"};
+  Inst().vm = {.status = vm::PidStatus::kCorrupt, .detail = "not a pid file"};
+  env_->AddFile(File(InstanceFileKind::kHostdPid), "4242 100\n");
+  env_->AddFile(File(InstanceFileKind::kVmPid), "garbage");
+  env_->AddSocket(File(InstanceFileKind::kContainerdSock));
+  env_->AddSocket(Dir() + "/p9.sock");
+  EXPECT_THAT(Probe("FUN0008"), HasStatus(CheckStatus::kWarn));
+  EXPECT_THAT(Actions(Fix()),
+              ElementsAre("FUN0008: removed " + File(InstanceFileKind::kHostdPid),
+                          "FUN0008: removed " + File(InstanceFileKind::kVmPid),
+                          "FUN0008: removed " + File(InstanceFileKind::kContainerdSock),
+                          "FUN0008: removed " + Dir() + "/p9.sock"));
+  EXPECT_THAT(Probe("FUN0008"), HasStatus(CheckStatus::kPass));
+  // The instance's own files stay.
+  EXPECT_TRUE(env_->Stat(Dir() + "/secret").ok());
+  EXPECT_TRUE(env_->Stat(File(InstanceFileKind::kConfig)).ok());
+  EXPECT_TRUE(env_->Stat(File(InstanceFileKind::kConsoleLog)).ok());
+  EXPECT_THAT(Actions(Fix()), IsEmpty());
+}
+
+TEST_F(FixTest, SocketsOfALiveHostdAreNeverTouched) {
+  env_->AddSocket(Dir() + "/p9.sock");
+  EXPECT_THAT(Actions(Fix()), IsEmpty());
+  EXPECT_TRUE(env_->Stat(Dir() + "/p9.sock").ok());
+}
+
+TEST_F(FixTest, TheClockIsSetOnceAndAFailedSyncIsReported) {
+  env_->ping.guest_time_unix_ns -= 3600'000'000'000LL;
+  auto fixes = Fix();
+  ASSERT_EQ(Actions(fixes).size(), 1u);
+  EXPECT_THAT(Actions(fixes)[0], HasSubstr("FUN0019: set the VM's clock to the host's"));
+  EXPECT_EQ(env_->sync_calls, 1);
+  EXPECT_THAT(Probe("FUN0019"), HasStatus(CheckStatus::kPass));
+  EXPECT_THAT(Actions(Fix()), IsEmpty());
+  EXPECT_EQ(env_->sync_calls, 1);
+  env_->ping.guest_time_unix_ns -= 3600'000'000'000LL;
+  env_->sync_error = FailedPreconditionError("time sync: the guest refused (--no-timesync)");
+  EXPECT_THAT(Actions(Fix()), ElementsAre(HasSubstr("FUN0019 error: time sync: the guest "
+                                                    "refused")));
 }
 
 }  // namespace

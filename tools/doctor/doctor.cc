@@ -15,11 +15,17 @@ namespace fun::doctor {
 namespace {
 
 constexpr const char kUsage[] =
-    "usage: fun-doctor [--instance NAME] [--check ID]... [--json] [--verbose] [--list]\n"
+    "usage: fun-doctor [--instance NAME] [--check ID]... [--fix] [--json] [--verbose] [--list]\n"
     "                  [--dns-name NAME] [--dns-server IP:PORT]\n"
     "\n"
     "Checks the host, the VM image and an instance, and says what to do about each problem.\n"
     "Every check has a page in docs/troubleshooting/<ID>.md.\n"
+    "\n"
+    "--fix repairs what is safe to repair unattended (stale pid files and sockets, the modes of\n"
+    "the instance's files, the VM's clock), says what it did, then checks again. It never\n"
+    "deletes user data and never stops a VM. With --json the output is then an object:\n"
+    "{\"fixes\": [{\"id\", \"actions\", \"error\"}...], \"checks\": [the checks after the "
+    "fixes]}.\n"
     "\n"
     "Exit status: 0 all checks passed (warnings allowed), 1 a check failed, 2 fun-doctor\n"
     "could not run (bad flags, unknown check id).\n"
@@ -54,7 +60,7 @@ int Run(const std::vector<std::string>& args, const PathsInput& paths_input, Doc
         std::ostream& out, std::ostream& err) {
   std::string instance = "default";
   std::vector<std::string> ids;
-  bool json = false, verbose = false, list = false, help = false;
+  bool json = false, verbose = false, list = false, help = false, fix = false;
   DoctorOptions options;
   FlagSet flags("fun-doctor");
   flags.String("instance", &instance, "the instance to check (default \"default\")");
@@ -62,6 +68,7 @@ int Run(const std::vector<std::string>& args, const PathsInput& paths_input, Doc
   flags.Bool("json", &json, "print a JSON array of results");
   flags.Bool("verbose", &verbose, "show the detail lines of passing checks too", 'v');
   flags.Bool("list", &list, "list the checks and exit");
+  flags.Bool("fix", &fix, "repair what is safe to repair, then check again");
   flags.String(
       "dns-name", &options.dns_name,
       fmt::format("the name FUN0016 has the VM resolve (default \"{}\")", kDefaultDnsName));
@@ -113,12 +120,28 @@ int Run(const std::vector<std::string>& args, const PathsInput& paths_input, Doc
         << "\n";
     return 2;
   }
-  DoctorContext ctx(env, *paths, instance, std::move(options));
+  DoctorContext ctx(env, *paths, instance, options);
   Report report = RunChecks(ctx, run);
+  std::vector<FixOutcome> fixes;
+  if (fix) {
+    fixes = RunFixes(ctx, report);
+    // Look again with nothing cached: the repairs changed what the first look saw.
+    DoctorContext again(env, *paths, instance, std::move(options));
+    report = RunChecks(again, run);
+  }
   if (json) {
-    out << JsonDump(ReportToJson(report)) << "\n";
+    if (fix) {
+      nlohmann::ordered_json j = {{"fixes", FixesToJson(fixes)}, {"checks", ReportToJson(report)}};
+      out << JsonDump(j) << "\n";
+    } else {
+      out << JsonDump(ReportToJson(report)) << "\n";
+    }
   } else {
     out << fmt::format("fun-doctor: instance {} (state dir {})\n\n", instance, paths->state_dir);
+    if (fix) {
+      PrintFixes(fixes, out);
+      out << "\n";
+    }
     PrintTable(report, out, verbose);
   }
   out.flush();

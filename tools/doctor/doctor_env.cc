@@ -224,6 +224,54 @@ StatusOr<agent::AgentPing> RealDoctorEnv::PingGuest(const std::string& instance_
   return agent::PingAgent(ep, timeout);
 }
 
+StatusOr<cri::RuntimeStatus> RealDoctorEnv::CriStatus(const std::string& socket,
+                                                      std::chrono::milliseconds deadline) {
+  cri::CriClientOptions o;
+  o.default_timeout = deadline;
+  o.max_receive_bytes = 1 << 20;
+  FUN_ASSIGN_OR_RETURN(std::unique_ptr<cri::CriClient> client, cri::CriClient::Connect(socket, o));
+  return client->Status({.timeout = deadline});
+}
+
+StatusOr<std::string> RealDoctorEnv::SyncGuestClock(const std::string& instance_dir,
+                                                    const std::string& name,
+                                                    std::chrono::milliseconds timeout) {
+  FUN_ASSIGN_OR_RETURN(agent::AgentEndpoint ep, vm::InstanceAgentEndpoint(instance_dir, name));
+  auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                std::chrono::system_clock::now().time_since_epoch())
+                .count();
+  FUN_ASSIGN_OR_RETURN(
+      agent::Reply r,
+      agent::CallAgent(ep, {.kind = agent::Kind::kTimeSync, .arg = static_cast<uint64_t>(ns)},
+                       timeout));
+  FUN_RETURN_IF_ERROR(agent::ReplyToStatus(r, "time sync"));
+  return r.message;
+}
+
+Status RealDoctorEnv::Chmod(const std::string& path, unsigned mode) {
+  if (::chmod(path.c_str(), static_cast<mode_t>(mode)) != 0) {
+    return ErrnoError(errno, "chmod " + path);
+  }
+  return OkStatus();
+}
+
+Status RealDoctorEnv::RemoveFile(const std::string& path) {
+  if (::unlink(path.c_str()) != 0) return ErrnoError(errno, "removing " + path);
+  return OkStatus();
+}
+
+Status RealDoctorEnv::WriteFile(const std::string& path, std::string_view contents, unsigned mode) {
+  UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
+                     static_cast<mode_t>(mode)));
+  if (!fd.valid()) return ErrnoError(errno, "creating " + path);
+  if (::fchmod(fd.get(), static_cast<mode_t>(mode)) != 0) {
+    return ErrnoError(errno, "chmod " + path);
+  }
+  FUN_RETURN_IF_ERROR_CTX(WriteAll(fd.get(), contents), "writing " + path);
+  if (::fsync(fd.get()) != 0) return ErrnoError(errno, "fsync " + path);
+  return OkStatus();
+}
+
 StatusOr<VmOutbound> RealDoctorEnv::ProbeVmOutbound(const std::string& instance_dir,
                                                     const std::string& name,
                                                     std::chrono::milliseconds timeout) {

@@ -157,6 +157,23 @@ class DoctorEnv {
   virtual StatusOr<std::vector<vm::PublishState>> RequestPortTable(
       const std::string& instance_dir, std::chrono::milliseconds timeout) = 0;
 
+  // CRI Status through the socket, within `deadline`: the runtime's conditions.
+  virtual StatusOr<cri::RuntimeStatus> CriStatus(const std::string& socket,
+                                                 std::chrono::milliseconds deadline) = 0;
+
+  // Sets the guest's clock to the host's (agent kind kTimeSync), within `timeout`; the guest's
+  // answer ("clock stepped by ...") on success.
+  virtual StatusOr<std::string> SyncGuestClock(const std::string& instance_dir,
+                                               const std::string& name,
+                                               std::chrono::milliseconds timeout) = 0;
+
+  // What `--fix` and `bundle` change on the machine: nothing else writes.
+  virtual Status Chmod(const std::string& path, unsigned mode) = 0;
+  // Removes a file or socket (not a directory).
+  virtual Status RemoveFile(const std::string& path) = 0;
+  // Creates or replaces `path` with `contents`, mode `mode` (then exactly that mode).
+  virtual Status WriteFile(const std::string& path, std::string_view contents, unsigned mode) = 0;
+
   // For timing the CRI call (a simulated clock in tests).
   virtual Clock& clock() = 0;
 };
@@ -204,6 +221,13 @@ class RealDoctorEnv final : public DoctorEnv {
                                        std::chrono::milliseconds timeout) override;
   StatusOr<std::vector<vm::PublishState>> RequestPortTable(
       const std::string& instance_dir, std::chrono::milliseconds timeout) override;
+  StatusOr<cri::RuntimeStatus> CriStatus(const std::string& socket,
+                                         std::chrono::milliseconds deadline) override;
+  StatusOr<std::string> SyncGuestClock(const std::string& instance_dir, const std::string& name,
+                                       std::chrono::milliseconds timeout) override;
+  Status Chmod(const std::string& path, unsigned mode) override;
+  Status RemoveFile(const std::string& path) override;
+  Status WriteFile(const std::string& path, std::string_view contents, unsigned mode) override;
   Clock& clock() override { return Clock::Real(); }
 
  private:

@@ -99,7 +99,7 @@ TEST_F(DoctorTest, HealthyRunExits0WithATableOfPasses) {
                               "/home/u/.local/state/fun)\n\nID       STATUS CHECK"));
   EXPECT_THAT(out, HasSubstr("FUN0001  PASS   Hypervisor present and executable"));
   EXPECT_THAT(out, HasSubstr("FUN0011  PASS   containerd answers CRI"));
-  EXPECT_THAT(out, HasSubstr("\n17 checks: 17 passed, 0 warnings, 0 failed, 0 skipped\n"));
+  EXPECT_THAT(out, HasSubstr("\n21 checks: 21 passed, 0 warnings, 0 failed, 0 skipped\n"));
   EXPECT_THAT(out, Not(HasSubstr("hint:")));
   EXPECT_THAT(out, Not(HasSubstr("kvm_pvm loaded")));  // detail lines only with --verbose
   EXPECT_EQ(Call({"--verbose"}), 0);
@@ -124,7 +124,7 @@ TEST_F(DoctorTest, WarningsAloneExit0) {
   EXPECT_EQ(Call({}), 0);
   EXPECT_THAT(out_.str(), HasSubstr("FUN0002  WARN"));
   EXPECT_THAT(out_.str(), HasSubstr("docs/troubleshooting/FUN0002.md"));
-  EXPECT_THAT(out_.str(), HasSubstr("16 passed, 1 warning, 0 failed"));
+  EXPECT_THAT(out_.str(), HasSubstr("20 passed, 1 warning, 0 failed"));
 }
 
 TEST_F(DoctorTest, JsonIsAnArrayOfResultsWithEveryField) {
@@ -178,6 +178,37 @@ TEST_F(DoctorTest, JsonSurvivesInvalidUtf8FromTheGuest) {
   nlohmann::json j = Json();
   EXPECT_EQ(j[0]["status"], "fail");
   EXPECT_THAT(j[0]["detail"][0].get<std::string>(), HasSubstr("Kernel panic"));
+}
+
+TEST_F(DoctorTest, FixSaysWhatItDidThenShowsTheChecksAfterIt) {
+  env_.ping.guest_time_unix_ns -= 90'000'000'000LL;  // the VM 90 s behind
+  std::string dir = paths_.InstanceDir("default");
+  env_.AddDir(dir, 0755);
+  EXPECT_EQ(Call({}), 1);
+  EXPECT_EQ(Call({"--fix"}), 0) << out_.str();
+  EXPECT_THAT(out_.str(), HasSubstr("fixed FUN0007: chmod 0700 " + dir + " (was 0755)\n"));
+  EXPECT_THAT(out_.str(), HasSubstr("fixed FUN0019: set the VM's clock to the host's"));
+  EXPECT_THAT(out_.str(), HasSubstr("21 checks: 21 passed"));
+  // Idempotent: the second run has nothing to do.
+  EXPECT_EQ(Call({"--fix"}), 0);
+  EXPECT_THAT(out_.str(), HasSubstr("\nnothing to fix\n"));
+  EXPECT_EQ(env_.sync_calls, 1);
+}
+
+TEST_F(DoctorTest, FixWithJsonIsAnObjectOfFixesAndChecksAndAFailedRepairExits1) {
+  env_.ping.guest_time_unix_ns -= 90'000'000'000LL;
+  env_.sync_error = FailedPreconditionError("time sync: timesync is off in the guest");
+  EXPECT_EQ(Call({"--fix", "--json", "--check", "FUN0019"}), 1);
+  nlohmann::json j = Json();
+  ASSERT_EQ(j["fixes"].size(), 1u) << j;
+  EXPECT_EQ(j["fixes"][0]["id"], "FUN0019");
+  EXPECT_EQ(j["fixes"][0]["error"], "time sync: timesync is off in the guest");
+  EXPECT_TRUE(j["fixes"][0]["actions"].empty());
+  ASSERT_EQ(j["checks"].size(), 1u);
+  EXPECT_EQ(j["checks"][0]["status"], "fail");
+  // Without --fix nothing is repaired, even what could be.
+  EXPECT_EQ(Call({"--check", "FUN0019"}), 1);
+  EXPECT_EQ(env_.sync_calls, 1);
 }
 
 TEST_F(DoctorTest, ListShowsTheCatalog) {

@@ -45,6 +45,8 @@ void FakeDoctorEnv::MakeHealthy(const Paths& paths, const std::string& name) {
   command_results["/usr/bin/qemu-system-x86_64"] = ProcessResult::Exited(
       0, "QEMU emulator version 7.2.9 (Debian 1:7.2+dfsg-7+deb12u6)\nCopyright (c) 2003-2022\n");
 
+  // /dev/kvm, read-write for the user (FUN0021 with KVM).
+  AddFile("/dev/kvm", "", 0666, 0);
   AddDir(paths.state_dir);
   AddDir(paths.instances_dir);
   std::string image = paths.ImageDir("0.1.0");
@@ -93,6 +95,16 @@ void FakeDoctorEnv::MakeHealthy(const Paths& paths, const std::string& name) {
                                     .runtime_version = "1.6.20~ds1",
                                     .runtime_api_version = "v1"};
   ping = agent::AgentPing{.containerd_ready = true, .uptime_s = 754, .version = "0.1.0"};
+  // The guest's clock in step with the host's, its data disk 20 GiB with 15 GiB free.
+  ping.host_sent_unix_ns = 1'767'225'600'000'000'000;
+  ping.guest_time_unix_ns = ping.host_sent_unix_ns + 1'000'000;
+  ping.host_received_unix_ns = ping.host_sent_unix_ns + 2'000'000;
+  ping.data_disk = agent::GuestDiskState{
+      .path = "/var/lib/containerd", .total_bytes = 20ULL << 30, .avail_bytes = 15ULL << 30};
+  cri_status = cri::RuntimeStatus{.runtime_ready = true,
+                                  .network_ready = true,
+                                  .conditions = {{.type = "RuntimeReady", .status = true},
+                                                 {.type = "NetworkReady", .status = true}}};
   ping.shares = {{.tag = "users-me", .path = "/Users/me", .status = "mounted", .answering = true}};
   dns_answer = [](std::string_view query) {
     return FakeDnsAnswer(query, 0, {{151, 101, 2, 132}, {151, 101, 66, 132}});
@@ -170,6 +182,12 @@ vm::InstanceStatus FakeDoctorEnv::GetInstanceStatus(const Paths& paths, const st
   st.console_log = paths.InstanceFile(name, InstanceFileKind::kConsoleLog);
   st.hostd_log = paths.InstanceFile(name, InstanceFileKind::kHostdLog);
   if (!st.exists && st.phase.empty()) st.phase = "absent";
+  // A stale or corrupt pid file that a repair removed reads as missing, as it would for real.
+  for (auto [kind, pid] : {std::pair{InstanceFileKind::kHostdPid, &st.hostd},
+                           std::pair{InstanceFileKind::kVmPid, &st.vm}}) {
+    bool gone = removed_.count(paths.InstanceFile(name, kind)) != 0;
+    if (gone && pid->status != vm::PidStatus::kAlive) *pid = {};
+  }
   return st;
 }
 
@@ -235,6 +253,52 @@ StatusOr<std::vector<vm::PublishState>> FakeDoctorEnv::RequestPortTable(
         fmt::format("fun-hostd does not answer on {}/hostd.sock", instance_dir));
   }
   return *hostd_port_table;
+}
+
+StatusOr<cri::RuntimeStatus> FakeDoctorEnv::CriStatus(const std::string& /*socket*/,
+                                                      std::chrono::milliseconds /*deadline*/) {
+  sim_clock.Advance(std::chrono::milliseconds(3));
+  if (!cri_status_error.ok()) return cri_status_error;
+  return cri_status;
+}
+
+StatusOr<std::string> FakeDoctorEnv::SyncGuestClock(const std::string& /*instance_dir*/,
+                                                    const std::string& /*name*/,
+                                                    std::chrono::milliseconds /*timeout*/) {
+  sync_calls++;
+  if (!sync_error.ok()) return sync_error;
+  int64_t step = ping.host_sent_unix_ns - ping.guest_time_unix_ns;
+  ping.guest_time_unix_ns = ping.host_sent_unix_ns;
+  return fmt::format("clock stepped by {} ns", step);
+}
+
+Status FakeDoctorEnv::Chmod(const std::string& path, unsigned mode) {
+  if (!write_error.ok()) return write_error;
+  auto it = files_.find(path);
+  if (it == files_.end()) return ErrnoError(ENOENT, "chmod " + path);
+  it->second.info.mode = mode;
+  return OkStatus();
+}
+
+Status FakeDoctorEnv::RemoveFile(const std::string& path) {
+  if (!write_error.ok()) return write_error;
+  auto it = files_.find(path);
+  if (it == files_.end()) return ErrnoError(ENOENT, "removing " + path);
+  if (it->second.info.type == FileType::kDirectory) return ErrnoError(EISDIR, "removing " + path);
+  files_.erase(it);
+  removed_.insert(path);
+  return OkStatus();
+}
+
+Status FakeDoctorEnv::WriteFile(const std::string& path, std::string_view contents, unsigned mode) {
+  if (!write_error.ok()) return write_error;
+  AddFile(path, std::string(contents), mode);
+  return OkStatus();
+}
+
+std::string FakeDoctorEnv::Contents(const std::string& path) const {
+  auto it = files_.find(path);
+  return it == files_.end() ? std::string() : it->second.contents;
 }
 
 std::string FakeDnsAnswer(std::string_view query, uint8_t rcode,

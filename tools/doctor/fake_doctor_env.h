@@ -21,6 +21,7 @@
 #include <functional>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -78,7 +79,16 @@ class FakeDoctorEnv final : public DoctorEnv {
                                        std::chrono::milliseconds timeout) override;
   StatusOr<std::vector<vm::PublishState>> RequestPortTable(
       const std::string& instance_dir, std::chrono::milliseconds timeout) override;
+  StatusOr<cri::RuntimeStatus> CriStatus(const std::string& socket,
+                                         std::chrono::milliseconds deadline) override;
+  StatusOr<std::string> SyncGuestClock(const std::string& instance_dir, const std::string& name,
+                                       std::chrono::milliseconds timeout) override;
+  Status Chmod(const std::string& path, unsigned mode) override;
+  Status RemoveFile(const std::string& path) override;
+  Status WriteFile(const std::string& path, std::string_view contents, unsigned mode) override;
   Clock& clock() override { return sim_clock; }
+  // A file's contents as the fake holds them ("" when absent).
+  std::string Contents(const std::string& path) const;
 
   // The script (public on purpose: tests set what they need).
   uid_t uid = kUid;
@@ -118,6 +128,15 @@ class FakeDoctorEnv final : public DoctorEnv {
   // answering); ping_error when that is set.
   agent::AgentPing ping;
   Status ping_error;
+  // CriStatus: the runtime's conditions (MakeHealthy: both ready); cri_status_error when set.
+  cri::RuntimeStatus cri_status;
+  Status cri_status_error;
+  // SyncGuestClock: sets ping.guest_time_unix_ns to the host's stamps (the clock is then in
+  // step) unless sync_error is set; each call is counted.
+  Status sync_error;
+  int sync_calls = 0;
+  // Chmod / RemoveFile / WriteFile fail with this when set (the fake file system is unchanged).
+  Status write_error;
   // RequestPortTable: hostd's answer; nullopt: no hostd answers (Unavailable), so the checks
   // read ports.json from the script's files.
   std::optional<std::vector<vm::PublishState>> hostd_port_table;
@@ -145,6 +164,7 @@ class FakeDoctorEnv final : public DoctorEnv {
   std::map<std::string, Entry> files_;
   std::map<std::string, Status> failures_;
   std::map<std::string, bool> denied_;
+  std::set<std::string> removed_;  // by RemoveFile
 };
 
 // A DNS answer to `query` (a message from dns::BuildQuery) built by hand: the query's header

@@ -55,6 +55,50 @@ Report RunChecks(DoctorContext& ctx, const std::vector<const Check*>& checks) {
   return report;
 }
 
+std::vector<FixOutcome> RunFixes(DoctorContext& ctx, const Report& report) {
+  std::vector<FixOutcome> out;
+  for (const Finding& f : report.findings) {
+    if (!f.check->fix) continue;
+    if (f.result.status != CheckStatus::kWarn && f.result.status != CheckStatus::kFail) continue;
+    FixOutcome o{.check = f.check};
+    try {
+      FixResult r = f.check->fix(ctx);
+      if (r.ok()) {
+        o.actions = std::move(*r);
+      } else {
+        o.error = std::string(r.status().message());
+      }
+    } catch (const std::exception& e) {
+      o.error = fmt::format("the repair itself failed: {}", e.what());
+    }
+    out.push_back(std::move(o));
+  }
+  return out;
+}
+
+void PrintFixes(const std::vector<FixOutcome>& fixes, std::ostream& out) {
+  bool any = false;
+  for (const FixOutcome& f : fixes) {
+    for (const std::string& a : f.actions) {
+      out << fmt::format("fixed {}: {}\n", f.check->id, a);
+      any = true;
+    }
+    if (!f.error.empty()) {
+      out << fmt::format("could not fix {} ({}): {}\n", f.check->id, f.check->title, f.error);
+      any = true;
+    }
+  }
+  if (!any) out << "nothing to fix\n";
+}
+
+nlohmann::ordered_json FixesToJson(const std::vector<FixOutcome>& fixes) {
+  nlohmann::ordered_json a = nlohmann::ordered_json::array();
+  for (const FixOutcome& f : fixes) {
+    a.push_back({{"id", f.check->id}, {"actions", f.actions}, {"error", f.error}});
+  }
+  return a;
+}
+
 void PrintTable(const Report& report, std::ostream& out, bool verbose) {
   size_t title_width = 5;
   for (const auto& f : report.findings) title_width = std::max(title_width, f.check->title.size());

@@ -43,6 +43,20 @@ struct Report {
 
 Report RunChecks(DoctorContext& ctx, const std::vector<const Check*>& checks);
 
+// What `--fix` did for one check.
+struct FixOutcome {
+  const Check* check = nullptr;
+  std::vector<std::string> actions;  // what it changed, one line each; empty: nothing to do
+  std::string error;                 // why it stopped ("" when it did all it meant to)
+};
+// Runs the repair of every finding that warned or failed and whose check has one, in order.
+// A repair that throws is reported as its error.
+std::vector<FixOutcome> RunFixes(DoctorContext& ctx, const Report& report);
+// "fixed FUN0008: removed .../hostd.pid" lines, "could not fix ..." for errors; "nothing to fix"
+// when no repair changed anything.
+void PrintFixes(const std::vector<FixOutcome>& fixes, std::ostream& out);
+nlohmann::ordered_json FixesToJson(const std::vector<FixOutcome>& fixes);
+
 // The table: one row per check (id, status, title, summary); under a warning or a failure its
 // detail lines, hint and page; with `verbose` the detail lines of every check. Ends with a
 // count line.
