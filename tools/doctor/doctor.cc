@@ -8,6 +8,7 @@
 #include "lib/base/instance_config.h"
 #include "lib/net/agent_protocol.h"
 #include "lib/net/dns.h"
+#include "tools/doctor/bundle.h"
 #include "tools/doctor/checks.h"
 #include "tools/doctor/runner.h"
 
@@ -17,6 +18,7 @@ namespace {
 constexpr const char kUsage[] =
     "usage: fun-doctor [--instance NAME] [--check ID]... [--fix] [--json] [--verbose] [--list]\n"
     "                  [--dns-name NAME] [--dns-server IP:PORT]\n"
+    "       fun-doctor bundle [--instance NAME] [--out DIR|FILE.tar] [--json]\n"
     "\n"
     "Checks the host, the VM image and an instance, and says what to do about each problem.\n"
     "Every check has a page in docs/troubleshooting/<ID>.md.\n"
@@ -26,6 +28,10 @@ constexpr const char kUsage[] =
     "deletes user data and never stops a VM. With --json the output is then an object:\n"
     "{\"fixes\": [{\"id\", \"actions\", \"error\"}...], \"checks\": [the checks after the "
     "fixes]}.\n"
+    "\n"
+    "bundle runs every check and writes a support archive (a tar: versions, the checks, status,\n"
+    "config and state with secrets redacted, the tails of the logs; never the instance secret\n"
+    "or user data), then prints its path (--json: {\"path\", \"files\", \"notes\"}).\n"
     "\n"
     "Exit status: 0 all checks passed (warnings allowed), 1 a check failed, 2 fun-doctor\n"
     "could not run (bad flags, unknown check id).\n"
@@ -61,6 +67,8 @@ int Run(const std::vector<std::string>& args, const PathsInput& paths_input, Doc
   std::string instance = "default";
   std::vector<std::string> ids;
   bool json = false, verbose = false, list = false, help = false, fix = false;
+  std::string bundle_out;
+  bool bundle = !args.empty() && args.front() == "bundle";
   DoctorOptions options;
   FlagSet flags("fun-doctor");
   flags.String("instance", &instance, "the instance to check (default \"default\")");
@@ -69,6 +77,9 @@ int Run(const std::vector<std::string>& args, const PathsInput& paths_input, Doc
   flags.Bool("verbose", &verbose, "show the detail lines of passing checks too", 'v');
   flags.Bool("list", &list, "list the checks and exit");
   flags.Bool("fix", &fix, "repair what is safe to repair, then check again");
+  flags.String("out", &bundle_out,
+               "bundle: the folder to write the archive in, or its path (*.tar); default: the "
+               "state dir");
   flags.String(
       "dns-name", &options.dns_name,
       fmt::format("the name FUN0016 has the VM resolve (default \"{}\")", kDefaultDnsName));
@@ -76,7 +87,7 @@ int Run(const std::vector<std::string>& args, const PathsInput& paths_input, Doc
                fmt::format("the nameserver FUN0016 asks, as the VM reaches it (default {})",
                            kDefaultVmNameserver));
   flags.Bool("help", &help, "show this help", 'h');
-  auto rest = flags.Parse(args);
+  auto rest = flags.Parse(bundle ? std::vector<std::string>(args.begin() + 1, args.end()) : args);
   if (!rest.ok()) return Usage(err, rest.status());
   if (help) {
     out << kUsage << flags.Usage();
@@ -90,6 +101,13 @@ int Run(const std::vector<std::string>& args, const PathsInput& paths_input, Doc
   if (list) {
     PrintList(out, json);
     return 0;
+  }
+  if (!bundle_out.empty() && !bundle) {
+    return Usage(err, InvalidArgumentError("--out is for `fun-doctor bundle`"));
+  }
+  if (bundle && (fix || !ids.empty())) {
+    return Usage(err, InvalidArgumentError(
+                          "bundle runs every check and repairs nothing: drop --fix and --check"));
   }
   // The name becomes a path: refuse a bad one before building any.
   if (Status s = ValidateInstanceName(instance); !s.ok()) return Usage(err, s);
@@ -122,6 +140,22 @@ int Run(const std::vector<std::string>& args, const PathsInput& paths_input, Doc
   }
   DoctorContext ctx(env, *paths, instance, options);
   Report report = RunChecks(ctx, run);
+  if (bundle) {
+    auto b = WriteBundle(ctx, report, {.out = bundle_out});
+    if (!b.ok()) {
+      err << "fun-doctor: bundle: " << b.status().message() << "\n";
+      return 2;
+    }
+    if (json) {
+      nlohmann::ordered_json j = {{"path", b->path}, {"files", b->files}, {"notes", b->notes}};
+      out << JsonDump(j) << "\n";
+    } else {
+      out << fmt::format("fun-doctor: wrote {} ({} files; {} of {} checks passed)\n", b->path,
+                         b->files.size(), report.Count(CheckStatus::kPass), report.findings.size());
+      for (const auto& n : b->notes) out << "  not collected: " << n << "\n";
+    }
+    return 0;
+  }
   std::vector<FixOutcome> fixes;
   if (fix) {
     fixes = RunFixes(ctx, report);
