@@ -365,8 +365,8 @@ void DoctorFaultSteps(Scenario& sc, const std::string& busybox) {
     FUN_RETURN_IF_ERROR(
         Expect(images.ok() && images.stdout_data.find("fun/busybox") != std::string::npos,
                "fun images after the cleanup: " + images.stdout_data));
-    r.message = "FUN0020 named with " + fill.stdout_data.substr(0, 20) +
-                " KiB left; fun rm freed it, images kept";
+    std::string left = fill.stdout_data.substr(0, fill.stdout_data.find_first_of("\r\n"));
+    r.message = "FUN0020 named with " + left + " KiB left; fun rm freed it, images kept";
     return all_pass(r, "fun rm of the filler");
   });
 }
@@ -424,8 +424,11 @@ void DoctorStoppedFaultSteps(Scenario& sc) {
                                "fun-vmctl start without QEMU: " + start.Describe()));
     ProcessResult stop = sc.Tool(r, "fun-vmctl", {"stop", "--force"}, 60s);
     (void)stop;
-    r.message =
-        "FUN0001 named both times; fun-vmctl start said: " + start.stderr_data.substr(0, 160);
+    // Its last line is the error (progress lines come before it).
+    std::string said = start.stderr_data;
+    while (!said.empty() && (said.back() == '\n' || said.back() == '\r')) said.pop_back();
+    said = said.substr(said.find_last_of('\n') + 1);
+    r.message = "FUN0001 named both times; fun-vmctl start said: " + said.substr(0, 200);
     return OkStatus();
   });
 }
