@@ -1170,11 +1170,21 @@ CheckResult ProbeShares(DoctorContext& ctx) {
 
 // --- FUN0018 --------------------------------------------------------------------------------
 
-CheckResult ProbeAgent(DoctorContext& ctx) {
+// A skip for a check of the VM's inside when there is no VM (backend native: `native_why`) or it
+// does not run; with `need_ping`, also when the agent does not answer (FUN0018 reports that).
+std::optional<CheckResult> SkipUnlessVmInside(DoctorContext& ctx, std::string_view native_why,
+                                              bool need_ping) {
   if (ctx.Config().backend == Backend::kNative) {
-    return R::Skip("backend native runs no VM (no guest agent)");
+    return R::Skip(fmt::format("backend native runs no VM: {}", native_why));
   }
-  if (auto skip = SkipUnlessRunning(ctx)) return std::move(*skip);
+  if (auto skip = SkipUnlessRunning(ctx)) return skip;
+  if (need_ping && !ctx.Ping().ok())
+    return R::Skip("the guest agent does not answer (see FUN0018)");
+  return std::nullopt;
+}
+
+CheckResult ProbeAgent(DoctorContext& ctx) {
+  if (auto skip = SkipUnlessVmInside(ctx, "no guest agent", false)) return std::move(*skip);
   const auto& ping = ctx.Ping();
   if (!ping.ok()) {
     return R::Fail(fmt::format("fun-guestd in the VM does not answer: {}",
@@ -1198,12 +1208,10 @@ CheckResult ProbeAgent(DoctorContext& ctx) {
 // two stamps, so the offset is known to within half the round trip; only what lies beyond that
 // uncertainty counts.
 CheckResult ProbeClock(DoctorContext& ctx) {
-  if (ctx.Config().backend == Backend::kNative) {
-    return R::Skip("backend native runs no VM: containers use the host's clock");
+  if (auto skip = SkipUnlessVmInside(ctx, "containers use the host's clock", true)) {
+    return std::move(*skip);
   }
-  if (auto skip = SkipUnlessRunning(ctx)) return std::move(*skip);
   const auto& ping = ctx.Ping();
-  if (!ping.ok()) return R::Skip("the guest agent does not answer (see FUN0018)");
   if (ping->guest_time_unix_ns == 0) {
     return R::Skip("this fun-guestd does not report its clock (an older image)");
   }
@@ -1239,12 +1247,10 @@ FixResult FixClock(DoctorContext& ctx) {
 // --- FUN0020 --------------------------------------------------------------------------------
 
 CheckResult ProbeDataDisk(DoctorContext& ctx) {
-  if (ctx.Config().backend == Backend::kNative) {
-    return R::Skip("backend native runs no VM: FUN0004 covers the host's disk");
+  if (auto skip = SkipUnlessVmInside(ctx, "FUN0004 covers the host's disk", true)) {
+    return std::move(*skip);
   }
-  if (auto skip = SkipUnlessRunning(ctx)) return std::move(*skip);
   const auto& ping = ctx.Ping();
-  if (!ping.ok()) return R::Skip("the guest agent does not answer (see FUN0018)");
   if (!ping->data_disk) return R::Skip("this fun-guestd does not report its disk (an older image)");
   const agent::GuestDiskState& d = *ping->data_disk;
   if (!d.error.empty()) {
