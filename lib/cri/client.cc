@@ -138,6 +138,7 @@ void ToProto(const PodSpec& in, v1::PodSandboxConfig* out) {
   SetMap(out->mutable_annotations(), in.annotations);
   v1::LinuxSandboxSecurityContext* sc = out->mutable_linux()->mutable_security_context();
   sc->mutable_namespace_options()->set_network(in.host_network ? v1::NODE : v1::POD);
+  if (in.host_pid) sc->mutable_namespace_options()->set_pid(v1::NODE);
   sc->set_privileged(in.privileged);
 }
 
@@ -552,7 +553,7 @@ StatusOr<std::string> CriClient::CreateContainer(std::string_view pod_id, const 
   sc->mutable_namespace_options()->set_network(spec.host_network ? v1::NODE : v1::POD);
   // Like Docker, the container's process is PID 1 of a PID namespace of its own (CRI's
   // default, POD, would make the pause process PID 1 and change how signals reach it).
-  sc->mutable_namespace_options()->set_pid(v1::CONTAINER);
+  sc->mutable_namespace_options()->set_pid(spec.host_pid ? v1::NODE : v1::CONTAINER);
   v1::CreateContainerResponse resp;
   FUN_RETURN_IF_ERROR(Call("CreateContainer", timeout, [&](Channel& ch, grpc::ClientContext* ctx) {
     return ch.runtime->CreateContainer(ctx, req, &resp);

@@ -118,6 +118,7 @@ struct PodSpec {
   // LinuxSandboxSecurityContext.privileged: containerd refuses a privileged container in a pod
   // that is not privileged itself.
   bool privileged = false;
+  bool host_pid = false;  // NamespaceMode NODE for PIDs: the host's (VM's) processes are seen
   StringMap labels;
   StringMap annotations;
 };
@@ -167,6 +168,7 @@ struct ContainerSpec {
   // --privileged); the pod must be privileged too.
   bool privileged = false;
   bool host_network = false;  // must match the pod's
+  bool host_pid = false;      // the host's (VM's) PID namespace; must match the pod's
 };
 
 enum class ContainerState { kCreated, kRunning, kExited, kUnknown };

@@ -134,6 +134,7 @@ std::string RunSpecToJson(const RunSpec& spec) {
   j["interactive"] = spec.interactive;
   j["host_network"] = spec.host_network;
   j["privileged"] = spec.privileged;
+  j["host_pid"] = spec.host_pid;
   j["ports"] = PortsJsonValue(spec.ports);
   nlohmann::json mounts = nlohmann::json::array();
   for (const BindMount& m : spec.mounts) {
@@ -204,6 +205,7 @@ StatusOr<RunSpec> RunSpecFromJson(std::string_view json) {
   FUN_RETURN_IF_ERROR(flag("interactive", &s.interactive));
   FUN_RETURN_IF_ERROR(flag("host_network", &s.host_network));
   FUN_RETURN_IF_ERROR(flag("privileged", &s.privileged));
+  FUN_RETURN_IF_ERROR(flag("host_pid", &s.host_pid));
   if (auto it = j.find("ports"); it != j.end()) {
     FUN_ASSIGN_OR_RETURN(s.ports, PortsFromJsonValue(*it));
   }
@@ -401,6 +403,7 @@ StatusOr<RunResult> Engine::RunReplacing(const RunSpec& spec, std::string_view r
   if (options_.ports_via_cri) pod.ports = spec.ports;
   pod.host_network = spec.host_network;
   pod.privileged = spec.privileged;
+  pod.host_pid = spec.host_pid;
   pod.labels = OurLabels(r.name);
   nlohmann::json command = nlohmann::json::array();
   if (spec.entrypoint) {
@@ -450,6 +453,7 @@ StatusOr<RunResult> Engine::RunReplacing(const RunSpec& spec, std::string_view r
   c.run_as_username = user.name;
   c.host_network = spec.host_network;
   c.privileged = spec.privileged;
+  c.host_pid = spec.host_pid;
   StatusOr<std::string> id = cri_->CreateContainer(r.pod_id, c, pod);
   if (!id.ok()) {
     undo_pod();
@@ -491,6 +495,7 @@ StatusOr<ContainerInfo> Engine::Describe(const Container& listed) {
     if (auto spec = RunSpecFromJson(it->second); spec.ok()) {
       info.host_network = spec->host_network;
       info.privileged = spec->privileged;
+      info.host_pid = spec->host_pid;
       info.mounts = std::move(spec->mounts);
       return info;
     }

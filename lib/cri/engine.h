@@ -93,6 +93,9 @@ struct RunSpec {
   // --privileged (Docker's): every capability and device, no seccomp/AppArmor confinement, so
   // the container may mount file systems. In a VM it is root of the VM, not of the host.
   bool privileged = false;
+  // --pid host (Docker's): the container sees and may signal every process of the host (of
+  // the VM: containerd, fun-guestd, other containers), not only its own.
+  bool host_pid = false;
   std::vector<PortMapping> ports;
   std::vector<BindMount> mounts;
 };
@@ -123,6 +126,7 @@ struct ContainerInfo {
   std::vector<PortMapping> ports;  // published with -p (annotation)
   bool host_network = false;       // --network host (from the spec annotation)
   bool privileged = false;         // --privileged (from the spec annotation)
+  bool host_pid = false;           // --pid host (from the spec annotation)
   // -v mounts: from the spec annotation, else (a container another client made) from
   // ContainerStatus, with host_path = source.
   std::vector<BindMount> mounts;

@@ -29,14 +29,17 @@ TEST(RunSpecJsonTest, FlagsRoundTripAndAreChecked) {
   spec.image = "busybox";
   spec.privileged = true;
   spec.host_network = true;
+  spec.host_pid = true;
   auto back = RunSpecFromJson(RunSpecToJson(spec));
   ASSERT_TRUE(back.ok()) << back.status();
   EXPECT_TRUE(back->privileged);
   EXPECT_TRUE(back->host_network);
-  // A spec stored before --privileged existed runs unprivileged.
+  EXPECT_TRUE(back->host_pid);
+  // A spec stored before --privileged (or --pid) existed runs unprivileged in its own PIDs.
   auto old = RunSpecFromJson(R"({"image":"busybox"})");
   ASSERT_TRUE(old.ok()) << old.status();
   EXPECT_FALSE(old->privileged);
+  EXPECT_FALSE(old->host_pid);
   auto bad = RunSpecFromJson(R"({"image":"busybox","privileged":"yes"})");
   ASSERT_FALSE(bad.ok());
   EXPECT_THAT(bad.status().message(), HasSubstr("privileged is not a boolean"));

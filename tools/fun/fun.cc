@@ -50,7 +50,8 @@ constexpr const char kUsage[] =
     "\n"
     "Containers:\n"
     "  run [-d] [-i] [-t] [--rm] [--name N] [-e K=V]... [-w DIR] [--entrypoint E] [--user U]\n"
-    "      [--network bridge|host] [--privileged] [-p [HOSTIP:]HOSTPORT:PORT[/udp]]...\n"
+    "      [--network bridge|host] [--pid host] [--privileged] [-p "
+    "[HOSTIP:]HOSTPORT:PORT[/udp]]...\n"
     "      [-v HOSTPATH:CTRPATH[:ro]]... IMAGE [CMD...]\n"
     "                  start a container; in the foreground, print its output and exit with its "
     "code\n"
@@ -292,6 +293,7 @@ nlohmann::json ToJson(const cri::ContainerInfo& i) {
           {"ports", PortsJsonOf(i.ports)},
           {"network", i.host_network ? "host" : "bridge"},
           {"privileged", i.privileged},
+          {"pid", i.host_pid ? "host" : "container"},
           {"labels", c.labels}};
 }
 
@@ -626,6 +628,10 @@ int CmdRun(const Context& c, const std::vector<std::string>& args) {
   flags.String("network", &network,
                "bridge (the default: an address on the CNI bridge, NATed out) or host (the VM's "
                "network, or this host's with --host native)");
+  std::string pid_mode;
+  flags.String("pid", &pid_mode,
+               "host: see and signal every process of the VM (or of this host with --host "
+               "native), as Docker's --pid host");
   flags.Bool("privileged", &privileged,
              "every capability and device, no seccomp or AppArmor: the container may mount file "
              "systems (in a VM: root of the VM, not of this host)");
@@ -652,6 +658,14 @@ int CmdRun(const Context& c, const std::vector<std::string>& args) {
   spec.user = user;
   spec.rm = rm;
   spec.privileged = privileged;
+  if (pid_mode == "host") {
+    spec.host_pid = true;
+  } else if (!pid_mode.empty()) {
+    return Usage(c.err, InvalidArgumentError(fmt::format(
+                            "--pid \"{:.40}\": use host (or leave it out for a PID namespace of "
+                            "the container's own)",
+                            pid_mode)));
+  }
   if (network == "host") {
     spec.host_network = true;
   } else if (network != "bridge") {

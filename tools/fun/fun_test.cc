@@ -444,6 +444,26 @@ TEST_F(FunCliTest, PrivilegedContainersMayMountAndStartKeepsIt) {
   EXPECT_EQ(Fun({"rm", "-f", "priv"}).code, 0);
 }
 
+TEST_F(FunCliTest, PidHostSeesTheHostsProcesses) {
+  // In a PID namespace of its own the container's command is PID 1; with --pid host, PID 1 is
+  // this machine's init and this test's own process is visible.
+  const std::string me = std::to_string(::getpid());
+  const std::string probe = "if [ -d /proc/" + me + " ]; then echo sees-host; else echo own; fi";
+  Result own = Fun({"run", "--rm", Busybox(), "sh", "-c", probe});
+  ASSERT_EQ(own.code, 0) << own.err;
+  EXPECT_EQ(own.out, "own\n");
+  Result host = Fun({"run", "--name", "pidhost", "--pid", "host", Busybox(), "sh", "-c", probe});
+  ASSERT_EQ(host.code, 0) << host.err;
+  EXPECT_EQ(host.out, "sees-host\n");
+  Result inspect = Fun({"inspect", "pidhost"});
+  ASSERT_EQ(inspect.code, 0) << inspect.err;
+  EXPECT_EQ(nlohmann::json::parse(inspect.out)[0]["pid"], "host");
+  EXPECT_EQ(Fun({"rm", "-f", "pidhost"}).code, 0);
+  Result bad = Fun({"run", "--pid", "container:x", Busybox()});
+  EXPECT_EQ(bad.code, 2);
+  EXPECT_THAT(bad.err, HasSubstr("--pid \"container:x\": use host"));
+}
+
 TEST_F(FunCliTest, LogsWithTailAndBothStreams) {
   ASSERT_EQ(Fun({"run", "-d", "--name", "talker", Busybox(), "sh", "-c",
                  "echo err >&2; sleep 0.3; for i in 1 2 3 4 5; do echo line$i; done"})
