@@ -371,6 +371,46 @@ void DoctorFaultSteps(Scenario& sc, const std::string& busybox) {
   });
 }
 
+// containerd frozen in the VM (SIGSTOP from a --pid host container, which resumes it later):
+// FUN0011 names it, and every check passes again once it runs.
+void DoctorContainerdStoppedStep(Scenario& sc, const std::string& busybox) {
+  sc.Step("doctor_fault_containerd_stopped", [&](StepResult& r) -> Status {
+    ProcessResult run = sc.Tool(
+        r, "fun",
+        {"run", "-d", "--name", "freezer", "--privileged", "--pid", "host", busybox, "sh", "-c",
+         "sleep 2; kill -STOP $(pidof containerd); sleep 40; kill -CONT $(pidof containerd)"},
+        300s);
+    FUN_RETURN_IF_ERROR(Expect(
+        run.ok(), "fun run --pid host: " + run.Describe() + " " + run.stderr_data.substr(0, 300)));
+    auto fun0011 = [&]() -> StatusOr<std::string> {
+      FUN_ASSIGN_OR_RETURN(DoctorRun d, RunDoctor(sc, r, {"--check", "FUN0011"}));
+      return Str(d.checks[0], "status");
+    };
+    std::string status;
+    auto until = std::chrono::steady_clock::now() + 30s;
+    while (std::chrono::steady_clock::now() < until) {
+      FUN_ASSIGN_OR_RETURN(status, fun0011());
+      if (status == "fail") break;
+      std::this_thread::sleep_for(500ms);
+    }
+    FUN_RETURN_IF_ERROR(Expect(status == "fail", "FUN0011 never failed with containerd stopped"));
+    FUN_ASSIGN_OR_RETURN(DoctorRun d, RunDoctor(sc, r, {}));
+    FUN_RETURN_IF_ERROR(ExpectOnly(DoctorFindings(d.checks, {"fail", "warn"}, kTcgWarning),
+                                   "FUN0011", "containerd stopped (SIGSTOP) in the VM"));
+    until = std::chrono::steady_clock::now() + 90s;
+    while (std::chrono::steady_clock::now() < until) {
+      FUN_ASSIGN_OR_RETURN(status, fun0011());
+      if (status == "pass") break;
+      std::this_thread::sleep_for(1s);
+    }
+    FUN_RETURN_IF_ERROR(Expect(status == "pass", "FUN0011 did not pass after containerd resumed"));
+    ProcessResult rm = sc.Tool(r, "fun", {"rm", "-f", "freezer"}, 120s);
+    FUN_RETURN_IF_ERROR(Expect(rm.ok(), "fun rm -f freezer: " + rm.Describe()));
+    r.message = "FUN0011 named while containerd was stopped; passes again after SIGCONT";
+    return OkStatus();
+  });
+}
+
 // With the VM stopped: a stale pid file and a left-behind socket.
 void DoctorStoppedFaultSteps(Scenario& sc) {
   sc.Step("doctor_fault_stale_pid_file_and_socket_fixed", [&](StepResult& r) -> Status {
@@ -1180,6 +1220,7 @@ ScenarioReport RunVmLifecycle(const HarnessOptions& o) {
     return OkStatus();
   });
   DoctorFaultSteps(sc, busybox);
+  DoctorContainerdStoppedStep(sc, busybox);
 
   // Fault (FUN0014): while the VM is down, the config publishes host port 18099 (to the VM's
   // own image server, 127.0.0.1:5001 inside) and another program takes that port on the host.
