@@ -404,8 +404,19 @@ void DoctorContainerdStoppedStep(Scenario& sc, const std::string& busybox) {
       std::this_thread::sleep_for(1s);
     }
     FUN_RETURN_IF_ERROR(Expect(status == "pass", "FUN0011 did not pass after containerd resumed"));
-    ProcessResult rm = sc.Tool(r, "fun", {"rm", "-f", "freezer"}, 120s);
-    FUN_RETURN_IF_ERROR(Expect(rm.ok(), "fun rm -f freezer: " + rm.Describe()));
+    // The freezer ends right after resuming containerd: wait for that, then remove it (a kill
+    // racing the task's own exit can fail with "ttrpc: closed" while the shim goes away).
+    std::string state;
+    until = std::chrono::steady_clock::now() + 60s;
+    while (state != "exited" && std::chrono::steady_clock::now() < until) {
+      ProcessResult inspect = sc.Tool(r, "fun", {"inspect", "freezer"});
+      auto j = nlohmann::json::parse(inspect.stdout_data, nullptr, false);
+      if (j.is_array() && !j.empty()) state = Str(j[0], "state");
+      if (state != "exited") std::this_thread::sleep_for(1s);
+    }
+    FUN_RETURN_IF_ERROR(Expect(state == "exited", "the freezer did not end: " + state));
+    ProcessResult rm = sc.Tool(r, "fun", {"rm", "freezer"}, 120s);
+    FUN_RETURN_IF_ERROR(Expect(rm.ok(), "fun rm freezer: " + rm.Describe() + " " + rm.stderr_data));
     r.message = "FUN0011 named while containerd was stopped; passes again after SIGCONT";
     return OkStatus();
   });
