@@ -519,7 +519,7 @@ CheckResult ProbeRunning(DoctorContext& ctx) {
                                "sockets",
                                st.vm.pid),
                    std::move(detail))
-        .WithHint("`fun-vmctl stop {instance}` stops the orphaned VM");
+        .WithHint("`fun-vmctl stop {instance}` (or `fun-doctor --fix`) stops the orphaned VM");
   }
   if (st.phase == "running") {
     if (!vm) {
@@ -550,6 +550,21 @@ CheckResult ProbeRunning(DoctorContext& ctx) {
                                                            : "no reason recorded";
     return R::Fail("the last start failed: " + why, std::move(detail)).WithHint(restart);
   }
+  if (st.phase == "starting" && st.state && st.state->started_at_ms > 0) {
+    const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                               ctx.env().clock().Now().time_since_epoch())
+                               .count();
+    const int64_t stuck_ms = now_ms - st.state->started_at_ms;
+    if (stuck_ms >=
+        std::chrono::duration_cast<std::chrono::milliseconds>(kStuckStartAfter).count()) {
+      return R::Fail(fmt::format("the start has not finished in {} min (fun-hostd pid {})",
+                                 stuck_ms / 60000, st.hostd.pid),
+                     std::move(detail))
+          .WithHint(
+              "the boot is stuck: see FUN0010 (console); `fun-doctor --fix` (or `fun-vmctl stop "
+              "--force {instance}`) stops it, then `fun-vmctl start {instance}`");
+    }
+  }
   if (st.phase == "starting" || st.phase == "stopping") {
     return R::Warn(fmt::format("{} (fun-hostd pid {})", st.phase, st.hostd.pid), std::move(detail))
         .WithHint(
@@ -566,6 +581,37 @@ CheckResult ProbeRunning(DoctorContext& ctx) {
   if (st.state && st.state->last_exit)
     summary += " (last exit: " + st.state->last_exit->reason + ")";
   return R::Warn(std::move(summary), std::move(detail)).WithHint("`fun-vmctl start {instance}`");
+}
+
+// FUN0009's repair: stops a VM that cannot work, looking again first. Never one that runs, or
+// that is still starting within kStuckStartAfter. Its disk and config stay: `fun-vmctl start`
+// brings it back.
+FixResult FixRunning(DoctorContext& ctx) {
+  vm::InstanceStatus st = ctx.env().GetInstanceStatus(ctx.paths(), ctx.instance());
+  std::vector<std::string> done;
+  if (!st.exists) return done;
+  const bool hostd = st.hostd.status == vm::PidStatus::kAlive;
+  const bool vm = st.vm.status == vm::PidStatus::kAlive;
+  std::string what;
+  if (vm && !hostd) {
+    what = fmt::format("stopped the VM (pid {}) that ran without its fun-hostd", st.vm.pid);
+  } else if (hostd && st.phase == "starting" && st.state && st.state->started_at_ms > 0) {
+    const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                               ctx.env().clock().Now().time_since_epoch())
+                               .count();
+    const int64_t stuck_ms = now_ms - st.state->started_at_ms;
+    if (stuck_ms <
+        std::chrono::duration_cast<std::chrono::milliseconds>(kStuckStartAfter).count()) {
+      return done;
+    }
+    what = fmt::format("stopped a start stuck for {} min (fun-hostd pid {})", stuck_ms / 60000,
+                       st.hostd.pid);
+  } else {
+    return done;
+  }
+  FUN_RETURN_IF_ERROR(ctx.env().StopInstance(ctx.paths(), ctx.instance(), /*force=*/true));
+  done.push_back(what + fmt::format("; `fun-vmctl start {}` starts it again", ctx.instance()));
+  return done;
 }
 
 // --- FUN0010 --------------------------------------------------------------------------------
@@ -1367,7 +1413,7 @@ std::vector<Check> BuildCatalog() {
       "`fun-vmctl stop {instance}` removes them (it signals only processes its pid files still "
       "name), or `fun-doctor --fix`",
       false, ProbeStale, FixStale);
-  add("FUN0009", "VM running", "`fun-vmctl start {instance}`", false, ProbeRunning);
+  add("FUN0009", "VM running", "`fun-vmctl start {instance}`", false, ProbeRunning, FixRunning);
   add("FUN0010", "Boot console free of known errors",
       "read the whole console: `fun-vmctl logs {instance} --console`", false, ProbeConsole);
   add("FUN0011", "containerd answers CRI",

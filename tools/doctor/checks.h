@@ -23,8 +23,9 @@
 //   FUN0020  Data disk space in the VM
 //   FUN0021  Privileges the hypervisor needs
 //
-// --fix also repairs FUN0007 (modes of the instance's files) and FUN0008 (stale pid files and
-// sockets).
+// --fix also repairs FUN0007 (modes of the instance's files), FUN0008 (stale pid files and
+// sockets) and FUN0009 (a VM that cannot work: running without its fun-hostd, or a start stuck
+// for kStuckStartAfter, is stopped).
 //
 // Ids are stable: a check that goes away leaves its id unused. Each has a page
 // docs/troubleshooting/<id>.md.
@@ -79,6 +80,9 @@ inline constexpr std::chrono::milliseconds kOutboundTimeout{1000};
 // first wait), and goes out at most this many times: 2 s at worst.
 inline constexpr std::chrono::milliseconds kDnsAttemptTimeout{1000};
 inline constexpr int kDnsAttempts = 2;
+// FUN0009's --fix stops a start that has been "starting" for longer than this (a boot under TCG
+// on a loaded machine takes well under a minute).
+inline constexpr std::chrono::minutes kStuckStartAfter{10};
 // FUN0019: the VM's clock may be off by this much beyond the measurement's uncertainty.
 inline constexpr std::chrono::milliseconds kMaxClockDrift{2000};
 // FUN0020: the data disk fails below max(1 GB, 5%) free and warns below max(3 GB, 15%).

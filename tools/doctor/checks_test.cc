@@ -559,6 +559,10 @@ TEST_F(ChecksTest, RunningWarnsWhenStoppedOrAbsentOrStarting) {
   EXPECT_EQ(r.summary, "stopped (last exit: stopped by fun-vmctl stop)");
   Inst().hostd = {.status = vm::PidStatus::kAlive, .pid = 7};
   Inst().phase = "starting";
+  Inst().state->started_at_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                    env_->sim_clock.Now().time_since_epoch())
+                                    .count() -
+                                30'000;  // started 30 s ago: still booting
   EXPECT_THAT(Probe("FUN0009"), HasStatus(CheckStatus::kWarn));
   RemoveInstance();
   r = Probe("FUN0009");
@@ -1559,6 +1563,37 @@ TEST_F(FixTest, SocketsOfALiveHostdAreNeverTouched) {
   env_->AddSocket(Dir() + "/p9.sock");
   EXPECT_THAT(Actions(Fix()), IsEmpty());
   EXPECT_TRUE(env_->Stat(Dir() + "/p9.sock").ok());
+}
+
+TEST_F(FixTest, AVmWithoutItsHostdIsStoppedAndARunningOneNever) {
+  EXPECT_THAT(Actions(Fix()), IsEmpty());
+  EXPECT_THAT(env_->stops, IsEmpty());
+  Inst().hostd = {.status = vm::PidStatus::kStale, .pid = 4242, .detail = "gone"};
+  EXPECT_THAT(Probe("FUN0009"), HasStatus(CheckStatus::kFail));
+  EXPECT_THAT(Actions(Fix()),
+              Contains("FUN0009: stopped the VM (pid 4243) that ran without its fun-hostd; "
+                       "`fun-vmctl start default` starts it again"));
+  EXPECT_THAT(env_->stops, ElementsAre("default force"));
+  EXPECT_THAT(Actions(Fix()), IsEmpty());
+  EXPECT_EQ(env_->stops.size(), 1u);
+}
+
+TEST_F(FixTest, AStartStuckForTenMinutesIsStoppedButNotAYoungerOne) {
+  Inst().phase = "starting";
+  Inst().state->phase = vm::Phase::kStarting;
+  const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                             env_->sim_clock.Now().time_since_epoch())
+                             .count();
+  Inst().state->started_at_ms = now_ms - 9 * 60 * 1000;
+  EXPECT_THAT(Probe("FUN0009"), HasStatus(CheckStatus::kWarn));
+  EXPECT_THAT(Actions(Fix()), IsEmpty());
+  EXPECT_THAT(env_->stops, IsEmpty());
+  Inst().state->started_at_ms = now_ms - 11 * 60 * 1000;
+  CheckResult r = Probe("FUN0009");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kFail));
+  EXPECT_EQ(r.summary, "the start has not finished in 11 min (fun-hostd pid 4242)");
+  EXPECT_THAT(Actions(Fix()), ElementsAre(HasSubstr("FUN0009: stopped a start stuck for 11 min")));
+  EXPECT_THAT(env_->stops, ElementsAre("default force"));
 }
 
 TEST_F(FixTest, TheClockIsSetOnceAndAFailedSyncIsReported) {

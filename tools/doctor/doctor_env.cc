@@ -248,6 +248,10 @@ StatusOr<std::string> RealDoctorEnv::SyncGuestClock(const std::string& instance_
   return r.message;
 }
 
+Status RealDoctorEnv::StopInstance(const Paths& paths, const std::string& name, bool force) {
+  return vm::StopInstance(paths, name, {.force = force});
+}
+
 Status RealDoctorEnv::Chmod(const std::string& path, unsigned mode) {
   if (::chmod(path.c_str(), static_cast<mode_t>(mode)) != 0) {
     return ErrnoError(errno, "chmod " + path);

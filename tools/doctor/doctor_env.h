@@ -167,6 +167,9 @@ class DoctorEnv {
                                                const std::string& name,
                                                std::chrono::milliseconds timeout) = 0;
 
+  // Stops the instance (vm::StopInstance; with `force` the graceful steps are skipped).
+  virtual Status StopInstance(const Paths& paths, const std::string& name, bool force) = 0;
+
   // What `--fix` and `bundle` change on the machine: nothing else writes.
   virtual Status Chmod(const std::string& path, unsigned mode) = 0;
   // Removes a file or socket (not a directory).
@@ -225,6 +228,7 @@ class RealDoctorEnv final : public DoctorEnv {
                                          std::chrono::milliseconds deadline) override;
   StatusOr<std::string> SyncGuestClock(const std::string& instance_dir, const std::string& name,
                                        std::chrono::milliseconds timeout) override;
+  Status StopInstance(const Paths& paths, const std::string& name, bool force) override;
   Status Chmod(const std::string& path, unsigned mode) override;
   Status RemoveFile(const std::string& path) override;
   Status WriteFile(const std::string& path, std::string_view contents, unsigned mode) override;

@@ -272,6 +272,17 @@ StatusOr<std::string> FakeDoctorEnv::SyncGuestClock(const std::string& /*instanc
   return fmt::format("clock stepped by {} ns", step);
 }
 
+Status FakeDoctorEnv::StopInstance(const Paths& /*paths*/, const std::string& name, bool force) {
+  stops.push_back(name + (force ? " force" : " graceful"));
+  if (!stop_error.ok()) return stop_error;
+  vm::InstanceStatus& st = instances[name];
+  st.hostd = {};
+  st.vm = {};
+  st.phase = "stopped";
+  if (st.state) st.state->phase = vm::Phase::kStopped;
+  return OkStatus();
+}
+
 Status FakeDoctorEnv::Chmod(const std::string& path, unsigned mode) {
   if (!write_error.ok()) return write_error;
   auto it = files_.find(path);

@@ -83,6 +83,7 @@ class FakeDoctorEnv final : public DoctorEnv {
                                          std::chrono::milliseconds deadline) override;
   StatusOr<std::string> SyncGuestClock(const std::string& instance_dir, const std::string& name,
                                        std::chrono::milliseconds timeout) override;
+  Status StopInstance(const Paths& paths, const std::string& name, bool force) override;
   Status Chmod(const std::string& path, unsigned mode) override;
   Status RemoveFile(const std::string& path) override;
   Status WriteFile(const std::string& path, std::string_view contents, unsigned mode) override;
@@ -137,6 +138,10 @@ class FakeDoctorEnv final : public DoctorEnv {
   int sync_calls = 0;
   // Chmod / RemoveFile / WriteFile fail with this when set (the fake file system is unchanged).
   Status write_error;
+  // StopInstance: each call ("name force|graceful"); it leaves the instance stopped (no live
+  // pids, phase "stopped") unless stop_error is set.
+  std::vector<std::string> stops;
+  Status stop_error;
   // RequestPortTable: hostd's answer; nullopt: no hostd answers (Unavailable), so the checks
   // read ports.json from the script's files.
   std::optional<std::vector<vm::PublishState>> hostd_port_table;
