@@ -1382,6 +1382,19 @@ ScenarioReport RunVmLifecycle(const HarnessOptions& o) {
     r.message = "QEMU ended with its fun-hostd; status: " + Str(st, "phase");
     return OkStatus();
   });
+  // The doctor after fun-hostd was killed: FUN0009 is the one failure (FUN0008 may warn about
+  // what the dead hostd left); --fix cleans up and the next start works.
+  sc.Step("doctor_names_the_dead_hostd", [&](StepResult& r) -> Status {
+    FUN_ASSIGN_OR_RETURN(DoctorRun d, RunDoctor(sc, r, {}));
+    auto fails = DoctorFindings(d.checks, {"fail"});
+    FUN_RETURN_IF_ERROR(ExpectOnly(fails, "FUN0009", "fun-hostd killed with -9"));
+    FUN_ASSIGN_OR_RETURN(DoctorRun f, RunDoctor(sc, r, {"--fix"}));
+    auto stale = DoctorFindings(f.checks, {"fail", "warn"}, {"FUN0002", "FUN0009"});
+    FUN_RETURN_IF_ERROR(
+        Expect(stale.empty(), "after --fix: " + fmt::format("{}", fmt::join(stale, "; "))));
+    r.message = fails[0] + "; --fix: " + f.fixes.dump().substr(0, 200);
+    return OkStatus();
+  });
   sc.Step("start_after_hostd_died", [&](StepResult& r) -> Status {
     FUN_RETURN_IF_ERROR(start(r));
     FUN_ASSIGN_OR_RETURN(auto st, sc.StatusJson(r));
