@@ -56,6 +56,14 @@ echo "-- curl http://127.0.0.1:$port/ (from the host, through fun-hostd and the 
 for _ in $(seq 50); do curl -fsS "http://127.0.0.1:$port/" && break; sleep 0.2; done
 "$bin/fun" rm -f demo-web
 echo
+echo "== a host folder in a container: fun run -v (your home is shared into the VM over 9P)"
+share=$(mktemp -d "$HOME/fun-demo-XXXXXX")
+echo "written on the host" > "$share/hello.txt"
+"$bin/fun" run --rm -v "$share:/data" "$image" sh -c \
+  'cat /data/hello.txt && echo "written in the container" > /data/reply.txt'
+echo "-- on the host: $(cat "$share/reply.txt")"
+rm -rf "$share"
+echo
 echo "== fun-vmctl status"
 "$bin/fun-vmctl" status
 echo
@@ -65,4 +73,4 @@ echo
 echo "== stopping the VM (fun-vmctl stop)"
 "$bin/fun-vmctl" stop
 echo
-echo "== not built yet: shared folders over 9P in the VM (-v) (the open issues, in order)"
+echo "== not built yet: the HyperKit backend (macOS), and the open issues' left lists in docs/next.md"
