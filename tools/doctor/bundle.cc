@@ -5,8 +5,8 @@
 #include <algorithm>
 #include <cctype>
 #include <chrono>
-#include <ctime>
 
+#include "lib/base/clock.h"
 #include "lib/base/version.h"
 #include "lib/vm/instance.h"
 
@@ -54,14 +54,17 @@ std::string Lower(std::string_view s) {
   return out;
 }
 
+// "20261130-014136" (UTC), from the project's one UTC formatter.
 std::string UtcStamp(Clock::WallTime t) {
-  std::time_t secs = std::chrono::system_clock::to_time_t(
-      std::chrono::time_point_cast<std::chrono::system_clock::duration>(t));
-  std::tm tm{};
-  ::gmtime_r(&secs, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof(buf), "%Y%m%d-%H%M%S", &tm);
-  return buf;
+  std::string out;
+  for (char c : FormatRfc3339Millis(t).substr(0, 19)) {  // "2026-11-30T01:41:36"
+    if (c == 'T') {
+      out += '-';
+    } else if (c != '-' && c != ':') {
+      out += c;
+    }
+  }
+  return out;
 }
 
 constexpr std::string_view kReadme =

@@ -323,6 +323,19 @@ CheckResult ProbeImage(DoctorContext& ctx) {
 
 // --- FUN0007 --------------------------------------------------------------------------------
 
+// What FUN0007 looks at, and the type and mode each must have (its probe and its repair).
+struct ExpectedMode {
+  std::string path;
+  FileType type;
+  unsigned mode;
+  bool required;  // missing is worth a warning
+};
+std::vector<ExpectedMode> ExpectedModes(DoctorContext& ctx) {
+  return {{ctx.instance_dir(), FileType::kDirectory, 0700, true},
+          {ctx.instance_dir() + "/secret", FileType::kRegular, 0600, true},
+          {ctx.instance_file(InstanceFileKind::kContainerdSock), FileType::kSocket, 0600, false}};
+}
+
 CheckResult ProbePermissions(DoctorContext& ctx) {
   std::string dir = ctx.instance_dir();
   auto st = ctx.env().Stat(dir);
@@ -365,9 +378,7 @@ CheckResult ProbePermissions(DoctorContext& ctx) {
     if (ok)
       fine.push_back(fmt::format("{} {}", path.substr(path.rfind('/') + 1), FormatMode(fs->mode)));
   };
-  look(dir, FileType::kDirectory, 0700, true);
-  look(dir + "/secret", FileType::kRegular, 0600, true);
-  look(ctx.instance_file(InstanceFileKind::kContainerdSock), FileType::kSocket, 0600, false);
+  for (const ExpectedMode& e : ExpectedModes(ctx)) look(e.path, e.type, e.mode, e.required);
   for (const auto& p : problems) detail.push_back(p);
   if (!problems.empty()) {
     std::vector<std::string> steps;
@@ -397,11 +408,9 @@ CheckResult ProbePermissions(DoctorContext& ctx) {
 FixResult FixPermissions(DoctorContext& ctx) {
   std::vector<std::string> done;
   uid_t me = ctx.env().Uid();
-  const std::pair<std::string, unsigned> want[] = {
-      {ctx.instance_dir(), 0700},
-      {ctx.instance_dir() + "/secret", 0600},
-      {ctx.instance_file(InstanceFileKind::kContainerdSock), 0600}};
-  for (const auto& [path, mode] : want) {
+  for (const ExpectedMode& e : ExpectedModes(ctx)) {
+    const std::string& path = e.path;
+    const unsigned mode = e.mode;
     auto fs = ctx.env().Stat(path);
     if (!fs.ok() || fs->owner != me || fs->mode == mode) continue;
     FUN_RETURN_IF_ERROR(ctx.env().Chmod(path, mode));
@@ -495,6 +504,17 @@ std::string Uptime(double s) {
   return fmt::format("{} h {} min", t / 3600, (t % 3600) / 60);
 }
 
+// How long a start has been "starting", in whole minutes, when that is kStuckStartAfter or more
+// (FUN0009's probe fails it and its repair stops it); nullopt otherwise.
+std::optional<int64_t> StuckStartMinutes(DoctorContext& ctx, const vm::InstanceStatus& st) {
+  if (st.phase != "starting" || !st.state || st.state->started_at_ms <= 0) return std::nullopt;
+  const auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
+      ctx.env().clock().Now().time_since_epoch());
+  const auto stuck = now - std::chrono::milliseconds(st.state->started_at_ms);
+  if (stuck < kStuckStartAfter) return std::nullopt;
+  return std::chrono::duration_cast<std::chrono::minutes>(stuck).count();
+}
+
 CheckResult ProbeRunning(DoctorContext& ctx) {
   const vm::InstanceStatus& st = ctx.Instance();
   if (!st.exists) {
@@ -550,20 +570,13 @@ CheckResult ProbeRunning(DoctorContext& ctx) {
                                                            : "no reason recorded";
     return R::Fail("the last start failed: " + why, std::move(detail)).WithHint(restart);
   }
-  if (st.phase == "starting" && st.state && st.state->started_at_ms > 0) {
-    const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                               ctx.env().clock().Now().time_since_epoch())
-                               .count();
-    const int64_t stuck_ms = now_ms - st.state->started_at_ms;
-    if (stuck_ms >=
-        std::chrono::duration_cast<std::chrono::milliseconds>(kStuckStartAfter).count()) {
-      return R::Fail(fmt::format("the start has not finished in {} min (fun-hostd pid {})",
-                                 stuck_ms / 60000, st.hostd.pid),
-                     std::move(detail))
-          .WithHint(
-              "the boot is stuck: see FUN0010 (console); `fun-doctor --fix` (or `fun-vmctl stop "
-              "--force {instance}`) stops it, then `fun-vmctl start {instance}`");
-    }
+  if (auto stuck_min = StuckStartMinutes(ctx, st)) {
+    return R::Fail(fmt::format("the start has not finished in {} min (fun-hostd pid {})",
+                               *stuck_min, st.hostd.pid),
+                   std::move(detail))
+        .WithHint(
+            "the boot is stuck: see FUN0010 (console); `fun-doctor --fix` (or `fun-vmctl stop "
+            "--force {instance}`) stops it, then `fun-vmctl start {instance}`");
   }
   if (st.phase == "starting" || st.phase == "stopping") {
     return R::Warn(fmt::format("{} (fun-hostd pid {})", st.phase, st.hostd.pid), std::move(detail))
@@ -595,16 +608,8 @@ FixResult FixRunning(DoctorContext& ctx) {
   std::string what;
   if (vm && !hostd) {
     what = fmt::format("stopped the VM (pid {}) that ran without its fun-hostd", st.vm.pid);
-  } else if (hostd && st.phase == "starting" && st.state && st.state->started_at_ms > 0) {
-    const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                               ctx.env().clock().Now().time_since_epoch())
-                               .count();
-    const int64_t stuck_ms = now_ms - st.state->started_at_ms;
-    if (stuck_ms <
-        std::chrono::duration_cast<std::chrono::milliseconds>(kStuckStartAfter).count()) {
-      return done;
-    }
-    what = fmt::format("stopped a start stuck for {} min (fun-hostd pid {})", stuck_ms / 60000,
+  } else if (auto stuck_min = hostd ? StuckStartMinutes(ctx, st) : std::nullopt) {
+    what = fmt::format("stopped a start stuck for {} min (fun-hostd pid {})", *stuck_min,
                        st.hostd.pid);
   } else {
     return done;
