@@ -62,6 +62,11 @@ bad = [s for s in r["steps"] if not s["ok"]]
 print(f"harness: {len(r['steps']) - len(bad)} steps passed, {len(bad)} failed, {r['seconds']:.0f} s")
 for s in bad:
     print(f"  FAILED {s['name']} ({s['seconds']:.1f} s): {s['message'][:500]}")
+# The first failure's console and hostd tails: later steps only say they did not run.
+first = next((s for s in bad if s.get("attachments")), None)
+if first:
+    print(f"--- what the instance logged when {first['name']} failed")
+    print(first["attachments"])
 PY
 fi
 if [ $status = 0 ]; then echo "ci/test.sh: all tests passed"; else echo "ci/test.sh: FAILED"; fi

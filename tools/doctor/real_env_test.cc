@@ -135,54 +135,6 @@ TEST_F(RealEnvTest, CriVersionAnswersFromARealContainerd) {
   EXPECT_EQ(v->runtime_api_version, "v1");
 }
 
-// A whole run against an instance that looks running: its pid files name this test process
-// (alive and ours), and its containerd.sock leads to a real containerd.
-TEST_F(RealEnvTest, AWholeRunFindsARunningInstanceAndItsContainerd) {
-  if (Status why = cri::testing::ContainerdFixture::CanRun(); !why.ok()) GTEST_SKIP() << why;
-  auto ctd = cri::testing::ContainerdFixture::Create();
-  ASSERT_TRUE(ctd.ok()) << ctd.status();
-  PathsInput in{.os = CurrentOs(), .home = dir_, .fun_home = dir_ + "/state", .xdg_state_home = ""};
-  Paths paths = ResolvePaths(in).value();
-  std::string inst = paths.InstanceDir("default");
-  ASSERT_TRUE(MakeDirs(inst, 0700).ok());
-  ASSERT_TRUE(vm::WritePidFile(inst + "/hostd.pid", ::getpid()).ok());
-  ASSERT_TRUE(vm::WritePidFile(inst + "/vm.pid", ::getpid()).ok());
-  ASSERT_TRUE(vm::SaveInstanceState(inst, {.phase = vm::Phase::kRunning, .accel = "tcg"}).ok());
-  ASSERT_EQ(::symlink((*ctd)->socket_path().c_str(), (inst + "/containerd.sock").c_str()), 0);
-
-  // No CNI config yet: containerd answers, but CRI Status says NetworkReady false.
-  {
-    std::ostringstream out, err;
-    int code = ::fun::doctor::Run({"--json", "--check", "FUN0011"}, in, env_, out, err);
-    EXPECT_EQ(code, 1) << out.str() << err.str();
-    nlohmann::json j = nlohmann::json::parse(out.str());
-    ASSERT_EQ(j.size(), 1u);
-    EXPECT_EQ(j[0]["status"], "fail") << j[0];
-    EXPECT_THAT(j[0]["summary"].get<std::string>(), HasSubstr("network not ready")) << j[0];
-  }
-  // With a conflist, once the CRI plugin has loaded it, both conditions hold.
-  ASSERT_TRUE((*ctd)->WriteCniConfig().ok());
-  int code = 1;
-  std::ostringstream out, err;
-  std::chrono::steady_clock::duration took{};
-  for (int i = 0; i < 200 && code != 0; ++i) {
-    if (i > 0) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    out.str("");
-    err.str("");
-    auto t0 = std::chrono::steady_clock::now();
-    code = ::fun::doctor::Run({"--json", "--check", "FUN0009", "--check", "FUN0011"}, in, env_, out,
-                              err);
-    took = std::chrono::steady_clock::now() - t0;
-  }
-  EXPECT_EQ(code, 0) << out.str() << err.str();
-  EXPECT_LT(took, std::chrono::seconds(2));
-  nlohmann::json j = nlohmann::json::parse(out.str());
-  ASSERT_EQ(j.size(), 2u);
-  EXPECT_EQ(j[0]["status"], "pass") << j[0];
-  EXPECT_EQ(j[1]["status"], "pass") << j[1];
-  EXPECT_THAT(j[1]["summary"].get<std::string>(), HasSubstr("containerd "));
-  EXPECT_THAT(j[1]["summary"].get<std::string>(), HasSubstr("RuntimeReady, NetworkReady"));
-}
 #endif
 
 TEST_F(RealEnvTest, TcpConnectReachesARealListenerAndReportsARefusal) {
@@ -255,6 +207,53 @@ class RealEnvWithGuestdTest : public RealEnvTest {
   std::unique_ptr<Process> guestd_;
   RealDoctorEnv loopback_env_{"127.0.0.1"};
 };
+
+#if defined(FUN_DOCTOR_HAVE_CONTAINERD_FIXTURE)
+// A whole run against an instance that looks running: its pid files name this test process
+// (alive and ours), its agent is the real fun-guestd, and its containerd.sock leads to a real
+// containerd.
+TEST_F(RealEnvWithGuestdTest, AWholeRunFindsARunningInstanceAndItsContainerd) {
+  if (Status why = cri::testing::ContainerdFixture::CanRun(); !why.ok()) GTEST_SKIP() << why;
+  auto ctd = cri::testing::ContainerdFixture::Create();
+  ASSERT_TRUE(ctd.ok()) << ctd.status();
+  PathsInput in = in_;
+  ASSERT_EQ(::symlink((*ctd)->socket_path().c_str(), (inst_ + "/containerd.sock").c_str()), 0);
+  ASSERT_EQ(::symlink((*ctd)->socket_path().c_str(), (dir_ + "/containerd.sock").c_str()), 0);
+
+  // No CNI config yet: containerd answers, but CRI Status says NetworkReady false.
+  {
+    std::ostringstream out, err;
+    int code = ::fun::doctor::Run({"--json", "--check", "FUN0011"}, in, env_, out, err);
+    EXPECT_EQ(code, 1) << out.str() << err.str();
+    nlohmann::json j = nlohmann::json::parse(out.str());
+    ASSERT_EQ(j.size(), 1u);
+    EXPECT_EQ(j[0]["status"], "fail") << j[0];
+    EXPECT_THAT(j[0]["summary"].get<std::string>(), HasSubstr("network not ready")) << j[0];
+  }
+  // With a conflist, once the CRI plugin has loaded it, both conditions hold.
+  ASSERT_TRUE((*ctd)->WriteCniConfig().ok());
+  int code = 1;
+  std::ostringstream out, err;
+  std::chrono::steady_clock::duration took{};
+  for (int i = 0; i < 200 && code != 0; ++i) {
+    if (i > 0) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    out.str("");
+    err.str("");
+    auto t0 = std::chrono::steady_clock::now();
+    code = ::fun::doctor::Run({"--json", "--check", "FUN0009", "--check", "FUN0011"}, in, env_, out,
+                              err);
+    took = std::chrono::steady_clock::now() - t0;
+  }
+  EXPECT_EQ(code, 0) << out.str() << err.str();
+  EXPECT_LT(took, std::chrono::seconds(2));
+  nlohmann::json j = nlohmann::json::parse(out.str());
+  ASSERT_EQ(j.size(), 2u);
+  EXPECT_EQ(j[0]["status"], "pass") << j[0];
+  EXPECT_EQ(j[1]["status"], "pass") << j[1];
+  EXPECT_THAT(j[1]["summary"].get<std::string>(), HasSubstr("containerd "));
+  EXPECT_THAT(j[1]["summary"].get<std::string>(), HasSubstr("RuntimeReady, NetworkReady"));
+}
+#endif
 
 TEST_F(RealEnvWithGuestdTest, VmOutboundDialsTheHostThroughTheAgentAndExchangesBytes) {
   auto r = loopback_env_.ProbeVmOutbound(inst_, "default", kOutboundTimeout);
