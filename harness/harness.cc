@@ -369,6 +369,50 @@ void DoctorFaultSteps(Scenario& sc, const std::string& busybox) {
     r.message = "FUN0020 named with " + left + " KiB left; fun rm freed it, images kept";
     return all_pass(r, "fun rm of the filler");
   });
+
+  // The VM's network interface down: the agent channel is a port QEMU forwards to it, so the
+  // agent is cut off although it runs. The doctor names FUN0018 alone (the checks behind the
+  // agent point to it); a restart (the stop falls back to ACPI) brings everything back, the
+  // images and containers on the data disk kept.
+  sc.Step("doctor_fault_vm_network_down", [&](StepResult& r) -> Status {
+    ProcessResult run = sc.Tool(r, "fun",
+                                {"run", "-d", "--name", "netdown", "--privileged", "--network",
+                                 "host", busybox, "sh", "-c", "sleep 3; ip link set eth0 down"},
+                                300s);
+    FUN_RETURN_IF_ERROR(Expect(
+        run.ok(), "fun run netdown: " + run.Describe() + " " + run.stderr_data.substr(0, 300)));
+    std::vector<std::string> findings;
+    auto until = std::chrono::steady_clock::now() + 60s;
+    while (std::chrono::steady_clock::now() < until) {
+      FUN_ASSIGN_OR_RETURN(DoctorRun d, RunDoctor(sc, r, {}));
+      findings = DoctorFindings(d.checks, {"fail", "warn"}, kTcgWarning);
+      if (!findings.empty()) break;
+      std::this_thread::sleep_for(1s);
+    }
+    FUN_RETURN_IF_ERROR(ExpectOnly(findings, "FUN0018", "eth0 down in the VM"));
+    const std::string named = findings[0];
+    auto t0 = std::chrono::steady_clock::now();
+    ProcessResult stop = sc.Tool(r, "fun-vmctl", {"stop"}, 120s);
+    FUN_RETURN_IF_ERROR(Expect(stop.ok(), "fun-vmctl stop with the agent cut off: " +
+                                              stop.Describe() + " " + stop.stderr_data));
+    const double stop_s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    FUN_ASSIGN_OR_RETURN(auto st, sc.StatusJson(r));
+    const std::string how = st.contains("last_exit") ? Str(st["last_exit"], "reason") : "";
+    ProcessResult start = sc.Tool(r, "fun-vmctl", {"start", "--timeout", "180"}, 240s);
+    FUN_RETURN_IF_ERROR(
+        Expect(start.ok(), "fun-vmctl start after the network went down: " + start.Describe() +
+                               " " + start.stderr_data.substr(0, 300)));
+    ProcessResult rm = sc.Tool(r, "fun", {"rm", "-f", "netdown"}, 120s);
+    FUN_RETURN_IF_ERROR(Expect(rm.ok(), "fun rm -f netdown: " + rm.Describe()));
+    ProcessResult images = sc.Tool(r, "fun", {"images"});
+    FUN_RETURN_IF_ERROR(
+        Expect(images.ok() && images.stdout_data.find("fun/busybox") != std::string::npos,
+               "fun images after the restart: " + images.stdout_data));
+    r.message = fmt::format("{}; stopped in {:.1f} s ({}), restarted, images kept",
+                            named.substr(0, 160), stop_s, how);
+    return all_pass(r, "the restart");
+  });
 }
 
 // containerd frozen in the VM (SIGSTOP from a --pid host container, which resumes it later):

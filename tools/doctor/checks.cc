@@ -1510,6 +1510,23 @@ std::vector<HypervisorCandidate> HypervisorCandidates(Os os, std::string_view ar
 
 const std::vector<ConsolePattern>& ConsolePatterns() {
   static const std::vector<ConsolePattern> patterns = {
+      // Too little memory for the initrd: the kernel unpacks what fits and then finds no /init
+      // (seen with --memory 256: the next lines say "No working init found").
+      {"out of memory",
+       {"Initramfs unpacking failed: write error"},
+       "the VM's memory is too small to unpack its initrd: raise memory_mib (`fun-vmctl stop "
+       "{instance}`, then `fun-vmctl start {instance} --memory 2048`)"},
+      // No /init in the initrd (or an rdinit= naming a missing file): the kernel looks for a
+      // root file system instead, and there is none.
+      {"no init",
+       {"VFS: Unable to mount root fs"},
+       "the kernel found no /init in the initrd and has no root file system: the initrd is "
+       "missing or broken, or fun-cmdline names an init that is not there; rebuild the image "
+       "(linuxkit/build.sh)"},
+      {"no init",
+       {"Requested init", "failed"},
+       "fun-cmdline's init= names a program the initrd does not have: rebuild the image "
+       "(linuxkit/build.sh)"},
       {"no init",
        {"No working init found"},
        "the initrd has no usable /init: rebuild the image (linuxkit/build.sh)"},
@@ -1536,6 +1553,22 @@ const std::vector<ConsolePattern>& ConsolePatterns() {
       {"module load failure",
        {"insmod: "},
        "the initrd's modules do not match its kernel: rebuild the image (linuxkit/build.sh)"},
+      // A vCPU that made no progress for 20 s or more. Under TCG that is most often a host too
+      // busy to run the VM's CPU threads; the task named is what was running.
+      {"CPU stall",
+       {"soft lockup - CPU#"},
+       "a VM CPU made no progress for 20 s or more: under TCG (FUN0002) the host is likely "
+       "overloaded; close CPU-heavy programs or give the VM fewer CPUs (`fun-vmctl start "
+       "{instance} --cpus 1`), then `fun-vmctl restart {instance}`"},
+      {"CPU stall",
+       {"rcu: INFO: ", "detected stalls"},
+       "a VM CPU made no progress for 20 s or more: under TCG (FUN0002) the host is likely "
+       "overloaded; close CPU-heavy programs or give the VM fewer CPUs (`fun-vmctl start "
+       "{instance} --cpus 1`), then `fun-vmctl restart {instance}`"},
+      {"hung task",
+       {"INFO: task ", "blocked for more than"},
+       "a task in the VM waited two minutes or more for I/O: a shared folder whose server does "
+       "not answer (FUN0017), a full data disk (FUN0020), or a host too busy to run the VM"},
       {"init error",
        {"fun-init: error:"},
        "the guest's /init reported a failure: the line says what; the whole console has the "
