@@ -606,7 +606,7 @@ void Hostd::Finish(const ProcessResult* result) {
     e.reason = "the hypervisor did not start";
     e.clean = false;
   } else if (result->ok()) {
-    e.reason = "the guest powered off";
+    e.reason = DescribeGuestEnd(TailFile(File(InstanceFileKind::kConsoleLog), 80));
   } else {
     e.reason = "qemu " + result->Describe();
     e.clean = false;

@@ -340,6 +340,26 @@ std::string TailFile(const std::string& path, size_t lines) {
   return out;
 }
 
+std::string DescribeGuestEnd(std::string_view console_tail) {
+  constexpr std::string_view kPanic = "Kernel panic - not syncing: ";
+  if (size_t at = console_tail.rfind(kPanic); at != std::string_view::npos) {
+    std::string_view what = console_tail.substr(at + kPanic.size());
+    what = what.substr(0, std::min(what.find_first_of("\r\n"), size_t{160}));
+    std::string clean;
+    for (char c : what) {
+      auto u = static_cast<unsigned char>(c);
+      clean.push_back(u < 0x20 || u == 0x7f ? '?' : c);
+    }
+    while (!clean.empty() && (clean.back() == ' ' || clean.back() == '.')) clean.pop_back();
+    return "the guest kernel panicked: " + clean + " (the console has the lines before it)";
+  }
+  if (console_tail.find("reboot: Restarting system") != std::string_view::npos ||
+      console_tail.find("Rebooting in ") != std::string_view::npos) {
+    return "the guest rebooted itself (the VM runs with -no-reboot: a reboot ends it)";
+  }
+  return "the guest powered off";
+}
+
 Status LinkConsoleForUser(const Paths& paths, const std::string& name) {
   const std::string console = paths.InstanceFile(name, InstanceFileKind::kConsoleLog);
   const std::string user = paths.ConsoleLogForUser(name);

@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "lib/base/instance_config.h"
@@ -93,6 +94,12 @@ Status RemoveInstance(const Paths& paths, const std::string& name);
 
 // The last `lines` lines of a text file ("" if unreadable).
 std::string TailFile(const std::string& path, size_t lines);
+
+// Why QEMU ended by itself (exit 0, no stop asked), from the end of the guest's console: QEMU
+// runs with -no-reboot, so a guest that reboots -- as a kernel panic with panic=1 does -- ends
+// the VM just as a power-off would. "the guest kernel panicked: <the panic line>", "the guest
+// rebooted itself", else "the guest powered off". Pure.
+std::string DescribeGuestEnd(std::string_view console_tail);
 
 // Where the user is told to look for the console differs from the instance's console.log (on
 // macOS: ~/Library/Logs/Fun/linuxkit.log, the product's promise): makes that path a symlink to

@@ -322,6 +322,23 @@ TEST_F(InstanceTest, ALiveHostdWithAStoppedStateIsStoppedOnlyWhenItsOwnRunEnded)
   ::unlink(paths_.InstanceFile("default", InstanceFileKind::kHostdPid).c_str());
 }
 
+TEST(DescribeGuestEndTest, PanicRebootOrPowerOffFromTheConsole) {
+  // The end of a real boot with too little memory for the initrd (session 6).
+  EXPECT_EQ(DescribeGuestEnd("[    3.990657] Failed to execute /init (error -2)\n"
+                             "[    3.992777] Kernel panic - not syncing: No working init found.  "
+                             "Try passing init= option to kernel.\n"
+                             "[    3.999115] Rebooting in 1 seconds..\n"),
+            "the guest kernel panicked: No working init found.  Try passing init= option to "
+            "kernel (the console has the lines before it)");
+  EXPECT_EQ(DescribeGuestEnd("[ 9.1] reboot: Restarting system\n"),
+            "the guest rebooted itself (the VM runs with -no-reboot: a reboot ends it)");
+  EXPECT_EQ(DescribeGuestEnd("[ 9.1] reboot: Power down\n"), "the guest powered off");
+  EXPECT_EQ(DescribeGuestEnd(""), "the guest powered off");
+  // Control characters from the guest never reach state.json raw.
+  EXPECT_EQ(DescribeGuestEnd("Kernel panic - not syncing: a\x1b[0mb"),
+            "the guest kernel panicked: a?[0mb (the console has the lines before it)");
+}
+
 TEST(TailFileTest, LastLines) {
   std::string path = "/tmp/fun-tail-test-" + std::to_string(::getpid());
   std::ofstream(path) << "a\nb\nc\nd\n";
