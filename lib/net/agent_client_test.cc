@@ -88,11 +88,12 @@ TEST_F(AgentClientTest, PingReportsContainerd) {
   EXPECT_GT(p->uptime_s, 0.0);
   // Its listener, the log, the ping's connection: a few fds, never none.
   EXPECT_GT(p->open_fds, 2);
-  // Connections that come and go leave its fd count where it was.
+  // Connections that come and go do not raise its fd count (it may be lower: a connection from
+  // before the first ping, such as the fixture's readiness probe, may still have been closing).
   for (int i = 0; i < 50; ++i) ASSERT_TRUE(PingAgent(ep_, 2s).ok());
   auto later = PingAgent(ep_, 2s);
   ASSERT_TRUE(later.ok());
-  EXPECT_EQ(later->open_fds, p->open_fds);
+  EXPECT_LE(later->open_fds, p->open_fds);
 }
 
 TEST_F(AgentClientTest, PingCarriesTheGuestsClockAndDataDisk) {
