@@ -73,7 +73,15 @@ StatusOr<std::pair<UniqueFd, Reply>> Exchange(const AgentEndpoint& ep, Request r
   FUN_ASSIGN_OR_RETURN(UniqueFd fd, Connect(ep.address));
   SetTimeouts(fd.get(), timeout);
   std::string what = fmt::format("agent {} ({})", ep.address.ToString(), KindName(request.kind));
-  FUN_RETURN_IF_ERROR_CTX(WriteAll(fd.get(), wire), what);
+  // SO_RCVTIMEO/SO_SNDTIMEO end a blocked call with EAGAIN: say what that means.
+  auto timed = [&](Status st) {
+    if (st.sys_errno() == EAGAIN || st.sys_errno() == EWOULDBLOCK) {
+      return DeadlineExceededError(
+          fmt::format("{}: no answer within {} ms", what, timeout.count()));
+    }
+    return st.WithContext(what);
+  };
+  if (Status w = WriteAll(fd.get(), wire); !w.ok()) return timed(w);
   // magic[4] status[1] len[2], then exactly len bytes: never read past the reply.
   std::string buf(7, '\0');
   Status s = ReadExactly(fd.get(), buf.data(), 7);
@@ -81,13 +89,15 @@ StatusOr<std::pair<UniqueFd, Reply>> Exchange(const AgentEndpoint& ep, Request r
     if (s.code() == Code::kOutOfRange) {
       return UnavailableError(what + ": the guest closed the connection (agent not up yet?)");
     }
-    return s.WithContext(what);
+    return timed(s);
   }
   size_t len =
       static_cast<uint8_t>(buf[5]) | (static_cast<size_t>(static_cast<uint8_t>(buf[6])) << 8);
   if (len > kMaxMessageSize) return DataLossError(what + ": oversized reply");
   buf.resize(7 + len);
-  if (len > 0) FUN_RETURN_IF_ERROR_CTX(ReadExactly(fd.get(), buf.data() + 7, len), what);
+  if (len > 0) {
+    if (Status b = ReadExactly(fd.get(), buf.data() + 7, len); !b.ok()) return timed(b);
+  }
   auto reply = DecodeReply(buf);
   if (!reply.ok()) return reply.status().WithContext(what);
   if (!reply->has_value()) return DataLossError(what + ": truncated reply");

@@ -256,6 +256,19 @@ TEST_F(AgentClientTest, NoAgentIsUnavailable) {
   EXPECT_EQ(p.status().code(), Code::kUnavailable);
 }
 
+// What QEMU's port forward does when the VM's network is down: it accepts, and nothing answers.
+TEST(AgentClientSilentTest, AnAcceptedButUnansweredPingIsANamedDeadline) {
+  auto l = Listen(SocketAddress{.kind = SocketAddress::Kind::kTcp, .host = "127.0.0.1", .port = 0});
+  ASSERT_TRUE(l.ok()) << l.status();
+  auto bound = ParseSocketAddress(LocalAddress(l->get()).value());
+  ASSERT_TRUE(bound.ok());
+  AgentEndpoint ep{.address = *bound, .token = Token{}};
+  auto p = PingAgent(ep, 200ms);  // the kernel completes the handshake into the backlog
+  ASSERT_FALSE(p.ok());
+  EXPECT_EQ(p.status().code(), Code::kDeadlineExceeded) << p.status();
+  EXPECT_THAT(p.status().message(), HasSubstr("no answer within 200 ms"));
+}
+
 // Two `fun-vmctl start` racing on a fresh instance both ensure the secret: each must end up
 // with the one token that landed, never an error and never a partial file.
 TEST(TokenFileTest, ConcurrentEnsureAgreesOnOneToken) {
