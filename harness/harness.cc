@@ -29,6 +29,7 @@
 #include "lib/cri/client.h"
 #include "lib/net/agent_client.h"
 #include "lib/net/port_check.h"
+#include "lib/vm/image.h"
 #include "lib/vm/instance.h"
 #include "lib/vm/instance_agent.h"
 #include "lib/vm/port_publisher.h"
@@ -137,8 +138,8 @@ class Scenario {
       failed_ = true;
       r.message = s.message();
       r.attachments =
-          "--- console.log (last 60 lines)\n" +
-          vm::TailFile(paths_.InstanceFile("default", InstanceFileKind::kConsoleLog), 60) +
+          "--- console.log (last 150 lines)\n" +
+          vm::TailFile(paths_.InstanceFile("default", InstanceFileKind::kConsoleLog), 150) +
           "--- hostd.log (last 40 lines)\n" +
           vm::TailFile(paths_.InstanceFile("default", InstanceFileKind::kHostdLog), 40);
     }
@@ -153,10 +154,10 @@ class Scenario {
                      const std::map<std::string, std::string>& env = {}) {
     Command c{.program = tool.front() == '/' ? tool : o_.bin_dir + "/" + tool,
               .args = std::move(args)};
-    c.env_overrides = env;
     c.env_overrides["FUN_HOME"] = home_;
     c.env_overrides["HOME"] = user_home();
     if (!o_.image_dir.empty()) c.env_overrides["FUN_IMAGE_DIR"] = o_.image_dir;
+    for (const auto& [k, v] : env) c.env_overrides[k] = v;  // the caller's win
     c.timeout = timeout;
     auto res = ProcessRunner::Default().Run(c);
     ProcessResult out = res.ok() ? *res : ProcessResult::Exited(127, "", res.status().message());
@@ -381,14 +382,18 @@ void DoctorFaultSteps(Scenario& sc, const std::string& busybox) {
                                 300s);
     FUN_RETURN_IF_ERROR(Expect(
         run.ok(), "fun run netdown: " + run.Describe() + " " + run.stderr_data.substr(0, 300)));
-    std::vector<std::string> findings;
+    // Until the agent no longer answers (a run that began before the link went down sees a
+    // mix), then one whole run in that state.
+    std::string agent;
     auto until = std::chrono::steady_clock::now() + 60s;
-    while (std::chrono::steady_clock::now() < until) {
-      FUN_ASSIGN_OR_RETURN(DoctorRun d, RunDoctor(sc, r, {}));
-      findings = DoctorFindings(d.checks, {"fail", "warn"}, kTcgWarning);
-      if (!findings.empty()) break;
-      std::this_thread::sleep_for(1s);
+    while (agent != "fail" && std::chrono::steady_clock::now() < until) {
+      FUN_ASSIGN_OR_RETURN(DoctorRun d, RunDoctor(sc, r, {"--check", "FUN0018"}));
+      agent = Str(d.checks[0], "status");
+      if (agent != "fail") std::this_thread::sleep_for(1s);
     }
+    FUN_RETURN_IF_ERROR(Expect(agent == "fail", "FUN0018 never failed with eth0 down"));
+    FUN_ASSIGN_OR_RETURN(DoctorRun d, RunDoctor(sc, r, {}));
+    std::vector<std::string> findings = DoctorFindings(d.checks, {"fail", "warn"}, kTcgWarning);
     FUN_RETURN_IF_ERROR(ExpectOnly(findings, "FUN0018", "eth0 down in the VM"));
     const std::string named = findings[0];
     auto t0 = std::chrono::steady_clock::now();
@@ -467,6 +472,143 @@ void DoctorContainerdStoppedStep(Scenario& sc, const std::string& busybox) {
 }
 
 // With the VM stopped: a stale pid file and a left-behind socket.
+// Boots that cannot work, each in its own instance "broken" (the real instance is stopped
+// meanwhile): the start fails with the console's lines, the doctor names FUN0010 alone with the
+// cause, status says how the VM ended, and starting again right recovers.
+void DoctorBrokenBootSteps(Scenario& sc, const std::string& image_dir_flag) {
+  const std::string broken = "broken";
+  // `fun-vmctl start broken ARGS` with the image in `image_dir`; ok or not.
+  auto start = [&](StepResult& r, std::vector<std::string> args, const std::string& image_dir) {
+    args.insert(args.begin(), {"start", broken, "--timeout", "120"});
+    return sc.Tool(r, "fun-vmctl", args, 180s, {{"FUN_IMAGE_DIR", image_dir}});
+  };
+  // The failing checks of the broken instance: exactly FUN0010, whose summary names `kind`.
+  auto expect_named = [&](StepResult& r, const std::string& kind,
+                          const std::string& image_dir) -> StatusOr<std::string> {
+    FUN_ASSIGN_OR_RETURN(DoctorRun d,
+                         RunDoctor(sc, r, {"--instance", broken}, {{"FUN_IMAGE_DIR", image_dir}}));
+    FUN_RETURN_IF_ERROR(ExpectOnly(DoctorFindings(d.checks, {"fail"}), "FUN0010", kind));
+    const std::string named = DoctorFindings(d.checks, {"fail"})[0];
+    FUN_RETURN_IF_ERROR(Expect(named.find(kind) != std::string::npos,
+                               "FUN0010 does not say " + kind + ": " + named));
+    FUN_RETURN_IF_ERROR(Expect(d.exit_code == 1, fmt::format("exit code {}", d.exit_code)));
+    ProcessResult st = sc.Tool(r, "fun-vmctl", {"status", broken, "--json"});
+    auto j = nlohmann::json::parse(st.stdout_data, nullptr, false);
+    std::string ended = j.is_object() && j.contains("last_exit") && j["last_exit"].is_object()
+                            ? Str(j["last_exit"], "reason")
+                            : "";
+    return named + " | status: " + ended;
+  };
+  // The good image again: the VM comes up and every check of it passes.
+  auto recovers = [&](StepResult& r, std::vector<std::string> args) -> Status {
+    ProcessResult ok = start(r, std::move(args), image_dir_flag);
+    FUN_RETURN_IF_ERROR(Expect(ok.ok(), "fun-vmctl start broken with the good image: " +
+                                            ok.Describe() + " " + ok.stderr_data.substr(0, 300)));
+    FUN_ASSIGN_OR_RETURN(DoctorRun d, RunDoctor(sc, r, {"--instance", broken}));
+    auto bad = DoctorFindings(d.checks, {"fail", "warn", "skip"}, kTcgWarning);
+    FUN_RETURN_IF_ERROR(
+        Expect(bad.empty(), "after the good start: " + fmt::format("{}", fmt::join(bad, "; "))));
+    ProcessResult stop = sc.Tool(r, "fun-vmctl", {"stop", broken}, 90s);
+    return Expect(stop.ok(), "fun-vmctl stop broken: " + stop.Describe());
+  };
+  // An image dir whose files link to the good image's, `changes` written over.
+  auto variant = [&](const std::string& name,
+                     const std::map<std::string, std::string>& changes) -> StatusOr<std::string> {
+    auto good = vm::FindImageDir(sc.paths(), image_dir_flag);
+    if (!good.ok()) return good.status();
+    const std::string dir = sc.dir() + "/images/" + name;
+    std::filesystem::create_directories(dir);
+    for (const char* f : {"fun-kernel", "fun-kernel.pvh", "fun-initrd.img", "fun-cmdline"}) {
+      if (changes.count(f) != 0) {
+        std::ofstream(dir + "/" + f, std::ios::binary) << changes.at(f);
+      } else if (::access((*good + "/" + f).c_str(), F_OK) == 0) {
+        std::filesystem::create_symlink(*good + "/" + f, dir + "/" + f);
+      }
+    }
+    return dir;
+  };
+
+  sc.Step("broken_boot_memory_too_small_for_the_initrd", [&](StepResult& r) -> Status {
+    FUN_ASSIGN_OR_RETURN(std::string dir, variant("same", {}));
+    ProcessResult p = start(r, {"--memory", "256"}, dir);
+    FUN_RETURN_IF_ERROR(
+        Expect(!p.ok() && p.stderr_data.find("Initramfs unpacking failed") != std::string::npos,
+               "fun-vmctl start --memory 256 should fail showing the console: " + p.Describe() +
+                   " " + p.stderr_data.substr(0, 300)));
+    FUN_ASSIGN_OR_RETURN(std::string named, expect_named(r, "out of memory", dir));
+    FUN_RETURN_IF_ERROR(Expect(named.find("kernel panicked") != std::string::npos,
+                               "status does not say the kernel panicked: " + named));
+    r.message = named.substr(0, 240);
+    return recovers(r, {"--memory", "1024"});
+  });
+
+  sc.Step("broken_boot_no_init", [&](StepResult& r) -> Status {
+    auto good = vm::FindImageDir(sc.paths(), image_dir_flag);
+    if (!good.ok()) return good.status();
+    std::ifstream in(*good + "/fun-cmdline");
+    std::string cmdline;
+    std::getline(in, cmdline);
+    FUN_ASSIGN_OR_RETURN(std::string dir,
+                         variant("noinit", {{"fun-cmdline", cmdline + " rdinit=/no-such-init\n"}}));
+    ProcessResult p = start(r, {}, dir);
+    FUN_RETURN_IF_ERROR(Expect(!p.ok(), "fun-vmctl start without an init succeeded"));
+    FUN_ASSIGN_OR_RETURN(std::string named, expect_named(r, "no init", dir));
+    r.message = named.substr(0, 240);
+    return recovers(r, {});
+  });
+
+  sc.Step("broken_boot_module_that_does_not_load", [&](StepResult& r) -> Status {
+    // The initrd with one module (virtio-rng: nothing else needs it) overwritten by garbage: a
+    // second cpio appended to it replaces the file, as the kernel unpacks both in turn.
+    auto good = vm::FindImageDir(sc.paths(), image_dir_flag);
+    if (!good.ok()) return good.status();
+    const std::string work = sc.dir() + "/images/module-work";
+    ProcessResult list =
+        sc.Tool(r, "/bin/sh",
+                {"-c", "cpio -it --quiet < \"$1\" | grep '/virtio-rng.ko$' | head -1", "sh",
+                 *good + "/fun-initrd.img"},
+                120s);
+    std::string path = list.stdout_data.substr(0, list.stdout_data.find('\n'));
+    FUN_RETURN_IF_ERROR(
+        Expect(list.ok() && !path.empty(), "no virtio-rng.ko in the initrd: " + list.Describe()));
+    const std::string dir = sc.dir() + "/images/module";
+    std::filesystem::create_directories(dir);
+    std::filesystem::create_directories(work + "/" + path.substr(0, path.rfind('/')));
+    std::ofstream(work + "/" + path) << "not an ELF module\n";
+    ProcessResult pack = sc.Tool(
+        r, "/bin/sh",
+        {"-c",
+         "cat \"$1\" > \"$3\" && cd \"$2\" && echo \"$4\" | cpio -o -H newc -R 0:0 --quiet >> "
+         "\"$3\"",
+         "sh", *good + "/fun-initrd.img", work, dir + "/fun-initrd.img", path},
+        120s);
+    FUN_RETURN_IF_ERROR(Expect(
+        pack.ok(), "packing the broken initrd: " + pack.Describe() + " " + pack.stderr_data));
+    for (const char* f : {"fun-kernel", "fun-kernel.pvh", "fun-cmdline"}) {
+      if (::access((*good + "/" + f).c_str(), F_OK) == 0) {
+        std::filesystem::create_symlink(*good + "/" + f, dir + "/" + f);
+      }
+    }
+    // The VM boots (the module is not needed), and the console says which module failed.
+    ProcessResult p = start(r, {}, dir);
+    FUN_RETURN_IF_ERROR(Expect(p.ok(), "fun-vmctl start with a broken virtio-rng.ko: " +
+                                           p.Describe() + " " + p.stderr_data.substr(0, 300)));
+    FUN_ASSIGN_OR_RETURN(std::string named, expect_named(r, "module load failure", dir));
+    FUN_ASSIGN_OR_RETURN(
+        DoctorRun lines,
+        RunDoctor(sc, r, {"--instance", broken, "--check", "FUN0010"}, {{"FUN_IMAGE_DIR", dir}}));
+    FUN_RETURN_IF_ERROR(Expect(
+        lines.checks.dump().find("kernel module virtio_rng did not load") != std::string::npos,
+        "FUN0010 does not show the virtio_rng line: " + lines.checks.dump().substr(0, 400)));
+    ProcessResult stop = sc.Tool(r, "fun-vmctl", {"stop", broken}, 90s);
+    FUN_RETURN_IF_ERROR(Expect(stop.ok(), "fun-vmctl stop broken: " + stop.Describe()));
+    r.message = named.substr(0, 240);
+    FUN_RETURN_IF_ERROR(recovers(r, {}));
+    ProcessResult rm = sc.Tool(r, "fun-vmctl", {"rm", broken}, 60s);
+    return Expect(rm.ok(), "fun-vmctl rm broken: " + rm.Describe() + " " + rm.stderr_data);
+  });
+}
+
 void DoctorStoppedFaultSteps(Scenario& sc) {
   sc.Step("doctor_fault_stale_pid_file_and_socket_fixed", [&](StepResult& r) -> Status {
     std::string pid = sc.paths().InstanceFile("default", InstanceFileKind::kHostdPid);
@@ -1295,6 +1437,7 @@ ScenarioReport RunVmLifecycle(const HarnessOptions& o) {
     return OkStatus();
   });
   DoctorStoppedFaultSteps(sc);
+  DoctorBrokenBootSteps(sc, o.image_dir);
 
   sc.Step("config_port_taken_on_the_host", [&](StepResult& r) -> Status {
     (void)r;

@@ -760,6 +760,27 @@ TEST_F(HostdTest, StopUsesAcpiWhenTheAgentDoesNotEndTheVm) {
   EXPECT_TRUE(s.last_exit->clean);
 }
 
+// The agent unreachable (the VM's network down): the power button comes at once, not after
+// the share of the budget meant for an agent shutdown nobody accepted. With an hour's budget, a
+// wait for it would hang this test until ctest's timeout.
+TEST_F(HostdTest, StopGoesToAcpiAtOnceWhenTheAgentCannotBeReached) {
+  ServeQmp();
+  HostdOptions o = Options();
+  o.stop_timeout = std::chrono::hours(1);
+  RunningHostd r = Start(o);
+  ASSERT_TRUE(r.vm);
+  ASSERT_TRUE(AwaitServing());
+  agent_.reset();  // its port now refuses
+  qmp_->OnCommand([&](const std::string& cmd) {
+    if (cmd == "system_powerdown") r.vm->Exit(0);
+  });
+  r.hostd->RequestStop();
+  ASSERT_TRUE(r.Join().ok());
+  EXPECT_THAT(events_.StopSteps(), ElementsAre("qmp:system_powerdown"));
+  EXPECT_THAT(r.vm->signals(), IsEmpty());
+  EXPECT_EQ(State()->last_exit->reason, "stopped on request");
+}
+
 TEST_F(HostdTest, StopSendsSigtermWhenAcpiDoesNotEndTheVm) {
   ServeQmp();
   HostdOptions o = Options();
