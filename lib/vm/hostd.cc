@@ -498,13 +498,16 @@ void Hostd::WatchReady() {
   for (;;) {
     {
       std::unique_lock lock(mu_);
-      if (cv_.wait_for(lock, ready ? 1s : 200ms,
+      if (cv_.wait_for(lock, ready ? 1s : 100ms,
                        [this] { return stop_requested_ || vm_exited_; })) {
         return;
       }
     }
     if (!ready) {
-      auto ping = agent::PingAgent(agent_, 2s);
+      // A short timeout while booting: before the guest's eth0 is up, QEMU's port forward
+      // accepts the connection and nothing answers; a long wait there could delay the
+      // boot's "ready" by up to its length.
+      auto ping = agent::PingAgent(agent_, kBootPingTimeout);
       if (!ping.ok() || !ping->containerd_ready) continue;
       // The shares too, so that a `fun run -v` right after the start never bind-mounts an
       // empty mount point: each one mounted or failed (not still waiting), for at most

@@ -123,6 +123,8 @@ class Hostd {
   // Every config share mounted or failed in the guest (not still waiting).
   bool SharesSettled(const agent::AgentPing& ping) const;
   static constexpr std::chrono::seconds kSharesSettleTimeout{30};
+  // Each readiness ping while the VM boots (retried every 100 ms until one answers).
+  static constexpr std::chrono::milliseconds kBootPingTimeout{500};
   std::optional<Clock::MonoTime> shares_wait_since_;  // WatchReady's thread only
   Status ServeControl();
   void PublishLoop();

@@ -898,6 +898,12 @@ class HostdWithGuestdTest : public HostdTest {
     std::string out = ReadFile(home_ + "/guestd.out");
     ASSERT_EQ(out.rfind(prefix, 0), 0u) << out;
     guestd_port_ = static_cast<uint16_t>(std::stoi(out.substr(prefix.size())));
+    // No shares: this fun-guestd runs on the host and mounts none, so hostd would wait its
+    // kSharesSettleTimeout (30 s) for them before calling the VM ready.
+    auto cfg = LoadInstanceConfigFile(File(InstanceFileKind::kConfig), DefaultInstanceConfig({}));
+    ASSERT_TRUE(cfg.ok()) << cfg.status();
+    cfg->shares.clear();
+    ASSERT_TRUE(SaveInstanceConfigFile(File(InstanceFileKind::kConfig), *cfg).ok());
   }
   void TearDown() override {
     if (guestd_) (void)guestd_->Terminate(5s);
