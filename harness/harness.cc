@@ -138,6 +138,7 @@ class Scenario {
       failed_ = true;
       r.message = s.message();
       r.attachments =
+          "--- fun-doctor at the failure\n" + DoctorAtFailure() +
           "--- console.log (last 150 lines)\n" +
           vm::TailFile(paths_.InstanceFile("default", InstanceFileKind::kConsoleLog), 150) +
           "--- hostd.log (last 40 lines)\n" +
@@ -146,6 +147,16 @@ class Scenario {
     std::fprintf(stderr, "harness: %-28s %s %6.2fs %s\n", name.c_str(), r.ok ? "ok  " : "FAIL",
                  r.seconds, r.message.c_str());
     report_.steps.push_back(std::move(r));
+  }
+
+  // What the doctor says about the instance right after a step failed: its table, as a user
+  // would see it (the checks of the VM's inside name stalls, a silent agent, a full disk).
+  std::string DoctorAtFailure() {
+    StepResult scratch;
+    ProcessResult p = Tool(scratch, "fun-doctor", {}, 60s);
+    std::string out = p.stdout_data + p.stderr_data;
+    if (out.size() > 6000) out = out.substr(0, 6000) + "\n[cut]\n";
+    return out + "[" + p.Describe() + "]\n";
   }
 
   // Runs a Fun tool as a person would, in this scenario's FUN_HOME.
@@ -607,6 +618,19 @@ void DoctorBrokenBootSteps(Scenario& sc, const std::string& image_dir_flag) {
     ProcessResult rm = sc.Tool(r, "fun-vmctl", {"rm", broken}, 60s);
     return Expect(rm.ok(), "fun-vmctl rm broken: " + rm.Describe() + " " + rm.stderr_data);
   });
+
+  // Whatever failed above, no VM of "broken" outlives the scenario (one left running ate a core
+  // for an hour once).
+  sc.Step(
+      "broken_instance_gone",
+      [&](StepResult& r) -> Status {
+        if (!std::filesystem::exists(sc.paths().InstanceDir(broken))) return OkStatus();
+        ProcessResult stop = sc.Tool(r, "fun-vmctl", {"stop", broken, "--force"}, 90s);
+        ProcessResult rm = sc.Tool(r, "fun-vmctl", {"rm", broken}, 60s);
+        return Expect(rm.ok(), "fun-vmctl stop --force / rm broken: " + stop.Describe() + " " +
+                                   rm.Describe() + " " + rm.stderr_data);
+      },
+      /*always=*/true);
 }
 
 void DoctorStoppedFaultSteps(Scenario& sc) {
