@@ -523,9 +523,10 @@ void DoctorBrokenBootSteps(Scenario& sc, const std::string& image_dir_flag) {
     return Expect(stop.ok(), "fun-vmctl stop broken: " + stop.Describe());
   };
   // An image dir whose files link to the good image's, `changes` written over.
+  // The good image, found once (as fun-vmctl finds it when the flag is empty).
+  const StatusOr<std::string> good = vm::FindImageDir(sc.paths(), image_dir_flag);
   auto variant = [&](const std::string& name,
                      const std::map<std::string, std::string>& changes) -> StatusOr<std::string> {
-    auto good = vm::FindImageDir(sc.paths(), image_dir_flag);
     if (!good.ok()) return good.status();
     const std::string dir = sc.dir() + "/images/" + name;
     std::filesystem::create_directories(dir);
@@ -554,7 +555,6 @@ void DoctorBrokenBootSteps(Scenario& sc, const std::string& image_dir_flag) {
   });
 
   sc.Step("broken_boot_no_init", [&](StepResult& r) -> Status {
-    auto good = vm::FindImageDir(sc.paths(), image_dir_flag);
     if (!good.ok()) return good.status();
     std::ifstream in(*good + "/fun-cmdline");
     std::string cmdline;
@@ -571,7 +571,6 @@ void DoctorBrokenBootSteps(Scenario& sc, const std::string& image_dir_flag) {
   sc.Step("broken_boot_module_that_does_not_load", [&](StepResult& r) -> Status {
     // The initrd with one module (virtio-rng: nothing else needs it) overwritten by garbage: a
     // second cpio appended to it replaces the file, as the kernel unpacks both in turn.
-    auto good = vm::FindImageDir(sc.paths(), image_dir_flag);
     if (!good.ok()) return good.status();
     const std::string work = sc.dir() + "/images/module-work";
     ProcessResult list =
@@ -582,8 +581,8 @@ void DoctorBrokenBootSteps(Scenario& sc, const std::string& image_dir_flag) {
     std::string path = list.stdout_data.substr(0, list.stdout_data.find('\n'));
     FUN_RETURN_IF_ERROR(
         Expect(list.ok() && !path.empty(), "no virtio-rng.ko in the initrd: " + list.Describe()));
-    const std::string dir = sc.dir() + "/images/module";
-    std::filesystem::create_directories(dir);
+    // The good image's other files; its initrd is written below.
+    FUN_ASSIGN_OR_RETURN(std::string dir, variant("module", {{"fun-initrd.img", ""}}));
     std::filesystem::create_directories(work + "/" + path.substr(0, path.rfind('/')));
     std::ofstream(work + "/" + path) << "not an ELF module\n";
     ProcessResult pack = sc.Tool(
@@ -595,11 +594,6 @@ void DoctorBrokenBootSteps(Scenario& sc, const std::string& image_dir_flag) {
         120s);
     FUN_RETURN_IF_ERROR(Expect(
         pack.ok(), "packing the broken initrd: " + pack.Describe() + " " + pack.stderr_data));
-    for (const char* f : {"fun-kernel", "fun-kernel.pvh", "fun-cmdline"}) {
-      if (::access((*good + "/" + f).c_str(), F_OK) == 0) {
-        std::filesystem::create_symlink(*good + "/" + f, dir + "/" + f);
-      }
-    }
     // The VM boots (the module is not needed), and the console says which module failed.
     ProcessResult p = start(r, {}, dir);
     FUN_RETURN_IF_ERROR(Expect(p.ok(), "fun-vmctl start with a broken virtio-rng.ko: " +
