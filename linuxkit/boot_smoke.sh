@@ -80,18 +80,28 @@ cleanup() {
 }
 trap cleanup EXIT
 qemu-img create -q -f qcow2 "$tmp/data.qcow2" 4G || die "qemu-img create failed"
+# fun-guestd (in images built with --guestd) reads its token from fw_cfg and exits without it.
+head -c 32 /dev/urandom > "$tmp/secret"
 
 # shellcheck disable=SC2054  # commas belong to QEMU's option syntax
 if [ "$machine" = q35 ]; then
   devs=(-machine q35
         -netdev user,id=n0 -device virtio-net-pci,netdev=n0,romfile=
-        -drive file="$tmp/data.qcow2",if=none,id=d0,format=qcow2,cache=unsafe -device virtio-blk-pci,drive=d0
-        -device virtio-rng-pci)
+        -drive file="$tmp/data.qcow2",if=none,id=d0,format=qcow2,cache=unsafe -device virtio-blk-pci,drive=d0,serial=fun-data
+        -device virtio-rng-pci -fw_cfg name=opt/fun/secret,file="$tmp/secret")
 else
   devs=(-machine microvm,rtc=on
         -netdev user,id=n0 -device virtio-net-device,netdev=n0
-        -drive file="$tmp/data.qcow2",if=none,id=d0,format=qcow2,cache=unsafe -device virtio-blk-device,drive=d0
-        -device virtio-rng-device)
+        -drive file="$tmp/data.qcow2",if=none,id=d0,format=qcow2,cache=unsafe -device virtio-blk-device,drive=d0,serial=fun-data
+        -device virtio-rng-device -fw_cfg name=opt/fun/secret,file="$tmp/secret")
+fi
+# The image's read-only system disk, when its command line names one (linuxkit/build.sh).
+serial=$(tr ' ' '\n' < "$out/fun-cmdline" | sed -n 's/^fun\.system=//p' | tail -1)
+if [ -n "$serial" ]; then
+  [ -f "$out/fun-system.img" ] || die "$out/fun-system.img missing (fun-cmdline names fun.system=$serial): run linuxkit/build.sh"
+  if [ "$machine" = q35 ]; then blk=virtio-blk-pci; else blk=virtio-blk-device; fi
+  devs+=(-drive file="$out/fun-system.img",if=none,id=sys,format=raw,readonly=on
+         -device "$blk,drive=sys,serial=$serial")
 fi
 [ -z "$cpu" ] || devs+=(-cpu "$cpu")
 qboot=""

@@ -29,6 +29,20 @@ Status WriteFileAtomically(const std::string& path, std::string_view data, mode_
   return OkStatus();
 }
 
+StatusOr<std::string> ReadFileToString(const std::string& path) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) return ErrnoError(errno, "reading " + path);
+  std::string out;
+  char buf[8192];
+  for (;;) {
+    const ssize_t n = ::read(fd.get(), buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return ErrnoError(errno, "reading " + path);
+    if (n == 0) return out;
+    out.append(buf, static_cast<size_t>(n));
+  }
+}
+
 StatusOr<uint64_t> RaiseOpenFileLimit() {
   rlimit l{};
   if (::getrlimit(RLIMIT_NOFILE, &l) != 0) return ErrnoError(errno, "getrlimit(RLIMIT_NOFILE)");

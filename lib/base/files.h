@@ -19,6 +19,10 @@ namespace fun {
 // the old content or the new, never a part.
 Status WriteFileAtomically(const std::string& path, std::string_view data, mode_t mode = 0600);
 
+// The whole file (for the small files of state, pid files, /proc). NotFound when it does not
+// exist; other errors with errno's message; both name the path.
+StatusOr<std::string> ReadFileToString(const std::string& path);
+
 // Raises this process's soft limit on open files to its hard limit (macOS: at most OPEN_MAX),
 // for servers that hold two fds per relayed connection. Returns the limit now in effect.
 StatusOr<uint64_t> RaiseOpenFileLimit();

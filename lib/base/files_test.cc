@@ -18,13 +18,28 @@ TEST(FilesTest, WriteFileAtomicallyReplacesWithTheMode) {
   const std::string path = std::string(tmpl) + "/f";
   ASSERT_TRUE(WriteFileAtomically(path, "one", 0600).ok());
   ASSERT_TRUE(WriteFileAtomically(path, "two", 0644).ok());
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  EXPECT_EQ(ss.str(), "two");
+  auto read = ReadFileToString(path);
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_EQ(*read, "two");
   struct stat st {};
   ASSERT_EQ(::stat(path.c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0644u);
+  std::system(("rm -rf " + std::string(tmpl)).c_str());  // NOLINT
+}
+
+TEST(FilesTest, ReadFileToStringReadsLargeFilesWholeAndNamesMissingOnes) {
+  char tmpl[] = "/tmp/fun-files-test.XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  const std::string path = std::string(tmpl) + "/big";
+  std::string data;
+  for (int i = 0; i < 5000; ++i) data += std::to_string(i) + "\n";  // > one 8 KiB read
+  ASSERT_TRUE(WriteFileAtomically(path, data, 0600).ok());
+  auto read = ReadFileToString(path);
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_EQ(*read, data);
+  auto missing = ReadFileToString(std::string(tmpl) + "/none");
+  EXPECT_EQ(missing.status().code(), Code::kNotFound);
+  EXPECT_NE(missing.status().message().find("/none"), std::string::npos);
   std::system(("rm -rf " + std::string(tmpl)).c_str());  // NOLINT
 }
 

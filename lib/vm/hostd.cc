@@ -24,6 +24,7 @@
 #include "lib/net/share_table.h"
 #include "lib/net/splice.h"
 #include "lib/vm/accel.h"
+#include "lib/vm/image.h"
 #include "lib/vm/instance.h"
 #include "lib/vm/pidfile.h"
 #include "lib/vm/qemu_command.h"
@@ -37,14 +38,6 @@ namespace {
 
 int64_t WallMs(Clock& c) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(c.Now().time_since_epoch()).count();
-}
-
-StatusOr<std::string> ReadText(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return NotFoundError("missing " + path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
 }
 
 // A free loopback port for QEMU's hostfwd (QEMU binds it itself, so this is a best guess
@@ -169,20 +162,7 @@ Status Hostd::StartVm() {
     FUN_LOG(Info, "created data disk {} ({} GiB, sparse)", disk, config_.disk_gib);
   }
 
-  // fun-kernel.pvh (the same kernel, uncompressed, with a PVH entry) boots seconds faster
-  // under TCG than the compressed bzImage of LinuxKit's layout: use it when the image has it.
-  std::string kernel = o_.image_dir + "/fun-kernel.pvh";
-  if (::access(kernel.c_str(), R_OK) != 0) kernel = o_.image_dir + "/fun-kernel";
-  std::string initrd = o_.image_dir + "/fun-initrd.img";
-  FUN_ASSIGN_OR_RETURN(std::string cmdline, ReadText(o_.image_dir + "/fun-cmdline"));
-  while (!cmdline.empty() && (cmdline.back() == '\n' || cmdline.back() == ' ')) {
-    cmdline.pop_back();
-  }
-  for (const std::string& f : {kernel, initrd}) {
-    if (::access(f.c_str(), R_OK) != 0) {
-      return NotFoundError(f + " is missing: build the VM image with linuxkit/build.sh");
-    }
-  }
+  FUN_ASSIGN_OR_RETURN(ImageFiles image, ReadImageFiles(o_.image_dir));
   // Keep the previous boot's console for the doctor.
   std::string console = File(InstanceFileKind::kConsoleLog);
   ::rename(console.c_str(), (console + ".1").c_str());
@@ -203,10 +183,12 @@ Status Hostd::StartVm() {
                   .accel = accel.accel,
                   .cpus = config_.cpus,
                   .memory_mib = config_.memory_mib,
-                  .kernel = kernel,
-                  .initrd = initrd,
-                  .cmdline = cmdline,
+                  .kernel = image.kernel,
+                  .initrd = image.initrd,
+                  .cmdline = image.cmdline,
                   .data_disk = disk,
+                  .system_disk = image.system_disk,
+                  .system_disk_serial = image.system_disk_serial,
                   .console_log = console,
                   .qmp_socket = File("qmp.sock"),
                   .pid_file = "",

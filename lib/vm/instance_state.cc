@@ -113,11 +113,9 @@ Status SaveInstanceState(const std::string& dir, const InstanceState& s) {
 
 StatusOr<InstanceState> LoadInstanceState(const std::string& dir) {
   std::string path = dir + "/state.json";
-  std::ifstream in(path);
-  if (!in) return NotFoundError("no " + path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  auto s = StateFromJson(ss.str());
+  auto text = ReadFileToString(path);
+  if (!text.ok()) return NotFoundError("no " + path);
+  auto s = StateFromJson(*text);
   if (!s.ok()) return s.status().WithContext(path);
   return s;
 }

@@ -14,17 +14,6 @@
 
 namespace fun::vm {
 
-namespace {
-
-std::string ReadSmallFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-}  // namespace
-
 Status WritePidFile(const std::string& path, pid_t pid) {
   FUN_ASSIGN_OR_RETURN(uint64_t start, ProcessStartTime(pid));
   return WriteFileAtomically(path, fmt::format("{} {}\n", pid, start), 0600);
@@ -66,7 +55,7 @@ StatusOr<std::pair<pid_t, uint64_t>> ParsePidFile(std::string_view text) {
 PidFileState CheckPidFile(const std::string& path) {
   PidFileState s;
   if (::access(path.c_str(), F_OK) != 0) return s;
-  auto parsed = ParsePidFile(ReadSmallFile(path));
+  auto parsed = ParsePidFile(ReadFileToString(path).value_or(""));
   if (!parsed.ok()) {
     s.status = PidStatus::kCorrupt;
     s.detail = path + ": " + parsed.status().message();

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "lib/net/share_table.h"
+#include "lib/vm/image.h"
 
 namespace fun::vm {
 
@@ -49,9 +50,12 @@ Status ValidateQemuSpec(const QemuSpec& s) {
       }
     }
   }
+  if (!s.system_disk.empty() && !IsValidDiskSerial(s.system_disk_serial)) {
+    return InvalidArgumentError("qemu spec: bad system disk serial '" + s.system_disk_serial + "'");
+  }
   if (s.cpus < 1 || s.memory_mib < 128) return InvalidArgumentError("qemu spec: cpus/memory");
-  for (const std::string* p : {&s.kernel, &s.initrd, &s.data_disk, &s.console_log, &s.secret_file,
-                               &s.pid_file, &s.p9_socket, &s.share_table_file}) {
+  for (const std::string* p : {&s.kernel, &s.initrd, &s.data_disk, &s.system_disk, &s.console_log,
+                               &s.secret_file, &s.pid_file, &s.p9_socket, &s.share_table_file}) {
     // QEMU's option parser splits on ','; a path with one would be misread.
     if (p->find(',') != std::string::npos) {
       return InvalidArgumentError("a path with ',' cannot be given to QEMU: " + *p);
@@ -90,7 +94,12 @@ std::vector<std::string> BuildQemuArgs(const QemuSpec& s) {
     add({"-drive",
          fmt::format("if=none,id=data,file={},format=raw,discard=unmap,cache=writeback",
                      s.data_disk),
-         "-device", dev("virtio-blk") + ",drive=data"});
+         "-device", dev("virtio-blk") + ",drive=data,serial=" + kDataDiskSerial});
+  }
+  if (!s.system_disk.empty()) {
+    add({"-drive", fmt::format("if=none,id=system,file={},format=raw,readonly=on", s.system_disk),
+         "-device",
+         fmt::format("{},drive=system,serial={}", dev("virtio-blk"), s.system_disk_serial)});
   }
   add({"-device", dev("virtio-rng")});
   add({"-fw_cfg", fmt::format("name=opt/fun/secret,file={}", s.secret_file)});

@@ -7,10 +7,11 @@
 // Devices: virtio-net on QEMU's user-mode network (slirp: the guest is 10.0.2.15, the host's
 // loopback 10.0.2.2, DNS 10.0.2.3) with one hostfwd from 127.0.0.1:<agent_host_port> to the
 // guest agent's port — the agent channel, authenticated by the per-instance token; virtio-blk
-// for the data disk; virtio-rng; the token as fw_cfg file opt/fun/secret (never on a command
-// line); the serial console to console.log; QMP on a unix socket; a virtio-serial port per
-// shared folder, carrying 9P to fun-hostd's server (the guest relays it to v9fs, see
-// guest/guestd/shares.h); no firmware menus, no display, no default devices.
+// for the data disk (serial fun-data) and the image's read-only system disk; virtio-rng; the token
+// as fw_cfg file opt/fun/secret (never on a command line); the serial console to console.log; QMP
+// on a unix socket; a virtio-serial port per shared folder, carrying 9P to fun-hostd's server (the
+// guest relays it to v9fs, see guest/guestd/shares.h); no firmware menus, no display, no default
+// devices.
 //
 // Thread-safety: pure.
 #pragma once
@@ -31,10 +32,13 @@ struct QemuSpec {
   Accel accel = Accel::kTcg;
   int cpus = 2;
   int memory_mib = 2048;
-  std::string kernel;       // fun-kernel
-  std::string initrd;       // fun-initrd.img
-  std::string cmdline;      // fun-cmdline's contents
-  std::string data_disk;    // raw image; empty: none (the guest keeps containerd on tmpfs)
+  std::string kernel;     // fun-kernel
+  std::string initrd;     // fun-initrd.img
+  std::string cmdline;    // fun-cmdline's contents
+  std::string data_disk;  // raw image; empty: none (the guest keeps containerd on tmpfs)
+  // The image's read-only system disk (lib/vm/image.h), attached with its serial; empty: none.
+  std::string system_disk;
+  std::string system_disk_serial;
   std::string console_log;  // serial console output
   std::string qmp_socket;   // unix socket path
   std::string pid_file;

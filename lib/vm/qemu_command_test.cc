@@ -79,6 +79,24 @@ TEST(QemuCommandTest, NoDataDiskNoDrive) {
   EXPECT_EQ(std::find(a.begin(), a.end(), "-drive"), a.end());
 }
 
+TEST(QemuCommandTest, DisksCarryTheSerialsTheGuestFindsThemBy) {
+  QemuSpec s = Good();
+  s.system_disk = "/img/fun-system.img";
+  s.system_disk_serial = "fun-system";
+  ASSERT_TRUE(ValidateQemuSpec(s).ok());
+  auto a = BuildQemuArgs(s);
+  EXPECT_THAT(After(a, "-drive", 0), HasSubstr("id=data,file=/inst/data.img"));
+  EXPECT_EQ(After(a, "-drive", 1),
+            "if=none,id=system,file=/img/fun-system.img,format=raw,readonly=on");
+  EXPECT_THAT(a, ::testing::Contains("virtio-blk-pci,drive=data,serial=fun-data"));
+  EXPECT_THAT(a, ::testing::Contains("virtio-blk-pci,drive=system,serial=fun-system"));
+  s.system_disk_serial = "Fun System";
+  EXPECT_THAT(ValidateQemuSpec(s).message(), HasSubstr("system disk serial"));
+  s.system_disk_serial = "fun-system";
+  s.system_disk = "/a,b/fun-system.img";
+  EXPECT_THAT(ValidateQemuSpec(s).message(), HasSubstr("','"));
+}
+
 TEST(QemuCommandTest, Validation) {
   EXPECT_TRUE(ValidateQemuSpec(Good()).ok());
   QemuSpec s = Good();

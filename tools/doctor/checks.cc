@@ -10,6 +10,7 @@
 #include <optional>
 
 #include "lib/net/dns.h"
+#include "lib/vm/image.h"
 
 namespace fun::doctor {
 namespace {
@@ -300,12 +301,22 @@ CheckResult ProbeImage(DoctorContext& ctx) {
     }
     std::vector<std::string> missing;
     std::vector<std::string> sizes;
-    for (const char* f : {"fun-kernel", "fun-initrd.img", "fun-cmdline"}) {
+    std::vector<std::string> files = {"fun-kernel", "fun-initrd.img", "fun-cmdline"};
+    // An image whose command line names a system disk has no containerd without it.
+    std::string serial;
+    if (auto cmdline = ctx.env().ReadFileTail(d + "/fun-cmdline", 4096); cmdline.ok()) {
+      serial = vm::SystemDiskSerial(*cmdline);
+      if (!serial.empty()) files.emplace_back(vm::kSystemDiskFile);
+    }
+    for (const std::string& f : files) {
       std::string p = d + "/" + f;
       auto fs = ctx.env().Stat(p);
       if (!fs.ok() || !ctx.env().Access(p, R_OK).ok()) {
-        missing.push_back(fs.ok() ? fmt::format("{} (unreadable)", f) : std::string(f));
-      } else if (fs->size == 0 && std::string_view(f) != "fun-cmdline") {
+        missing.push_back(fs.ok() ? fmt::format("{} (unreadable)", f)
+                          : f == vm::kSystemDiskFile
+                              ? fmt::format("{} (fun-cmdline says fun.system={})", f, serial)
+                              : f);
+      } else if (fs->size == 0 && f != "fun-cmdline") {
         missing.push_back(fmt::format("{} (empty)", f));
       } else {
         sizes.push_back(fmt::format("{} {}", f, FormatBytes(fs->size)));
@@ -1534,6 +1545,12 @@ const std::vector<ConsolePattern>& ConsolePatterns() {
        {"not syncing: No init"},
        "the initrd has no usable /init: rebuild the image "
        "(linuxkit/build.sh)"},
+      // Out of memory with nothing the OOM killer may kill (seen with --memory 256 and an initrd
+      // of ~200 MB: the kernel panics while unpacking it, before any process runs).
+      {"out of memory",
+       {"System is deadlocked on memory"},
+       "the VM's memory is too small for its kernel and initrd: raise memory_mib (`fun-vmctl "
+       "stop {instance}`, then `fun-vmctl start {instance} --memory 2048`)"},
       {"kernel panic",
        {"Kernel panic"},
        "the guest kernel panicked: read the lines before it in the console; rebuild the image if "

@@ -441,6 +441,20 @@ TEST_F(ChecksTest, ImageUsesALaterDirectoryWhenAnEarlierOneIsIncomplete) {
   EXPECT_THAT(r.detail, Contains(first + ": missing fun-cmdline (unreadable)"));
 }
 
+TEST_F(ChecksTest, ImageNeedsTheSystemDiskItsCommandLineNames) {
+  std::string first = env_->image_search_path[0];
+  env_->AddFile(first + "/fun-cmdline", "console=ttyS0 fun.system=fun-system\n", 0644);
+  CheckResult r = Probe("FUN0006");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kFail));
+  EXPECT_THAT(
+      r.detail,
+      Contains(first + ": missing fun-system.img (fun-cmdline says fun.system=fun-system)"));
+  env_->AddFile(first + "/fun-system.img", std::string(4096, 's'), 0644);
+  r = Probe("FUN0006");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kPass));
+  EXPECT_THAT(r.detail, Contains(HasSubstr("fun-system.img 4.1 kB")));
+}
+
 // --- FUN0007 permissions ------------------------------------------------------------------
 
 TEST_F(ChecksTest, PermissionsPassFor0700Dir0600SecretAndSocket) {
@@ -726,6 +740,11 @@ TEST(ScanConsole, NamesTheCauseOfRealBrokenBoots) {
   EXPECT_EQ(m[0].kind, "out of memory");
   EXPECT_THAT(m[0].hint, HasSubstr("--memory"));
   EXPECT_EQ(m[1].kind, "no init");
+  // --memory 256 with a ~200 MB initrd (session 7): the kernel panics before any process runs.
+  m = ScanConsole("[    1.527942] Kernel panic - not syncing: System is deadlocked on memory\n");
+  ASSERT_EQ(m.size(), 1u);
+  EXPECT_EQ(m[0].kind, "out of memory");
+  EXPECT_THAT(m[0].hint, HasSubstr("--memory"));
   // rdinit= naming a missing file.
   m = ScanConsole(
       "[    3.489146] Kernel panic - not syncing: VFS: Unable to mount root fs on "
