@@ -140,6 +140,9 @@ FUN_SPLICE_BENCH(Tcp_Pipe, Link::kTcp, false, kPipe, k256K);
 FUN_SPLICE_BENCH(Tcp_ReadWrite, Link::kTcp, false, kReadWrite, k256K);
 FUN_SPLICE_BENCH(Tcp_Pipe_1MiB, Link::kTcp, false, kPipe, k1M);
 FUN_SPLICE_BENCH(Tcp_ReadWrite_1MiB, Link::kTcp, false, kReadWrite, k1M);
+// Smaller buffers stay in the CPU's caches between the read and the write.
+FUN_SPLICE_BENCH(Tcp_ReadWrite_16K, Link::kTcp, false, kReadWrite, 16 * 1024);
+FUN_SPLICE_BENCH(Tcp_ReadWrite_64K, Link::kTcp, false, kReadWrite, 64 * 1024);
 
 }  // namespace
 }  // namespace fun::net

@@ -78,8 +78,9 @@ struct ForwardSpec {
 };
 
 struct ForwardOptions {
-  // TCP: bytes each direction of a relay holds at once (Splice's buffer_size).
-  size_t buffer_size = 64 * 1024;
+  // TCP: the most bytes each direction of a relay holds at once (Splice's buffer_size: rings
+  // start at 64 KiB and grow while a bulk transfer fills them).
+  size_t buffer_size = 1024 * 1024;
   SpliceMethod splice_method = SpliceMethod::kAuto;
   // TCP: a relay in which no byte moved for this long ends; 0: never.
   std::chrono::milliseconds tcp_idle_timeout{0};

@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -11,7 +12,9 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
 #include <memory>
+#include <utility>
 #include <vector>
 
 namespace fun::net {
@@ -22,6 +25,45 @@ using Steady = std::chrono::steady_clock;
 // Each direction moves at most this many buffers' worth per wakeup, so a fast direction
 // cannot starve the other one (or the stop fd) between two polls.
 constexpr int kRoundsPerWakeup = 16;
+// A read/write ring starts this small (most relays carry little) and doubles each time a read
+// fills it, up to the buffer size asked for.
+constexpr size_t kFirstRingSize = 64 * 1024;
+
+// A ring's memory, mapped and unmapped whole: a relay that ends gives its pages back to the
+// system at once (malloc would keep big freed blocks in its arenas).
+class RingMemory {
+ public:
+  RingMemory() = default;
+  explicit RingMemory(size_t size) {
+    void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p != MAP_FAILED) {
+      data_ = static_cast<char*>(p);
+      size_ = size;
+    }
+  }
+  RingMemory(RingMemory&& o) noexcept
+      : data_(std::exchange(o.data_, nullptr)), size_(std::exchange(o.size_, 0)) {}
+  RingMemory& operator=(RingMemory&& o) noexcept {
+    if (this != &o) {
+      Release();
+      data_ = std::exchange(o.data_, nullptr);
+      size_ = std::exchange(o.size_, 0);
+    }
+    return *this;
+  }
+  ~RingMemory() { Release(); }
+  char* get() const { return data_; }
+  explicit operator bool() const { return data_ != nullptr; }
+
+ private:
+  void Release() {
+    if (data_ != nullptr) ::munmap(data_, size_);
+    data_ = nullptr;
+    size_ = 0;
+  }
+  char* data_ = nullptr;
+  size_t size_ = 0;
+};
 
 // Puts fds in non-blocking mode for the life of the scope and restores their flags after.
 class NonBlockingScope {
@@ -127,6 +169,7 @@ class Direction {
 
   bool done() const { return done_; }
   uint64_t delivered() const { return delivered_; }
+  size_t max_buffered() const { return max_buffered_; }
   int src() const { return src_; }
   int dst() const { return dst_; }
   bool WantsRead() const { return !done_ && !eof_ && !full_ && buffered_ < cap_; }
@@ -142,6 +185,7 @@ class Direction {
         switch (io) {
           case Io::kMoved:
             progress = *moved = can_write = true;
+            if (ring_ && buffered_ == cap_) Grow();
             break;
           case Io::kEof:
             eof_ = true;
@@ -200,10 +244,27 @@ class Direction {
 
   Status UseReadWrite(size_t buffer_size) {
     ClosePipe();
-    cap_ = buffer_size == 0 ? 1 : buffer_size;
-    ring_ = std::make_unique_for_overwrite<char[]>(cap_);
+    max_cap_ = buffer_size == 0 ? 1 : buffer_size;
+    cap_ = std::min(max_cap_, kFirstRingSize);
+    ring_ = RingMemory(cap_);
+    if (!ring_) return ResourceExhaustedError(fmt::format("splice: no memory for {} bytes", cap_));
     head_ = 0;
     return OkStatus();
+  }
+
+  // The ring is full: double it (up to max_cap_), the bytes it holds moved to the front in
+  // order. Without memory it stays as it is.
+  void Grow() {
+    if (cap_ >= max_cap_) return;
+    const size_t cap = std::min(max_cap_, cap_ * 2);
+    RingMemory bigger(cap);
+    if (!bigger) return;
+    const size_t first = std::min(buffered_, cap_ - head_);
+    std::memcpy(bigger.get(), ring_.get() + head_, first);
+    std::memcpy(bigger.get() + first, ring_.get(), buffered_ - first);
+    ring_ = std::move(bigger);
+    cap_ = cap;
+    head_ = 0;
   }
 
   StatusOr<Io> Fill() {
@@ -227,6 +288,7 @@ class Direction {
       }
       if (n > 0) {
         buffered_ += static_cast<size_t>(n);
+        max_buffered_ = std::max(max_buffered_, buffered_);
         return Io::kMoved;
       }
       if (n == 0) return Io::kEof;
@@ -291,7 +353,7 @@ class Direction {
   void Finish() {
     done_ = true;
     ClosePipe();
-    ring_.reset();
+    ring_ = RingMemory();
     // ENOTCONN: the peer is gone already; nothing to tell it.
     if (dst_is_socket_ && half_close_) ::shutdown(dst_, SHUT_WR);
   }
@@ -301,9 +363,11 @@ class Direction {
   const bool half_close_;
   bool dst_is_socket_ = false;
   int pipe_r_ = -1, pipe_w_ = -1;
-  std::unique_ptr<char[]> ring_;
+  RingMemory ring_;
   size_t head_ = 0;  // ring_: index of the first buffered byte
   size_t cap_ = 0;
+  size_t max_cap_ = 0;  // ring_ grows up to this
+  size_t max_buffered_ = 0;
   size_t buffered_ = 0;
   bool full_ = false;
   bool eof_ = false;
@@ -325,7 +389,11 @@ Status Splice(const SpliceEnd& a, const SpliceEnd& b, const SpliceOptions& optio
     const Direction* dirs;
     SpliceStats* out;
     ~StatsOut() {
-      if (out != nullptr) *out = {.a_to_b = dirs[0].delivered(), .b_to_a = dirs[1].delivered()};
+      if (out != nullptr) {
+        *out = {.a_to_b = dirs[0].delivered(),
+                .b_to_a = dirs[1].delivered(),
+                .max_buffered = std::max(dirs[0].max_buffered(), dirs[1].max_buffered())};
+      }
     }
   } stats_out{dirs, options.stats};
 

@@ -292,6 +292,31 @@ TEST(SpliceEndsTest, SmallOddBufferWrapsAroundCorrectly) {
   }
 }
 
+TEST(SpliceEndsTest, TheRingGrowsUnderASlowReaderUpToTheBufferSizeAndKeepsTheOrder) {
+  // The reader waits until the relay has filled the ring several times over: it must grow
+  // from 64 KiB (moving what it holds, wrapped or not) but never past buffer_size.
+  Relay r(Transport::kUnix, {.buffer_size = 300 * 1024, .method = SpliceMethod::kReadWrite});
+  const std::string up = Payload(8 << 20, 7);
+  std::thread writer([&] {
+    std::mt19937 rng(8);
+    size_t at = 0;
+    while (at < up.size()) {
+      size_t n = std::min<size_t>(up.size() - at, 1 + rng() % 100000);
+      EXPECT_TRUE(WriteAll(r.client.get(), std::string_view(up).substr(at, n)).ok());
+      at += n;
+    }
+    ::shutdown(r.client.get(), SHUT_WR);
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_TRUE(ReadToEof(r.server.get()) == up);
+  ::shutdown(r.server.get(), SHUT_WR);
+  writer.join();
+  r.Join();
+  EXPECT_TRUE(r.result.ok()) << r.result;
+  EXPECT_GT(r.stats.max_buffered, 64u * 1024);
+  EXPECT_LE(r.stats.max_buffered, 300u * 1024);
+}
+
 TEST(SpliceEndsTest, EndWithAReturnsWhileBStaysOpen) {
   // A relay to a device that never reaches EOF (a virtio-serial port): the connection ending
   // ends the relay, and the device stays usable for the next one.

@@ -27,7 +27,7 @@ constexpr const char kUsage[] =
     "  -p, --publish SPEC    a forward (repeatable)\n"
     "  --direct              no agent: dial each target from the host (debugging, perf)\n"
     "  --dial-timeout-ms N   for each agent channel (default 5000)\n"
-    "  --buffer-kib N        bytes each TCP relay direction holds (default 64)\n"
+    "  --buffer-kib N        the most bytes each TCP relay direction holds (default 1024)\n"
     "  --splice-method M     auto, pipe or readwrite (default auto)\n"
     "  --udp-idle-ms N       a UDP session without traffic ends (default 60000)\n"
     "  --log-level LEVEL     debug, info, warning, error (default warning)\n";
