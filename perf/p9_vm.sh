@@ -101,6 +101,8 @@ wait_port "$diod_port" || { cat "$work/diod.log" >&2; die "diod did not start"; 
 mkdir -p "$work/image"
 for f in "$image"/fun-kernel*; do ln -s "$(realpath "$f")" "$work/image/"; done
 ln -s "$(realpath "$image/fun-initrd.img")" "$work/image/fun-initrd.img"
+# The system disk, when the image has one (its fun-cmdline says fun.system=).
+[ ! -f "$image/fun-system.img" ] || ln -s "$(realpath "$image/fun-system.img")" "$work/image/"
 cmdline=$(cat "$image/fun-cmdline")
 [ "$cache" = mmap ] || cmdline="$cmdline fun.share_cache=$cache"
 echo "$cmdline" > "$work/image/fun-cmdline"
