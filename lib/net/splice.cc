@@ -186,6 +186,9 @@ class Direction {
           case Io::kMoved:
             progress = *moved = can_write = true;
             if (ring_ && buffered_ == cap_) Grow();
+            // Some sources give little per read (a virtio-serial port: one 4 KiB buffer):
+            // gather what is there before writing it on, one write instead of many.
+            if (ring_ && !Drain(&can_read)) return status_;
             break;
           case Io::kEof:
             eof_ = true;
@@ -250,6 +253,28 @@ class Direction {
     if (!ring_) return ResourceExhaustedError(fmt::format("splice: no memory for {} bytes", cap_));
     head_ = 0;
     return OkStatus();
+  }
+
+  // Reads more into the ring while src has bytes and the ring has room. False on an error
+  // (kept in status_); *can_read false once src would block.
+  bool Drain(bool* can_read) {
+    while (WantsRead()) {
+      StatusOr<Io> io = Fill();
+      if (!io.ok()) {
+        status_ = io.status();
+        return false;
+      }
+      if (*io == Io::kEof) {
+        eof_ = true;
+        break;
+      }
+      if (*io == Io::kBlocked) {
+        *can_read = false;
+        break;
+      }
+      if (buffered_ == cap_) Grow();
+    }
+    return true;
   }
 
   // The ring is full: double it (up to max_cap_), the bytes it holds moved to the front in
@@ -368,6 +393,7 @@ class Direction {
   size_t cap_ = 0;
   size_t max_cap_ = 0;  // ring_ grows up to this
   size_t max_buffered_ = 0;
+  Status status_;  // Drain's error
   size_t buffered_ = 0;
   bool full_ = false;
   bool eof_ = false;

@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <thread>
+#include <utility>
 
 #include "lib/vm/instance_state.h"
 #include "lib/vm/pidfile.h"
@@ -265,9 +266,23 @@ struct StandInHostd {
     char c;
     while (::read(report, &c, 1) == 1) s.push_back(c);
     ::close(report);
+    report = -1;
     reaper.join();
     return s;
   }
+  // A test that failed before Reported(): the stand-in must not outlive it, and a joinable
+  // thread destroyed would abort the test binary, hiding the failure's message.
+  ~StandInHostd() {
+    if (reaper.joinable()) {
+      ::kill(pid, SIGKILL);
+      reaper.join();
+    }
+    if (report >= 0) ::close(report);
+  }
+  StandInHostd() = default;
+  StandInHostd(StandInHostd&& o) noexcept
+      : pid(o.pid), report(std::exchange(o.report, -1)), reaper(std::move(o.reaper)) {}
+  StandInHostd& operator=(StandInHostd&&) = delete;
 };
 
 TEST_F(InstanceTest, StopAsksALiveHostdWithOneSigtermAndCleansUp) {
