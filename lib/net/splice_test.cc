@@ -268,22 +268,27 @@ TEST(SpliceEndsTest, PipesOnOneSide) {
   EXPECT_EQ(ReadToEof(out_r.get()), "answer");
 }
 
+// Writes `data` to fd in pieces of 1..max_piece bytes (sizes from `seed`), then half-closes.
+std::thread WriteInPieces(int fd, const std::string& data, uint32_t seed, size_t max_piece) {
+  return std::thread([fd, &data, seed, max_piece] {
+    std::mt19937 rng(seed);
+    size_t at = 0;
+    while (at < data.size()) {
+      size_t n = std::min<size_t>(data.size() - at, 1 + rng() % max_piece);
+      EXPECT_TRUE(WriteAll(fd, std::string_view(data).substr(at, n)).ok());
+      at += n;
+    }
+    ::shutdown(fd, SHUT_WR);
+  });
+}
+
 TEST(SpliceEndsTest, SmallOddBufferWrapsAroundCorrectly) {
   // A 1000-byte ring with writes of every size exercises the wrap-around of the user-space
   // buffer; the pipe path rounds its size up to a page.
   for (SpliceMethod m : {SpliceMethod::kReadWrite, SpliceMethod::kPipe}) {
     Relay r(Transport::kUnix, {.buffer_size = 1000, .method = m});
     const std::string up = Payload(1 << 20, 5);
-    std::thread writer([&] {
-      std::mt19937 rng(6);
-      size_t at = 0;
-      while (at < up.size()) {
-        size_t n = std::min<size_t>(up.size() - at, 1 + rng() % 3000);
-        EXPECT_TRUE(WriteAll(r.client.get(), std::string_view(up).substr(at, n)).ok());
-        at += n;
-      }
-      ::shutdown(r.client.get(), SHUT_WR);
-    });
+    std::thread writer = WriteInPieces(r.client.get(), up, 6, 3000);
     EXPECT_TRUE(ReadToEof(r.server.get()) == up);
     ::shutdown(r.server.get(), SHUT_WR);
     writer.join();
@@ -297,16 +302,7 @@ TEST(SpliceEndsTest, TheRingGrowsUnderASlowReaderUpToTheBufferSizeAndKeepsTheOrd
   // from 64 KiB (moving what it holds, wrapped or not) but never past buffer_size.
   Relay r(Transport::kUnix, {.buffer_size = 300 * 1024, .method = SpliceMethod::kReadWrite});
   const std::string up = Payload(8 << 20, 7);
-  std::thread writer([&] {
-    std::mt19937 rng(8);
-    size_t at = 0;
-    while (at < up.size()) {
-      size_t n = std::min<size_t>(up.size() - at, 1 + rng() % 100000);
-      EXPECT_TRUE(WriteAll(r.client.get(), std::string_view(up).substr(at, n)).ok());
-      at += n;
-    }
-    ::shutdown(r.client.get(), SHUT_WR);
-  });
+  std::thread writer = WriteInPieces(r.client.get(), up, 8, 100000);
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   EXPECT_TRUE(ReadToEof(r.server.get()) == up);
   ::shutdown(r.server.get(), SHUT_WR);
