@@ -13,6 +13,7 @@
 #include <fmt/ranges.h>
 
 #include "lib/base/files.h"
+#include "lib/base/strings.h"
 #include "lib/base/version.h"
 
 namespace fun::vm {
@@ -49,14 +50,8 @@ std::vector<std::string> ImageSearchPath(const Paths& paths, const std::string& 
 std::string SystemDiskSerial(std::string_view cmdline) {
   constexpr std::string_view kKey = "fun.system=";
   std::string serial;
-  size_t i = 0;
-  while (i < cmdline.size()) {
-    const size_t start = cmdline.find_first_not_of(" \t\n", i);
-    if (start == std::string_view::npos) break;
-    const size_t end = std::min(cmdline.find_first_of(" \t\n", start), cmdline.size());
-    std::string_view word = cmdline.substr(start, end - start);
-    if (word.starts_with(kKey)) serial = std::string(word.substr(kKey.size()));
-    i = end;
+  for (const std::string& word : SplitWords(cmdline, " \t\n")) {
+    if (word.starts_with(kKey)) serial = word.substr(kKey.size());
   }
   return serial;
 }

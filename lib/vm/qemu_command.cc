@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include "lib/base/strings.h"
 #include "lib/net/share_table.h"
 #include "lib/vm/image.h"
 
@@ -119,16 +120,7 @@ std::vector<std::string> BuildQemuArgs(const QemuSpec& s) {
 }
 
 std::vector<std::string> SplitQemuExtraArgs(std::string_view value) {
-  std::vector<std::string> out;
-  size_t i = 0;
-  while (i < value.size()) {
-    const size_t start = value.find_first_not_of(" \t", i);
-    if (start == std::string_view::npos) break;
-    const size_t end = std::min(value.find_first_of(" \t", start), value.size());
-    out.emplace_back(value.substr(start, end - start));
-    i = end;
-  }
-  return out;
+  return SplitWords(value, " \t");
 }
 
 }  // namespace fun::vm
