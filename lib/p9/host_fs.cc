@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -59,11 +60,111 @@ uint32_t ModeFromDirentType(uint8_t type) {
 }  // namespace
 
 struct HostFs::Located {
-  Parent parent;  // only for a node without an fd
+  NodeFdRef fd;   // for a node with an fd
+  Parent parent;  // only for a node without one
   internal::Target target(const Node& node) const {
-    return internal::Target{.node = node, .dirfd = parent.fd.get(), .name = parent.name.c_str()};
+    return internal::Target{.node = node,
+                            .fd = fd ? fd->get() : -1,
+                            .dirfd = parent.fd.get(),
+                            .name = parent.name.c_str()};
   }
 };
+
+NodeFdCache::NodeFdCache(size_t max_fds) : max_fds_(std::max<size_t>(max_fds, 1)) {}
+
+std::shared_ptr<NodeFdCache> NodeFdCache::ForProcess() {
+  static const std::shared_ptr<NodeFdCache> cache = [] {
+    rlimit l{};
+    size_t soft = 1024;
+    if (::getrlimit(RLIMIT_NOFILE, &l) == 0) {
+      soft = l.rlim_cur == RLIM_INFINITY ? size_t{1} << 20 : static_cast<size_t>(l.rlim_cur);
+    }
+    return std::make_shared<NodeFdCache>(std::max<size_t>(soft / 2, 64));
+  }();
+  return cache;
+}
+
+size_t NodeFdCache::open_fds() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return lru_.size();
+}
+
+uint64_t NodeFdCache::evictions() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return evictions_;
+}
+
+uint64_t NodeFdCache::reopens() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return reopens_;
+}
+
+Node::Node(UniqueFd fd, std::string path, uint32_t mode, uint64_t dev, uint64_t ino, Qid qid,
+           std::shared_ptr<NodeFdCache> cache)
+    : has_fd_(fd.get() >= 0),
+      cache_(has_fd_ ? std::move(cache) : nullptr),
+      path_(std::move(path)),
+      type_(mode & S_IFMT),
+      dev_(dev),
+      ino_(ino),
+      qid_(qid) {
+  if (!has_fd_) return;
+  fd_ = std::make_shared<const UniqueFd>(std::move(fd));
+  if (!cache_) return;
+  std::vector<NodeFdRef> evicted;
+  {
+    std::lock_guard<std::mutex> lock(cache_->mu_);
+    evicted = InsertLocked();
+  }
+}
+
+Node::~Node() {
+  if (!cache_) return;
+  std::lock_guard<std::mutex> lock(cache_->mu_);
+  if (in_lru_) cache_->lru_.erase(lru_pos_);
+}
+
+std::vector<NodeFdRef> Node::InsertLocked() const {
+  std::vector<NodeFdRef> evicted;
+  cache_->lru_.push_front(this);
+  lru_pos_ = cache_->lru_.begin();
+  in_lru_ = true;
+  while (cache_->lru_.size() > cache_->max_fds_) {
+    const Node* victim = cache_->lru_.back();
+    cache_->lru_.pop_back();
+    victim->in_lru_ = false;
+    evicted.push_back(std::move(victim->fd_));
+    victim->fd_ = nullptr;
+    ++cache_->evictions_;
+  }
+  return evicted;
+}
+
+bool Node::fd_open() const {
+  if (!cache_) return has_fd_;
+  std::lock_guard<std::mutex> lock(cache_->mu_);
+  return fd_ != nullptr;
+}
+
+NodeFdRef Node::HeldFd() const {
+  if (!cache_) return fd_;
+  std::lock_guard<std::mutex> lock(cache_->mu_);
+  if (fd_ && lru_pos_ != cache_->lru_.begin()) {
+    cache_->lru_.splice(cache_->lru_.begin(), cache_->lru_, lru_pos_);
+  }
+  return fd_;
+}
+
+NodeFdRef Node::Adopt(UniqueFd fd) const {
+  auto ref = std::make_shared<const UniqueFd>(std::move(fd));
+  std::vector<NodeFdRef> evicted;  // closed after the lock is let go
+  std::lock_guard<std::mutex> lock(cache_->mu_);
+  if (fd_) return fd_;  // another thread opened it first; ours closes on return
+  fd_ = ref;
+  ++cache_->reopens_;
+  evicted = InsertLocked();
+  return ref;
+}
 
 std::string_view ResolverName(ResolverKind kind) {
   switch (kind) {
@@ -123,7 +224,9 @@ HostFs::HostFs(std::string dir, HostFsOptions options, ResolverKind kind,
       sets_owner_(options.owner == OwnerPolicy::kClientIds ||
                   (options.owner == OwnerPolicy::kAuto && ::geteuid() == 0)),
       resolver_(std::move(resolver)),
-      root_(std::move(root)) {}
+      root_(std::move(root)),
+      root_fd_(root_->HeldFd()),
+      fd_cache_(options_.fd_cache ? options_.fd_cache : NodeFdCache::ForProcess()) {}
 
 HostFs::~HostFs() = default;
 
@@ -154,18 +257,38 @@ StatusOr<std::shared_ptr<Node>> HostFs::MakeNode(UniqueFd fd, const struct stat&
                                                  std::string path) {
   Qid qid = QidFor(st.st_dev, st.st_ino, st.st_mode);
   return std::make_shared<Node>(std::move(fd), std::move(path), st.st_mode, st.st_dev, st.st_ino,
-                                qid);
+                                qid, fd_cache_);
 }
 
-StatusOr<std::shared_ptr<Node>> HostFs::NodeAt(const Node& dir, const std::string& name) {
-  FUN_ASSIGN_OR_RETURN(internal::NodeFd n, internal::OpenNode(*resolver_, dir.fd(), name));
+StatusOr<NodeFdRef> HostFs::HoldFd(const Node& node) {
+  if (NodeFdRef fd = node.HeldFd()) return fd;
+  if (!node.has_fd()) return Err(EBADF, "a node without an fd");
+  // Evicted: open it again by its recorded path and make sure it is still the same object.
+  FUN_ASSIGN_OR_RETURN(
+      UniqueFd fd, internal::ReopenNodeBeneath(*resolver_, root_fd(), node.path(), node.type()));
+  struct stat st;
+  if (::fstat(fd.get(), &st) != 0) return ErrnoError(errno, "fstat");
+  if (st.st_dev != node.dev() || st.st_ino != node.ino()) {
+    return Err(ESTALE, "the file was moved or replaced on the host");
+  }
+  return node.Adopt(std::move(fd));
+}
+
+StatusOr<NodeFdRef> HostFs::DirFd(const Node& dir, std::string_view what) {
+  FUN_RETURN_IF_ERROR(CheckDir(dir, what));
+  return HoldFd(dir);
+}
+
+StatusOr<std::shared_ptr<Node>> HostFs::NodeAt(const Node& dir, int dirfd,
+                                               const std::string& name) {
+  FUN_ASSIGN_OR_RETURN(internal::NodeFd n, internal::OpenNode(*resolver_, dirfd, name));
   return MakeNode(std::move(n.fd), n.st, ChildPath(dir, name));
 }
 
 StatusOr<std::shared_ptr<Node>> HostFs::OpenPath(const std::string& path, int extra_flags) {
   if (path.empty()) return root_;
-  FUN_ASSIGN_OR_RETURN(UniqueFd fd, resolver_->OpenBeneath(root_->fd(), path,
-                                                           kPathFlags | O_NOFOLLOW | extra_flags));
+  FUN_ASSIGN_OR_RETURN(
+      UniqueFd fd, resolver_->OpenBeneath(root_fd(), path, kPathFlags | O_NOFOLLOW | extra_flags));
   struct stat st;
   if (::fstat(fd.get(), &st) != 0) return ErrnoError(errno, "fstat");
   return MakeNode(std::move(fd), st, path);
@@ -186,7 +309,8 @@ StatusOr<std::shared_ptr<Node>> HostFs::Walk(const std::shared_ptr<Node>& dir,
     if (slash == std::string::npos) return root_;
     return OpenPath(path.substr(0, slash), O_DIRECTORY);
   }
-  return NodeAt(*dir, name);
+  FUN_ASSIGN_OR_RETURN(NodeFdRef dirfd, HoldFd(*dir));
+  return NodeAt(*dir, dirfd->get(), name);
 }
 
 StatusOr<Attr> HostFs::GetAttr(const Node& node) {
@@ -200,17 +324,19 @@ StatusOr<Attr> HostFs::GetAttr(const Node& node) {
 StatusOr<UniqueFd> HostFs::Reopen(const Node& node, int flags) {
   if (node.is_dir() && node.has_fd()) {
     // "." of the directory's own fd is the directory itself: no path, no /proc needed.
-    int fd = ::openat(node.fd(), ".", flags | O_DIRECTORY | O_CLOEXEC);
+    FUN_ASSIGN_OR_RETURN(NodeFdRef dirfd, HoldFd(node));
+    int fd = ::openat(dirfd->get(), ".", flags | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) return ErrnoError(errno, "open directory");
     return UniqueFd(fd);
   }
-  if (resolver_->reopen_by_fd()) {
-    auto fd = internal::ReopenNode(node, flags);
+  if (resolver_->reopen_by_fd() && node.has_fd()) {
+    FUN_ASSIGN_OR_RETURN(NodeFdRef node_fd, HoldFd(node));
+    auto fd = internal::ReopenNode(node_fd->get(), flags);
     if (fd.ok() || fd.status().code() != Code::kUnimplemented) return fd;
   }
   // By recorded path, then make sure it is still the same object.
   FUN_ASSIGN_OR_RETURN(UniqueFd fd,
-                       resolver_->OpenBeneath(root_->fd(), node.path(), flags | O_NOFOLLOW));
+                       resolver_->OpenBeneath(root_fd(), node.path(), flags | O_NOFOLLOW));
   struct stat st;
   if (::fstat(fd.get(), &st) != 0) return ErrnoError(errno, "fstat");
   if (st.st_dev != node.dev() || st.st_ino != node.ino()) {
@@ -252,7 +378,7 @@ Status HostFs::ApplyOwnerAndMode(const Node& node, int open_fd, Owner owner, uin
   // Undo the process umask (and the set-id bits chown cleared): the client already applied its
   // own umask to `mode`.
   Attr a;
-  int fd = open_fd >= 0 ? open_fd : node.fd();
+  int fd = open_fd >= 0 ? open_fd : at.target(node).fd;
   if (fd >= 0) {
     struct stat st;
     if (::fstat(fd, &st) != 0) return ErrnoError(errno, "fstat");
@@ -273,17 +399,18 @@ StatusOr<HostFs::Created> HostFs::Create(const Node& dir, const std::string& nam
                                          uint32_t mode, Owner owner) {
   FUN_RETURN_IF_ERROR(CheckWritable());
   FUN_RETURN_IF_ERROR(CheckNewName(name));
-  FUN_RETURN_IF_ERROR(CheckDir(dir, "create in"));
+  FUN_ASSIGN_OR_RETURN(NodeFdRef dirfd, DirFd(dir, "create in"));
   bool excl = (flags & O_EXCL) != 0;
   bool nonblock = (flags & O_NONBLOCK) != 0;
   flags &= ~(O_CREAT | O_EXCL | O_NOFOLLOW | O_DIRECTORY);
   // O_EXCL first: an existing entry (perhaps a FIFO or device that must not be opened
   // blindly) goes through Open's checks instead. O_NOFOLLOW: never create through a symlink.
-  auto created = resolver_->OpenAt(
-      dir.fd(), name, flags | O_CREAT | O_EXCL | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK, mode & 07777);
+  auto created = resolver_->OpenAt(dirfd->get(), name,
+                                   flags | O_CREAT | O_EXCL | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK,
+                                   mode & 07777);
   if (!created.ok()) {
     if (created.status().sys_errno() != EEXIST || excl) return created.status();
-    FUN_ASSIGN_OR_RETURN(std::shared_ptr<Node> node, NodeAt(dir, name));
+    FUN_ASSIGN_OR_RETURN(std::shared_ptr<Node> node, NodeAt(dir, dirfd->get(), name));
     FUN_ASSIGN_OR_RETURN(UniqueFd fd, Open(*node, flags | (nonblock ? O_NONBLOCK : 0)));
     return Created{std::move(node), std::move(fd)};
   }
@@ -292,7 +419,7 @@ StatusOr<HostFs::Created> HostFs::Create(const Node& dir, const std::string& nam
     int fl = ::fcntl(fd.get(), F_GETFL);
     if (fl >= 0) ::fcntl(fd.get(), F_SETFL, fl & ~O_NONBLOCK);
   }
-  FUN_ASSIGN_OR_RETURN(std::shared_ptr<Node> node, NodeAt(dir, name));
+  FUN_ASSIGN_OR_RETURN(std::shared_ptr<Node> node, NodeAt(dir, dirfd->get(), name));
   struct stat st;
   if (::fstat(fd.get(), &st) != 0) return ErrnoError(errno, "fstat");
   if (st.st_dev != node->dev() || st.st_ino != node->ino()) {
@@ -306,9 +433,9 @@ StatusOr<std::shared_ptr<Node>> HostFs::Mkdir(const Node& dir, const std::string
                                               uint32_t mode, Owner owner) {
   FUN_RETURN_IF_ERROR(CheckWritable());
   FUN_RETURN_IF_ERROR(CheckNewName(name));
-  FUN_RETURN_IF_ERROR(CheckDir(dir, "mkdir in"));
-  if (::mkdirat(dir.fd(), name.c_str(), mode & 07777) != 0) return ErrnoError(errno, "mkdir");
-  FUN_ASSIGN_OR_RETURN(std::shared_ptr<Node> node, NodeAt(dir, name));
+  FUN_ASSIGN_OR_RETURN(NodeFdRef dirfd, DirFd(dir, "mkdir in"));
+  if (::mkdirat(dirfd->get(), name.c_str(), mode & 07777) != 0) return ErrnoError(errno, "mkdir");
+  FUN_ASSIGN_OR_RETURN(std::shared_ptr<Node> node, NodeAt(dir, dirfd->get(), name));
   if (!node->is_dir()) return Err(ESTALE, "the new directory was replaced on the host");
   FUN_RETURN_IF_ERROR(ApplyOwnerAndMode(*node, -1, owner, mode));
   return node;
@@ -318,14 +445,14 @@ StatusOr<std::shared_ptr<Node>> HostFs::Symlink(const Node& dir, const std::stri
                                                 const std::string& target, Owner owner) {
   FUN_RETURN_IF_ERROR(CheckWritable());
   FUN_RETURN_IF_ERROR(CheckNewName(name));
-  FUN_RETURN_IF_ERROR(CheckDir(dir, "symlink in"));
+  FUN_ASSIGN_OR_RETURN(NodeFdRef dirfd, DirFd(dir, "symlink in"));
   if (target.empty()) return Err(ENOENT, "empty symlink target");
   if (target.find('\0') != std::string::npos) return Err(EINVAL, "NUL in symlink target");
   // The target is stored, never resolved by the server.
-  if (::symlinkat(target.c_str(), dir.fd(), name.c_str()) != 0) {
+  if (::symlinkat(target.c_str(), dirfd->get(), name.c_str()) != 0) {
     return ErrnoError(errno, "symlink");
   }
-  FUN_ASSIGN_OR_RETURN(std::shared_ptr<Node> node, NodeAt(dir, name));
+  FUN_ASSIGN_OR_RETURN(std::shared_ptr<Node> node, NodeAt(dir, dirfd->get(), name));
   if (!node->is_symlink()) return Err(ESTALE, "the new symlink was replaced on the host");
   FUN_RETURN_IF_ERROR(ApplyOwnerAndMode(*node, -1, owner, 0777));
   return node;
@@ -335,7 +462,7 @@ StatusOr<std::shared_ptr<Node>> HostFs::Mknod(const Node& dir, const std::string
                                               uint32_t mode, Owner owner) {
   FUN_RETURN_IF_ERROR(CheckWritable());
   FUN_RETURN_IF_ERROR(CheckNewName(name));
-  FUN_RETURN_IF_ERROR(CheckDir(dir, "mknod in"));
+  FUN_ASSIGN_OR_RETURN(NodeFdRef dirfd, DirFd(dir, "mknod in"));
   uint32_t type = mode & S_IFMT;
   if (type == 0) type = S_IFREG;
   switch (type) {
@@ -349,10 +476,10 @@ StatusOr<std::shared_ptr<Node>> HostFs::Mknod(const Node& dir, const std::string
     default:
       return Err(EINVAL, "mknod of an unknown file type");
   }
-  if (::mknodat(dir.fd(), name.c_str(), type | (mode & 07777), 0) != 0) {
+  if (::mknodat(dirfd->get(), name.c_str(), type | (mode & 07777), 0) != 0) {
     return ErrnoError(errno, "mknod");
   }
-  FUN_ASSIGN_OR_RETURN(std::shared_ptr<Node> node, NodeAt(dir, name));
+  FUN_ASSIGN_OR_RETURN(std::shared_ptr<Node> node, NodeAt(dir, dirfd->get(), name));
   if (node->type() != type) return Err(ESTALE, "the new node was replaced on the host");
   FUN_RETURN_IF_ERROR(ApplyOwnerAndMode(*node, -1, owner, mode));
   return node;
@@ -365,8 +492,8 @@ StatusOr<HostFs::Parent> HostFs::FindParent(const Node& node) {
   std::string parent_path = slash == std::string::npos ? std::string() : path.substr(0, slash);
   Parent p;
   p.name = slash == std::string::npos ? path : path.substr(slash + 1);
-  FUN_ASSIGN_OR_RETURN(p.fd, resolver_->OpenBeneath(root_->fd(), parent_path,
-                                                    kPathFlags | O_DIRECTORY | O_NOFOLLOW));
+  FUN_ASSIGN_OR_RETURN(
+      p.fd, resolver_->OpenBeneath(root_fd(), parent_path, kPathFlags | O_DIRECTORY | O_NOFOLLOW));
   struct stat st;
   if (::fstatat(p.fd.get(), p.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
     return ErrnoError(errno, "stat");
@@ -379,7 +506,9 @@ StatusOr<HostFs::Parent> HostFs::FindParent(const Node& node) {
 
 StatusOr<HostFs::Located> HostFs::Locate(const Node& node) {
   Located at;
-  if (!node.has_fd()) {
+  if (node.has_fd()) {
+    FUN_ASSIGN_OR_RETURN(at.fd, HoldFd(node));
+  } else {
     FUN_ASSIGN_OR_RETURN(at.parent, FindParent(node));
   }
   return at;
@@ -388,14 +517,15 @@ StatusOr<HostFs::Located> HostFs::Locate(const Node& node) {
 Status HostFs::Link(const Node& target, const Node& dir, const std::string& name) {
   FUN_RETURN_IF_ERROR(CheckWritable());
   FUN_RETURN_IF_ERROR(CheckNewName(name));
-  FUN_RETURN_IF_ERROR(CheckDir(dir, "link in"));
+  FUN_ASSIGN_OR_RETURN(NodeFdRef dirfd, DirFd(dir, "link in"));
   if (target.is_dir()) return Err(EPERM, "hard link to a directory");
-  if (resolver_->reopen_by_fd()) {
-    Status s = internal::LinkNode(target, dir.fd(), name);
+  if (resolver_->reopen_by_fd() && target.has_fd()) {
+    FUN_ASSIGN_OR_RETURN(NodeFdRef target_fd, HoldFd(target));
+    Status s = internal::LinkNode(target_fd->get(), dirfd->get(), name);
     if (s.code() != Code::kUnimplemented) return s;
   }
   FUN_ASSIGN_OR_RETURN(Parent p, FindParent(target));
-  if (::linkat(p.fd.get(), p.name.c_str(), dir.fd(), name.c_str(), 0) != 0) {
+  if (::linkat(p.fd.get(), p.name.c_str(), dirfd->get(), name.c_str(), 0) != 0) {
     return ErrnoError(errno, "link");
   }
   return OkStatus();
@@ -404,9 +534,9 @@ Status HostFs::Link(const Node& target, const Node& dir, const std::string& name
 Status HostFs::Rename(const Node& node, const Node& newdir, const std::string& name) {
   FUN_RETURN_IF_ERROR(CheckWritable());
   FUN_RETURN_IF_ERROR(CheckEntryName(name));
-  FUN_RETURN_IF_ERROR(CheckDir(newdir, "rename into"));
+  FUN_ASSIGN_OR_RETURN(NodeFdRef newdirfd, DirFd(newdir, "rename into"));
   FUN_ASSIGN_OR_RETURN(Parent p, FindParent(node));
-  if (::renameat(p.fd.get(), p.name.c_str(), newdir.fd(), name.c_str()) != 0) {
+  if (::renameat(p.fd.get(), p.name.c_str(), newdirfd->get(), name.c_str()) != 0) {
     return ErrnoError(errno, "rename");
   }
   return OkStatus();
@@ -417,9 +547,9 @@ Status HostFs::RenameAt(const Node& olddir, const std::string& oldname, const No
   FUN_RETURN_IF_ERROR(CheckWritable());
   FUN_RETURN_IF_ERROR(CheckEntryName(oldname));
   FUN_RETURN_IF_ERROR(CheckEntryName(newname));
-  FUN_RETURN_IF_ERROR(CheckDir(olddir, "rename from"));
-  FUN_RETURN_IF_ERROR(CheckDir(newdir, "rename into"));
-  if (::renameat(olddir.fd(), oldname.c_str(), newdir.fd(), newname.c_str()) != 0) {
+  FUN_ASSIGN_OR_RETURN(NodeFdRef olddirfd, DirFd(olddir, "rename from"));
+  FUN_ASSIGN_OR_RETURN(NodeFdRef newdirfd, DirFd(newdir, "rename into"));
+  if (::renameat(olddirfd->get(), oldname.c_str(), newdirfd->get(), newname.c_str()) != 0) {
     return ErrnoError(errno, "rename");
   }
   return OkStatus();
@@ -428,8 +558,8 @@ Status HostFs::RenameAt(const Node& olddir, const std::string& oldname, const No
 Status HostFs::UnlinkAt(const Node& dir, const std::string& name, bool remove_dir) {
   FUN_RETURN_IF_ERROR(CheckWritable());
   FUN_RETURN_IF_ERROR(CheckEntryName(name));
-  FUN_RETURN_IF_ERROR(CheckDir(dir, "unlink in"));
-  if (::unlinkat(dir.fd(), name.c_str(), remove_dir ? AT_REMOVEDIR : 0) != 0) {
+  FUN_ASSIGN_OR_RETURN(NodeFdRef dirfd, DirFd(dir, "unlink in"));
+  if (::unlinkat(dirfd->get(), name.c_str(), remove_dir ? AT_REMOVEDIR : 0) != 0) {
     return ErrnoError(errno, remove_dir ? "rmdir" : "unlink");
   }
   return OkStatus();

@@ -31,6 +31,15 @@
 //     user moves out of the export can still be walked into by a client holding a fid on it (as
 //     with any open directory). Its recorded path, used for "..", then no longer matches.
 //
+// Node fds are a budget (NodeFdCache): a client may hold a fid on every file of a big tree (the
+// Linux client with cache=loose keeps one per cached dentry), and one fd per node would run the
+// process out of fds (EMFILE: 20000 on the Linux CI machines; macOS caps a process at OPEN_MAX,
+// 10240). Past the budget, the least recently used node gives its fd back and gets a new one on
+// its next use, by recorded path from the root, checked to be the same object. Such a node has,
+// until then, the portable set's behaviour: it follows its name, not its object, so after the
+// HOST renames or deletes it, calls on it fail ESTALE (renames by the client update the recorded
+// path and are fine). Only cold nodes are evicted, and only past the budget.
+//
 // Ownership: with OwnerPolicy::kAuto, a server running as root gives new files the uid of the
 // attach (n_uname) and the gid the client names, and honours chown in setattr; a server running
 // as a normal user creates files as itself and silently ignores chown (as Docker Desktop's file
@@ -52,12 +61,14 @@
 
 #include <cstdint>
 #include <ctime>
+#include <list>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "lib/base/status.h"
 #include "lib/base/unique_fd.h"
@@ -79,11 +90,48 @@ enum class OwnerPolicy {
   kServerUser,  // files belong to the server's user; setattr uid/gid are ignored (succeed)
 };
 
+class Node;
+
+// How many node fds stay open (see the header comment), shared by the exports it is given to.
+// Thread-safe.
+class NodeFdCache {
+ public:
+  // At most `max_fds` node fds open at once (at least 1), not counting the export roots and fds
+  // in use by a call at that moment.
+  explicit NodeFdCache(size_t max_fds);
+  NodeFdCache(const NodeFdCache&) = delete;
+  NodeFdCache& operator=(const NodeFdCache&) = delete;
+
+  // The process's cache, what every HostFs uses unless its options name another: half of the
+  // open-file soft limit at its first use, at least 64 (fun-hostd raises the soft limit to the
+  // hard one first).
+  static std::shared_ptr<NodeFdCache> ForProcess();
+
+  size_t max_fds() const { return max_fds_; }
+  size_t open_fds() const;
+  uint64_t evictions() const;  // fds given back
+  uint64_t reopens() const;    // fds opened again for an evicted node
+
+ private:
+  friend class Node;
+  friend class HostFs;
+
+  mutable std::mutex mu_;
+  const size_t max_fds_;
+  std::list<const Node*> lru_;  // nodes holding an fd; front: most recently used
+  uint64_t evictions_ = 0, reopens_ = 0;
+};
+
 struct HostFsOptions {
   bool read_only = false;
   ResolverKind resolver = ResolverKind::kAuto;
   OwnerPolicy owner = OwnerPolicy::kAuto;
+  // nullptr: NodeFdCache::ForProcess().
+  std::shared_ptr<NodeFdCache> fd_cache;
 };
+
+// A node's fd while a call uses it: an evicted node's fd stays open until the last user lets go.
+using NodeFdRef = std::shared_ptr<const UniqueFd>;
 
 // What getattr reports, in host terms (rdev in the Linux encoding the client decodes).
 struct Attr {
@@ -115,23 +163,24 @@ struct SetAttrRequest {
   timespec atime{0, UTIME_OMIT}, mtime{0, UTIME_OMIT};
 };
 
-// One held file-system object of an export. Immutable except for its recorded path.
+// One held file-system object of an export. Immutable except for its recorded path and whether
+// its fd is open at the moment (see NodeFdCache).
 class Node {
  public:
-  Node(UniqueFd fd, std::string path, uint32_t mode, uint64_t dev, uint64_t ino, Qid qid)
-      : fd_(std::move(fd)),
-        path_(std::move(path)),
-        type_(mode & S_IFMT),
-        dev_(dev),
-        ino_(ino),
-        qid_(qid) {}
+  // With a cache, the node's fd counts against its budget and may be evicted; without one (the
+  // export roots) the node keeps its fd for life.
+  Node(UniqueFd fd, std::string path, uint32_t mode, uint64_t dev, uint64_t ino, Qid qid,
+       std::shared_ptr<NodeFdCache> cache = nullptr);
+  ~Node();
   Node(const Node&) = delete;
   Node& operator=(const Node&) = delete;
 
-  // The fd on the object (Linux: O_PATH|O_NOFOLLOW); -1 when the node holds none (only without
-  // O_PATH, see the header comment).
-  int fd() const { return fd_.get(); }
-  bool has_fd() const { return fd_.get() >= 0; }
+  // True when the node is acted on through an fd on its object (Linux: O_PATH|O_NOFOLLOW, every
+  // node); false only without O_PATH, see the header comment. The fd itself is taken with
+  // HostFs::HoldFd: it may have been given back to the cache and is then opened again.
+  bool has_fd() const { return has_fd_; }
+  // Whether the fd is open right now (false after an eviction, until the next use).
+  bool fd_open() const;
   // Path from the export root, components joined by '/'; "" for the root.
   std::string path() const {
     std::lock_guard<std::mutex> lock(mu_);
@@ -150,7 +199,24 @@ class Node {
   const Qid& qid() const { return qid_; }
 
  private:
-  UniqueFd fd_;
+  friend class HostFs;
+  friend class NodeFdCache;
+
+  // The fd when it is open (a use: the node moves to the front of its cache), else null.
+  NodeFdRef HeldFd() const;
+  // Takes `fd`, opened again for an evicted node; returns the fd the node holds after (another
+  // thread's, when it was faster).
+  NodeFdRef Adopt(UniqueFd fd) const;
+  // Puts the node at the front of its cache, evicting past the budget; returns the evicted fds
+  // (to be let go of outside the cache's lock). Needs cache_->mu_.
+  std::vector<NodeFdRef> InsertLocked() const;
+
+  const bool has_fd_;
+  const std::shared_ptr<NodeFdCache> cache_;
+  // Guarded by cache_->mu_ when there is a cache; set once otherwise.
+  mutable NodeFdRef fd_;
+  mutable std::list<const Node*>::iterator lru_pos_;
+  mutable bool in_lru_ = false;
   mutable std::mutex mu_;
   std::string path_;
   uint32_t type_;
@@ -199,6 +265,11 @@ class HostFs {
 
   // A new node on the export root.
   StatusOr<std::shared_ptr<Node>> Root();
+  // The fd of a node that has_fd(), open for as long as the result is kept: the node's own, or,
+  // after an eviction, a new one found by recorded path and checked to be the same object
+  // (ESTALE otherwise).
+  StatusOr<NodeFdRef> HoldFd(const Node& node);
+
   // One step: a name in directory `dir`, "." (the same object) or "..". Symlinks are not
   // followed: walking onto one gives the link itself.
   StatusOr<std::shared_ptr<Node>> Walk(const std::shared_ptr<Node>& dir, const std::string& name);
@@ -280,8 +351,11 @@ class HostFs {
          std::unique_ptr<internal::Resolver> resolver, std::shared_ptr<Node> root);
 
   StatusOr<std::shared_ptr<Node>> MakeNode(UniqueFd fd, const struct stat& st, std::string path);
-  // The node for entry `name` of directory `dir` (never following a symlink).
-  StatusOr<std::shared_ptr<Node>> NodeAt(const Node& dir, const std::string& name);
+  // The node for entry `name` of directory `dir`, held as `dirfd` (never following a symlink).
+  StatusOr<std::shared_ptr<Node>> NodeAt(const Node& dir, int dirfd, const std::string& name);
+  // A directory's fd to resolve names in: CheckDir, then HoldFd.
+  StatusOr<NodeFdRef> DirFd(const Node& dir, std::string_view what);
+  int root_fd() const { return root_fd_->get(); }
   // Opens the object of a node (not a symlink) for I/O with sanitized flags.
   StatusOr<UniqueFd> Reopen(const Node& node, int flags);
   StatusOr<std::shared_ptr<Node>> OpenPath(const std::string& path, int extra_flags);
@@ -304,6 +378,8 @@ class HostFs {
   const bool sets_owner_;
   std::unique_ptr<internal::Resolver> resolver_;
   std::shared_ptr<Node> root_;
+  NodeFdRef root_fd_;  // the root node's, open for life
+  std::shared_ptr<NodeFdCache> fd_cache_;
   std::mutex dev_mu_;
   std::map<uint64_t, uint64_t> dev_index_;  // st_dev -> small index mixed into qid paths
 };

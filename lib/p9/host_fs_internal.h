@@ -67,11 +67,17 @@ struct NodeFd {
 };
 // Opens the node for entry `name` (validated) of directory `dirfd`, never following a symlink.
 StatusOr<NodeFd> OpenNode(Resolver& resolver, int dirfd, const std::string& name);
+// Opens the fd again for an evicted node (one that has_fd()) of type `type` (S_IFMT bits) at
+// `path` beneath `rootfd`, as OpenNode opened it; the caller checks it is the same object.
+StatusOr<UniqueFd> ReopenNodeBeneath(Resolver& resolver, int rootfd, const std::string& path,
+                                     mode_t type);
 
-// What a primitive acts on: node.fd() when the node has one; else the entry `name` of directory
-// `dirfd`, which HostFs found again by recorded path and checked to be the node's object.
+// What a primitive acts on: the node's fd (`fd`, held by HostFs::HoldFd) when the node has one;
+// else the entry `name` of directory `dirfd`, which HostFs found again by recorded path and
+// checked to be the node's object.
 struct Target {
   const Node& node;
+  int fd = -1;
   int dirfd = -1;
   const char* name = nullptr;
 };
@@ -82,8 +88,9 @@ Status ChmodNode(const Target& t, uint32_t mode);               // not a symlink
 Status ChownNode(const Target& t, uint32_t uid, uint32_t gid);  // kNoUid: unchanged
 Status UtimensNode(const Target& t, const timespec times[2]);
 // Unimplemented when the platform cannot (no /proc): the caller reopens by path.
-StatusOr<UniqueFd> ReopenNode(const Node& node, int flags);  // not a symlink, not a directory
-Status LinkNode(const Node& target, int dirfd, const std::string& name);  // or Unimplemented
+// `node_fd`: a node's fd (HostFs::HoldFd).
+StatusOr<UniqueFd> ReopenNode(int node_fd, int flags);  // not a symlink, not a directory
+Status LinkNode(int target_fd, int dirfd, const std::string& name);  // or Unimplemented
 StatusOr<std::string> ReadLinkNode(const Target& t);
 Status StatFsNode(const Target& t, FsStat* out);
 StatusOr<std::string> GetXattrNode(const Target& t, const std::string& name);

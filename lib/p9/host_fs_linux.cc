@@ -181,24 +181,28 @@ StatusOr<NodeFd> OpenNode(Resolver& resolver, int dirfd, const std::string& name
   return n;
 }
 
-Status StatNode(const Target& t, Attr* a) { return SysStatAt(t.node.fd(), "", a); }
+StatusOr<UniqueFd> ReopenNodeBeneath(Resolver& resolver, int rootfd, const std::string& path,
+                                     mode_t type) {
+  return resolver.OpenBeneath(rootfd, path,
+                              kPathFlags | O_NOFOLLOW | (type == S_IFDIR ? O_DIRECTORY : 0));
+}
+
+Status StatNode(const Target& t, Attr* a) { return SysStatAt(t.fd, "", a); }
 
 Status ChmodNode(const Target& t, uint32_t mode) {
-  const Node& node = t.node;
-  if (::syscall(SYS_fchmodat2, node.fd(), "", mode, AT_EMPTY_PATH) == 0) return OkStatus();
+  if (::syscall(SYS_fchmodat2, t.fd, "", mode, AT_EMPTY_PATH) == 0) return OkStatus();
   if (errno != ENOSYS && errno != EINVAL) return ErrnoError(errno, "chmod");
   // Before Linux 6.6: through the magic link (it resolves to the inode, never further).
   int proc = ProcSelfFd();
   if (proc < 0) return ErrnoError(EOPNOTSUPP, "chmod without fchmodat2 or /proc");
-  if (::fchmodat(proc, FdName(node.fd()).c_str(), mode, 0) != 0) {
+  if (::fchmodat(proc, FdName(t.fd).c_str(), mode, 0) != 0) {
     return ErrnoError(errno, "chmod");
   }
   return OkStatus();
 }
 
 Status ChownNode(const Target& t, uint32_t uid, uint32_t gid) {
-  const Node& node = t.node;
-  if (::fchownat(node.fd(), "", static_cast<uid_t>(uid), static_cast<gid_t>(gid),
+  if (::fchownat(t.fd, "", static_cast<uid_t>(uid), static_cast<gid_t>(gid),
                  AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) {
     return ErrnoError(errno, "chown");
   }
@@ -207,45 +211,44 @@ Status ChownNode(const Target& t, uint32_t uid, uint32_t gid) {
 
 Status UtimensNode(const Target& t, const timespec times[2]) {
   const Node& node = t.node;
-  if (::utimensat(node.fd(), "", times, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == 0) {
+  if (::utimensat(t.fd, "", times, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == 0) {
     return OkStatus();
   }
   if (errno != EINVAL || node.is_symlink()) return ErrnoError(errno, "utimensat");
   int proc = ProcSelfFd();
   if (proc < 0) return ErrnoError(EINVAL, "utimensat");
-  if (::utimensat(proc, FdName(node.fd()).c_str(), times, 0) != 0) {
+  if (::utimensat(proc, FdName(t.fd).c_str(), times, 0) != 0) {
     return ErrnoError(errno, "utimensat");
   }
   return OkStatus();
 }
 
-StatusOr<UniqueFd> ReopenNode(const Node& node, int flags) {
+StatusOr<UniqueFd> ReopenNode(int node_fd, int flags) {
   int proc = ProcSelfFd();
   if (proc < 0) return UnimplementedError("no /proc/self/fd");
   // No O_NOFOLLOW: the magic link must be followed (to the inode, and no further: the caller
   // never passes a symlink node).
   int fd;
   do {
-    fd = ::openat(proc, FdName(node.fd()).c_str(), (flags & ~O_NOFOLLOW) | O_CLOEXEC);
+    fd = ::openat(proc, FdName(node_fd).c_str(), (flags & ~O_NOFOLLOW) | O_CLOEXEC);
   } while (fd < 0 && errno == EINTR);
   if (fd < 0) return ErrnoError(errno, "open");
   return UniqueFd(fd);
 }
 
-Status LinkNode(const Node& target, int dirfd, const std::string& name) {
+Status LinkNode(int target_fd, int dirfd, const std::string& name) {
   int proc = ProcSelfFd();
   if (proc < 0) return UnimplementedError("no /proc/self/fd");
-  if (::linkat(proc, FdName(target.fd()).c_str(), dirfd, name.c_str(), AT_SYMLINK_FOLLOW) != 0) {
+  if (::linkat(proc, FdName(target_fd).c_str(), dirfd, name.c_str(), AT_SYMLINK_FOLLOW) != 0) {
     return ErrnoError(errno, "link");
   }
   return OkStatus();
 }
 
 StatusOr<std::string> ReadLinkNode(const Target& t) {
-  const Node& node = t.node;
   std::string buf(256, '\0');
   while (true) {
-    ssize_t n = ::readlinkat(node.fd(), "", buf.data(), buf.size());
+    ssize_t n = ::readlinkat(t.fd, "", buf.data(), buf.size());
     if (n < 0) return ErrnoError(errno, "readlink");
     if (static_cast<size_t>(n) < buf.size()) {
       buf.resize(static_cast<size_t>(n));
@@ -256,11 +259,10 @@ StatusOr<std::string> ReadLinkNode(const Target& t) {
   }
 }
 
-Status StatFsNode(const Target& t, FsStat* out) { return SysStatFs(t.node.fd(), out); }
+Status StatFsNode(const Target& t, FsStat* out) { return SysStatFs(t.fd, out); }
 
 StatusOr<std::string> GetXattrNode(const Target& t, const std::string& name) {
-  const Node& node = t.node;
-  FdPath path(node.fd());
+  FdPath path(t.fd);
   std::string value(256, '\0');
   while (true) {
     ssize_t n = ::getxattr(path.c_str(), name.c_str(), value.data(), value.size());
@@ -276,8 +278,7 @@ StatusOr<std::string> GetXattrNode(const Target& t, const std::string& name) {
 }
 
 StatusOr<std::string> ListXattrNode(const Target& t) {
-  const Node& node = t.node;
-  FdPath path(node.fd());
+  FdPath path(t.fd);
   std::string list(1024, '\0');
   while (true) {
     ssize_t n = ::listxattr(path.c_str(), list.data(), list.size());
@@ -293,16 +294,14 @@ StatusOr<std::string> ListXattrNode(const Target& t) {
 }
 
 Status SetXattrNode(const Target& t, const std::string& name, std::string_view value, int flags) {
-  const Node& node = t.node;
-  if (::setxattr(FdPath(node.fd()).c_str(), name.c_str(), value.data(), value.size(), flags) != 0) {
+  if (::setxattr(FdPath(t.fd).c_str(), name.c_str(), value.data(), value.size(), flags) != 0) {
     return ErrnoError(errno, "setxattr");
   }
   return OkStatus();
 }
 
 Status RemoveXattrNode(const Target& t, const std::string& name) {
-  const Node& node = t.node;
-  if (::removexattr(FdPath(node.fd()).c_str(), name.c_str()) != 0) {
+  if (::removexattr(FdPath(t.fd).c_str(), name.c_str()) != 0) {
     return ErrnoError(errno, "removexattr");
   }
   return OkStatus();

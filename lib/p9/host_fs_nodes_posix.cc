@@ -89,15 +89,28 @@ StatusOr<NodeFd> OpenNode(Resolver& resolver, int dirfd, const std::string& name
   return n;
 }
 
+StatusOr<UniqueFd> ReopenNodeBeneath(Resolver& resolver, int rootfd, const std::string& path,
+                                     mode_t type) {
+  int flags = O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC;
+  if (type == S_IFDIR) flags |= O_DIRECTORY;
+  auto fd = resolver.OpenBeneath(rootfd, path, flags);
+#ifdef O_SEARCH
+  if (!fd.ok() && type == S_IFDIR) {
+    auto search = resolver.OpenBeneath(rootfd, path, O_SEARCH | O_NOFOLLOW | O_CLOEXEC);
+    if (search.ok()) return search;
+  }
+#endif
+  return fd;
+}
+
 Status StatNode(const Target& t, Attr* a) {
-  if (t.node.has_fd()) return SysStatAt(t.node.fd(), "", a);
+  if (t.fd >= 0) return SysStatAt(t.fd, "", a);
   return SysStatAt(t.dirfd, t.name, a);
 }
 
 Status ChmodNode(const Target& t, uint32_t mode) {
-  int r = t.node.has_fd()
-              ? ::fchmod(t.node.fd(), static_cast<mode_t>(mode))
-              : ::fchmodat(t.dirfd, t.name, static_cast<mode_t>(mode), AT_SYMLINK_NOFOLLOW);
+  int r = t.fd >= 0 ? ::fchmod(t.fd, static_cast<mode_t>(mode))
+                    : ::fchmodat(t.dirfd, t.name, static_cast<mode_t>(mode), AT_SYMLINK_NOFOLLOW);
   if (r != 0) return ErrnoError(errno, "chmod");
   return OkStatus();
 }
@@ -106,29 +119,26 @@ Status ChownNode(const Target& t, uint32_t uid, uint32_t gid) {
   // kNoUid is (uid_t)-1, which leaves that id unchanged.
   auto u = static_cast<uid_t>(uid);
   auto g = static_cast<gid_t>(gid);
-  int r = t.node.has_fd() ? ::fchown(t.node.fd(), u, g)
-                          : ::fchownat(t.dirfd, t.name, u, g, AT_SYMLINK_NOFOLLOW);
+  int r = t.fd >= 0 ? ::fchown(t.fd, u, g) : ::fchownat(t.dirfd, t.name, u, g, AT_SYMLINK_NOFOLLOW);
   if (r != 0) return ErrnoError(errno, "chown");
   return OkStatus();
 }
 
 Status UtimensNode(const Target& t, const timespec times[2]) {
-  int r = t.node.has_fd() ? ::futimens(t.node.fd(), times)
-                          : ::utimensat(t.dirfd, t.name, times, AT_SYMLINK_NOFOLLOW);
+  int r = t.fd >= 0 ? ::futimens(t.fd, times)
+                    : ::utimensat(t.dirfd, t.name, times, AT_SYMLINK_NOFOLLOW);
   if (r != 0) return ErrnoError(errno, "utimensat");
   return OkStatus();
 }
 
-StatusOr<UniqueFd> ReopenNode(const Node&, int) {
-  return UnimplementedError("no O_PATH: reopen by path");
-}
+StatusOr<UniqueFd> ReopenNode(int, int) { return UnimplementedError("no O_PATH: reopen by path"); }
 
-Status LinkNode(const Node&, int, const std::string&) {
+Status LinkNode(int, int, const std::string&) {
   return UnimplementedError("no O_PATH: link by path");
 }
 
 StatusOr<std::string> ReadLinkNode(const Target& t) {
-  if (t.node.has_fd()) return Err(EINVAL, "readlink of a non-symlink");
+  if (t.fd >= 0) return Err(EINVAL, "readlink of a non-symlink");
   std::string buf(256, '\0');
   while (true) {
     ssize_t n = ::readlinkat(t.dirfd, t.name, buf.data(), buf.size());
@@ -144,58 +154,58 @@ StatusOr<std::string> ReadLinkNode(const Target& t) {
 
 Status StatFsNode(const Target& t, FsStat* out) {
   // A node without an fd is never a mount point we could tell apart: its parent's file system.
-  return SysStatFs(t.node.has_fd() ? t.node.fd() : t.dirfd, out);
+  return SysStatFs(t.fd >= 0 ? t.fd : t.dirfd, out);
 }
 
 StatusOr<std::string> GetXattrNode(const Target& t, const std::string& name) {
-  if (!t.node.has_fd()) {
+  if (t.fd < 0) {
     return Err(CanHaveUserXattrs(t.node) ? EACCES : ENODATA, "getxattr without an fd");
   }
   std::string value(256, '\0');
   while (true) {
-    ssize_t n = SysFGetXattr(t.node.fd(), name.c_str(), value.data(), value.size());
+    ssize_t n = SysFGetXattr(t.fd, name.c_str(), value.data(), value.size());
     if (n >= 0) {
       value.resize(static_cast<size_t>(n));
       return value;
     }
     if (errno != ERANGE) return ErrnoError(errno, "getxattr");
-    n = SysFGetXattr(t.node.fd(), name.c_str(), nullptr, 0);
+    n = SysFGetXattr(t.fd, name.c_str(), nullptr, 0);
     if (n < 0) return ErrnoError(errno, "getxattr");
     value.resize(static_cast<size_t>(n) + 1);
   }
 }
 
 StatusOr<std::string> ListXattrNode(const Target& t) {
-  if (!t.node.has_fd()) return std::string();
+  if (t.fd < 0) return std::string();
   std::string list(1024, '\0');
   while (true) {
-    ssize_t n = SysFListXattr(t.node.fd(), list.data(), list.size());
+    ssize_t n = SysFListXattr(t.fd, list.data(), list.size());
     if (n >= 0) {
       list.resize(static_cast<size_t>(n));
       return list;
     }
     if (errno != ERANGE) return ErrnoError(errno, "listxattr");
-    n = SysFListXattr(t.node.fd(), nullptr, 0);
+    n = SysFListXattr(t.fd, nullptr, 0);
     if (n < 0) return ErrnoError(errno, "listxattr");
     list.resize(static_cast<size_t>(n) + 1);
   }
 }
 
 Status SetXattrNode(const Target& t, const std::string& name, std::string_view value, int flags) {
-  if (!t.node.has_fd()) {
+  if (t.fd < 0) {
     return Err(CanHaveUserXattrs(t.node) ? EACCES : EPERM, "setxattr without an fd");
   }
-  if (SysFSetXattr(t.node.fd(), name.c_str(), value.data(), value.size(), flags) != 0) {
+  if (SysFSetXattr(t.fd, name.c_str(), value.data(), value.size(), flags) != 0) {
     return ErrnoError(errno, "setxattr");
   }
   return OkStatus();
 }
 
 Status RemoveXattrNode(const Target& t, const std::string& name) {
-  if (!t.node.has_fd()) {
+  if (t.fd < 0) {
     return Err(CanHaveUserXattrs(t.node) ? EACCES : EPERM, "removexattr without an fd");
   }
-  if (SysFRemoveXattr(t.node.fd(), name.c_str()) != 0) return ErrnoError(errno, "removexattr");
+  if (SysFRemoveXattr(t.fd, name.c_str()) != 0) return ErrnoError(errno, "removexattr");
   return OkStatus();
 }
 

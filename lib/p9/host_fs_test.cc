@@ -777,5 +777,166 @@ TEST_P(HostFsTest, ConcurrentSymlinkSwapNeverEscapes) {
   EXPECT_EQ(escaped, 0);
 }
 
+// ---- Node fd budget (NodeFdCache) ----
+
+size_t OpenFdsOfThisProcess() {
+  size_t n = 0;
+  if (DIR* d = ::opendir("/proc/self/fd")) {
+    while (::readdir(d) != nullptr) ++n;
+    ::closedir(d);
+  }
+  return n;
+}
+
+TEST_P(HostFsTest, EvictedNodesWorkAsBefore) {
+  auto cache = std::make_shared<NodeFdCache>(2);
+  fs_ = Open({.fd_cache = cache});
+  root_ = fs_->Root().value();
+  auto file = WalkOk(root_, "file");
+  auto sub = WalkOk(root_, "sub");
+  auto inner = WalkOk(sub, "inner");
+  auto abs = WalkOk(root_, "abs");
+  std::vector<std::shared_ptr<Node>> others;
+  for (int i = 0; i < 6; ++i) {
+    WriteFile(exp_ + "/f" + std::to_string(i), "x");
+    others.push_back(WalkOk(root_, "f" + std::to_string(i)));
+  }
+  ASSERT_TRUE(file && sub && inner && abs);
+  EXPECT_LE(cache->open_fds(), 2u);
+  EXPECT_GE(cache->evictions(), 7u);  // 9 nodes with fds (the symlink has none without O_PATH)
+  EXPECT_FALSE(file->fd_open());
+  EXPECT_FALSE(sub->fd_open());
+
+  // Each call on an evicted node opens its fd again and acts on the same object.
+  struct stat st;
+  ASSERT_EQ(::stat((exp_ + "/file").c_str(), &st), 0);
+  auto a = fs_->GetAttr(*file);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(a->ino, st.st_ino);
+  EXPECT_EQ(a->size, 5u);
+  EXPECT_GE(cache->reopens(), 1u);
+  auto fd = fs_->Open(*file, O_RDONLY);
+  ASSERT_TRUE(fd.ok()) << fd.status();
+  EXPECT_EQ(ReadAll(fd->get()), "hello");
+  EXPECT_EQ(ReadAll(fs_->Open(*inner, O_RDONLY).value().get()), "inner");
+  EXPECT_EQ(fs_->ReadLink(*abs).value(), "/etc");
+
+  // Directories: walked from, created in, listed.
+  for (auto& n : others) ASSERT_TRUE(fs_->GetAttr(*n).ok());  // evicts sub again
+  EXPECT_FALSE(sub->fd_open());
+  EXPECT_EQ(ReadAll(fs_->Open(*WalkOk(sub, "inner"), O_RDONLY).value().get()), "inner");
+  for (auto& n : others) ASSERT_TRUE(fs_->GetAttr(*n).ok());
+  auto created = fs_->Create(*sub, "new", O_RDWR, 0640, {});
+  ASSERT_TRUE(created.ok()) << created.status();
+  for (auto& n : others) ASSERT_TRUE(fs_->GetAttr(*n).ok());
+  ASSERT_TRUE(fs_->Mkdir(*sub, "dir", 0750, {}).ok());
+  auto dirfd = fs_->Open(*sub, O_RDONLY | O_DIRECTORY);
+  ASSERT_TRUE(dirfd.ok()) << dirfd.status();
+
+  // Changes on evicted nodes.
+  for (auto& n : others) ASSERT_TRUE(fs_->GetAttr(*n).ok());
+  SetAttrRequest chmod;
+  chmod.mode = 0600;
+  ASSERT_TRUE(fs_->SetAttr(*file, chmod).ok());
+  ASSERT_EQ(::stat((exp_ + "/file").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0600u);
+  for (auto& n : others) ASSERT_TRUE(fs_->GetAttr(*n).ok());
+  ASSERT_TRUE(fs_->Link(*file, *sub, "hard").ok());
+  ASSERT_EQ(::stat((exp_ + "/sub/hard").c_str(), &st), 0);
+  EXPECT_EQ(st.st_nlink, 2u);
+
+  // A rename by the client updates the recorded path: the node is found again at its new name.
+  ASSERT_TRUE(fs_->Rename(*file, *sub, "moved").ok());
+  file->set_path(HostFs::ChildPath(*sub, "moved"));
+  for (auto& n : others) ASSERT_TRUE(fs_->GetAttr(*n).ok());
+  EXPECT_FALSE(file->fd_open());
+  EXPECT_EQ(fs_->GetAttr(*file).value().size, 5u);
+  for (auto& n : others) ASSERT_TRUE(fs_->GetAttr(*n).ok());
+  ASSERT_TRUE(fs_->Remove(*file).ok());
+  EXPECT_NE(::access((exp_ + "/sub/moved").c_str(), F_OK), 0);
+  EXPECT_LE(cache->open_fds(), 2u);
+}
+
+TEST_P(HostFsTest, EvictedNodeChangedOnTheHostIsNotConfusedWithAnother) {
+  auto cache = std::make_shared<NodeFdCache>(1);
+  fs_ = Open({.fd_cache = cache});
+  root_ = fs_->Root().value();
+  auto file = WalkOk(root_, "file");
+  auto sub = WalkOk(root_, "sub");
+  auto inner = WalkOk(sub, "inner");  // evicts file, then sub
+  ASSERT_TRUE(file && sub && inner);
+  ASSERT_FALSE(file->fd_open());
+  // Replaced by another file of the same name: ESTALE, never the other file.
+  ASSERT_EQ(::rename((exp_ + "/file").c_str(), (exp_ + "/aside").c_str()), 0);
+  WriteFile(exp_ + "/file", "impostor");
+  EXPECT_EQ(ErrnoOf(fs_->GetAttr(*file).status()), ESTALE);
+  EXPECT_EQ(ErrnoOf(fs_->Open(*file, O_RDONLY).status()), ESTALE);
+  // Gone: the call fails, it does not reach anything else.
+  ASSERT_EQ(::rename((exp_ + "/sub").c_str(), (exp_ + "/sub2").c_str()), 0);
+  ASSERT_TRUE(fs_->GetAttr(*inner).ok());  // inner still holds its fd
+  EXPECT_FALSE(sub->fd_open());
+  EXPECT_EQ(ErrnoOf(fs_->Walk(sub, "inner").status()), ENOENT);
+  // A symlink put where an evicted directory was is not followed.
+  ASSERT_EQ(::symlink("../outside", (exp_ + "/sub").c_str()), 0);
+  auto through = fs_->Walk(sub, "secret");
+  EXPECT_FALSE(through.ok());
+  auto escaped = fs_->Create(*sub, "created", O_RDWR, 0644, {});
+  EXPECT_FALSE(escaped.ok());
+  EXPECT_NE(::access((out_ + "/created").c_str(), F_OK), 0);
+}
+
+TEST_P(HostFsTest, NodeFdCacheEvictsTheLeastRecentlyUsed) {
+  auto cache = std::make_shared<NodeFdCache>(2);
+  fs_ = Open({.fd_cache = cache});
+  root_ = fs_->Root().value();
+  auto a = WalkOk(root_, "file");
+  auto b = WalkOk(root_, "sub");
+  ASSERT_TRUE(fs_->GetAttr(*a).ok());  // a is now more recent than b
+  WriteFile(exp_ + "/c", "c");
+  auto c = WalkOk(root_, "c");
+  EXPECT_TRUE(a->fd_open());
+  EXPECT_FALSE(b->fd_open());
+  EXPECT_TRUE(c->fd_open());
+  EXPECT_EQ(cache->evictions(), 1u);
+  // A node that goes away leaves the budget.
+  c.reset();
+  EXPECT_EQ(cache->open_fds(), 1u);
+  ASSERT_TRUE(fs_->GetAttr(*b).ok());
+  EXPECT_TRUE(a->fd_open());
+  EXPECT_TRUE(b->fd_open());
+  EXPECT_EQ(cache->reopens(), 1u);
+}
+
+TEST_P(HostFsTest, ManyNodesStayWithinTheFdBudget) {
+  auto cache = std::make_shared<NodeFdCache>(16);
+  fs_ = Open({.fd_cache = cache});
+  root_ = fs_->Root().value();
+  ASSERT_EQ(::mkdir((exp_ + "/many").c_str(), 0755), 0);
+  for (int i = 0; i < 2000; ++i) WriteFile(exp_ + "/many/" + std::to_string(i), "x");
+  auto many = WalkOk(root_, "many");
+  size_t before = OpenFdsOfThisProcess();
+  std::vector<std::shared_ptr<Node>> held;
+  for (int i = 0; i < 2000; ++i) {
+    auto n = fs_->Walk(many, std::to_string(i));
+    ASSERT_TRUE(n.ok()) << i << ": " << n.status();
+    held.push_back(*n);
+  }
+  EXPECT_LE(OpenFdsOfThisProcess(), before + 16);
+  // From many threads at once, every node still answers.
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (size_t i = static_cast<size_t>(t); i < held.size(); i += 3) {
+        if (!fs_->GetAttr(*held[i]).ok()) ++failures;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_LE(cache->open_fds(), 16u);
+  EXPECT_LE(OpenFdsOfThisProcess(), before + 16);
+}
+
 }  // namespace
 }  // namespace fun::p9

@@ -110,7 +110,8 @@ StatusOr<std::unique_ptr<Server>> Server::Create(ServerOptions options) {
     }
     auto fs = HostFs::Open(spec.dir, HostFsOptions{.read_only = spec.read_only,
                                                    .resolver = options.resolver,
-                                                   .owner = options.owner});
+                                                   .owner = options.owner,
+                                                   .fd_cache = options.fd_cache});
     if (!fs.ok()) {
       return fs.status().WithContext(fmt::format("9P export \"{}\"", spec.name));
     }

@@ -1,5 +1,6 @@
 #include "lib/p9/server.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <gtest/gtest.h>
@@ -992,6 +993,50 @@ TEST_P(ServerTest, DestroyingTheServerEndsConnections) {
   server.reset();  // waits for ServeConnection to return
   t.join();
   EXPECT_FALSE(a->Recv().ok());
+}
+
+// ---- Node fd budget ------------------------------------------------------------------------
+
+size_t OpenFdsOfThisProcess() {
+  size_t n = 0;
+  if (DIR* d = ::opendir("/proc/self/fd")) {
+    while (::readdir(d) != nullptr) ++n;
+    ::closedir(d);
+  }
+  return n;
+}
+
+// What the Linux client does with cache=loose: a fid kept for every cached dentry. The server
+// keeps node fds within its budget and every fid still answers.
+TEST_P(ServerTest, FidsOnMoreFilesThanTheFdBudget) {
+  auto cache = std::make_shared<NodeFdCache>(64);
+  server_->Shutdown();
+  server_ = MakeServer({.fd_cache = cache});
+  ASSERT_EQ(::mkdir((exp_ + "/tree").c_str(), 0755), 0);
+  constexpr uint32_t kFiles = 3000;
+  for (uint32_t i = 0; i < kFiles; ++i) {
+    WriteFile(exp_ + "/tree/" + std::to_string(i), std::to_string(i));
+  }
+  auto c = Attached();
+  size_t before = OpenFdsOfThisProcess();
+  for (uint32_t i = 0; i < kFiles; ++i) {
+    ASSERT_TRUE(c->Walk(0, 100 + i, {"tree", std::to_string(i)}).ok()) << i;
+  }
+  EXPECT_LE(OpenFdsOfThisProcess(), before + 64 + 8);
+  EXPECT_GT(cache->evictions(), kFiles - 64 - 1);
+  for (uint32_t i = 0; i < kFiles; i += 7) {
+    auto a = c->Getattr(100 + i);
+    ASSERT_TRUE(a.ok()) << i << ": " << a.status();
+    EXPECT_EQ(a->size, std::to_string(i).size());
+    ASSERT_TRUE(c->Lopen(100 + i, O_RDONLY).ok()) << i;
+    EXPECT_EQ(c->Read(100 + i, 0, 64).value(), std::to_string(i));
+    ASSERT_TRUE(c->Clunk(100 + i).ok());
+  }
+  ASSERT_TRUE(c->Walk(0, 1, {"tree"}).ok());
+  ASSERT_TRUE(c->Unlinkat(1, "1").ok());
+  EXPECT_FALSE(Exists(exp_ + "/tree/1"));
+  EXPECT_GT(cache->reopens(), 0u);
+  EXPECT_LE(OpenFdsOfThisProcess(), before + 64 + 8);
 }
 
 }  // namespace
