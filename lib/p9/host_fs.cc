@@ -79,7 +79,7 @@ std::shared_ptr<NodeFdCache> NodeFdCache::ForProcess() {
     if (::getrlimit(RLIMIT_NOFILE, &l) == 0) {
       soft = l.rlim_cur == RLIM_INFINITY ? size_t{1} << 20 : static_cast<size_t>(l.rlim_cur);
     }
-    return std::make_shared<NodeFdCache>(std::max<size_t>(soft / 2, 64));
+    return std::make_shared<NodeFdCache>(std::max<size_t>(soft / 4, 64));
   }();
   return cache;
 }

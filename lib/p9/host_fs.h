@@ -102,9 +102,10 @@ class NodeFdCache {
   NodeFdCache(const NodeFdCache&) = delete;
   NodeFdCache& operator=(const NodeFdCache&) = delete;
 
-  // The process's cache, what every HostFs uses unless its options name another: half of the
-  // open-file soft limit at its first use, at least 64 (fun-hostd raises the soft limit to the
-  // hard one first).
+  // The process's cache, what every HostFs uses unless its options name another: a quarter of
+  // the open-file soft limit at its first use, at least 64 (fun-hostd raises the soft limit to
+  // the hard one first). The rest is for open files: the Linux client with cache=loose keeps a
+  // file open (a writeback fid) for every file it wrote while it caches the file.
   static std::shared_ptr<NodeFdCache> ForProcess();
 
   size_t max_fds() const { return max_fds_; }

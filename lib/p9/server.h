@@ -94,8 +94,8 @@ struct ServerOptions {
   // How paths are resolved beneath each export (tests run both).
   ResolverKind resolver = ResolverKind::kAuto;
   OwnerPolicy owner = OwnerPolicy::kAuto;
-  // The node fd budget of every export (host_fs.h); nullptr: NodeFdCache::ForProcess(), half
-  // of the open-file limit.
+  // The node fd budget of every export (host_fs.h); nullptr: NodeFdCache::ForProcess(), a
+  // quarter of the open-file limit.
   std::shared_ptr<NodeFdCache> fd_cache;
 };
 
