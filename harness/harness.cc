@@ -25,6 +25,7 @@
 #include "lib/base/paths.h"
 #include "lib/base/process.h"
 #include "lib/base/socket.h"
+#include "lib/base/strings.h"
 #include "lib/base/unique_fd.h"
 #include "lib/cri/client.h"
 #include "lib/net/agent_client.h"
@@ -1064,6 +1065,70 @@ void ShareSteps(Scenario& sc, const std::string& busybox, const std::string& ro_
         "1 GiB read and written back by the VM in {:.1f} s ({:.1f} MiB/s copied), sha256 "
         "equal",
         secs, 1024.0 / secs);
+    return OkStatus();
+  });
+
+  // fun-guestd dies in the running VM (killed here; a crash is the same): /init restarts it,
+  // and the new one mounts the shares again, so containers started after it see the share.
+  // Containers that were running keep the bind mount of the old 9P connection, which died with
+  // the relay in the old fun-guestd: the step reports what such a container sees.
+  sc.Step("guestd_restart_in_the_vm_remounts_the_shares", [&](StepResult& r) -> Status {
+    const std::string dir = sc.paths().InstanceDir("default");
+    FUN_ASSIGN_OR_RETURN(agent::AgentEndpoint ep, vm::InstanceAgentEndpoint(dir, "default"));
+    std::ofstream(work + "/before-restart") << "written before\n";
+    ProcessResult holder = sc.Tool(
+        r, "fun", {"run", "-d", "--name", "holder", "-v", vol, busybox, "sleep", "600"}, 300s);
+    FUN_RETURN_IF_ERROR(Expect(holder.ok(), "fun run holder: " + holder.Describe()));
+    FUN_ASSIGN_OR_RETURN(std::string old_pid,
+                         RunInContainer(sc, r, busybox, {"--pid", "host"}, "pidof fun-guestd"));
+    ProcessResult killer =
+        sc.Tool(r, "fun",
+                {"run", "-d", "--name", "guestd-killer", "--privileged", "--pid", "host", busybox,
+                 "sh", "-c", "sleep 2; kill -9 $(pidof fun-guestd)"},
+                300s);
+    FUN_RETURN_IF_ERROR(Expect(killer.ok(), "fun run guestd-killer: " + killer.Describe()));
+    // Until a fun-guestd answers again with every share mounted and answering.
+    auto t0 = std::chrono::steady_clock::now();
+    std::string last;
+    bool back = false;
+    std::this_thread::sleep_for(3s);
+    while (!back && std::chrono::steady_clock::now() - t0 < 90s) {
+      auto ping = agent::PingAgent(ep, 5s);
+      if (ping.ok()) {
+        back = ping->shares.size() == kHarnessShares;
+        for (const auto& sh : ping->shares) back = back && sh.status == "mounted" && sh.answering;
+        last = ping->raw.substr(0, 300);
+      } else {
+        last = ping.status().ToString();
+      }
+      if (!back) std::this_thread::sleep_for(1s);
+    }
+    FUN_RETURN_IF_ERROR(Expect(back, "the shares were not mounted again: " + last));
+    const double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    FUN_ASSIGN_OR_RETURN(std::string new_pid,
+                         RunInContainer(sc, r, busybox, {"--pid", "host"}, "pidof fun-guestd"));
+    FUN_RETURN_IF_ERROR(Expect(new_pid != old_pid, "fun-guestd was not restarted (pid " + old_pid +
+                                                       " -> " + new_pid + ")"));
+    FUN_ASSIGN_OR_RETURN(std::string out,
+                         RunInContainer(sc, r, busybox, {"-v", vol},
+                                        "cat /w/before-restart && echo after > /w/after-restart "
+                                        "&& echo ok"));
+    FUN_RETURN_IF_ERROR(Expect(out == "written before\nok\n", "a new container: " + out));
+    FUN_RETURN_IF_ERROR(Expect(ReadAll(work + "/after-restart") == "after\n",
+                               "after-restart on the host: " + ReadAll(work + "/after-restart")));
+    ProcessResult old_view =
+        sc.Tool(r, "fun", {"exec", "holder", "cat", "/w/before-restart"}, 120s);
+    std::string old_says =
+        old_view.ok() ? "still reads it"
+                      : "gets: " + std::string(TrimSpace(old_view.stderr_data.substr(0, 120)));
+    sc.Tool(r, "fun", {"rm", "-f", "holder", "guestd-killer"}, 120s);
+    std::filesystem::remove(work + "/before-restart");
+    std::filesystem::remove(work + "/after-restart");
+    r.message = fmt::format(
+        "fun-guestd {} killed; {} answered with {} shares mounted after {:.1f} s; a new "
+        "container reads and writes the share; a container started before the restart {}",
+        TrimSpace(old_pid), TrimSpace(new_pid), kHarnessShares, secs, old_says);
     return OkStatus();
   });
 

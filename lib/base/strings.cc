@@ -17,4 +17,11 @@ std::vector<std::string> SplitWords(std::string_view text, std::string_view sepa
   return out;
 }
 
+std::string_view TrimSpace(std::string_view text) {
+  constexpr std::string_view kSpace = " \t\r\n";
+  const size_t start = text.find_first_not_of(kSpace);
+  if (start == std::string_view::npos) return {};
+  return text.substr(start, text.find_last_not_of(kSpace) - start + 1);
+}
+
 }  // namespace fun

@@ -1,6 +1,7 @@
 // strings.h: small text helpers shared by the rooms.
 //
 //   SplitWords(" -s  -m 1G", " \t") == {"-s", "-m", "1G"}
+//   TrimSpace(" 1234\n") == "1234"
 //
 // Thread-safety: pure functions.
 #pragma once
@@ -13,5 +14,8 @@ namespace fun {
 
 // The runs of `text` between any of the `separators` characters; empty runs are dropped.
 std::vector<std::string> SplitWords(std::string_view text, std::string_view separators);
+
+// `text` without the spaces, tabs, CRs and newlines at either end (a view into `text`).
+std::string_view TrimSpace(std::string_view text);
 
 }  // namespace fun
