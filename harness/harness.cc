@@ -22,6 +22,7 @@
 #include <sstream>
 #include <thread>
 
+#include "lib/base/files.h"
 #include "lib/base/paths.h"
 #include "lib/base/process.h"
 #include "lib/base/socket.h"
@@ -762,15 +763,7 @@ Status EchoUdpEventually(uint16_t port, const std::string& msg, std::chrono::sec
   return DeadlineExceededError(fmt::format("no UDP echo from 127.0.0.1:{}", port));
 }
 
-size_t OpenFds(int pid) {
-  std::error_code ec;
-  size_t n = 0;
-  for (auto it = std::filesystem::directory_iterator(fmt::format("/proc/{}/fd", pid), ec);
-       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
-    ++n;
-  }
-  return n;
-}
+size_t OpenFds(int pid) { return CountOpenFds(pid).value_or(0); }
 
 // --- shared folders (issue 7): the kernel's v9fs in the VM, through fun-hostd's 9P server ----
 

@@ -27,6 +27,7 @@
 #include <thread>
 
 #include "guest/guestd/image_server.h"
+#include "lib/base/files.h"
 #include "lib/base/flags.h"
 #include "lib/base/log.h"
 #include "lib/base/version.h"
@@ -253,16 +254,10 @@ void Relay(const Context& c, int conn, int target, const std::string& early, Out
   o->result = s.ok() ? "ok" : fmt::format("relay ended: {}", s.message());
 }
 
-// Entries of /proc/self/fd (minus the one the listing itself holds); -1 when unreadable.
+// This process's open fds; -1 when they cannot be counted.
 int OpenFdCount() {
-  DIR* d = ::opendir("/proc/self/fd");
-  if (d == nullptr) return -1;
-  int n = 0;
-  while (const dirent* e = ::readdir(d)) {
-    if (e->d_name[0] != '.') ++n;
-  }
-  ::closedir(d);
-  return n - 1;
+  auto n = CountOpenFds();
+  return n.ok() ? static_cast<int>(*n) : -1;
 }
 
 // statvfs of the data dir. avail_bytes is f_bavail: the space left outside ext4's reserved

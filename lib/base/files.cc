@@ -1,5 +1,6 @@
 #include "lib/base/files.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <sys/resource.h>
@@ -41,6 +42,24 @@ StatusOr<std::string> ReadFileToString(const std::string& path) {
     if (n == 0) return out;
     out.append(buf, static_cast<size_t>(n));
   }
+}
+
+StatusOr<size_t> CountOpenFds(int pid) {
+#ifdef __linux__
+  const std::string dir = pid == 0 ? "/proc/self/fd" : "/proc/" + std::to_string(pid) + "/fd";
+#else
+  if (pid != 0 && pid != ::getpid()) return UnimplementedError("counting another process's fds");
+  const std::string dir = "/dev/fd";
+#endif
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) return ErrnoError(errno, "listing " + dir);
+  size_t n = 0;
+  while (const dirent* e = ::readdir(d)) {
+    if (e->d_name[0] != '.') ++n;
+  }
+  const bool self = pid == 0 || pid == ::getpid();
+  ::closedir(d);
+  return self && n > 0 ? n - 1 : n;  // the listing's own fd
 }
 
 StatusOr<uint64_t> RaiseOpenFileLimit() {

@@ -23,6 +23,11 @@ Status WriteFileAtomically(const std::string& path, std::string_view data, mode_
 // exist; other errors with errno's message; both name the path.
 StatusOr<std::string> ReadFileToString(const std::string& path);
 
+// How many fds process `pid` has open (0: this process, not counting the one the count itself
+// uses). Linux: the entries of /proc/<pid>/fd; elsewhere only this process (/dev/fd), other
+// pids are Unimplemented.
+StatusOr<size_t> CountOpenFds(int pid = 0);
+
 // Raises this process's soft limit on open files to its hard limit (macOS: at most OPEN_MAX),
 // for servers that hold two fds per relayed connection. Returns the limit now in effect.
 StatusOr<uint64_t> RaiseOpenFileLimit();

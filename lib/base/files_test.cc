@@ -1,5 +1,6 @@
 #include "lib/base/files.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -8,6 +9,9 @@
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
+#include <vector>
+
+#include "lib/base/unique_fd.h"
 
 namespace fun {
 namespace {
@@ -41,6 +45,19 @@ TEST(FilesTest, ReadFileToStringReadsLargeFilesWholeAndNamesMissingOnes) {
   EXPECT_EQ(missing.status().code(), Code::kNotFound);
   EXPECT_NE(missing.status().message().find("/none"), std::string::npos);
   std::system(("rm -rf " + std::string(tmpl)).c_str());  // NOLINT
+}
+
+TEST(FilesTest, CountOpenFdsSeesEachNewFd) {
+  auto before = CountOpenFds();
+  ASSERT_TRUE(before.ok()) << before.status();
+  EXPECT_EQ(CountOpenFds(::getpid()).value(), *before);
+  std::vector<UniqueFd> fds;
+  for (int i = 0; i < 3; ++i) fds.emplace_back(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+  EXPECT_EQ(CountOpenFds().value(), *before + 3);
+  fds.clear();
+  EXPECT_EQ(CountOpenFds().value(), *before);
+  // A pid that cannot exist (above the kernel's pid_max limit of 2^22).
+  EXPECT_FALSE(CountOpenFds(1 << 23).ok());
 }
 
 TEST(FilesTest, RaiseOpenFileLimitReturnsTheSoftLimitInEffect) {

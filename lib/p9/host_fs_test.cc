@@ -19,6 +19,8 @@
 #include <thread>
 #include <vector>
 
+#include "lib/base/files.h"
+
 namespace fun::p9 {
 namespace {
 
@@ -779,14 +781,7 @@ TEST_P(HostFsTest, ConcurrentSymlinkSwapNeverEscapes) {
 
 // ---- Node fd budget (NodeFdCache) ----
 
-size_t OpenFdsOfThisProcess() {
-  size_t n = 0;
-  if (DIR* d = ::opendir("/proc/self/fd")) {
-    while (::readdir(d) != nullptr) ++n;
-    ::closedir(d);
-  }
-  return n;
-}
+size_t OpenFdsOfThisProcess() { return CountOpenFds().value(); }
 
 TEST_P(HostFsTest, EvictedNodesWorkAsBefore) {
   auto cache = std::make_shared<NodeFdCache>(2);

@@ -19,6 +19,7 @@
 #include <thread>
 #include <vector>
 
+#include "lib/base/files.h"
 #include "lib/p9/testing/test_client.h"
 
 namespace fun::p9 {
@@ -997,14 +998,7 @@ TEST_P(ServerTest, DestroyingTheServerEndsConnections) {
 
 // ---- Node fd budget ------------------------------------------------------------------------
 
-size_t OpenFdsOfThisProcess() {
-  size_t n = 0;
-  if (DIR* d = ::opendir("/proc/self/fd")) {
-    while (::readdir(d) != nullptr) ++n;
-    ::closedir(d);
-  }
-  return n;
-}
+size_t OpenFdsOfThisProcess() { return CountOpenFds().value(); }
 
 // What the Linux client does with cache=loose: a fid kept for every cached dentry. The server
 // keeps node fds within its budget and every fid still answers.
