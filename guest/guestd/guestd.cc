@@ -300,6 +300,8 @@ void ServePing(const Context& c, int conn, Outcome* o) {
                              {"read_only", s.share.read_only},
                              {"status", s.status},
                              {"error", s.error},
+                             {"relay_pid", s.relay_pid},
+                             {"relay_adopted", s.adopted},
                              {"connections", s.connections},
                              {"bytes_to_host", s.bytes_to_host},
                              {"bytes_from_host", s.bytes_from_host},

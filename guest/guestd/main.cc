@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "guest/guestd/guestd.h"
+#include "guest/guestd/shares.h"
 #include "lib/base/stop_signals.h"
 
 int main(int argc, char** argv) {
@@ -17,5 +18,9 @@ int main(int argc, char** argv) {
     return 1;
   }
   std::vector<std::string> args(argv + 1, argv + argc);
+  // A share's 9P relay, started by fun-guestd itself (shares.h).
+  if (!args.empty() && args[0] == fun::guestd::kRelayFlag) {
+    return fun::guestd::RunRelayProcess(args, stop_fd);
+  }
   return fun::guestd::Main(args, std::cout, std::cerr, stop_fd);
 }

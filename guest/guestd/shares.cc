@@ -4,16 +4,25 @@
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <poll.h>
+#include <signal.h>
+#include <spawn.h>
 #include <sys/eventfd.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 
+#include "lib/base/files.h"
 #include "lib/base/log.h"
 #include "lib/base/socket.h"
 #include "lib/net/splice.h"
@@ -88,6 +97,110 @@ size_t DrainPort(int fd) {
   return dropped;
 }
 
+// The relay's argv: [0] "fun-p9-relay", [1] kRelayFlag, [2] tag, [3] stats file.
+bool IsRelayOf(int pid, const std::string& tag) {
+  auto cmdline = ReadFileToString("/proc/" + std::to_string(pid) + "/cmdline");
+  if (!cmdline.ok()) return false;
+  std::vector<std::string> argv;
+  size_t start = 0;
+  while (start < cmdline->size()) {
+    size_t end = cmdline->find('\0', start);
+    if (end == std::string::npos) end = cmdline->size();
+    argv.push_back(cmdline->substr(start, end - start));
+    start = end + 1;
+  }
+  return argv.size() >= 3 && argv[1] == kRelayFlag && argv[2] == tag;
+}
+
+// The pid in a relay pid file when that process is the relay of `tag`; 0 otherwise (none, or
+// the pid was reused by something else).
+int LiveRelay(const std::string& pid_file, const std::string& tag) {
+  auto text = ReadFileToString(pid_file);
+  if (!text.ok()) return 0;
+  int pid = std::atoi(text->c_str());
+  return pid > 1 && IsRelayOf(pid, tag) ? pid : 0;
+}
+
+// An fd that becomes readable when process `pid` ends (pidfd_open, Linux 5.3); -1 without.
+UniqueFd PidFd(int pid) {
+#ifdef SYS_pidfd_open
+  return UniqueFd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+#else
+  (void)pid;
+  return UniqueFd();
+#endif
+}
+
+bool ProcessAlive(int pid) { return ::kill(pid, 0) == 0 || errno == EPERM; }
+
+// Reaps `pid` when it is our child and has ended (no zombie while fun-guestd lives).
+void Reap(int pid) {
+  int status = 0;
+  (void)::waitpid(pid, &status, WNOHANG);
+}
+
+// Ends a relay that is not wanted any more (it holds the port another relay needs).
+void EndRelay(int pid) {
+  ::kill(pid, SIGTERM);
+  for (int i = 0; i < 100 && ProcessAlive(pid); ++i) {
+    Reap(pid);
+    ::usleep(20000);
+  }
+  if (ProcessAlive(pid)) ::kill(pid, SIGKILL);
+  Reap(pid);
+}
+
+struct RelayCounters {
+  uint64_t connections = 0, to_host = 0, from_host = 0;
+};
+
+RelayCounters ReadCounters(const std::string& path) {
+  RelayCounters c;
+  auto text = ReadFileToString(path);
+  if (text.ok()) {
+    std::istringstream in(*text);
+    in >> c.connections >> c.to_host >> c.from_host;
+  }
+  return c;
+}
+
+// Starts `binary --p9-relay TAG STATS` with `port` and `listener` on its fds 3 and 4, in a
+// session of its own, with default signal handling.
+StatusOr<int> SpawnRelay(const std::string& binary, const std::string& tag,
+                         const std::string& stats_file, int port, int listener) {
+  // Above the target numbers first, so dup2 into 3 and 4 cannot overwrite a source.
+  UniqueFd high_port(::fcntl(port, F_DUPFD_CLOEXEC, 10));
+  UniqueFd high_listener(::fcntl(listener, F_DUPFD_CLOEXEC, 10));
+  if (!high_port.valid() || !high_listener.valid()) return ErrnoError(errno, "dup");
+  posix_spawn_file_actions_t fa;
+  posix_spawnattr_t attr;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawnattr_init(&attr);
+  posix_spawn_file_actions_adddup2(&fa, high_port.get(), kRelayPortFd);
+  posix_spawn_file_actions_adddup2(&fa, high_listener.get(), kRelayListenFd);
+  sigset_t none, defaults;
+  sigemptyset(&none);
+  sigemptyset(&defaults);
+  sigaddset(&defaults, SIGTERM);
+  sigaddset(&defaults, SIGINT);
+  sigaddset(&defaults, SIGPIPE);
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setsigdefault(&attr, &defaults);
+  posix_spawnattr_setflags(&attr,
+                           POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  std::vector<std::string> args = {"fun-p9-relay", kRelayFlag, tag, stats_file};
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  char* envp[] = {nullptr};
+  pid_t pid = 0;
+  int err = ::posix_spawn(&pid, binary.c_str(), &fa, &attr, argv.data(), envp);
+  posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&attr);
+  if (err != 0) return ErrnoError(err, "starting the 9p relay " + binary);
+  return static_cast<int>(pid);
+}
+
 }  // namespace
 
 StatusOr<std::string> FindVirtioPort(const std::string& ports_dir, const std::string& name) {
@@ -150,9 +263,27 @@ std::string ShareMounter::SocketPath(const std::string& tag) const {
   return options_.socket_dir + "/" + tag + ".sock";
 }
 
+std::string ShareMounter::RelayPidPath(const std::string& tag) const {
+  return options_.socket_dir + "/" + tag + ".relay";
+}
+
+std::string ShareMounter::RelayStatsPath(const std::string& tag) const {
+  return options_.socket_dir + "/" + tag + ".stats";
+}
+
 std::vector<ShareMounter::State> ShareMounter::States() const {
-  std::lock_guard lock(mu_);
-  return states_;
+  std::vector<State> states;
+  {
+    std::lock_guard lock(mu_);
+    states = states_;
+  }
+  for (State& st : states) {
+    RelayCounters c = ReadCounters(RelayStatsPath(st.share.tag));
+    st.connections = c.connections;
+    st.bytes_to_host = c.to_host;
+    st.bytes_from_host = c.from_host;
+  }
+  return states;
 }
 
 struct ShareMounter::ProbeSlot {
@@ -165,11 +296,10 @@ struct ShareMounter::ProbeSlot {
 };
 
 std::vector<ShareMounter::State> ShareMounter::Probe(std::chrono::milliseconds timeout) const {
-  std::vector<State> states;
+  std::vector<State> states = States();
   std::vector<std::shared_ptr<ProbeSlot>> slots;
   {
     std::lock_guard lock(mu_);
-    states = states_;
     while (probes_.size() < states_.size()) probes_.push_back(std::make_shared<ProbeSlot>());
     slots = probes_;
   }
@@ -219,117 +349,210 @@ void ShareMounter::Set(size_t i, std::string status, std::string error) {
 }
 
 void ShareMounter::RunShare(size_t i) {
+  std::string port_name;
+  {
+    std::lock_guard lock(mu_);
+    port_name = net::SharePortName(states_[i].share.tag);
+  }
+  auto deadline = Steady::now() + options_.settle_timeout;
+  // A relay that dies is replaced (and the share mounted again), at most once a second.
+  while (RunRelay(i, port_name, deadline)) {
+    if (WaitStop(std::chrono::seconds(1))) return;
+    deadline = Steady::now() + options_.settle_timeout;
+  }
+}
+
+bool ShareMounter::RunRelay(size_t i, const std::string& port_name, Steady::time_point deadline) {
   net::GuestShare share;
   {
     std::lock_guard lock(mu_);
     share = states_[i].share;
   }
-  const std::string port_name = net::SharePortName(share.tag);
-  const auto deadline = Steady::now() + options_.settle_timeout;
+  const std::string pid_file = RelayPidPath(share.tag);
+  const std::string sock = SocketPath(share.tag);
 
-  // 1. The port (virtio_console may still be loading).
-  std::string dev;
+  // 1. A relay an earlier fun-guestd started, whose mount is still there: keep both.
+  int pid = LiveRelay(pid_file, share.tag);
+  bool adopted = false;
+  if (pid != 0) {
+    if (!options_.mount || Is9pMountPoint(share.guest_path)) {
+      adopted = true;
+      FUN_LOG(Info, "share {}: kept the running relay (pid {}) and its mount", share.tag, pid);
+      {
+        std::lock_guard lock(mu_);
+        states_[i].relay_pid = pid;
+        states_[i].adopted = true;
+      }
+      Set(i, options_.mount ? "mounted" : "relaying");
+    } else {
+      FUN_LOG(Warning, "share {}: ending relay {}: the share is not mounted", share.tag, pid);
+      EndRelay(pid);
+      pid = 0;
+    }
+  }
+
+  std::thread mounter;
+  if (!adopted) {
+    // 2. The port (virtio_console may still be loading).
+    std::string dev;
+    for (;;) {
+      auto found = FindVirtioPort(options_.ports_dir, port_name);
+      if (found.ok()) {
+        dev = options_.dev_dir + "/" + *found;
+        break;
+      }
+      if (Steady::now() >= deadline) {
+        Set(i, "failed",
+            fmt::format("{} after {:.1f} s: the host did not attach the share's port",
+                        found.status().message(),
+                        std::chrono::duration<double>(options_.settle_timeout).count()));
+        return false;
+      }
+      if (WaitStop(std::chrono::milliseconds(100))) return false;
+    }
+    UniqueFd port(::open(dev.c_str(), O_RDWR | O_CLOEXEC | O_NOCTTY));
+    if (!port.valid()) {
+      Set(i, "failed", ErrnoError(errno, "opening " + dev).message());
+      return false;
+    }
+    // 3. The socket v9fs connects to, and the relay process serving it.
+    ::unlink(sock.c_str());
+    auto listener = Listen(SocketAddress{.kind = SocketAddress::Kind::kUnix, .path = sock});
+    if (!listener.ok()) {
+      Set(i, "failed", std::string(listener.status().message()));
+      return false;
+    }
+    ::chmod(sock.c_str(), 0600);
+    std::string binary = options_.relay_binary;
+    if (binary.empty()) {
+      char buf[4096];
+      ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
+      if (n > 0) binary.assign(buf, static_cast<size_t>(n));
+    }
+    ::unlink(RelayStatsPath(share.tag).c_str());
+    auto spawned =
+        SpawnRelay(binary, share.tag, RelayStatsPath(share.tag), port.get(), listener->get());
+    if (!spawned.ok()) {
+      Set(i, "failed", std::string(spawned.status().message()));
+      return false;
+    }
+    pid = *spawned;
+    if (Status s = WriteFileAtomically(pid_file, std::to_string(pid) + "\n", 0600); !s.ok()) {
+      FUN_LOG(Warning, "share {}: {}", share.tag, s.message());
+    }
+    FUN_LOG(Info, "share {}: relay pid {} between {} and {}", share.tag, pid, sock, dev);
+    {
+      std::lock_guard lock(mu_);
+      states_[i].relay_pid = pid;
+      states_[i].adopted = false;
+    }
+    // 4. The mount, on a thread of its own: mount(2) waits for the server's answers, which
+    // come through the relay.
+    if (options_.mount) {
+      mounter = std::thread([this, i, share, sock, deadline] {
+        if (Status s = MakeDirs(share.guest_path, 0755); !s.ok()) {
+          return Set(i, "failed", std::string(s.message()));
+        }
+        if (Is9pMountPoint(share.guest_path)) {
+          // A mount whose relay (and socket) died: containers holding it get errors.
+          FUN_LOG(Warning, "share {}: detaching the stale mount at {}", share.tag,
+                  share.guest_path);
+          ::umount2(share.guest_path.c_str(), MNT_DETACH);
+        }
+        unsigned long flags = MS_NODEV | MS_NOSUID | (share.read_only ? MS_RDONLY : 0);
+        std::string data = net::NinePMountOptions(share, options_.mount_settings);
+        for (;;) {
+          if (::mount(sock.c_str(), share.guest_path.c_str(), "9p", flags, data.c_str()) == 0) {
+            return Set(i, "mounted");
+          }
+          int err = errno;
+          // init loads the 9p modules in the background: ENODEV until 9p is there, and
+          // EINVAL ("Could not find request transport: unix") while 9p is but 9pnet_fd is
+          // not yet (a mount can autoload 9p on its own).
+          bool modules_loading =
+              err == ENODEV || (err == EINVAL && ::access("/sys/module/9pnet_fd", F_OK) != 0);
+          if (modules_loading && Steady::now() < deadline &&
+              !WaitStop(std::chrono::milliseconds(200))) {
+            continue;
+          }
+          return Set(
+              i, "failed",
+              ErrnoError(err, fmt::format("mount -t 9p -o {} {} {}", data, sock, share.guest_path))
+                  .message());
+        }
+      });
+    } else {
+      Set(i, "relaying");
+    }
+  }
+
+  // 5. Until the relay ends (a new one then takes over) or Stop (the relay stays).
+  UniqueFd pidfd = PidFd(pid);
+  bool died = false;
   for (;;) {
-    auto found = FindVirtioPort(options_.ports_dir, port_name);
-    if (found.ok()) {
-      dev = options_.dev_dir + "/" + *found;
+    pollfd p[2] = {{stop_.get(), POLLIN, 0}, {pidfd.get(), POLLIN, 0}};
+    int n = ::poll(p, pidfd.valid() ? 2 : 1, pidfd.valid() ? -1 : 1000);
+    if (n < 0 && errno != EINTR) break;
+    if (n > 0 && p[0].revents != 0) break;
+    if ((pidfd.valid() && n > 0 && p[1].revents != 0) || (!pidfd.valid() && !ProcessAlive(pid))) {
+      died = true;
       break;
     }
-    if (Steady::now() >= deadline) {
-      return Set(i, "failed",
-                 fmt::format("{} after {:.1f} s: the host did not attach the share's port",
-                             found.status().message(),
-                             std::chrono::duration<double>(options_.settle_timeout).count()));
-    }
-    if (WaitStop(std::chrono::milliseconds(100))) return;
+    Reap(pid);  // an exited child shows as alive until reaped
   }
-  UniqueFd port(::open(dev.c_str(), O_RDWR | O_CLOEXEC | O_NOCTTY));
-  if (!port.valid()) return Set(i, "failed", ErrnoError(errno, "opening " + dev).message());
-
-  // 2. The socket v9fs connects to.
-  const std::string sock = SocketPath(share.tag);
-  ::unlink(sock.c_str());
-  auto listener = Listen(SocketAddress{.kind = SocketAddress::Kind::kUnix, .path = sock});
-  if (!listener.ok()) return Set(i, "failed", std::string(listener.status().message()));
-  ::chmod(sock.c_str(), 0600);
-
-  // 3. The mount, on a thread of its own: mount(2) waits for the server's answers, which come
-  // through the relay below.
-  std::thread mounter;
-  if (options_.mount) {
-    mounter = std::thread([this, i, share, sock, deadline] {
-      if (Status s = MakeDirs(share.guest_path, 0755); !s.ok()) {
-        return Set(i, "failed", std::string(s.message()));
-      }
-      if (Is9pMountPoint(share.guest_path)) {
-        // A previous fun-guestd's mount: its relay (and socket) died with it.
-        FUN_LOG(Warning, "share {}: detaching the stale mount at {}", share.tag, share.guest_path);
-        ::umount2(share.guest_path.c_str(), MNT_DETACH);
-      }
-      unsigned long flags = MS_NODEV | MS_NOSUID | (share.read_only ? MS_RDONLY : 0);
-      std::string data = net::NinePMountOptions(share, options_.mount_settings);
-      for (;;) {
-        if (::mount(sock.c_str(), share.guest_path.c_str(), "9p", flags, data.c_str()) == 0) {
-          return Set(i, "mounted");
-        }
-        int err = errno;
-        // init loads the 9p modules in the background: ENODEV until 9p is there, and EINVAL
-        // ("Could not find request transport: unix") while 9p is but 9pnet_fd is not yet (a
-        // mount can autoload 9p on its own).
-        bool modules_loading =
-            err == ENODEV || (err == EINVAL && ::access("/sys/module/9pnet_fd", F_OK) != 0);
-        if (modules_loading && Steady::now() < deadline &&
-            !WaitStop(std::chrono::milliseconds(200))) {
-          continue;
-        }
-        return Set(
-            i, "failed",
-            ErrnoError(err, fmt::format("mount -t 9p -o {} {} {}", data, sock, share.guest_path))
-                .message());
-      }
-    });
-  } else {
-    Set(i, "relaying");
+  if (mounter.joinable()) mounter.join();
+  if (died) {
+    Reap(pid);
+    ::unlink(pid_file.c_str());
+    Set(i, "failed", fmt::format("the relay (pid {}) ended; starting a new one", pid));
   }
+  return died;
+}
 
-  // 4. Relay one connection at a time until Stop.
+int RunRelayProcess(const std::vector<std::string>& args, int stop_fd) {
+  if (args.size() != 3 || args[0] != kRelayFlag) {
+    std::fprintf(stderr, "usage: fun-guestd %s TAG STATS_FILE (started by fun-guestd itself)\n",
+                 kRelayFlag);
+    return 2;
+  }
+  const std::string& tag = args[1];
+  const std::string& stats_file = args[2];
+  ::prctl(PR_SET_NAME, "fun-p9-relay");
+  RelayCounters total;
   for (;;) {
-    pollfd p[2] = {{listener->get(), POLLIN, 0}, {stop_.get(), POLLIN, 0}};
+    pollfd p[2] = {{kRelayListenFd, POLLIN, 0}, {stop_fd, POLLIN, 0}};
     if (::poll(p, 2, -1) < 0) {
       if (errno == EINTR) continue;
-      Set(i, "failed", ErrnoError(errno, "poll").message());
-      break;
+      FUN_LOG(Error, "9p relay {}: poll: {}", tag, std::strerror(errno));
+      return 1;
     }
-    if (p[1].revents != 0) break;
-    auto conn = Accept(listener->get());
+    if (p[1].revents != 0) return 0;
+    auto conn = Accept(kRelayListenFd);
     if (!conn.ok()) {
-      FUN_LOG(Warning, "share {}: accept: {}", share.tag, conn.status().message());
-      if (WaitStop(std::chrono::milliseconds(100))) break;
+      FUN_LOG(Warning, "9p relay {}: accept: {}", tag, conn.status().message());
+      if (p[0].revents & (POLLERR | POLLHUP | POLLNVAL)) return 1;
+      ::usleep(100000);
       continue;
     }
-    if (size_t dropped = DrainPort(port.get()); dropped > 0) {
-      FUN_LOG(Warning, "share {}: dropped {} stale bytes from {}", share.tag, dropped, dev);
+    if (size_t dropped = DrainPort(kRelayPortFd); dropped > 0) {
+      FUN_LOG(Warning, "9p relay {}: dropped {} stale bytes from the port", tag, dropped);
     }
     net::SpliceStats stats;
-    Status s = net::Splice(conn->get(), port.get(),
-                           {.stop_fd = stop_.get(),
+    Status s = net::Splice(conn->get(), kRelayPortFd,
+                           {.stop_fd = stop_fd,
                             .end_with_a = true,
                             .stats = &stats,
                             .a_name = "the 9p mount",
-                            .b_name = dev});
-    {
-      std::lock_guard lock(mu_);
-      State& st = states_[i];
-      st.connections++;
-      st.bytes_to_host += stats.a_to_b;
-      st.bytes_from_host += stats.b_to_a;
-    }
-    FUN_LOG(Info, "share {}: connection ended: {} ({} bytes to the host, {} from it)", share.tag,
+                            .b_name = "the share's port"});
+    total.connections++;
+    total.to_host += stats.a_to_b;
+    total.from_host += stats.b_to_a;
+    (void)WriteFileAtomically(
+        stats_file, fmt::format("{} {} {}\n", total.connections, total.to_host, total.from_host),
+        0600);
+    FUN_LOG(Info, "9p relay {}: connection ended: {} ({} bytes to the host, {} from it)", tag,
             s.ok() ? "closed" : std::string(s.message()), stats.a_to_b, stats.b_to_a);
   }
-  listener->reset();
-  ::unlink(sock.c_str());
-  if (mounter.joinable()) mounter.join();
 }
 
 }  // namespace fun::guestd

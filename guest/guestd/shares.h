@@ -9,16 +9,22 @@
 // and relays each connection to the port, one at a time; then it mounts the share with
 // trans=unix on that socket at the share's path in the VM.
 //
-// A relay ends when its connection ends (an unmount); the port stays open for the next one,
-// and bytes a previous connection left in the port are dropped before a new one starts. When
-// fun-guestd restarts, the mount of the previous run (its socket gone) is detached and the
-// share mounted again. The 9P session state lives in fun-hostd: if the host end goes away, the
-// mount fails with EIO until the VM restarts (hostd takes the VM down with it).
+// The relay of each share is a process of its own (`fun-guestd --p9-relay`, named
+// fun-p9-relay, in a session of its own), so that a crash or restart of fun-guestd does not cut
+// the 9P connection of the mount, and containers holding a bind mount of it keep working. A
+// restarted fun-guestd finds the relay by its pid file (<socket_dir>/<tag>.relay) and adopts it
+// when the share is still mounted; when a relay dies, the share's mount (its socket gone) is
+// detached, a new relay starts and the share is mounted again. A relay serves one connection at
+// a time: it ends when its connection ends (an unmount); the port stays open for the next one,
+// and bytes a previous connection left in the port are dropped before a new one starts. The
+// relay writes its counters to <socket_dir>/<tag>.stats after each connection. The 9P session
+// state lives in fun-hostd: if the host end goes away, the mount fails with EIO until the VM
+// restarts (hostd takes the VM down with it).
 //
 //   ShareMounter::Options o;               // defaults: the real VM's paths
 //   FUN_ASSIGN_OR_RETURN(auto shares, ShareMounter::Start(o, table));
 //   ... shares->States() ...               // for kPing (the doctor)
-//   shares->Stop();                        // relays end; mounts stay (the VM is going down)
+//   shares->Stop();                        // the relays and mounts stay
 //
 // Thread-safety: States and Stop from any thread.
 #pragma once
@@ -52,12 +58,17 @@ class ShareMounter {
     // How long a share waits for its port to appear and for the 9p file system to be known
     // (the modules load in the background at boot).
     std::chrono::milliseconds settle_timeout{30000};
+    // The fun-guestd binary the relays run (`--p9-relay`); "": this process's own executable.
+    std::string relay_binary;
   };
 
   struct State {
     net::GuestShare share;
-    std::string status;  // "waiting", "mounted", "relaying" (mount off), "failed"
-    std::string error;   // when failed
+    std::string status;    // "waiting", "mounted", "relaying" (mount off), "failed"
+    std::string error;     // when failed
+    int relay_pid = 0;     // the share's relay process (0: none yet)
+    bool adopted = false;  // the relay was started by an earlier fun-guestd
+    // The relay's counters (from its stats file): connections ended, bytes of those.
     uint64_t connections = 0;
     uint64_t bytes_to_host = 0, bytes_from_host = 0;
     // Filled in by Probe only: a statfs of the mount point came back in time and succeeded.
@@ -80,12 +91,18 @@ class ShareMounter {
   std::vector<State> Probe(std::chrono::milliseconds timeout) const;
   void Stop();
 
-  // The socket a share's relay listens on.
+  // The socket a share's relay listens on, its pid file and its counters.
   std::string SocketPath(const std::string& tag) const;
+  std::string RelayPidPath(const std::string& tag) const;
+  std::string RelayStatsPath(const std::string& tag) const;
 
  private:
   ShareMounter(const Options& options, UniqueFd stop);
   void RunShare(size_t index);
+  // One relay's life: adopts a live one or starts one (and mounts); returns when it died
+  // (true) or on Stop (false).
+  bool RunRelay(size_t index, const std::string& port_name,
+                std::chrono::steady_clock::time_point deadline);
   void Set(size_t index, std::string status, std::string error = "");
   bool WaitStop(std::chrono::milliseconds d);  // true once stopped
 
@@ -97,6 +114,14 @@ class ShareMounter {
   struct ProbeSlot;
   mutable std::vector<std::shared_ptr<ProbeSlot>> probes_;  // one per share; guarded by mu_
 };
+
+// The relay process: `fun-guestd --p9-relay TAG STATS_FILE` with the share's port on fd
+// kRelayPortFd and its listening socket on kRelayListenFd (main.cc dispatches here). Relays
+// one connection at a time until `stop_fd` (SIGTERM) is readable or accepting fails.
+inline constexpr int kRelayPortFd = 3;
+inline constexpr int kRelayListenFd = 4;
+inline constexpr char kRelayFlag[] = "--p9-relay";
+int RunRelayProcess(const std::vector<std::string>& args, int stop_fd);
 
 // The /dev name of the virtio-serial port called `name` ("vport2p1"), from
 // <ports_dir>/*/name; NotFound when no port has that name.

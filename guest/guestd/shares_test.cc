@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <termios.h>
 #include <unistd.h>
@@ -14,6 +15,7 @@
 #include <fstream>
 #include <thread>
 
+#include "lib/base/files.h"
 #include "lib/base/socket.h"
 
 namespace fun::guestd {
@@ -51,8 +53,30 @@ class SharesTest : public ::testing::Test {
     options_.dev_dir = dir_ + "/dev";
     options_.mount = false;
     options_.settle_timeout = 2s;
+    options_.relay_binary = FUN_GUESTD_BINARY;
   }
-  void TearDown() override { fs::remove_all(dir_); }
+  void TearDown() override {
+    // The relays outlive their ShareMounter by design: end them here.
+    for (const auto& e : fs::directory_iterator(dir_ + "/p9", ec_)) {
+      if (e.path().extension() == ".relay") {
+        int pid = std::atoi(ReadFileToString(e.path()).value_or("0").c_str());
+        if (pid > 1) ::kill(pid, SIGKILL);
+      }
+    }
+    fs::remove_all(dir_);
+  }
+
+  // Waits until `pred(state of share 0)` holds (5 s at most).
+  template <typename Pred>
+  ShareMounter::State WaitFor(ShareMounter& m, Pred pred) {
+    for (int i = 0; i < 250; ++i) {
+      auto st = m.States();
+      if (!st.empty() && pred(st[0])) return st[0];
+      std::this_thread::sleep_for(20ms);
+    }
+    ADD_FAILURE() << "share 0 never reached the state; last: " << m.States()[0].status;
+    return m.States()[0];
+  }
 
   // Reads exactly n bytes from fd (5 s at most).
   std::string ReadN(int fd, size_t n) {
@@ -79,6 +103,7 @@ class SharesTest : public ::testing::Test {
   }
 
   std::string dir_;
+  std::error_code ec_;
   UniqueFd master_, slave_keep_;
   ShareMounter::Options options_;
 };
@@ -117,10 +142,9 @@ TEST_F(SharesTest, RelaysEachConnectionToThePortAndDropsStaleBytes) {
   EXPECT_EQ(st[0].status, "relaying");
   EXPECT_EQ(st[0].bytes_to_host, 8u);  // the first connection's, counted when it ended
   EXPECT_EQ(st[0].bytes_from_host, 8u);
+  EXPECT_GT(st[0].relay_pid, 1);
+  EXPECT_FALSE(st[0].adopted);
   c2.reset();
-  (*m)->Stop();
-  m->reset();
-  EXPECT_FALSE(fs::exists(sock));
 }
 
 TEST_F(SharesTest, AMissingPortFailsThatShareOnlyWithAReason) {
@@ -139,15 +163,43 @@ TEST_F(SharesTest, AMissingPortFailsThatShareOnlyWithAReason) {
       << st[1].error;
 }
 
-TEST_F(SharesTest, StopEndsALiveRelay) {
+// The relay is a process of its own: a new fun-guestd (a new ShareMounter) finds it running
+// and keeps it, and the connection through it (the mount) never notices; when the relay dies,
+// a new one takes over the port.
+TEST_F(SharesTest, TheRelayOutlivesFunGuestdAndIsAdopted) {
   auto m = ShareMounter::Start(options_, {{.tag = "home", .guest_path = "/home/me"}});
   ASSERT_TRUE(m.ok());
-  UniqueFd c = ConnectWhenReady((*m)->SocketPath("home"));
+  const std::string sock = (*m)->SocketPath("home");
+  UniqueFd c = ConnectWhenReady(sock);
   ASSERT_TRUE(WriteAll(c.get(), "x").ok());
   EXPECT_EQ(ReadN(master_.get(), 1), "x");
-  m->reset();  // returns: the relay was cancelled, the client sees EOF
+  const int relay = WaitFor(**m, [](const auto& s) { return s.relay_pid > 0; }).relay_pid;
+  EXPECT_EQ(ReadFileToString((*m)->RelayPidPath("home")).value(), std::to_string(relay) + "\n");
+  EXPECT_EQ(ReadFileToString("/proc/" + std::to_string(relay) + "/comm").value(), "fun-p9-relay\n");
+
+  m->reset();  // fun-guestd goes away: the relay and the connection stay
+  ASSERT_TRUE(WriteAll(c.get(), "y").ok());
+  EXPECT_EQ(ReadN(master_.get(), 1), "y");
+  ASSERT_TRUE(WriteAll(master_.get(), "z").ok());
+  EXPECT_EQ(ReadN(c.get(), 1), "z");
+
+  auto m2 = ShareMounter::Start(options_, {{.tag = "home", .guest_path = "/home/me"}});
+  ASSERT_TRUE(m2.ok());
+  auto st = WaitFor(**m2, [](const auto& s) { return s.status == "relaying"; });
+  EXPECT_TRUE(st.adopted);
+  EXPECT_EQ(st.relay_pid, relay);
+  ASSERT_TRUE(WriteAll(c.get(), "w").ok());
+  EXPECT_EQ(ReadN(master_.get(), 1), "w");
+
+  // The relay dies: its connection ends, and a new relay serves the next one.
+  ASSERT_EQ(::kill(relay, SIGKILL), 0);
   char b;
   EXPECT_EQ(::read(c.get(), &b, 1), 0);
+  st = WaitFor(**m2, [&](const auto& s) { return s.status == "relaying" && s.relay_pid != relay; });
+  EXPECT_FALSE(st.adopted);
+  UniqueFd c2 = ConnectWhenReady(sock);
+  ASSERT_TRUE(WriteAll(c2.get(), "again").ok());
+  EXPECT_EQ(ReadN(master_.get(), 5), "again");
 }
 
 TEST(FindVirtioPortTest, FindsByNameOrSaysWhere) {
