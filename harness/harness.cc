@@ -1072,12 +1072,16 @@ void ShareSteps(Scenario& sc, const std::string& busybox, const std::string& ro_
     ProcessResult holder = sc.Tool(
         r, "fun", {"run", "-d", "--name", "holder", "-v", vol, busybox, "sleep", "600"}, 300s);
     FUN_RETURN_IF_ERROR(Expect(holder.ok(), "fun run holder: " + holder.Describe()));
+    // The agent's pid: pidof also matches the relays (the same executable, comm fun-p9-relay).
+    const std::string agent_pid =
+        "for p in $(pidof fun-guestd); do "
+        "[ \"$(cat /proc/$p/comm)\" = fun-guestd ] && echo $p; done; true";
     FUN_ASSIGN_OR_RETURN(std::string old_pid,
-                         RunInContainer(sc, r, busybox, {"--pid", "host"}, "pidof fun-guestd"));
+                         RunInContainer(sc, r, busybox, {"--pid", "host"}, agent_pid));
     ProcessResult killer =
         sc.Tool(r, "fun",
                 {"run", "-d", "--name", "guestd-killer", "--privileged", "--pid", "host", busybox,
-                 "sh", "-c", "sleep 2; kill -9 $(pidof fun-guestd)"},
+                 "sh", "-c", "sleep 2; kill -9 $(" + agent_pid + ")"},
                 300s);
     FUN_RETURN_IF_ERROR(Expect(killer.ok(), "fun run guestd-killer: " + killer.Describe()));
     // Until a fun-guestd answers with every share mounted and answering.
@@ -1107,7 +1111,7 @@ void ShareSteps(Scenario& sc, const std::string& busybox, const std::string& ro_
     const double secs =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     FUN_ASSIGN_OR_RETURN(std::string new_pid,
-                         RunInContainer(sc, r, busybox, {"--pid", "host"}, "pidof fun-guestd"));
+                         RunInContainer(sc, r, busybox, {"--pid", "host"}, agent_pid));
     FUN_RETURN_IF_ERROR(Expect(new_pid != old_pid, "fun-guestd was not restarted (pid " + old_pid +
                                                        " -> " + new_pid + ")"));
     FUN_ASSIGN_OR_RETURN(std::string out,
