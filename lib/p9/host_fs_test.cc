@@ -98,6 +98,14 @@ class HostFsTest : public ::testing::TestWithParam<ResolverKind> {
     return std::move(fs).value();
   }
 
+  // Opens the export again with a node fd budget of its own, and returns the budget.
+  std::shared_ptr<NodeFdCache> WithFdBudget(size_t max_fds) {
+    auto cache = std::make_shared<NodeFdCache>(max_fds);
+    fs_ = Open({.fd_cache = cache});
+    root_ = fs_->Root().value();
+    return cache;
+  }
+
   std::shared_ptr<Node> WalkOk(const std::shared_ptr<Node>& from, const std::string& name) {
     auto n = fs_->Walk(from, name);
     EXPECT_TRUE(n.ok()) << name << ": " << n.status();
@@ -784,9 +792,7 @@ TEST_P(HostFsTest, ConcurrentSymlinkSwapNeverEscapes) {
 size_t OpenFdsOfThisProcess() { return CountOpenFds().value(); }
 
 TEST_P(HostFsTest, EvictedNodesWorkAsBefore) {
-  auto cache = std::make_shared<NodeFdCache>(2);
-  fs_ = Open({.fd_cache = cache});
-  root_ = fs_->Root().value();
+  auto cache = WithFdBudget(2);
   auto file = WalkOk(root_, "file");
   auto sub = WalkOk(root_, "sub");
   auto inner = WalkOk(sub, "inner");
@@ -853,9 +859,7 @@ TEST_P(HostFsTest, EvictedNodesWorkAsBefore) {
 }
 
 TEST_P(HostFsTest, EvictedNodeChangedOnTheHostIsNotConfusedWithAnother) {
-  auto cache = std::make_shared<NodeFdCache>(1);
-  fs_ = Open({.fd_cache = cache});
-  root_ = fs_->Root().value();
+  auto cache = WithFdBudget(1);
   auto file = WalkOk(root_, "file");
   auto sub = WalkOk(root_, "sub");
   auto inner = WalkOk(sub, "inner");  // evicts file, then sub
@@ -881,9 +885,7 @@ TEST_P(HostFsTest, EvictedNodeChangedOnTheHostIsNotConfusedWithAnother) {
 }
 
 TEST_P(HostFsTest, NodeFdCacheEvictsTheLeastRecentlyUsed) {
-  auto cache = std::make_shared<NodeFdCache>(2);
-  fs_ = Open({.fd_cache = cache});
-  root_ = fs_->Root().value();
+  auto cache = WithFdBudget(2);
   auto a = WalkOk(root_, "file");
   auto b = WalkOk(root_, "sub");
   ASSERT_TRUE(fs_->GetAttr(*a).ok());  // a is now more recent than b
@@ -903,9 +905,7 @@ TEST_P(HostFsTest, NodeFdCacheEvictsTheLeastRecentlyUsed) {
 }
 
 TEST_P(HostFsTest, ManyNodesStayWithinTheFdBudget) {
-  auto cache = std::make_shared<NodeFdCache>(16);
-  fs_ = Open({.fd_cache = cache});
-  root_ = fs_->Root().value();
+  auto cache = WithFdBudget(16);
   ASSERT_EQ(::mkdir((exp_ + "/many").c_str(), 0755), 0);
   for (int i = 0; i < 2000; ++i) WriteFile(exp_ + "/many/" + std::to_string(i), "x");
   auto many = WalkOk(root_, "many");
