@@ -517,6 +517,16 @@ int RunRelayProcess(const std::vector<std::string>& args, int stop_fd) {
   }
   const std::string& tag = args[1];
   const std::string& stats_file = args[2];
+  struct stat port_st {
+  }, listen_st{};
+  if (::fstat(kRelayPortFd, &port_st) != 0 || ::fstat(kRelayListenFd, &listen_st) != 0 ||
+      !S_ISSOCK(listen_st.st_mode)) {
+    std::fprintf(stderr,
+                 "fun-guestd %s: needs the share's port on fd %d and a listening unix socket on "
+                 "fd %d; fun-guestd starts it itself for each share\n",
+                 kRelayFlag, kRelayPortFd, kRelayListenFd);
+    return 2;
+  }
   ::prctl(PR_SET_NAME, "fun-p9-relay");
   RelayCounters total;
   for (;;) {
