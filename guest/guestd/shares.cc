@@ -25,6 +25,7 @@
 #include "lib/base/files.h"
 #include "lib/base/log.h"
 #include "lib/base/socket.h"
+#include "lib/base/strings.h"
 #include "lib/net/splice.h"
 
 namespace fun::guestd {
@@ -101,14 +102,8 @@ size_t DrainPort(int fd) {
 bool IsRelayOf(int pid, const std::string& tag) {
   auto cmdline = ReadFileToString("/proc/" + std::to_string(pid) + "/cmdline");
   if (!cmdline.ok()) return false;
-  std::vector<std::string> argv;
-  size_t start = 0;
-  while (start < cmdline->size()) {
-    size_t end = cmdline->find('\0', start);
-    if (end == std::string::npos) end = cmdline->size();
-    argv.push_back(cmdline->substr(start, end - start));
-    start = end + 1;
-  }
+  // Our relays have no empty argument before the tag, so dropped empty runs shift nothing.
+  const std::vector<std::string> argv = SplitWords(*cmdline, std::string_view("\0", 1));
   return argv.size() >= 3 && argv[1] == kRelayFlag && argv[2] == tag;
 }
 

@@ -76,9 +76,7 @@ StatusOr<ImageFiles> ReadImageFiles(const std::string& dir) {
     }
   }
   FUN_ASSIGN_OR_RETURN(f.cmdline, ReadFileToString(dir + "/fun-cmdline"));
-  while (!f.cmdline.empty() && (f.cmdline.back() == '\n' || f.cmdline.back() == ' ')) {
-    f.cmdline.pop_back();
-  }
+  f.cmdline = std::string(TrimSpace(f.cmdline));
   f.system_disk_serial = SystemDiskSerial(f.cmdline);
   if (!f.system_disk_serial.empty()) {
     if (!IsValidDiskSerial(f.system_disk_serial)) {
