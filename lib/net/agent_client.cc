@@ -72,7 +72,15 @@ StatusOr<std::pair<UniqueFd, Reply>> Exchange(const AgentEndpoint& ep, Request r
   FUN_ASSIGN_OR_RETURN(std::string wire, EncodeRequest(request));
   FUN_ASSIGN_OR_RETURN(UniqueFd fd, Connect(ep.address));
   SetTimeouts(fd.get(), timeout);
-  std::string what = fmt::format("agent {} ({})", ep.address.ToString(), KindName(request.kind));
+  std::string what = fmt::format(
+      "agent {}{} ({})", ep.address.ToString(),
+      ep.hyperkit_vsock_port != 0 ? fmt::format(" vsock port {}", ep.hyperkit_vsock_port) : "",
+      KindName(request.kind));
+  if (ep.hyperkit_vsock_port != 0) {
+    Status w =
+        WriteAll(fd.get(), HyperkitVsockConnectLine(kHyperkitGuestCid, ep.hyperkit_vsock_port));
+    if (!w.ok()) return w.WithContext(what);
+  }
   // SO_RCVTIMEO/SO_SNDTIMEO end a blocked call with EAGAIN: say what that means.
   auto timed = [&](Status st) {
     if (st.sys_errno() == EAGAIN || st.sys_errno() == EWOULDBLOCK) {
@@ -81,12 +89,23 @@ StatusOr<std::pair<UniqueFd, Reply>> Exchange(const AgentEndpoint& ep, Request r
     }
     return st.WithContext(what);
   };
-  if (Status w = WriteAll(fd.get(), wire); !w.ok()) return timed(w);
+  // A peer that closes with our request unread resets the connection (hyperkit's connect
+  // socket does so when nothing listens on the vsock port): that is a closed guest end too.
+  auto closed = [](const Status& st) {
+    return st.code() == Code::kOutOfRange || st.sys_errno() == ECONNRESET ||
+           st.sys_errno() == EPIPE;
+  };
+  if (Status w = WriteAll(fd.get(), wire); !w.ok()) {
+    if (closed(w)) {
+      return UnavailableError(what + ": the guest closed the connection (agent not up yet?)");
+    }
+    return timed(w);
+  }
   // magic[4] status[1] len[2], then exactly len bytes: never read past the reply.
   std::string buf(7, '\0');
   Status s = ReadExactly(fd.get(), buf.data(), 7);
   if (!s.ok()) {
-    if (s.code() == Code::kOutOfRange) {
+    if (closed(s)) {
       return UnavailableError(what + ": the guest closed the connection (agent not up yet?)");
     }
     return timed(s);
@@ -107,6 +126,10 @@ StatusOr<std::pair<UniqueFd, Reply>> Exchange(const AgentEndpoint& ep, Request r
 }
 
 }  // namespace
+
+std::string HyperkitVsockConnectLine(uint32_t cid, uint32_t port) {
+  return fmt::format("{:08x}.{:08x}\n", cid, port);
+}
 
 Status ReplyToStatus(const Reply& r, const std::string& what) {
   switch (r.status) {

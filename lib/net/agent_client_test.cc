@@ -11,10 +11,13 @@
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
+#include <mutex>
 #include <thread>
+#include <vector>
 
 #include "lib/base/accept_loop.h"
 #include "lib/base/process.h"
+#include "lib/net/splice.h"
 
 namespace fun::agent {
 namespace {
@@ -184,6 +187,64 @@ TEST_F(AgentClientTest, ContainerdStreamIsRelayedByteForByte) {
   ASSERT_TRUE(ReadExactly(s->get(), got.data(), got.size()).ok());
   writer.join();
   EXPECT_TRUE(got == payload);
+}
+
+TEST(HyperkitVsockConnectLineTest, EighteenBytesOfHex) {
+  EXPECT_EQ(HyperkitVsockConnectLine(3, 7070), "00000003.00001b9e\n");
+  EXPECT_EQ(HyperkitVsockConnectLine(kHyperkitGuestCid, 0xffffffff), "00000003.ffffffff\n");
+  EXPECT_EQ(HyperkitVsockConnectLine(3, 1).size(), 18u);
+}
+
+// A stand-in for hyperkit's virtio-sock `<dir>/connect` socket, as its contract goes (no Mac
+// here to check it against): it reads the 18-byte line, connects the stream to the guest port
+// it names (here: fun-guestd on loopback when the port is the agent's), and closes it when
+// nothing listens there. It never replies.
+TEST_F(AgentClientTest, ThroughHyperkitsVsockConnectSocket) {
+  std::string connect = dir_ + "/connect";
+  std::mutex mu;
+  std::vector<std::string> lines;
+  auto fake =
+      AcceptLoop::Create(*ParseSocketAddress("unix:" + connect), [&](UniqueFd c, std::string) {
+        std::string line(18, '\0');
+        if (!ReadExactly(c.get(), line.data(), line.size()).ok()) return;
+        {
+          std::lock_guard lock(mu);
+          lines.push_back(line);
+        }
+        if (line != HyperkitVsockConnectLine(3, 7070)) return;  // no listener: closed
+        auto guest = Connect(ep_.address);
+        if (!guest.ok()) return;
+        (void)net::Splice(c.get(), guest->get());
+      });
+  ASSERT_TRUE(fake.ok()) << fake.status();
+  std::thread t([&] { (void)(*fake)->Run(); });
+
+  AgentEndpoint hk{.address = *ParseSocketAddress("unix:" + connect),
+                   .token = token_,
+                   .hyperkit_vsock_port = 7070};
+  auto ping = PingAgent(hk, 5s);
+  EXPECT_TRUE(ping.ok()) << ping.status();
+  auto s = DialAgent(hk, {.kind = Kind::kContainerd}, 5s);
+  ASSERT_TRUE(s.ok()) << s.status();
+  ASSERT_TRUE(WriteAll(s->get(), "through vsock").ok());
+  std::string got(13, '\0');
+  ASSERT_TRUE(ReadExactly(s->get(), got.data(), got.size()).ok());
+  EXPECT_EQ(got, "through vsock");
+
+  // A port nothing listens on: hyperkit closes the stream, the dial says so and names the port.
+  hk.hyperkit_vsock_port = 7071;
+  auto refused = PingAgent(hk, 5s);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), Code::kUnavailable);
+  EXPECT_THAT(refused.status().message(), HasSubstr("vsock port 7071"));
+  EXPECT_THAT(refused.status().message(), HasSubstr("closed the connection"));
+
+  (*fake)->Stop();
+  t.join();
+  std::lock_guard lock(mu);
+  ASSERT_EQ(lines.size(), 3u);
+  EXPECT_EQ(lines[0], "00000003.00001b9e\n");
+  EXPECT_EQ(lines[2], "00000003.00001b9f\n");
 }
 
 TEST_F(AgentClientTest, WrongTokenIsPermissionDenied) {

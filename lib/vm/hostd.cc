@@ -17,6 +17,7 @@
 
 #include "lib/base/files.h"
 #include "lib/base/log.h"
+#include "lib/base/strings.h"
 #include "lib/cri/client.h"
 #include "lib/cri/engine.h"
 #include "lib/net/listen_ports.h"
@@ -24,7 +25,9 @@
 #include "lib/net/share_table.h"
 #include "lib/net/splice.h"
 #include "lib/vm/accel.h"
+#include "lib/vm/hyperkit_command.h"
 #include "lib/vm/image.h"
+#include "lib/vm/initrd_cpio.h"
 #include "lib/vm/instance.h"
 #include "lib/vm/pidfile.h"
 #include "lib/vm/qemu_command.h"
@@ -136,13 +139,15 @@ Status Hostd::Prepare() {
 }
 
 Status Hostd::StartVm() {
-  if (config_.backend != Backend::kQemu) {
+  if (config_.backend == Backend::kNative) {
     return UnimplementedError(
-        fmt::format("backend {} is not available in this build: set \"backend\": \"qemu\" in {}",
-                    BackendName(config_.backend), File(InstanceFileKind::kConfig)));
+        fmt::format("backend native runs no VM and has no fun-hostd: set \"backend\": \"qemu\" "
+                    "in {}",
+                    File(InstanceFileKind::kConfig)));
   }
   FUN_ASSIGN_OR_RETURN(AccelChoice accel,
-                       ChooseAccel(config_.accel, config_.backend, ProbeHostFacts()));
+                       ChooseAccel(config_.accel, config_.backend,
+                                   o_.host_facts ? *o_.host_facts : ProbeHostFacts()));
   {
     std::lock_guard lock(mu_);
     state_.accel = std::string(AccelName(accel.accel));
@@ -167,11 +172,39 @@ Status Hostd::StartVm() {
   std::string console = File(InstanceFileKind::kConsoleLog);
   ::rename(console.c_str(), (console + ".1").c_str());
   FUN_ASSIGN_OR_RETURN(std::vector<std::string> share_tags, ServeShares());
+  if (config_.backend == Backend::kHyperkit) {
+    return StartHyperkit(image, disk, console, share_tags);
+  }
+  return StartQemu(accel, image, disk, console, share_tags);
+}
+
+Status Hostd::LaunchHypervisor(const Command& cmd, std::string_view what) {
+  FUN_LOG(Info, "starting {}", cmd.ToString());
+  {
+    std::lock_guard lock(mu_);
+    state_.started_at_ms = WallMs(*o_.clock);
+  }
+  auto p = o_.runner->Start(cmd);
+  if (!p.ok()) return p.status().WithContext("starting the hypervisor");
+  // A hypervisor that cannot start (QEMU: the forwarded port was taken meanwhile; hyperkit:
+  // no rights for vmnet) fails fast: give it a moment to say so.
+  auto early = (*p)->Wait(300ms);
+  if (early.ok()) {
+    Status last = CheckExit(cmd, *early);
+    if (last.ok()) last = UnavailableError(fmt::format("{} exited at once", what));
+    return Status(last.code(), fmt::format("{} ({}'s messages are in {})", last.message(), what,
+                                           File(InstanceFileKind::kHostdLog)));
+  }
+  vm_ = std::move(*p);
+  return WritePidFile(File(InstanceFileKind::kVmPid), vm_->pid());
+}
+
+Status Hostd::StartQemu(const AccelChoice& accel, const ImageFiles& image, const std::string& disk,
+                        const std::string& console, const std::vector<std::string>& share_tags) {
   if (!o_.qemu_extra_args.empty()) {
     FUN_LOG(Warning, "{}: appending to QEMU's command line (for measurements and debugging): {}",
             kQemuExtraArgsEnv, fmt::join(o_.qemu_extra_args, " "));
   }
-
   Status last;
   for (int attempt = 0; attempt < 2; ++attempt) {
     uint16_t port = o_.agent_port;
@@ -203,34 +236,107 @@ Status Hostd::StartVm() {
     cmd.stdout_file = File(InstanceFileKind::kHostdLog);
     cmd.stderr_file = File(InstanceFileKind::kHostdLog);
     cmd.parent_death_signal = SIGTERM;
-    FUN_LOG(Info, "starting {}", cmd.ToString());
-    {
-      std::lock_guard lock(mu_);
-      state_.started_at_ms = WallMs(*o_.clock);
-    }
-    auto p = o_.runner->Start(cmd);
-    if (!p.ok()) return p.status().WithContext("starting the hypervisor");
-    // QEMU fails fast when the forwarded port was taken meanwhile: give it a moment to say so.
-    auto early = (*p)->Wait(300ms);
-    if (early.ok()) {
-      last = CheckExit(cmd, *early);
-      if (last.ok()) last = UnavailableError(fmt::format("{} exited at once", o_.qemu_binary));
-      last = Status(last.code(), fmt::format("{} (QEMU's messages are in {})", last.message(),
-                                             File(InstanceFileKind::kHostdLog)));
+    // QEMU fails fast when the forwarded port was taken meanwhile: one retry on another port.
+    last = LaunchHypervisor(cmd, "QEMU");
+    if (!last.ok()) {
       FUN_LOG(Warning, "qemu exited at once (attempt {} of 2): {}", attempt + 1, last.message());
       continue;
     }
-    qemu_ = std::move(*p);
     agent_.address =
         SocketAddress{.kind = SocketAddress::Kind::kTcp, .host = "127.0.0.1", .port = port};
-    {
-      std::lock_guard lock(mu_);
-      state_.agent_port = port;
-    }
-    FUN_RETURN_IF_ERROR(WritePidFile(File(InstanceFileKind::kVmPid), qemu_->pid()));
+    std::lock_guard lock(mu_);
+    state_.agent_port = port;
     return OkStatus();
   }
   return last.ok() ? InternalError("qemu did not start") : last;
+}
+
+namespace {
+
+// A random (version 4) UUID, for hyperkit's -U.
+StatusOr<std::string> NewUuid() {
+  unsigned char b[16];
+  int fd = ::open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return ErrnoError(errno, "opening /dev/urandom");
+  Status r = ReadExactly(fd, reinterpret_cast<char*>(b), sizeof(b));
+  ::close(fd);
+  FUN_RETURN_IF_ERROR(r);
+  b[6] = static_cast<unsigned char>((b[6] & 0x0f) | 0x40);
+  b[8] = static_cast<unsigned char>((b[8] & 0x3f) | 0x80);
+  std::string hex;
+  for (int i = 0; i < 16; ++i) {
+    if (i == 4 || i == 6 || i == 8 || i == 10) hex += '-';
+    hex += fmt::format("{:02x}", b[i]);
+  }
+  return hex;
+}
+
+}  // namespace
+
+Status Hostd::StartHyperkit(const ImageFiles& image, const std::string& disk,
+                            const std::string& console,
+                            const std::vector<std::string>& share_tags) {
+  // No fw_cfg in hyperkit: the secret and the share table travel in a cpio appended to the
+  // image's initrd (0600 in the instance directory, as the secret itself).
+  FUN_ASSIGN_OR_RETURN(std::string secret, ReadFileToString(File("secret")));
+  std::string table;
+  if (!share_tags.empty()) {
+    FUN_ASSIGN_OR_RETURN(table, ReadFileToString(File("shares")));
+  }
+  FUN_ASSIGN_OR_RETURN(std::string cpio, InstanceFilesArchive(secret, table));
+  std::string initrd = File("initrd.img");
+  FUN_RETURN_IF_ERROR(WriteAppendedInitrd(image.initrd, cpio, initrd));
+
+  // The vmnet interface id: kept, so the VM keeps its MAC and its DHCP lease across starts.
+  std::string uuid_file = File("vmnet-uuid");
+  std::string uuid;
+  if (auto u = ReadFileToString(uuid_file); u.ok()) uuid = std::string(TrimSpace(*u));
+  if (!IsHyperkitUuid(uuid)) {
+    FUN_ASSIGN_OR_RETURN(uuid, NewUuid());
+    FUN_RETURN_IF_ERROR(WriteFileAtomically(uuid_file, uuid + "\n", 0600));
+  }
+
+  // hyperkit creates <vsock>/connect itself; a stale one (a killed hyperkit) is removed, as is a
+  // stale pid file (hyperkit creates it O_EXCL and fails when it exists).
+  std::string vsock = File("vsock");
+  if (::mkdir(vsock.c_str(), 0700) != 0 && errno != EEXIST) {
+    return ErrnoError(errno, "creating " + vsock);
+  }
+  ::unlink((vsock + "/connect").c_str());
+  std::string pid_file = File("hyperkit.pid");
+  ::unlink(pid_file.c_str());
+
+  // The guest finds its disks by slot order (hyperkit's virtio-blk serial is a hash of the
+  // path) and its address by DHCP from vmnet; its agent listens on vsock.
+  std::string cmdline = image.cmdline + " fun.ip=dhcp fun.agent=vsock fun.disk=/dev/vda";
+  if (!image.system_disk.empty()) cmdline += " fun.system=/dev/vdb";
+  HyperkitSpec spec{.binary = o_.hyperkit_binary,
+                    .cpus = config_.cpus,
+                    .memory_mib = config_.memory_mib,
+                    // kexec loads a bzImage: the PVH build is QEMU's.
+                    .kernel = o_.image_dir + "/fun-kernel",
+                    .initrd = initrd,
+                    .cmdline = cmdline,
+                    .data_disk = disk,
+                    .system_disk = image.system_disk,
+                    .pid_file = pid_file,
+                    .vsock_dir = vsock,
+                    .uuid = uuid,
+                    .p9_socket = share_tags.empty() ? "" : File("p9.sock")};
+  for (const std::string& tag : share_tags) spec.shares.push_back({.tag = tag});
+  FUN_RETURN_IF_ERROR(ValidateHyperkitSpec(spec));
+  Command cmd{
+      .program = o_.hyperkit_binary, .args = BuildHyperkitArgs(spec), .capture_output = false};
+  cmd.stdout_file = console;  // com1 is hyperkit's stdio
+  cmd.stderr_file = File(InstanceFileKind::kHostdLog);
+  cmd.parent_death_signal = SIGTERM;
+  FUN_RETURN_IF_ERROR(LaunchHypervisor(cmd, "hyperkit"));
+  agent_.address = SocketAddress{.kind = SocketAddress::Kind::kUnix, .path = vsock + "/connect"};
+  agent_.hyperkit_vsock_port = agent::kGuestAgentPort;
+  std::lock_guard lock(mu_);
+  state_.agent_vsock_connect = agent_.address.path;
+  state_.agent_vsock_port = agent::kGuestAgentPort;
+  return OkStatus();
 }
 
 StatusOr<std::vector<std::string>> Hostd::ServeShares() {
@@ -554,7 +660,13 @@ void Hostd::StopVm() {
       FUN_LOG(Info, "agent shutdown: {}", r.status().message());
     }
   }
-  if (woke == Woke::kTimeout) {
+  if (woke == Woke::kTimeout && config_.backend == Backend::kHyperkit) {
+    // hyperkit turns SIGTERM into the ACPI power button (the guest's acpid powers off).
+    FUN_LOG(Info, "stopping: ACPI power button (SIGTERM to hyperkit)");
+    Status s = vm_->Signal(SIGTERM);
+    if (!s.ok()) FUN_LOG(Info, "SIGTERM to hyperkit: {}", s.message());
+    woke = wait(budget * 3 / 10);
+  } else if (woke == Woke::kTimeout) {
     FUN_LOG(Info, "stopping: ACPI power button");
     auto qmp = QmpClient::Connect(File("qmp.sock"), 2s);
     if (qmp.ok()) {
@@ -566,8 +678,15 @@ void Hostd::StopVm() {
     woke = wait(budget * 3 / 10);
   }
   if (woke == Woke::kExited) return;
+  if (config_.backend == Backend::kHyperkit) {
+    // Another SIGTERM would only press the power button again.
+    FUN_LOG(Info, "stopping: SIGKILL to hyperkit");
+    Status s = vm_->Signal(SIGKILL);
+    if (!s.ok()) FUN_LOG(Warning, "killing hyperkit: {}", s.message());
+    return;
+  }
   FUN_LOG(Info, "stopping: SIGTERM, then SIGKILL");
-  Status s = qemu_->Terminate(o_.kill_grace);
+  Status s = vm_->Terminate(o_.kill_grace);
   if (!s.ok()) FUN_LOG(Warning, "terminating qemu: {}", s.message());
 }
 
@@ -597,8 +716,13 @@ void Hostd::Finish(const ProcessResult* result) {
     e.clean = false;
   } else if (result->ok()) {
     e.reason = DescribeGuestEnd(TailFile(File(InstanceFileKind::kConsoleLog), 80));
+  } else if (config_.backend == Backend::kHyperkit && result->term_signal == 0) {
+    // hyperkit's exit status says how the guest ended (a reset, a triple fault, its own error).
+    e.reason = DescribeHyperkitExit(result->exit_code);
+    e.clean = false;
   } else {
-    e.reason = "qemu " + result->Describe();
+    e.reason = fmt::format("{} {}", config_.backend == Backend::kHyperkit ? "hyperkit" : "qemu",
+                           result->Describe());
     e.clean = false;
   }
   state_.last_exit = e;
@@ -607,8 +731,8 @@ void Hostd::Finish(const ProcessResult* result) {
   // already find the end recorded (else it sees "running" without a hostd and says "crashed";
   // the harness caught that window).
   SaveState();
-  for (const std::string& f :
-       {File(InstanceFileKind::kVmPid), File(InstanceFileKind::kHostdPid), File("qmp.sock")}) {
+  for (const std::string& f : {File(InstanceFileKind::kVmPid), File(InstanceFileKind::kHostdPid),
+                               File("qmp.sock"), File("hyperkit.pid"), File("vsock/connect")}) {
     ::unlink(f.c_str());
   }
   FUN_LOG(Info, "instance {} ended: {}", o_.instance, e.reason);
@@ -640,7 +764,7 @@ Status Hostd::Run() {
   }
 
   std::thread waiter([this] {
-    auto r = qemu_->Wait(std::nullopt);
+    auto r = vm_->Wait(std::nullopt);
     std::lock_guard lock(mu_);
     vm_exited_ = true;
     if (r.ok()) vm_result_ = *r;

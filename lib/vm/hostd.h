@@ -53,6 +53,8 @@
 #include "lib/net/agent_client.h"
 #include "lib/p9/listener.h"
 #include "lib/p9/server.h"
+#include "lib/vm/accel.h"
+#include "lib/vm/image.h"
 #include "lib/vm/instance_state.h"
 #include "lib/vm/port_publisher.h"
 
@@ -72,6 +74,13 @@ struct HostdOptions {
   // Holds fun-kernel, fun-initrd.img and fun-cmdline (LinuxKit's kernel+initrd layout).
   std::string image_dir;
   std::string qemu_binary = "qemu-system-x86_64";
+  // For config backend "hyperkit" (macOS on Intel): the hyperkit binary. That backend is built
+  // to HyperKit's documented contract (lib/vm/hyperkit_command.h) and tested here with a fake
+  // hyperkit; it has never run on a Mac.
+  std::string hyperkit_binary = "hyperkit";
+  // What the accelerator choice sees of the host; unset: probed (ProbeHostFacts). Tests of the
+  // hyperkit backend on Linux say "a Mac with HVF" here.
+  std::optional<HostFacts> host_facts;
   std::string machine = "q35";
   // Appended to QEMU's command line as they are (fun-hostd takes them from
   // $FUN_QEMU_EXTRA_ARGS): for measurements and debugging only, logged when set.
@@ -114,6 +123,14 @@ class Hostd {
   std::string File(std::string_view name) const;
   Status Prepare();
   Status StartVm();
+  // The hypervisor's command for the backend; Start*'s caller has served the shares already.
+  Status StartQemu(const AccelChoice& accel, const ImageFiles& image, const std::string& disk,
+                   const std::string& console, const std::vector<std::string>& share_tags);
+  Status StartHyperkit(const ImageFiles& image, const std::string& disk, const std::string& console,
+                       const std::vector<std::string>& share_tags);
+  // Starts `cmd` and checks that it lives past its first 300 ms (a hypervisor that cannot start
+  // says so at once); `what` names it in errors. Sets vm_ and vm.pid.
+  Status LaunchHypervisor(const Command& cmd, std::string_view what);
   // Starts the 9P server for config_.shares on <instance>/p9.sock and writes the share table
   // the guest reads; the tags in the order of the VM's ports.
   StatusOr<std::vector<std::string>> ServeShares();
@@ -146,7 +163,7 @@ class Hostd {
   bool force_stop_ = false;
   bool vm_exited_ = false;
   std::optional<ProcessResult> vm_result_;
-  std::unique_ptr<Process> qemu_;
+  std::unique_ptr<Process> vm_;  // the hypervisor: QEMU or hyperkit
   std::unique_ptr<AcceptLoop> containerd_loop_;
   std::unique_ptr<AcceptLoop> control_loop_;
   std::unique_ptr<PortPublisher> publisher_;

@@ -33,9 +33,11 @@
 #include "lib/net/agent_client.h"
 #include "lib/net/agent_protocol.h"
 #include "lib/net/port_check.h"
+#include "lib/net/splice.h"
 #include "lib/p9/codec.h"
 #include "lib/p9/messages.h"
 #include "lib/vm/instance.h"
+#include "lib/vm/instance_agent.h"
 #include "lib/vm/instance_state.h"
 #include "lib/vm/pidfile.h"
 
@@ -1091,6 +1093,237 @@ TEST_F(HostdWithGuestdTest, WhatListensInTheVmIsAutoForwardedWithinTheConfigured
   EXPECT_TRUE(net::BindHostPort({.ip = "127.0.0.1", .port = port}).ok());
   r.vm->Exit(0);
   ASSERT_TRUE(r.Join().ok());
+}
+
+// --- The hyperkit backend (macOS on Intel), on Linux: a fake hyperkit process and a stand-in
+// for its virtio-sock connect socket, both as HyperKit's documented contract says
+// (../shared/PROTOCOLS.md section 3). Nothing here has run against a real hyperkit.
+
+constexpr char kHyperkit[] = "hyperkit";
+
+// hyperkit's `<dir>/connect`: reads the 18-byte "%08x.%08x\n" line and, for the agent's port,
+// joins the stream to the in-test agent; for any other port it closes it (nothing listens).
+class FakeHyperkitVsock {
+ public:
+  FakeHyperkitVsock(const std::string& path, uint16_t agent_tcp_port) : port_(agent_tcp_port) {
+    auto loop = AcceptLoop::Create(SocketAddress{.kind = SocketAddress::Kind::kUnix, .path = path},
+                                   [this](UniqueFd c, std::string) { Serve(std::move(c)); });
+    EXPECT_TRUE(loop.ok()) << loop.status();
+    loop_ = std::move(*loop);
+    thread_ = std::thread([this] { (void)loop_->Run(); });
+  }
+  ~FakeHyperkitVsock() {
+    loop_->Stop();
+    thread_.join();
+  }
+  std::vector<std::string> lines() const {
+    std::lock_guard lock(mu_);
+    return lines_;
+  }
+
+ private:
+  void Serve(UniqueFd c) {
+    std::string line(18, '\0');
+    if (!ReadExactly(c.get(), line.data(), line.size()).ok()) return;
+    {
+      std::lock_guard lock(mu_);
+      lines_.push_back(line);
+    }
+    if (line != agent::HyperkitVsockConnectLine(3, agent::kGuestAgentPort)) return;
+    auto guest = Connect(*ParseSocketAddress("tcp:127.0.0.1:" + std::to_string(port_)));
+    if (guest.ok()) (void)net::Splice(c.get(), guest->get());
+  }
+
+  const uint16_t port_;
+  mutable std::mutex mu_;
+  std::vector<std::string> lines_;
+  std::unique_ptr<AcceptLoop> loop_;
+  std::thread thread_;
+};
+
+class HyperkitHostdTest : public HostdTest {
+ protected:
+  void SetUp() override {
+    HostdTest::SetUp();
+    auto cfg = LoadInstanceConfigFile(File(InstanceFileKind::kConfig), DefaultInstanceConfig({}));
+    ASSERT_TRUE(cfg.ok()) << cfg.status();
+    cfg->backend = Backend::kHyperkit;
+    cfg->accel = Accel::kAuto;
+    ASSERT_TRUE(SaveInstanceConfigFile(File(InstanceFileKind::kConfig), *cfg).ok());
+    std::ofstream(image_ + "/fun-kernel.pvh") << "pvh kernel (QEMU's)";
+    std::ofstream(image_ + "/fun-system.img") << "system disk";
+    std::ofstream(image_ + "/fun-cmdline", std::ios::trunc)
+        << "console=ttyS0 quiet initcall_blacklist=a,b fun.system=fun-system\n";
+  }
+  HostdOptions HyperkitOptions() {
+    HostdOptions o = Options();
+    o.hyperkit_binary = kHyperkit;
+    o.host_facts = HostFacts{.os = Os::kMacos, .arch = "x86_64", .hvf_supported = true};
+    return o;
+  }
+  // Runs a Hostd until the fake hyperkit started; the connect socket appears then, as hyperkit
+  // makes it.
+  RunningHostd StartHyperkit(HostdOptions o) {
+    runner_.Expect(kHyperkit).WithPid(::getpid()).StartsRunning().Times(1);
+    RunningHostd r;
+    auto h = Hostd::Create(std::move(o));
+    EXPECT_TRUE(h.ok()) << h.status();
+    if (!h.ok()) return r;
+    r.hostd = std::move(*h);
+    r.run = std::async(std::launch::async, [h = r.hostd.get()] { return h->Run(); });
+    auto vm = runner_.WaitForStart(kHyperkit, kDeadline);
+    EXPECT_TRUE(vm.ok()) << vm.status();
+    if (!vm.ok()) return r;
+    r.vm = *vm;
+    vsock_ = std::make_unique<FakeHyperkitVsock>(dir_ + "/vsock/connect", agent_->port());
+    return r;
+  }
+  static std::vector<std::string> Values(const std::vector<std::string>& a, const std::string& f) {
+    std::vector<std::string> out;
+    for (size_t i = 0; i + 1 < a.size(); ++i) {
+      if (a[i] == f) out.push_back(a[i + 1]);
+    }
+    return out;
+  }
+  void TearDown() override {
+    vsock_.reset();
+    HostdTest::TearDown();
+  }
+  std::unique_ptr<FakeHyperkitVsock> vsock_;
+};
+
+TEST_F(HyperkitHostdTest, BootsTheInstanceInitrdAndReachesTheAgentOverVsock) {
+  auto cfg = LoadInstanceConfigFile(File(InstanceFileKind::kConfig), DefaultInstanceConfig({}));
+  ASSERT_TRUE(cfg.ok());
+  ASSERT_EQ(cfg->shares.size(), 1u);
+  const Share share = cfg->shares[0];
+  RunningHostd r = StartHyperkit(HyperkitOptions());
+  ASSERT_TRUE(r.vm);
+  ASSERT_TRUE(AwaitPhase(Phase::kRunning));
+
+  const Command& cmd = r.vm->command();
+  EXPECT_EQ(cmd.program, kHyperkit);
+  EXPECT_EQ(cmd.stdout_file, File(InstanceFileKind::kConsoleLog)) << "com1 is hyperkit's stdio";
+  EXPECT_EQ(cmd.parent_death_signal, SIGTERM);
+  // The bzImage (not QEMU's PVH build), the instance's initrd, the image's command line plus
+  // the hyperkit knobs: DHCP on vmnet, disks by slot order.
+  EXPECT_THAT(Values(cmd.args, "-f"),
+              ElementsAre(fmt::format("kexec,{}/fun-kernel,{}/initrd.img,console=ttyS0 quiet "
+                                      "initcall_blacklist=a,b fun.system=fun-system fun.ip=dhcp "
+                                      "fun.agent=vsock fun.disk=/dev/vda fun.system=/dev/vdb",
+                                      image_, dir_)));
+  std::vector<std::string> slots = Values(cmd.args, "-s");
+  EXPECT_THAT(slots,
+              Contains(fmt::format("2:0,virtio-blk,{}", File(InstanceFileKind::kDataImage))));
+  EXPECT_THAT(slots, Contains(fmt::format("3:0,virtio-blk,{}/fun-system.img,ro", image_)));
+  EXPECT_THAT(slots, Contains(fmt::format("4:0,virtio-sock,guest_cid=3,path={}/vsock", dir_)));
+  EXPECT_THAT(slots,
+              Contains(fmt::format("6:0,virtio-9p,path={}/p9.sock,tag={}", dir_, share.tag)));
+  // The vmnet UUID is kept for the next start (the same MAC, the same lease).
+  std::string uuid = ReadFile(dir_ + "/vmnet-uuid");
+  ASSERT_EQ(uuid.size(), 37u);
+  EXPECT_THAT(Values(cmd.args, "-U"), ElementsAre(uuid.substr(0, 36)));
+  EXPECT_THAT(Values(cmd.args, "-F"), ElementsAre(dir_ + "/hyperkit.pid"));
+
+  // The instance initrd: the image's, then a cpio with the secret and the share table; GNU
+  // cpio reads the appended archive back.
+  std::string initrd = ReadFile(dir_ + "/initrd.img");
+  ASSERT_EQ(initrd.substr(0, 8), std::string("initrd\0\0", 8));
+  std::ofstream(dir_ + "/tail.cpio") << initrd.substr(8);
+  ASSERT_TRUE(MakeDirs(home_ + "/x", 0700).ok());
+  auto x = ProcessRunner::Default().Run(
+      Command{.program = "sh",
+              .args = {"-c", "cpio -idm --quiet < " + dir_ + "/tail.cpio"},
+              .working_dir = home_ + "/x"});
+  ASSERT_TRUE(x.ok() && x->ok()) << (x.ok() ? x->stderr_data : x.status().message());
+  EXPECT_EQ(ReadFile(home_ + "/x/etc/fun/instance/secret"), ReadFile(dir_ + "/secret"));
+  EXPECT_EQ(ReadFile(home_ + "/x/etc/fun/instance/shares"), ReadFile(dir_ + "/shares"));
+  struct stat st {};
+  ASSERT_EQ(::stat((dir_ + "/initrd.img").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+
+  // The agent through the connect socket: state.json says where, and a CLI gets there.
+  auto state = State();
+  ASSERT_TRUE(state);
+  EXPECT_EQ(state->backend, "hyperkit");
+  EXPECT_EQ(state->accel, "hvf");
+  EXPECT_EQ(state->agent_port, 0);
+  EXPECT_EQ(state->agent_vsock_connect, dir_ + "/vsock/connect");
+  EXPECT_EQ(state->agent_vsock_port, agent::kGuestAgentPort);
+  auto ep = InstanceAgentEndpoint(dir_, "dev");
+  ASSERT_TRUE(ep.ok()) << ep.status();
+  EXPECT_TRUE(agent::PingAgent(*ep, 5s).ok());
+  EXPECT_THAT(vsock_->lines(), Contains("00000003.00001b9e\n"));
+
+  // hyperkit's virtio-9p relay connects to the server and attaches by the share's tag.
+  auto c = Connect(SocketAddress{.kind = SocketAddress::Kind::kUnix, .path = dir_ + "/p9.sock"});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(
+      NinePRoundTrip(c->get(), p9::kNoTag, p9::Tversion{.msize = 65536, .version = "9P2000.L"}),
+      static_cast<uint8_t>(p9::Rversion::kType));
+  EXPECT_EQ(NinePRoundTrip(c->get(), 1, p9::Tattach{.fid = 1, .uname = "", .aname = share.tag}),
+            static_cast<uint8_t>(p9::Rattach::kType));
+
+  // A stop: the agent powers the guest off, hyperkit exits 0.
+  agent_->OnShutdown([vm = r.vm] { vm->Exit(0); });
+  r.hostd->RequestStop();
+  ASSERT_TRUE(r.Join().ok());
+  EXPECT_THAT(r.vm->signals(), IsEmpty());
+  EXPECT_EQ(State()->last_exit->reason, "stopped on request");
+  EXPECT_FALSE(Exists(dir_ + "/hyperkit.pid"));
+  EXPECT_FALSE(Exists(File(InstanceFileKind::kVmPid)));
+}
+
+TEST_F(HyperkitHostdTest, StopPressesThePowerButtonWithSigtermThenKills) {
+  HostdOptions o = HyperkitOptions();
+  o.stop_timeout = 300ms;  // the agent takes the request but nothing happens
+  RunningHostd r = StartHyperkit(o);
+  ASSERT_TRUE(r.vm);
+  ASSERT_TRUE(AwaitPhase(Phase::kRunning));
+  r.vm->IgnoreSignal(SIGTERM);  // a guest without acpid: the power button does nothing
+  r.hostd->RequestStop();
+  ASSERT_TRUE(r.Join().ok());
+  EXPECT_THAT(events_.StopSteps(), ElementsAre("agent:shutdown"));
+  // No QMP with hyperkit: SIGTERM is its power button; then SIGKILL, not a second SIGTERM.
+  EXPECT_THAT(r.vm->signals(), ElementsAre(SIGTERM, SIGKILL));
+}
+
+TEST_F(HyperkitHostdTest, ExitStatusesSayHowTheGuestEnded) {
+  RunningHostd r = StartHyperkit(HyperkitOptions());
+  ASSERT_TRUE(r.vm);
+  ASSERT_TRUE(AwaitPhase(Phase::kRunning));
+  r.vm->Exit(3);
+  ASSERT_TRUE(r.Join().ok());
+  auto state = State();
+  ASSERT_TRUE(state && state->last_exit);
+  EXPECT_THAT(state->last_exit->reason, HasSubstr("triple-faulted"));
+  EXPECT_FALSE(state->last_exit->clean);
+  EXPECT_EQ(state->last_exit->exit_code, 3);
+}
+
+TEST_F(HyperkitHostdTest, AHyperkitThatCannotStartSaysWhereItsMessagesAre) {
+  // As without vmnet rights: hyperkit exits 1 at once. A stale pid file (hyperkit creates it
+  // O_EXCL) is removed first.
+  std::ofstream(dir_ + "/hyperkit.pid") << "12345";
+  runner_.Expect(kHyperkit).Returns(ProcessResult::Exited(1, "", "vmnet: permission denied"));
+  auto h = Hostd::Create(HyperkitOptions());
+  ASSERT_TRUE(h.ok());
+  Status s = (*h)->Run();
+  EXPECT_FALSE(s.ok());
+  EXPECT_THAT(s.message(),
+              HasSubstr("hyperkit's messages are in " + File(InstanceFileKind::kHostdLog)));
+  EXPECT_FALSE(Exists(dir_ + "/hyperkit.pid"));
+  EXPECT_EQ(State()->phase, Phase::kFailed);
+}
+
+TEST_F(HyperkitHostdTest, OnLinuxTheHyperkitBackendIsRefused) {
+  HostdOptions o = HyperkitOptions();
+  o.host_facts = HostFacts{.os = Os::kLinux};
+  auto h = Hostd::Create(o);
+  ASSERT_TRUE(h.ok());
+  Status s = (*h)->Run();
+  EXPECT_EQ(s.code(), Code::kFailedPrecondition);
+  EXPECT_THAT(s.message(), HasSubstr("backend hyperkit runs only on macOS"));
 }
 
 }  // namespace

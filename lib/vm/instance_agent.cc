@@ -11,13 +11,18 @@ namespace fun::vm {
 StatusOr<agent::AgentEndpoint> InstanceAgentEndpoint(const std::string& instance_dir,
                                                      std::string_view name) {
   FUN_ASSIGN_OR_RETURN(InstanceState state, LoadInstanceState(instance_dir));
-  if (state.agent_port == 0) {
+  agent::AgentEndpoint ep;
+  if (state.agent_vsock_port != 0 && !state.agent_vsock_connect.empty()) {
+    ep.address =
+        SocketAddress{.kind = SocketAddress::Kind::kUnix, .path = state.agent_vsock_connect};
+    ep.hyperkit_vsock_port = state.agent_vsock_port;
+  } else if (state.agent_port != 0) {
+    ep.address = SocketAddress{
+        .kind = SocketAddress::Kind::kTcp, .host = "127.0.0.1", .port = state.agent_port};
+  } else {
     return UnavailableError(
         fmt::format("instance {} has no agent port recorded: is it running?", name));
   }
-  agent::AgentEndpoint ep;
-  ep.address = SocketAddress{
-      .kind = SocketAddress::Kind::kTcp, .host = "127.0.0.1", .port = state.agent_port};
   FUN_ASSIGN_OR_RETURN(ep.token, agent::ReadTokenFile(instance_dir + "/secret"));
   return ep;
 }

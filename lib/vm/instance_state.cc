@@ -43,6 +43,8 @@ nlohmann::json StateToJson(const InstanceState& s) {
                       {"accel", s.accel},
                       {"accel_reason", s.accel_reason},
                       {"agent_port", s.agent_port},
+                      {"agent_vsock_connect", s.agent_vsock_connect},
+                      {"agent_vsock_port", s.agent_vsock_port},
                       {"started_at_ms", s.started_at_ms},
                       {"ready_at_ms", s.ready_at_ms},
                       {"guest_uptime_at_ready_s", s.guest_uptime_at_ready_s},
@@ -91,6 +93,8 @@ StatusOr<InstanceState> StateFromJson(std::string_view text) {
   FUN_RETURN_IF_ERROR(Take(j, "accel", &s.accel));
   FUN_RETURN_IF_ERROR(Take(j, "accel_reason", &s.accel_reason));
   FUN_RETURN_IF_ERROR(Take(j, "agent_port", &s.agent_port));
+  FUN_RETURN_IF_ERROR(Take(j, "agent_vsock_connect", &s.agent_vsock_connect));
+  FUN_RETURN_IF_ERROR(Take(j, "agent_vsock_port", &s.agent_vsock_port));
   FUN_RETURN_IF_ERROR(Take(j, "started_at_ms", &s.started_at_ms));
   FUN_RETURN_IF_ERROR(Take(j, "ready_at_ms", &s.ready_at_ms));
   FUN_RETURN_IF_ERROR(Take(j, "guest_uptime_at_ready_s", &s.guest_uptime_at_ready_s));

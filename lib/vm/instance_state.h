@@ -37,7 +37,11 @@ struct InstanceState {
   std::string backend;
   std::string accel;
   std::string accel_reason;
-  uint16_t agent_port = 0;
+  uint16_t agent_port = 0;  // qemu: the loopback port forwarded to the guest agent
+  // hyperkit: the agent is at this vsock port behind the virtio-sock connect socket (both set,
+  // agent_port 0).
+  std::string agent_vsock_connect;
+  uint32_t agent_vsock_port = 0;
   int64_t started_at_ms = 0;  // hostd started the hypervisor
   int64_t ready_at_ms = 0;    // containerd answered through the agent
   double guest_uptime_at_ready_s = 0;

@@ -13,6 +13,7 @@
 #include <thread>
 #include <utility>
 
+#include "lib/vm/instance_agent.h"
 #include "lib/vm/instance_state.h"
 #include "lib/vm/pidfile.h"
 
@@ -335,6 +336,34 @@ TEST_F(InstanceTest, ALiveHostdWithAStoppedStateIsStoppedOnlyWhenItsOwnRunEnded)
   ASSERT_TRUE(SaveInstanceState(paths_.InstanceDir("default"), previous).ok());
   EXPECT_EQ(GetInstanceStatus(paths_, "default").phase, "starting");
   ::unlink(paths_.InstanceFile("default", InstanceFileKind::kHostdPid).c_str());
+}
+
+TEST_F(InstanceTest, TheAgentEndpointFollowsTheBackendInStateJson) {
+  ASSERT_TRUE(EnsureInstance(paths_, "dev", {}).ok());
+  std::string dir = paths_.InstanceDir("dev");
+  EXPECT_FALSE(InstanceAgentEndpoint(dir, "dev").ok());  // never started: no state.json
+  ASSERT_TRUE(SaveInstanceState(dir, {.phase = Phase::kStopped}).ok());
+  EXPECT_EQ(InstanceAgentEndpoint(dir, "dev").status().code(), Code::kUnavailable);
+  // qemu: the loopback port forwarded to the agent.
+  ASSERT_TRUE(SaveInstanceState(dir, {.phase = Phase::kRunning, .agent_port = 41234}).ok());
+  auto qemu = InstanceAgentEndpoint(dir, "dev");
+  ASSERT_TRUE(qemu.ok()) << qemu.status();
+  EXPECT_EQ(qemu->address.ToString(), "tcp:127.0.0.1:41234");
+  EXPECT_EQ(qemu->hyperkit_vsock_port, 0u);
+  // hyperkit: the virtio-sock connect socket and the guest's vsock port, kept through a reload.
+  InstanceState hk{.phase = Phase::kRunning,
+                   .backend = "hyperkit",
+                   .agent_vsock_connect = dir + "/vsock/connect",
+                   .agent_vsock_port = 7070};
+  ASSERT_TRUE(SaveInstanceState(dir, hk).ok());
+  auto loaded = LoadInstanceState(dir);
+  ASSERT_TRUE(loaded.ok());
+  EXPECT_EQ(*loaded, hk);
+  auto ep = InstanceAgentEndpoint(dir, "dev");
+  ASSERT_TRUE(ep.ok()) << ep.status();
+  EXPECT_EQ(ep->address.ToString(), "unix:" + dir + "/vsock/connect");
+  EXPECT_EQ(ep->hyperkit_vsock_port, 7070u);
+  EXPECT_FALSE(StateFromJson(R"({"agent_vsock_port": "x"})").ok());
 }
 
 TEST(DescribeGuestEndTest, PanicRebootOrPowerOffFromTheConsole) {

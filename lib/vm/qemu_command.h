@@ -23,6 +23,7 @@
 
 #include "lib/base/instance_config.h"
 #include "lib/base/status.h"
+#include "lib/net/agent_client.h"
 
 namespace fun::vm {
 
@@ -44,7 +45,7 @@ struct QemuSpec {
   std::string pid_file;
   std::string secret_file;  // the agent token (32 bytes)
   uint16_t agent_host_port = 0;
-  uint16_t agent_guest_port = 7070;
+  uint16_t agent_guest_port = agent::kGuestAgentPort;
   // Shared folders: one virtio-serial port per share, named "fun.p9.<tag>", each connected to
   // the host's 9P server at p9_socket (QEMU is the client: the server must listen first), and
   // the share table (lib/net/share_table.h) as fw_cfg file opt/fun/shares.
