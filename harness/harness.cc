@@ -31,7 +31,9 @@
 #include "lib/cri/client.h"
 #include "lib/net/agent_client.h"
 #include "lib/net/port_check.h"
+#include "lib/net/share_table.h"
 #include "lib/vm/image.h"
+#include "lib/vm/initrd_cpio.h"
 #include "lib/vm/instance.h"
 #include "lib/vm/instance_agent.h"
 #include "lib/vm/port_publisher.h"
@@ -646,6 +648,95 @@ void DoctorBrokenBootSteps(Scenario& sc, const std::string& image_dir_flag) {
                                    rm.Describe() + " " + rm.stderr_data);
       },
       /*always=*/true);
+}
+
+// The guest half of the hyperkit backend, booted under QEMU (no Mac here): an instance whose
+// image is the good one with what fun-hostd gives a hyperkit guest instead of fw_cfg and fixed
+// addresses: the instance files appended to the initrd (the same archive hostd builds), DHCP,
+// the disks by /dev path; and a virtio-9p device tagged as the share, so fun-guestd mounts it
+// with trans=virtio (QEMU's own -virtfs serves it here; hyperkit relays the device to fun-hostd
+// on a Mac). Left out, as they need hyperkit itself: vsock (fun.agent=vsock) and vmnet.
+void HyperkitGuestProfileStep(Scenario& sc, const std::string& image_dir_flag,
+                              const std::string& busybox) {
+  sc.Step("hyperkit_guest_profile_boots_under_qemu", [&](StepResult& r) -> Status {
+    const std::string name = "hkguest";
+    FUN_ASSIGN_OR_RETURN(std::string good, vm::FindImageDir(sc.paths(), image_dir_flag));
+    const std::string dir = sc.paths().InstanceDir(name);
+    const std::string share = sc.dir() + "/hk-share";
+    std::filesystem::create_directories(dir);
+    std::filesystem::create_directories(share);
+    ::chmod(dir.c_str(), 0700);
+    std::ofstream(share + "/hello") << "through virtio-9p\n";
+    InstanceConfig cfg = DefaultInstanceConfig({});
+    cfg.name = name;
+    cfg.shares = {{.host_path = share, .guest_path = "/mnt/hk", .tag = "hk"}};
+    FUN_RETURN_IF_ERROR(SaveInstanceConfigFile(dir + "/config.json", cfg));
+    FUN_ASSIGN_OR_RETURN(agent::Token token, agent::EnsureTokenFile(dir + "/secret"));
+    (void)token;
+    FUN_ASSIGN_OR_RETURN(std::string secret, ReadFileToString(dir + "/secret"));
+    FUN_ASSIGN_OR_RETURN(std::string table,
+                         net::EncodeShareTable({{.tag = "hk", .guest_path = "/mnt/hk"}}));
+    FUN_ASSIGN_OR_RETURN(std::string cpio, vm::InstanceFilesArchive(secret, table));
+
+    const std::string image = sc.dir() + "/images/hkguest";
+    std::filesystem::create_directories(image);
+    for (const char* f : {"fun-kernel", "fun-kernel.pvh", vm::kSystemDiskFile}) {
+      if (::access((good + "/" + f).c_str(), F_OK) == 0 &&
+          ::access((image + "/" + f).c_str(), F_OK) != 0) {
+        std::filesystem::create_symlink(good + "/" + f, image + "/" + f);
+      }
+    }
+    FUN_RETURN_IF_ERROR(
+        vm::WriteAppendedInitrd(good + "/fun-initrd.img", cpio, image + "/fun-initrd.img"));
+    FUN_ASSIGN_OR_RETURN(std::string cmdline, ReadFileToString(good + "/fun-cmdline"));
+    std::ofstream(image + "/fun-cmdline", std::ios::trunc)
+        << TrimSpace(cmdline) << " fun.ip=dhcp fun.disk=/dev/vda fun.system=/dev/vdb\n";
+
+    ProcessResult start =
+        sc.Tool(r, "fun-vmctl", {"start", name, "--timeout", "180"}, 240s,
+                {{"FUN_IMAGE_DIR", image},
+                 {"FUN_QEMU_EXTRA_ARGS",
+                  "-virtfs local,path=" + share + ",mount_tag=hk,security_model=none"}});
+    FUN_RETURN_IF_ERROR(Expect(start.ok(), "fun-vmctl start " + name + ": " + start.Describe() +
+                                               " " + start.stderr_data.substr(0, 300)));
+    // The checks, then the instance goes whatever they found (a failed check must not leave a
+    // VM running into the next steps).
+    auto check = [&]() -> Status {
+      FUN_ASSIGN_OR_RETURN(std::string console, ReadFileToString(sc.paths().InstanceFile(
+                                                    name, InstanceFileKind::kConsoleLog)));
+      for (const char* line :
+           {"fun-init: dhcp: eth0 10.0.2.15/24 via 10.0.2.2", "fun-init: system disk: /dev/vdb on",
+            "(/dev/vda on /var/lib/containerd)"}) {
+        FUN_RETURN_IF_ERROR(Expect(console.find(line) != std::string::npos,
+                                   std::string("the console does not say: ") + line));
+      }
+      // The share, from a container: the bind mount of the VM's trans=virtio mount; a pull from
+      // the host's registry on the way (the route came from the DHCP lease).
+      ProcessResult run = sc.Tool(
+          r, "fun",
+          {"--host", name, "run", "--rm", "--privileged", "--pid", "host", "-v", share + ":/data",
+           busybox, "sh", "-c",
+           "cat /data/hello && echo from-the-vm > /data/back && grep ' /mnt/hk ' /proc/1/mounts"},
+          300s);
+      FUN_RETURN_IF_ERROR(Expect(run.ok(), "fun run on " + name + ": " + run.Describe() + " " +
+                                               run.stderr_data.substr(0, 300)));
+      FUN_RETURN_IF_ERROR(Expect(run.stdout_data.find("through virtio-9p") != std::string::npos,
+                                 "the container did not read the share: " + run.stdout_data));
+      FUN_RETURN_IF_ERROR(Expect(run.stdout_data.find("trans=virtio") != std::string::npos,
+                                 "the share is not mounted with trans=virtio: " + run.stdout_data));
+      FUN_ASSIGN_OR_RETURN(std::string back, ReadFileToString(share + "/back"));
+      FUN_RETURN_IF_ERROR(Expect(back == "from-the-vm\n", "the host reads back: " + back));
+      return OkStatus();
+    };
+    Status checked = check();
+    ProcessResult stop = sc.Tool(r, "fun-vmctl", {"stop", name}, 90s);
+    ProcessResult rm = sc.Tool(r, "fun-vmctl", {"rm", name}, 30s);
+    FUN_RETURN_IF_ERROR(checked);
+    FUN_RETURN_IF_ERROR(Expect(stop.ok(), "fun-vmctl stop " + name + ": " + stop.Describe()));
+    FUN_RETURN_IF_ERROR(Expect(rm.ok(), "fun-vmctl rm " + name + ": " + rm.Describe()));
+    r.message = "DHCP lease, disks by /dev path, token from the initrd, share over trans=virtio";
+    return OkStatus();
+  });
 }
 
 void DoctorStoppedFaultSteps(Scenario& sc) {
@@ -1595,6 +1686,7 @@ ScenarioReport RunVmLifecycle(const HarnessOptions& o) {
   });
   DoctorStoppedFaultSteps(sc);
   DoctorBrokenBootSteps(sc, o.image_dir);
+  HyperkitGuestProfileStep(sc, o.image_dir, busybox);
 
   sc.Step("config_port_taken_on_the_host", [&](StepResult& r) -> Status {
     (void)r;

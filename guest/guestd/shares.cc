@@ -219,6 +219,35 @@ StatusOr<std::string> FindVirtioPort(const std::string& ports_dir, const std::st
   return found;
 }
 
+Virtio9pTag FindVirtio9pTag(const std::string& dir, const std::string& tag) {
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) return Virtio9pTag::kAbsent;
+  Virtio9pTag result = Virtio9pTag::kAbsent;
+  while (dirent* e = ::readdir(d)) {
+    std::string entry = e->d_name;
+    if (entry == "." || entry == "..") continue;
+    std::ifstream id(dir + "/" + entry + "/device");
+    std::string device;
+    if (!id || !std::getline(id, device) || device != "0x0009") continue;
+    std::ifstream in(dir + "/" + entry + "/mount_tag");
+    std::string mount_tag;
+    if (!in || !std::getline(in, mount_tag, '\0')) {
+      result = Virtio9pTag::kUnbound;
+      continue;
+    }
+    // The kernel prints the tag as is, with a newline in newer kernels.
+    while (!mount_tag.empty() && (mount_tag.back() == '\n' || mount_tag.back() == '\0')) {
+      mount_tag.pop_back();
+    }
+    if (mount_tag == tag) {
+      result = Virtio9pTag::kFound;
+      break;
+    }
+  }
+  ::closedir(d);
+  return result;
+}
+
 StatusOr<std::unique_ptr<ShareMounter>> ShareMounter::Start(const Options& options,
                                                             std::vector<net::GuestShare> shares) {
   int efd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -344,16 +373,68 @@ void ShareMounter::Set(size_t i, std::string status, std::string error) {
 }
 
 void ShareMounter::RunShare(size_t i) {
-  std::string port_name;
+  std::string port_name, tag;
   {
     std::lock_guard lock(mu_);
-    port_name = net::SharePortName(states_[i].share.tag);
+    tag = states_[i].share.tag;
+    port_name = net::SharePortName(tag);
   }
   auto deadline = Steady::now() + options_.settle_timeout;
+  // The transport: a virtio-9p device with the share's tag (HyperKit), else the share's
+  // virtio-serial port (QEMU). 9pnet_virtio loads in the background at boot: while a 9P device
+  // has no driver its tag is unknown, so wait for it before choosing the port.
+  for (;;) {
+    Virtio9pTag v = FindVirtio9pTag(options_.virtio_devices_dir, tag);
+    if (v == Virtio9pTag::kFound) return MountVirtio9p(i, deadline);
+    bool has_port = FindVirtioPort(options_.ports_dir, port_name).ok();
+    if (has_port && (v == Virtio9pTag::kAbsent || Steady::now() >= deadline)) break;
+    if (Steady::now() >= deadline) {
+      return Set(i, "failed",
+                 fmt::format("neither a virtio-9p device tagged {} nor a virtio-serial port named "
+                             "{} after {:.1f} s: the host did not attach the share",
+                             tag, port_name,
+                             std::chrono::duration<double>(options_.settle_timeout).count()));
+    }
+    if (WaitStop(std::chrono::milliseconds(100))) return;
+  }
   // A relay that dies is replaced (and the share mounted again), at most once a second.
   while (RunRelay(i, port_name, deadline)) {
     if (WaitStop(std::chrono::seconds(1))) return;
     deadline = Steady::now() + options_.settle_timeout;
+  }
+}
+
+void ShareMounter::MountVirtio9p(size_t i, Steady::time_point deadline) {
+  net::GuestShare share;
+  {
+    std::lock_guard lock(mu_);
+    share = states_[i].share;
+  }
+  FUN_LOG(Info, "share {}: a virtio-9p device carries it (no relay)", share.tag);
+  if (!options_.mount) return Set(i, "found");
+  if (Is9pMountPoint(share.guest_path)) {
+    // A restarted fun-guestd: the mount is the device's, nothing to keep alive.
+    return Set(i, "mounted");
+  }
+  if (Status s = MakeDirs(share.guest_path, 0755); !s.ok()) {
+    return Set(i, "failed", std::string(s.message()));
+  }
+  unsigned long flags = MS_NODEV | MS_NOSUID | (share.read_only ? MS_RDONLY : 0);
+  std::string data = net::NinePMountOptions(share, options_.mount_settings, "virtio");
+  for (;;) {
+    if (::mount(share.tag.c_str(), share.guest_path.c_str(), "9p", flags, data.c_str()) == 0) {
+      return Set(i, "mounted");
+    }
+    int err = errno;
+    // The 9p file system module may still be loading (the driver that bound the device is
+    // 9pnet_virtio, a separate module).
+    if (err == ENODEV && Steady::now() < deadline && !WaitStop(std::chrono::milliseconds(200))) {
+      continue;
+    }
+    return Set(
+        i, "failed",
+        ErrnoError(err, fmt::format("mount -t 9p -o {} {} {}", data, share.tag, share.guest_path))
+            .message());
   }
 }
 

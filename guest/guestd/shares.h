@@ -1,10 +1,15 @@
 // shares.h: the guest end of the instance's shared folders.
 //
-// fun-hostd serves each share over 9P on a virtio-serial port named "fun.p9.<tag>" and lists the
-// shares in the fw_cfg file opt/fun/shares (lib/net/share_table.h). The kernel's v9fs cannot use
-// a virtio-serial port itself (trans=fd on the port fails: "kernel write not supported"), so
-// fun-guestd relays: for each share it opens the port (/dev/vportNpM, found by name under
-// /sys/class/virtio-ports), listens on <socket_dir>/<tag>.sock (a directory of the VM's own
+// With HyperKit a share is a virtio-9p device whose mount tag is the share's tag: hyperkit
+// relays its 9P stream to fun-hostd's server itself, so fun-guestd mounts it with trans=virtio
+// (aname=<tag>) and relays nothing (unverified: no Mac here; the same code mounts QEMU's own
+// virtio-9p in the harness). When a VM has both, the virtio-9p device wins.
+//
+// With QEMU, fun-hostd serves each share over 9P on a virtio-serial port named "fun.p9.<tag>" and
+// lists the shares in the fw_cfg file opt/fun/shares (lib/net/share_table.h). The kernel's v9fs
+// cannot use a virtio-serial port itself (trans=fd on the port fails: "kernel write not
+// supported"), so fun-guestd relays: for each share it opens the port (/dev/vportNpM, found by name
+// under /sys/class/virtio-ports), listens on <socket_dir>/<tag>.sock (a directory of the VM's own
 // mount namespace, 0700: containers never see it, and no TCP port exists for them to dial)
 // and relays each connection to the port, one at a time; then it mounts the share with
 // trans=unix on that socket at the share's path in the VM.
@@ -46,12 +51,23 @@ namespace fun::guestd {
 inline constexpr char kDefaultShareTableFile[] =
     "/sys/firmware/qemu_fw_cfg/by_name/opt/fun/shares/raw";
 
+// Where a virtio-9p device with mount tag `tag` stands among the virtio devices in `dir`.
+enum class Virtio9pTag {
+  kFound,    // a 9P device bound to 9pnet_virtio has this tag
+  kUnbound,  // not found, but some 9P device has no driver yet (9pnet_virtio still loading)
+  kAbsent,   // no 9P device has it
+};
+Virtio9pTag FindVirtio9pTag(const std::string& dir, const std::string& tag);
+
 class ShareMounter {
  public:
   struct Options {
     std::string socket_dir = "/run/fun/p9";
     std::string ports_dir = "/sys/class/virtio-ports";  // <port>/name holds the port's name
     std::string dev_dir = "/dev";                       // where /dev/<port> is
+    // Virtio devices: <dev>/device holds the virtio device id (9P: 0x0009), <dev>/mount_tag
+    // the 9P tag once the 9pnet_virtio driver has bound it.
+    std::string virtio_devices_dir = "/sys/bus/virtio/devices";
     net::NinePMountSettings mount_settings;
     // false (tests): relay only; mounting needs root and the 9p module.
     bool mount = true;
@@ -99,6 +115,8 @@ class ShareMounter {
  private:
   ShareMounter(const Options& options, UniqueFd stop);
   void RunShare(size_t index);
+  // Mounts a share whose virtio-9p device was found (no relay).
+  void MountVirtio9p(size_t index, std::chrono::steady_clock::time_point deadline);
   // One relay's life: adopts a live one or starts one (and mounts); returns when it died
   // (true) or on Stop (false).
   bool RunRelay(size_t index, const std::string& port_name,

@@ -51,6 +51,7 @@ class SharesTest : public ::testing::Test {
     options_.socket_dir = dir_ + "/p9";
     options_.ports_dir = dir_ + "/ports";
     options_.dev_dir = dir_ + "/dev";
+    options_.virtio_devices_dir = dir_ + "/virtio";  // none unless a test makes some
     options_.mount = false;
     options_.settle_timeout = 2s;
     options_.relay_binary = FUN_GUESTD_BINARY;
@@ -159,7 +160,9 @@ TEST_F(SharesTest, AMissingPortFailsThatShareOnlyWithAReason) {
   auto st = (*m)->States();
   EXPECT_EQ(st[0].status, "relaying");
   EXPECT_EQ(st[1].status, "failed");
-  EXPECT_NE(st[1].error.find("no virtio-serial port named fun.p9.other"), std::string::npos)
+  EXPECT_NE(st[1].error.find("neither a virtio-9p device tagged other nor a virtio-serial port "
+                             "named fun.p9.other"),
+            std::string::npos)
       << st[1].error;
 }
 
@@ -206,6 +209,50 @@ TEST(FindVirtioPortTest, FindsByNameOrSaysWhere) {
   EXPECT_FALSE(FindVirtioPort("/nonexistent", "x").ok());
   auto r = FindVirtioPort("/sys/class/virtio-ports", "fun.p9.surely-not-here");
   EXPECT_FALSE(r.ok());
+}
+
+// A virtio device as sysfs shows it: its id, and the 9P tag once 9pnet_virtio has bound it.
+void MakeVirtioDevice(const std::string& dir, const std::string& name, const std::string& id,
+                      const char* mount_tag) {
+  fs::create_directories(dir + "/" + name);
+  std::ofstream(dir + "/" + name + "/device") << id << "\n";
+  if (mount_tag != nullptr) std::ofstream(dir + "/" + name + "/mount_tag") << mount_tag;
+}
+
+TEST_F(SharesTest, FindsAVirtio9pDeviceByItsTag) {
+  const std::string v = dir_ + "/virtio";
+  EXPECT_EQ(FindVirtio9pTag(v, "home"), Virtio9pTag::kAbsent);  // no directory at all
+  MakeVirtioDevice(v, "virtio0", "0x0001", nullptr);            // a network device
+  MakeVirtioDevice(v, "virtio1", "0x0009", "work");             // another share
+  EXPECT_EQ(FindVirtio9pTag(v, "home"), Virtio9pTag::kAbsent);
+  MakeVirtioDevice(v, "virtio2", "0x0009", nullptr);  // its driver is still loading
+  EXPECT_EQ(FindVirtio9pTag(v, "home"), Virtio9pTag::kUnbound);
+  // Older kernels print the tag bare, newer ones with a newline.
+  std::ofstream(v + "/virtio2/mount_tag") << "home\n";
+  EXPECT_EQ(FindVirtio9pTag(v, "home"), Virtio9pTag::kFound);
+  EXPECT_EQ(FindVirtio9pTag(v, "work"), Virtio9pTag::kFound);
+  EXPECT_EQ(FindVirtio9pTag(v, "hom"), Virtio9pTag::kAbsent);
+}
+
+TEST_F(SharesTest, AVirtio9pDeviceWinsOverThePortAndNeedsNoRelay) {
+  // As with HyperKit: the device carries 9P to the host's server; nothing to relay.
+  MakeVirtioDevice(dir_ + "/virtio", "virtio3", "0x0009", "home");
+  auto m = ShareMounter::Start(options_, {{.tag = "home", .guest_path = "/home"}});
+  ASSERT_TRUE(m.ok()) << m.status();
+  auto st = WaitFor(**m, [](const auto& s) { return s.status != "waiting"; });
+  EXPECT_EQ(st.status, "found");
+  EXPECT_EQ(st.relay_pid, 0);
+  EXPECT_FALSE(fs::exists((*m)->SocketPath("home")));
+}
+
+TEST_F(SharesTest, AnUnbound9pDeviceIsWaitedForThenThePortIsUsed) {
+  // A 9P device whose driver never binds (a module missing): at the deadline the port serves.
+  MakeVirtioDevice(dir_ + "/virtio", "virtio3", "0x0009", nullptr);
+  options_.settle_timeout = 500ms;
+  auto m = ShareMounter::Start(options_, {{.tag = "home", .guest_path = "/home"}});
+  ASSERT_TRUE(m.ok()) << m.status();
+  auto st = WaitFor(**m, [](const auto& s) { return s.status == "relaying"; });
+  EXPECT_GT(st.relay_pid, 0);
 }
 
 }  // namespace

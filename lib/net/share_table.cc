@@ -146,9 +146,12 @@ std::string SharePortName(std::string_view tag) {
   return fmt::format("{}{}", kSharePortPrefix, tag);
 }
 
-std::string NinePMountOptions(const GuestShare& share, const NinePMountSettings& settings) {
-  return fmt::format("trans=unix,version=9p2000.L,aname={},msize={},cache={},access=client",
-                     share.tag, settings.msize,
+std::string NinePMountOptions(const GuestShare& share, const NinePMountSettings& settings,
+                              std::string_view transport) {
+  uint32_t msize =
+      transport == "virtio" ? std::min(settings.msize, kVirtio9pMaxMsize) : settings.msize;
+  return fmt::format("trans={},version=9p2000.L,aname={},msize={},cache={},access=client",
+                     transport, share.tag, msize,
                      settings.cache_override.empty() ? share.cache : settings.cache_override);
 }
 

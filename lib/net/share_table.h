@@ -62,6 +62,11 @@ std::string SharePortName(std::string_view tag);
 
 // How the guest mounts a share; the defaults are what fun-guestd uses (docs/architecture.md,
 // "Shared folders", has the trade-offs).
+// hyperkit's virtio-9p device reads each reply into one 256 KiB buffer and aborts (taking the
+// VM down) on a longer one (its pci_virtio_9p.c, BUFSIZE): trans=virtio mounts negotiate at most
+// this msize.
+inline constexpr uint32_t kVirtio9pMaxMsize = 256 * 1024;
+
 struct NinePMountSettings {
   // v9fs's fd transports allow up to 1 MiB messages; the server's limit is 1 MiB too.
   uint32_t msize = 512 * 1024;
@@ -77,6 +82,10 @@ struct NinePMountSettings {
 // may stay unseen); "none" is "mmap" without mmap support. access=client: the guest's kernel checks
 // permissions against the owner and mode the server reports, so a non-root container user gets what
 // the mode bits allow.
-std::string NinePMountOptions(const GuestShare& share, const NinePMountSettings& settings);
+// `transport` "virtio" is for a virtio-9p device with the share's tag (HyperKit's, relayed by
+// hyperkit to fun-hostd's server; the mount source is then the tag itself); its msize is capped
+// at kVirtio9pMaxMsize.
+std::string NinePMountOptions(const GuestShare& share, const NinePMountSettings& settings,
+                              std::string_view transport = "unix");
 
 }  // namespace fun::net

@@ -83,6 +83,11 @@ TEST(ShareTableTest, PortNameAndMountOptions) {
             "trans=unix,version=9p2000.L,aname=home,msize=524288,cache=mmap,access=client");
   EXPECT_EQ(NinePMountOptions(s, {.msize = 65536, .cache_override = "loose"}),
             "trans=unix,version=9p2000.L,aname=home,msize=65536,cache=loose,access=client");
+  // hyperkit's virtio-9p takes replies of at most 256 KiB.
+  EXPECT_EQ(NinePMountOptions(s, {}, "virtio"),
+            "trans=virtio,version=9p2000.L,aname=home,msize=262144,cache=mmap,access=client");
+  EXPECT_EQ(NinePMountOptions(s, {.msize = 65536}, "virtio"),
+            "trans=virtio,version=9p2000.L,aname=home,msize=65536,cache=mmap,access=client");
 }
 
 }  // namespace

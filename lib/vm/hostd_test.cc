@@ -53,6 +53,7 @@ using ::testing::IsEmpty;
 // Bounds every wait for something that must happen; never a measure of speed.
 constexpr std::chrono::milliseconds kDeadline = 60s;
 constexpr char kQemu[] = "qemu-system-x86_64";
+constexpr char kHyperkit[] = "hyperkit";
 
 // Polls `cond` until it holds or kDeadline passes (for files written by another process or
 // thread, which have nothing to wait on).
@@ -351,16 +352,17 @@ class HostdTest : public ::testing::Test {
                         .runner = &runner_};
   }
 
-  // Creates a Hostd and runs it on a thread until the fake QEMU has been started.
-  RunningHostd Start(HostdOptions o, int vm_pid = ::getpid()) {
-    runner_.Expect(kQemu).WithPid(vm_pid).StartsRunning().Times(1);
+  // Creates a Hostd and runs it on a thread until the fake hypervisor (QEMU unless said) has
+  // been started.
+  RunningHostd Start(HostdOptions o, int vm_pid = ::getpid(), const char* hypervisor = kQemu) {
+    runner_.Expect(hypervisor).WithPid(vm_pid).StartsRunning().Times(1);
     RunningHostd r;
     auto h = Hostd::Create(std::move(o));
     EXPECT_TRUE(h.ok()) << h.status();
     if (!h.ok()) return r;
     r.hostd = std::move(*h);
     r.run = std::async(std::launch::async, [h = r.hostd.get()] { return h->Run(); });
-    auto vm = runner_.WaitForStart(kQemu, kDeadline);
+    auto vm = runner_.WaitForStart(hypervisor, kDeadline);
     EXPECT_TRUE(vm.ok()) << vm.status();
     if (vm.ok()) r.vm = *vm;
     return r;
@@ -1099,8 +1101,6 @@ TEST_F(HostdWithGuestdTest, WhatListensInTheVmIsAutoForwardedWithinTheConfigured
 // for its virtio-sock connect socket, both as HyperKit's documented contract says
 // (../shared/PROTOCOLS.md section 3). Nothing here has run against a real hyperkit.
 
-constexpr char kHyperkit[] = "hyperkit";
-
 // hyperkit's `<dir>/connect`: reads the 18-byte "%08x.%08x\n" line and, for the agent's port,
 // joins the stream to the in-test agent; for any other port it closes it (nothing listens).
 class FakeHyperkitVsock {
@@ -1164,18 +1164,10 @@ class HyperkitHostdTest : public HostdTest {
   // Runs a Hostd until the fake hyperkit started; the connect socket appears then, as hyperkit
   // makes it.
   RunningHostd StartHyperkit(HostdOptions o) {
-    runner_.Expect(kHyperkit).WithPid(::getpid()).StartsRunning().Times(1);
-    RunningHostd r;
-    auto h = Hostd::Create(std::move(o));
-    EXPECT_TRUE(h.ok()) << h.status();
-    if (!h.ok()) return r;
-    r.hostd = std::move(*h);
-    r.run = std::async(std::launch::async, [h = r.hostd.get()] { return h->Run(); });
-    auto vm = runner_.WaitForStart(kHyperkit, kDeadline);
-    EXPECT_TRUE(vm.ok()) << vm.status();
-    if (!vm.ok()) return r;
-    r.vm = *vm;
-    vsock_ = std::make_unique<FakeHyperkitVsock>(dir_ + "/vsock/connect", agent_->port());
+    RunningHostd r = Start(std::move(o), ::getpid(), kHyperkit);
+    if (r.vm) {
+      vsock_ = std::make_unique<FakeHyperkitVsock>(dir_ + "/vsock/connect", agent_->port());
+    }
     return r;
   }
   static std::vector<std::string> Values(const std::vector<std::string>& a, const std::string& f) {

@@ -38,8 +38,10 @@ std::string ExecutableDir() {
 std::vector<std::string> ImageSearchPath(const Paths& paths, const std::string& explicit_dir) {
   if (!explicit_dir.empty()) return {explicit_dir};
   std::vector<std::string> dirs;
+  // $FUN_IMAGE_DIR is as explicit as a flag: a broken image there is an error, never a reason
+  // to boot another one.
   const char* env = std::getenv("FUN_IMAGE_DIR");  // NOLINT(concurrency-mt-unsafe)
-  if (env != nullptr && *env != '\0') dirs.emplace_back(env);
+  if (env != nullptr && *env != '\0') return {env};
   dirs.push_back(paths.ImageDir(kVersion));
   std::string bin = ExecutableDir();
   dirs.push_back(bin + "/../linuxkit");
@@ -54,6 +56,14 @@ std::string SystemDiskSerial(std::string_view cmdline) {
     if (word.starts_with(kKey)) serial = word.substr(kKey.size());
   }
   return serial;
+}
+
+bool IsVirtioDiskPath(std::string_view value) {
+  constexpr std::string_view kPrefix = "/dev/vd";
+  if (!value.starts_with(kPrefix)) return false;
+  std::string_view letters = value.substr(kPrefix.size());
+  return !letters.empty() && letters.size() <= 3 &&
+         letters.find_first_not_of("abcdefghijklmnopqrstuvwxyz") == std::string_view::npos;
 }
 
 bool IsValidDiskSerial(std::string_view serial) {
@@ -79,17 +89,21 @@ StatusOr<ImageFiles> ReadImageFiles(const std::string& dir) {
   f.cmdline = std::string(TrimSpace(f.cmdline));
   f.system_disk_serial = SystemDiskSerial(f.cmdline);
   if (!f.system_disk_serial.empty()) {
-    if (!IsValidDiskSerial(f.system_disk_serial)) {
-      return FailedPreconditionError(fmt::format(
-          "{}/fun-cmdline: fun.system={} is not a disk serial (1-20 of a-z, 0-9, -): {}", dir,
-          f.system_disk_serial, kRebuild));
+    const std::string named = f.system_disk_serial;
+    if (IsVirtioDiskPath(named)) {
+      f.system_disk_serial.clear();
+    } else if (!IsValidDiskSerial(named)) {
+      return FailedPreconditionError(
+          fmt::format("{}/fun-cmdline: fun.system={} is neither a disk serial (1-20 of a-z, 0-9, "
+                      "-) nor a /dev/vdX path: {}",
+                      dir, named, kRebuild));
     }
     f.system_disk = dir + "/" + kSystemDiskFile;
     if (::access(f.system_disk.c_str(), R_OK) != 0) {
       return NotFoundError(fmt::format(
           "{} is missing, and fun-cmdline names it (fun.system={}): the VM has no containerd "
           "without it; {}",
-          f.system_disk, f.system_disk_serial, kRebuild));
+          f.system_disk, named, kRebuild));
     }
   }
   return f;

@@ -26,20 +26,25 @@ inline constexpr const char kSystemDiskFile[] = "fun-system.img";
 // The virtio serial of the data disk (the guest's /init finds it by it).
 inline constexpr const char kDataDiskSerial[] = "fun-data";
 
-// The system disk's serial named by a kernel command line (fun.system=SERIAL), or "" when it
-// names none. The last word wins, as in the guest.
+// The system disk named by a kernel command line (fun.system=SERIAL, or fun.system=/dev/vdX:
+// the disk in that place of the virtio disks), or "" when it names none. The last word wins, as
+// in the guest.
 //   SystemDiskSerial("console=ttyS0 fun.system=fun-system") == "fun-system"
 std::string SystemDiskSerial(std::string_view cmdline);
 // A virtio-blk serial QEMU and HyperKit take as is: 1-20 bytes of [a-z0-9-].
 bool IsValidDiskSerial(std::string_view serial);
+// fun.system=/dev/vdX: "/dev/vd" and 1-3 letters.
+bool IsVirtioDiskPath(std::string_view value);
 
 // The files of the image in `dir` that a hypervisor is given.
 struct ImageFiles {
   std::string kernel;  // fun-kernel.pvh when present (QEMU boots it faster), else fun-kernel
   std::string initrd;
-  std::string cmdline;             // fun-cmdline's contents, trailing blanks removed
-  std::string system_disk;         // <dir>/fun-system.img, or "" when the image has none
-  std::string system_disk_serial;  // from the command line
+  std::string cmdline;      // fun-cmdline's contents, trailing blanks removed
+  std::string system_disk;  // <dir>/fun-system.img, or "" when the image has none
+  // From the command line; "" when it names the disk by /dev path (attached second, after the
+  // data disk, so the guest sees it as /dev/vdb).
+  std::string system_disk_serial;
 };
 // NotFound/FailedPrecondition naming the missing or bad file and how to rebuild the image.
 StatusOr<ImageFiles> ReadImageFiles(const std::string& dir);

@@ -82,7 +82,29 @@ TEST_F(ImageFilesTest, TheCommandLineMakesTheSystemDiskRequired) {
   EXPECT_TRUE(FindImageDir(TestPaths(), dir_).ok());
 
   WriteImage("fun.system=Bad,Serial");
-  EXPECT_THAT(ReadImageFiles(dir_).status().message(), HasSubstr("is not a disk serial"));
+  EXPECT_THAT(ReadImageFiles(dir_).status().message(),
+              HasSubstr("is neither a disk serial (1-20 of a-z, 0-9, -) nor a /dev/vdX path"));
+
+  // By place (HyperKit names disks so; the last word wins, as in the guest): no serial.
+  WriteImage("fun.system=fun-system fun.system=/dev/vdb");
+  f = ReadImageFiles(dir_);
+  ASSERT_TRUE(f.ok()) << f.status();
+  EXPECT_EQ(f->system_disk, dir_ + "/fun-system.img");
+  EXPECT_EQ(f->system_disk_serial, "");
+  for (const char* bad : {"/dev/vd", "/dev/sda", "/dev/vdB", "/dev/vdabcd", "/dev/vdb/x"}) {
+    EXPECT_FALSE(IsVirtioDiskPath(bad)) << bad;
+  }
+  EXPECT_TRUE(IsVirtioDiskPath("/dev/vdaa"));
+}
+
+TEST_F(ImageFilesTest, AnImageDirFromTheEnvironmentIsTheOnlyOneLookedAt) {
+  // A broken $FUN_IMAGE_DIR is an error, not a reason to boot another image.
+  WriteImage("console=ttyS0 fun.system=fun-system\n");  // no fun-system.img
+  ::setenv("FUN_IMAGE_DIR", dir_.c_str(), 1);
+  EXPECT_THAT(ImageSearchPath(TestPaths(), ""), ::testing::ElementsAre(dir_));
+  auto found = FindImageDir(TestPaths(), "");
+  ::unsetenv("FUN_IMAGE_DIR");
+  EXPECT_THAT(found.status().message(), HasSubstr("fun-system.img is missing"));
 }
 
 TEST_F(ImageFilesTest, MissingFilesAreNamed) {

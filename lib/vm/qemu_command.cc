@@ -51,7 +51,8 @@ Status ValidateQemuSpec(const QemuSpec& s) {
       }
     }
   }
-  if (!s.system_disk.empty() && !IsValidDiskSerial(s.system_disk_serial)) {
+  if (!s.system_disk.empty() && !s.system_disk_serial.empty() &&
+      !IsValidDiskSerial(s.system_disk_serial)) {
     return InvalidArgumentError("qemu spec: bad system disk serial '" + s.system_disk_serial + "'");
   }
   if (s.cpus < 1 || s.memory_mib < 128) return InvalidArgumentError("qemu spec: cpus/memory");
@@ -100,7 +101,9 @@ std::vector<std::string> BuildQemuArgs(const QemuSpec& s) {
   if (!s.system_disk.empty()) {
     add({"-drive", fmt::format("if=none,id=system,file={},format=raw,readonly=on", s.system_disk),
          "-device",
-         fmt::format("{},drive=system,serial={}", dev("virtio-blk"), s.system_disk_serial)});
+         s.system_disk_serial.empty()
+             ? dev("virtio-blk") + ",drive=system"
+             : fmt::format("{},drive=system,serial={}", dev("virtio-blk"), s.system_disk_serial)});
   }
   add({"-device", dev("virtio-rng")});
   add({"-fw_cfg", fmt::format("name=opt/fun/secret,file={}", s.secret_file)});

@@ -37,7 +37,8 @@ struct QemuSpec {
   std::string initrd;     // fun-initrd.img
   std::string cmdline;    // fun-cmdline's contents
   std::string data_disk;  // raw image; empty: none (the guest keeps containerd on tmpfs)
-  // The image's read-only system disk (lib/vm/image.h), attached with its serial; empty: none.
+  // The image's read-only system disk (lib/vm/image.h), attached after the data disk with its
+  // serial (none when the image names it by /dev path); empty: none.
   std::string system_disk;
   std::string system_disk_serial;
   std::string console_log;  // serial console output

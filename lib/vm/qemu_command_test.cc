@@ -95,6 +95,11 @@ TEST(QemuCommandTest, DisksCarryTheSerialsTheGuestFindsThemBy) {
   s.system_disk_serial = "fun-system";
   s.system_disk = "/a,b/fun-system.img";
   EXPECT_THAT(ValidateQemuSpec(s).message(), HasSubstr("','"));
+  // An image that names the system disk by place (fun.system=/dev/vdb): no serial, second.
+  s.system_disk = "/img/fun-system.img";
+  s.system_disk_serial = "";
+  ASSERT_TRUE(ValidateQemuSpec(s).ok());
+  EXPECT_THAT(BuildQemuArgs(s), ::testing::Contains("virtio-blk-pci,drive=system"));
 }
 
 TEST(QemuCommandTest, Validation) {
