@@ -1,6 +1,7 @@
 #include "lib/vm/accel.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
@@ -109,6 +110,39 @@ StatusOr<AccelChoice> ChooseAccel(Accel requested, Backend backend, const HostFa
   std::string p = KvmProblem(f);
   if (p.empty()) return AccelChoice{Accel::kKvm, "KVM is available"};
   return AccelChoice{Accel::kTcg, p + ": using TCG (software emulation, slow)"};
+}
+
+std::vector<HypervisorCandidate> HypervisorCandidates(Os os, std::string_view arch, Backend backend,
+                                                      const std::string& exe_dir) {
+  switch (backend) {
+    case Backend::kNative:
+      return {};
+    case Backend::kHyperkit:
+      if (os != Os::kMacos) return {};
+      return {{exe_dir + "/hyperkit", false, "bundled next to the tools"},
+              {"/usr/local/bin/hyperkit", false, "Docker's / Homebrew's location"}};
+    case Backend::kQemu:
+      break;
+  }
+  if (os == Os::kMacos) {
+    // HVF accelerates only the host's own architecture.
+    std::string name =
+        arch == "arm64" || arch == "aarch64" ? "qemu-system-aarch64" : "qemu-system-x86_64";
+    return {{exe_dir + "/" + name, false, "bundled next to the tools"}, {name, true, "in $PATH"}};
+  }
+  return {{"qemu-system-x86_64", true, "in $PATH"}};
+}
+
+std::string ChooseHypervisor(const std::vector<HypervisorCandidate>& candidates) {
+  for (const HypervisorCandidate& c : candidates) {
+    if (c.search_path) return c.program;
+    struct stat st {};
+    if (::stat(c.program.c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
+        ::access(c.program.c_str(), X_OK) == 0) {
+      return c.program;
+    }
+  }
+  return candidates.empty() ? "" : candidates.front().program;
 }
 
 }  // namespace fun::vm

@@ -14,6 +14,8 @@
 #pragma once
 
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "lib/base/instance_config.h"
 #include "lib/base/paths.h"
@@ -42,5 +44,23 @@ struct AccelChoice {
 // Errors (FailedPrecondition, one line, with what to do) only when the config demands an
 // accelerator that cannot work here.
 StatusOr<AccelChoice> ChooseAccel(Accel requested, Backend backend, const HostFacts& facts);
+
+// One place to look for the hypervisor: a program name searched in $PATH, or a fixed path.
+struct HypervisorCandidate {
+  std::string program;  // "qemu-system-x86_64" or "/usr/local/bin/hyperkit"
+  bool search_path = false;
+  std::string why;  // "bundled next to the tools", "in $PATH", "Homebrew / manual install"
+};
+// Where the hypervisor of `backend` is looked for, in order (empty for the native backend):
+//   Linux, qemu:   qemu-system-x86_64 in $PATH (what fun-hostd runs).
+//   macOS, qemu:   <exe_dir>/qemu-system-<x86_64|aarch64> (bundled), then that name in $PATH.
+//   macOS, hyperkit: <exe_dir>/hyperkit (bundled), then /usr/local/bin/hyperkit.
+//   Linux, hyperkit: none (hyperkit runs only on macOS).
+std::vector<HypervisorCandidate> HypervisorCandidates(Os os, std::string_view arch, Backend backend,
+                                                      const std::string& exe_dir);
+// The hypervisor fun-hostd runs when not told: the first fixed-path candidate that is an
+// executable file, or a $PATH candidate's name (exec searches $PATH); with none of those, the
+// first candidate's program (starting it then fails naming it). "" when there is none at all.
+std::string ChooseHypervisor(const std::vector<HypervisorCandidate>& candidates);
 
 }  // namespace fun::vm

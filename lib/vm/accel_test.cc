@@ -2,11 +2,17 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <filesystem>
+#include <fstream>
 
 namespace fun::vm {
 namespace {
 
+using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::testing::IsEmpty;
 
 HostFacts LinuxWithKvm() {
   return {.os = Os::kLinux, .dev_kvm_exists = true, .dev_kvm_usable = true, .kvm_standard = true};
@@ -77,6 +83,44 @@ TEST(AccelTest, ProbeOnThisHostIsConsistent) {
     EXPECT_FALSE(f.dev_kvm_usable);
   }
   EXPECT_TRUE(ChooseAccel(Accel::kAuto, Backend::kQemu, f).ok());
+}
+
+TEST(HypervisorCandidates, FollowTheDocumentedContract) {
+  auto names = [](const std::vector<HypervisorCandidate>& c) {
+    std::vector<std::string> out;
+    for (const auto& x : c) out.push_back(x.program + (x.search_path ? " (PATH)" : ""));
+    return out;
+  };
+  EXPECT_THAT(names(HypervisorCandidates(Os::kLinux, "x86_64", Backend::kQemu, "/b")),
+              ElementsAre("qemu-system-x86_64 (PATH)"));
+  EXPECT_THAT(names(HypervisorCandidates(Os::kMacos, "arm64", Backend::kQemu, "/b")),
+              ElementsAre("/b/qemu-system-aarch64", "qemu-system-aarch64 (PATH)"));
+  EXPECT_THAT(names(HypervisorCandidates(Os::kMacos, "x86_64", Backend::kQemu, "/b")),
+              ElementsAre("/b/qemu-system-x86_64", "qemu-system-x86_64 (PATH)"));
+  EXPECT_THAT(names(HypervisorCandidates(Os::kMacos, "x86_64", Backend::kHyperkit, "/b")),
+              ElementsAre("/b/hyperkit", "/usr/local/bin/hyperkit"));
+  EXPECT_THAT(HypervisorCandidates(Os::kLinux, "x86_64", Backend::kHyperkit, "/b"), IsEmpty());
+  EXPECT_THAT(HypervisorCandidates(Os::kLinux, "x86_64", Backend::kNative, "/b"), IsEmpty());
+}
+
+TEST(ChooseHypervisorTest, TheFirstExecutableFixedPathElseThePathName) {
+  char tmpl[] = "/tmp/fun-hv-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  const std::string dir = tmpl;
+  const std::string bundled = dir + "/hyperkit", other = dir + "/other";
+  std::vector<HypervisorCandidate> hk = {{bundled}, {other}};
+  EXPECT_EQ(ChooseHypervisor(hk), bundled) << "none there: the first, so the error names it";
+  std::ofstream(other) << "#!/bin/sh\n";
+  EXPECT_EQ(ChooseHypervisor(hk), bundled) << "not executable yet";
+  ::chmod(other.c_str(), 0755);
+  EXPECT_EQ(ChooseHypervisor(hk), other);
+  std::ofstream(bundled) << "#!/bin/sh\n";
+  ::chmod(bundled.c_str(), 0755);
+  EXPECT_EQ(ChooseHypervisor(hk), bundled);
+  EXPECT_EQ(ChooseHypervisor(HypervisorCandidates(Os::kLinux, "x86_64", Backend::kQemu, dir)),
+            "qemu-system-x86_64");
+  EXPECT_EQ(ChooseHypervisor({}), "");
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

@@ -58,7 +58,7 @@ CheckResult ProbeHypervisor(DoctorContext& ctx) {
                    std::move(detail));
   }
   auto candidates =
-      HypervisorCandidates(ctx.os(), ctx.Host().arch, cfg.backend, ctx.env().ExecutableDir());
+      vm::HypervisorCandidates(ctx.os(), ctx.Host().arch, cfg.backend, ctx.env().ExecutableDir());
   if (candidates.empty()) {
     return R::Fail(fmt::format("backend {} does not run on {}", BackendName(cfg.backend),
                                OsName(ctx.os())),
@@ -1345,7 +1345,7 @@ CheckResult ProbePrivileges(DoctorContext& ctx) {
     // vmnet.framework (the VM's network under hyperkit) needs root: a setuid-root hyperkit, or
     // fun running as root.
     auto candidates =
-        HypervisorCandidates(ctx.os(), ctx.Host().arch, cfg.backend, ctx.env().ExecutableDir());
+        vm::HypervisorCandidates(ctx.os(), ctx.Host().arch, cfg.backend, ctx.env().ExecutableDir());
     for (const auto& c : candidates) {
       auto st = ctx.env().Stat(c.program);
       if (!st.ok()) continue;
@@ -1496,27 +1496,6 @@ CheckStatus ClassifyDataDisk(uint64_t total, uint64_t avail) {
   if (avail < std::max(kDataDiskFailBytes, total / 20)) return CheckStatus::kFail;
   if (avail < std::max(kDataDiskWarnBytes, total / 100 * 15)) return CheckStatus::kWarn;
   return CheckStatus::kPass;
-}
-
-std::vector<HypervisorCandidate> HypervisorCandidates(Os os, std::string_view arch, Backend backend,
-                                                      const std::string& exe_dir) {
-  switch (backend) {
-    case Backend::kNative:
-      return {};
-    case Backend::kHyperkit:
-      if (os != Os::kMacos) return {};
-      return {{exe_dir + "/hyperkit", false, "bundled next to the tools"},
-              {"/usr/local/bin/hyperkit", false, "Docker's / Homebrew's location"}};
-    case Backend::kQemu:
-      break;
-  }
-  if (os == Os::kMacos) {
-    // HVF accelerates only the host's own architecture.
-    std::string name =
-        arch == "arm64" || arch == "aarch64" ? "qemu-system-aarch64" : "qemu-system-x86_64";
-    return {{exe_dir + "/" + name, false, "bundled next to the tools"}, {name, true, "in $PATH"}};
-  }
-  return {{"qemu-system-x86_64", true, "in $PATH"}};
 }
 
 const std::vector<ConsolePattern>& ConsolePatterns() {

@@ -96,20 +96,6 @@ const Check* FindCheck(std::string_view id);
 
 // --- pure helpers -------------------------------------------------------------------------
 
-// One place to look for the hypervisor: a program name searched in $PATH, or a fixed path.
-struct HypervisorCandidate {
-  std::string program;  // "qemu-system-x86_64" or "/usr/local/bin/hyperkit"
-  bool search_path = false;
-  std::string why;  // "bundled next to the tools", "in $PATH", "Homebrew / manual install"
-};
-// Where the hypervisor of `backend` is looked for, in order (empty for the native backend):
-//   Linux, qemu:   qemu-system-x86_64 in $PATH (what fun-hostd runs).
-//   macOS, qemu:   <exe_dir>/qemu-system-<x86_64|aarch64> (bundled), then that name in $PATH.
-//   macOS, hyperkit: <exe_dir>/hyperkit (bundled), then /usr/local/bin/hyperkit.
-//   Linux, hyperkit: none (hyperkit runs only on macOS).
-std::vector<HypervisorCandidate> HypervisorCandidates(Os os, std::string_view arch, Backend backend,
-                                                      const std::string& exe_dir);
-
 // A known error pattern of the guest's serial console.
 struct ConsolePattern {
   std::string_view kind;                // "kernel panic", "out of memory", ...

@@ -232,24 +232,6 @@ TEST_F(ChecksTest, HypervisorUsesTheDefaultsWhenTheInstanceDoesNotExist) {
   EXPECT_THAT(r.detail, Contains(HasSubstr("does not exist yet: assuming the defaults")));
 }
 
-TEST(HypervisorCandidates, FollowTheDocumentedContract) {
-  auto names = [](const std::vector<HypervisorCandidate>& c) {
-    std::vector<std::string> out;
-    for (const auto& x : c) out.push_back(x.program + (x.search_path ? " (PATH)" : ""));
-    return out;
-  };
-  EXPECT_THAT(names(HypervisorCandidates(Os::kLinux, "x86_64", Backend::kQemu, "/b")),
-              ElementsAre("qemu-system-x86_64 (PATH)"));
-  EXPECT_THAT(names(HypervisorCandidates(Os::kMacos, "arm64", Backend::kQemu, "/b")),
-              ElementsAre("/b/qemu-system-aarch64", "qemu-system-aarch64 (PATH)"));
-  EXPECT_THAT(names(HypervisorCandidates(Os::kMacos, "x86_64", Backend::kQemu, "/b")),
-              ElementsAre("/b/qemu-system-x86_64", "qemu-system-x86_64 (PATH)"));
-  EXPECT_THAT(names(HypervisorCandidates(Os::kMacos, "x86_64", Backend::kHyperkit, "/b")),
-              ElementsAre("/b/hyperkit", "/usr/local/bin/hyperkit"));
-  EXPECT_THAT(HypervisorCandidates(Os::kLinux, "x86_64", Backend::kHyperkit, "/b"), IsEmpty());
-  EXPECT_THAT(HypervisorCandidates(Os::kLinux, "x86_64", Backend::kNative, "/b"), IsEmpty());
-}
-
 // --- FUN0002 accelerator ------------------------------------------------------------------
 
 TEST_F(ChecksTest, AcceleratorPassesWithKvm) {

@@ -36,13 +36,15 @@ int main(int argc, char** argv) {
     std::cerr << "fun-hostd: warning: " << limit.status().message() << "\n";
   }
 
-  std::string instance = "default", image_dir, qemu = "qemu-system-x86_64", machine = "q35";
+  std::string instance = "default", image_dir, qemu, hyperkit, machine = "q35";
   std::string level = "info";
   int stop_timeout = 30;
   fun::FlagSet flags("fun-hostd");
   flags.String("instance", &instance, "the instance to run");
   flags.String("image-dir", &image_dir, "directory with fun-kernel, fun-initrd.img, fun-cmdline");
-  flags.String("qemu", &qemu, "the QEMU binary");
+  flags.String("qemu", &qemu, "the QEMU binary (default: as fun-doctor's FUN0001 finds it)");
+  flags.String("hyperkit", &hyperkit,
+               "the hyperkit binary, backend hyperkit (default: as FUN0001 finds it)");
   flags.String("machine", &machine, "QEMU machine type: q35, pc or microvm");
   flags.Int("stop-timeout", &stop_timeout, "seconds a graceful stop may take");
   flags.String("log-level", &level, "debug, info, warning, error");
@@ -86,12 +88,22 @@ int main(int argc, char** argv) {
     FUN_LOG(Error, "{}", dir.status().message());
     return 1;
   }
+  // The hypervisor where fun-doctor (FUN0001) looks for it: bundled next to the tools first.
+  const fun::vm::HostFacts facts = fun::vm::ProbeHostFacts();
+  auto pick = [&](fun::Backend backend) {
+    return fun::vm::ChooseHypervisor(
+        fun::vm::HypervisorCandidates(facts.os, facts.arch, backend, fun::vm::ExecutableDir()));
+  };
+  if (qemu.empty()) qemu = pick(fun::Backend::kQemu);
+  if (hyperkit.empty()) hyperkit = pick(fun::Backend::kHyperkit);
+  if (hyperkit.empty()) hyperkit = "hyperkit";  // not on this OS: the start says so
   const char* extra = std::getenv(fun::vm::kQemuExtraArgsEnv);
   auto hostd = fun::vm::Hostd::Create(
       {.instance = instance,
        .paths = *paths,
        .image_dir = *dir,
        .qemu_binary = qemu,
+       .hyperkit_binary = hyperkit,
        .machine = machine,
        .qemu_extra_args = fun::vm::SplitQemuExtraArgs(extra != nullptr ? extra : ""),
        .stop_timeout = std::chrono::seconds(stop_timeout)});
