@@ -80,6 +80,27 @@ int64_t WallMs(Clock& c) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(c.Now().time_since_epoch()).count();
 }
 
+// An AcceptLoop serving on a thread of its own until destroyed (the stand-ins below hold one,
+// declared last, so it stops before the members its handler uses go away).
+class ServingLoop {
+ public:
+  ServingLoop(const SocketAddress& address, AcceptLoop::Handler handler) {
+    auto loop = AcceptLoop::Create(address, std::move(handler));
+    EXPECT_TRUE(loop.ok()) << loop.status();
+    loop_ = std::move(*loop);
+    thread_ = std::thread([this] { (void)loop_->Run(); });
+  }
+  ~ServingLoop() {
+    loop_->Stop();
+    thread_.join();
+  }
+  std::string address() const { return loop_->address(); }
+
+ private:
+  std::unique_ptr<AcceptLoop> loop_;
+  std::thread thread_;
+};
+
 // What the stand-ins saw, in order ("agent:shutdown", "qmp:system_powerdown", ...).
 class Events {
  public:
@@ -120,15 +141,8 @@ class Events {
 class TestAgent {
  public:
   TestAgent(const agent::Token& token, Events* events) : token_(token), events_(events) {
-    auto loop = AcceptLoop::Create(*ParseSocketAddress("tcp:127.0.0.1:0"),
-                                   [this](UniqueFd c, std::string) { Serve(c.get()); });
-    EXPECT_TRUE(loop.ok()) << loop.status();
-    loop_ = std::move(*loop);
-    thread_ = std::thread([this] { (void)loop_->Run(); });
-  }
-  ~TestAgent() {
-    loop_->Stop();
-    thread_.join();
+    loop_ = std::make_unique<ServingLoop>(*ParseSocketAddress("tcp:127.0.0.1:0"),
+                                          [this](UniqueFd c, std::string) { Serve(c.get()); });
   }
   uint16_t port() const { return ParseSocketAddress(loop_->address())->port; }
   void SetContainerdReady(bool ready) { containerd_ready_ = ready; }
@@ -209,8 +223,7 @@ class TestAgent {
   mutable std::mutex mu_;
   std::function<void()> on_shutdown_;
   std::vector<uint64_t> time_syncs_;
-  std::unique_ptr<AcceptLoop> loop_;
-  std::thread thread_;
+  std::unique_ptr<ServingLoop> loop_;
 };
 
 // QEMU's QMP socket as far as Hostd uses it: a greeting, then one JSON command per line, each
@@ -219,15 +232,9 @@ class TestAgent {
 class FakeQmp {
  public:
   FakeQmp(const std::string& path, Events* events) : events_(events) {
-    auto loop = AcceptLoop::Create(SocketAddress{.kind = SocketAddress::Kind::kUnix, .path = path},
-                                   [this](UniqueFd c, std::string) { Serve(c.get()); });
-    EXPECT_TRUE(loop.ok()) << loop.status();
-    loop_ = std::move(*loop);
-    thread_ = std::thread([this] { (void)loop_->Run(); });
-  }
-  ~FakeQmp() {
-    loop_->Stop();
-    thread_.join();
+    loop_ = std::make_unique<ServingLoop>(
+        SocketAddress{.kind = SocketAddress::Kind::kUnix, .path = path},
+        [this](UniqueFd c, std::string) { Serve(c.get()); });
   }
   void OnCommand(std::function<void(const std::string&)> f) {
     std::lock_guard lock(mu_);
@@ -271,8 +278,7 @@ class FakeQmp {
   Events* const events_;
   std::mutex mu_;
   std::function<void(const std::string&)> on_command_;
-  std::unique_ptr<AcceptLoop> loop_;
-  std::thread thread_;
+  std::unique_ptr<ServingLoop> loop_;
 };
 
 // A real process that stands in for QEMU's pid (pid files record a live pid's start time).
@@ -1106,15 +1112,9 @@ TEST_F(HostdWithGuestdTest, WhatListensInTheVmIsAutoForwardedWithinTheConfigured
 class FakeHyperkitVsock {
  public:
   FakeHyperkitVsock(const std::string& path, uint16_t agent_tcp_port) : port_(agent_tcp_port) {
-    auto loop = AcceptLoop::Create(SocketAddress{.kind = SocketAddress::Kind::kUnix, .path = path},
-                                   [this](UniqueFd c, std::string) { Serve(std::move(c)); });
-    EXPECT_TRUE(loop.ok()) << loop.status();
-    loop_ = std::move(*loop);
-    thread_ = std::thread([this] { (void)loop_->Run(); });
-  }
-  ~FakeHyperkitVsock() {
-    loop_->Stop();
-    thread_.join();
+    loop_ = std::make_unique<ServingLoop>(
+        SocketAddress{.kind = SocketAddress::Kind::kUnix, .path = path},
+        [this](UniqueFd c, std::string) { Serve(std::move(c)); });
   }
   std::vector<std::string> lines() const {
     std::lock_guard lock(mu_);
@@ -1137,8 +1137,7 @@ class FakeHyperkitVsock {
   const uint16_t port_;
   mutable std::mutex mu_;
   std::vector<std::string> lines_;
-  std::unique_ptr<AcceptLoop> loop_;
-  std::thread thread_;
+  std::unique_ptr<ServingLoop> loop_;
 };
 
 class HyperkitHostdTest : public HostdTest {
