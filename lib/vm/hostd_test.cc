@@ -517,6 +517,18 @@ uint8_t NinePRoundTrip(int fd, uint16_t tag, const p9::Message& m) {
   return p9::DecodeHeader(reply)->type;
 }
 
+// What QEMU's port and hyperkit's virtio-9p device do first on the share server at `sock`:
+// Tversion, then Tattach with the share's tag as the attach name.
+void ExpectAttaches(const std::string& sock, const std::string& tag) {
+  auto c = Connect(SocketAddress{.kind = SocketAddress::Kind::kUnix, .path = sock});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(
+      NinePRoundTrip(c->get(), p9::kNoTag, p9::Tversion{.msize = 65536, .version = "9P2000.L"}),
+      static_cast<uint8_t>(p9::Rversion::kType));
+  EXPECT_EQ(NinePRoundTrip(c->get(), 1, p9::Tattach{.fid = 1, .uname = "", .aname = tag}),
+            static_cast<uint8_t>(p9::Rattach::kType));
+}
+
 TEST_F(HostdTest, SharesAreServedOverNinePForTheVmsSerialPorts) {
   // The default config shares the home folder (home_ here) at the same path.
   auto cfg = LoadInstanceConfigFile(File(InstanceFileKind::kConfig), DefaultInstanceConfig({}));
@@ -538,13 +550,7 @@ TEST_F(HostdTest, SharesAreServedOverNinePForTheVmsSerialPorts) {
   ASSERT_EQ(::stat(sock.c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0600u);
 
-  auto c = Connect(SocketAddress{.kind = SocketAddress::Kind::kUnix, .path = sock});
-  ASSERT_TRUE(c.ok()) << c.status();
-  EXPECT_EQ(
-      NinePRoundTrip(c->get(), p9::kNoTag, p9::Tversion{.msize = 65536, .version = "9P2000.L"}),
-      static_cast<uint8_t>(p9::Rversion::kType));
-  EXPECT_EQ(NinePRoundTrip(c->get(), 1, p9::Tattach{.fid = 1, .uname = "", .aname = share.tag}),
-            static_cast<uint8_t>(p9::Rattach::kType));
+  ExpectAttaches(sock, share.tag);
 
   r.vm->Exit(0);
   ASSERT_TRUE(r.Join().ok());
@@ -1247,13 +1253,7 @@ TEST_F(HyperkitHostdTest, BootsTheInstanceInitrdAndReachesTheAgentOverVsock) {
   EXPECT_THAT(vsock_->lines(), Contains("00000003.00001b9e\n"));
 
   // hyperkit's virtio-9p relay connects to the server and attaches by the share's tag.
-  auto c = Connect(SocketAddress{.kind = SocketAddress::Kind::kUnix, .path = dir_ + "/p9.sock"});
-  ASSERT_TRUE(c.ok()) << c.status();
-  EXPECT_EQ(
-      NinePRoundTrip(c->get(), p9::kNoTag, p9::Tversion{.msize = 65536, .version = "9P2000.L"}),
-      static_cast<uint8_t>(p9::Rversion::kType));
-  EXPECT_EQ(NinePRoundTrip(c->get(), 1, p9::Tattach{.fid = 1, .uname = "", .aname = share.tag}),
-            static_cast<uint8_t>(p9::Rattach::kType));
+  ExpectAttaches(dir_ + "/p9.sock", share.tag);
 
   // A stop: the agent powers the guest off, hyperkit exits 0.
   agent_->OnShutdown([vm = r.vm] { vm->Exit(0); });
