@@ -486,6 +486,23 @@ void DoctorContainerdStoppedStep(Scenario& sc, const std::string& busybox) {
   });
 }
 
+// An image dir <sc.dir()>/images/<name> whose files link to the good image's in `good`, the
+// files named in `changes` written over with the given bytes.
+StatusOr<std::string> ImageVariant(Scenario& sc, const std::string& good, const std::string& name,
+                                   const std::map<std::string, std::string>& changes) {
+  const std::string dir = sc.dir() + "/images/" + name;
+  std::filesystem::create_directories(dir);
+  for (const char* f :
+       {"fun-kernel", "fun-kernel.pvh", "fun-initrd.img", "fun-cmdline", vm::kSystemDiskFile}) {
+    if (changes.count(f) != 0) {
+      std::ofstream(dir + "/" + f, std::ios::binary) << changes.at(f);
+    } else if (::access((good + "/" + f).c_str(), F_OK) == 0) {
+      std::filesystem::create_symlink(good + "/" + f, dir + "/" + f);
+    }
+  }
+  return dir;
+}
+
 // With the VM stopped: a stale pid file and a left-behind socket.
 // Boots that cannot work, each in its own instance "broken" (the real instance is stopped
 // meanwhile): the start fails with the console's lines, the doctor names FUN0010 alone with the
@@ -532,17 +549,7 @@ void DoctorBrokenBootSteps(Scenario& sc, const std::string& image_dir_flag) {
   auto variant = [&](const std::string& name,
                      const std::map<std::string, std::string>& changes) -> StatusOr<std::string> {
     if (!good.ok()) return good.status();
-    const std::string dir = sc.dir() + "/images/" + name;
-    std::filesystem::create_directories(dir);
-    for (const char* f :
-         {"fun-kernel", "fun-kernel.pvh", "fun-initrd.img", "fun-cmdline", vm::kSystemDiskFile}) {
-      if (changes.count(f) != 0) {
-        std::ofstream(dir + "/" + f, std::ios::binary) << changes.at(f);
-      } else if (::access((*good + "/" + f).c_str(), F_OK) == 0) {
-        std::filesystem::create_symlink(*good + "/" + f, dir + "/" + f);
-      }
-    }
-    return dir;
+    return ImageVariant(sc, *good, name, changes);
   };
   // A variant whose initrd is the good one with a second cpio appended: the files under `work`
   // named by `paths` (one a line) replace or add to the good initrd's, as the kernel unpacks
@@ -671,26 +678,22 @@ void HyperkitGuestProfileStep(Scenario& sc, const std::string& image_dir_flag,
     cfg.name = name;
     cfg.shares = {{.host_path = share, .guest_path = "/mnt/hk", .tag = "hk"}};
     FUN_RETURN_IF_ERROR(SaveInstanceConfigFile(dir + "/config.json", cfg));
-    FUN_ASSIGN_OR_RETURN(agent::Token token, agent::EnsureTokenFile(dir + "/secret"));
-    (void)token;
+    FUN_RETURN_IF_ERROR(agent::EnsureTokenFile(dir + "/secret").status());
     FUN_ASSIGN_OR_RETURN(std::string secret, ReadFileToString(dir + "/secret"));
     FUN_ASSIGN_OR_RETURN(std::string table,
                          net::EncodeShareTable({{.tag = "hk", .guest_path = "/mnt/hk"}}));
     FUN_ASSIGN_OR_RETURN(std::string cpio, vm::InstanceFilesArchive(secret, table));
 
-    const std::string image = sc.dir() + "/images/hkguest";
-    std::filesystem::create_directories(image);
-    for (const char* f : {"fun-kernel", "fun-kernel.pvh", vm::kSystemDiskFile}) {
-      if (::access((good + "/" + f).c_str(), F_OK) == 0 &&
-          ::access((image + "/" + f).c_str(), F_OK) != 0) {
-        std::filesystem::create_symlink(good + "/" + f, image + "/" + f);
-      }
-    }
+    FUN_ASSIGN_OR_RETURN(std::string cmdline, ReadFileToString(good + "/fun-cmdline"));
+    FUN_ASSIGN_OR_RETURN(
+        std::string image,
+        ImageVariant(
+            sc, good, "hkguest",
+            {{"fun-initrd.img", ""},
+             {"fun-cmdline", std::string(TrimSpace(cmdline)) +
+                                 " fun.ip=dhcp fun.disk=/dev/vda fun.system=/dev/vdb\n"}}));
     FUN_RETURN_IF_ERROR(
         vm::WriteAppendedInitrd(good + "/fun-initrd.img", cpio, image + "/fun-initrd.img"));
-    FUN_ASSIGN_OR_RETURN(std::string cmdline, ReadFileToString(good + "/fun-cmdline"));
-    std::ofstream(image + "/fun-cmdline", std::ios::trunc)
-        << TrimSpace(cmdline) << " fun.ip=dhcp fun.disk=/dev/vda fun.system=/dev/vdb\n";
 
     ProcessResult start =
         sc.Tool(r, "fun-vmctl", {"start", name, "--timeout", "180"}, 240s,
