@@ -545,6 +545,11 @@ StatusOr<std::string> CriClient::CreateContainer(std::string_view pod_id, const 
   c->set_stdin(spec.stdin);
   c->set_stdin_once(spec.stdin_once);
   c->set_tty(spec.tty);
+  // Like Docker, a container's processes start at oom_score_adj 0, whatever the runtime's own
+  // score (in the VM, containerd and the agent run at -999 so that a container that eats the
+  // VM's memory loses its own process to the OOM killer). Without resources CRI leaves the
+  // score to inheritance: the shim's, one above containerd's.
+  c->mutable_linux()->mutable_resources()->set_oom_score_adj(0);
   v1::LinuxContainerSecurityContext* sc = c->mutable_linux()->mutable_security_context();
   if (spec.run_as_user) sc->mutable_run_as_user()->set_value(*spec.run_as_user);
   if (spec.run_as_group) sc->mutable_run_as_group()->set_value(*spec.run_as_group);

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <charconv>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <random>
 
 #include "lib/base/log.h"
@@ -647,8 +648,30 @@ StatusOr<int> Engine::Wait(std::string_view container_id) {
   // Short polls for the first quarter second (most foreground runs end soon, and containerd
   // records an exit a few ms after it happens), then backing off up to poll_interval.
   Clock::Duration interval = std::chrono::milliseconds(5), waited{};
+  std::optional<Clock::MonoTime> unanswered_since;
   for (;;) {
-    FUN_ASSIGN_OR_RETURN(Container st, cri_->ContainerStatus(container_id));
+    StatusOr<Container> polled = cri_->ContainerStatus(container_id);
+    if (!polled.ok()) {
+      // A call that ran out its deadline says containerd is slow, not gone (it answers again
+      // once the VM has memory or CPU to spare): the container still runs, so keep waiting, for
+      // a while. Any other error (containerd gone, the container removed) ends the wait.
+      if (polled.status().code() != Code::kDeadlineExceeded) return polled.status();
+      const Clock::MonoTime now = clock_->MonotonicNow();
+      if (!unanswered_since) {
+        unanswered_since = now;
+        FUN_LOG(Warning, "containerd is slow to answer ({}); still waiting for container {}",
+                polled.status().message(), container_id.substr(0, 12));
+      } else if (now - *unanswered_since >= options_.wait_patience) {
+        return DeadlineExceededError(fmt::format(
+            "containerd has not answered for {} s while waiting for container {} to exit: the VM "
+            "may be out of memory or overloaded (fun-doctor says which); last: {}",
+            std::chrono::duration_cast<std::chrono::seconds>(now - *unanswered_since).count(),
+            container_id.substr(0, 12), polled.status().message()));
+      }
+      continue;
+    }
+    unanswered_since.reset();
+    const Container& st = *polled;
     if (st.state == ContainerState::kExited) return st.exit_code;
     if (st.state == ContainerState::kUnknown) {
       return FailedPreconditionError(fmt::format("container {} is in an unknown state ({}: {})",

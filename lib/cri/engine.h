@@ -147,6 +147,9 @@ struct EngineOptions {
   std::string log_root = "/var/log/fun";
   // Polling interval of Wait.
   std::chrono::milliseconds poll_interval{std::chrono::milliseconds(100)};
+  // How long Wait keeps asking while containerd lets each call run out its deadline (a VM that
+  // is short of memory or CPU can be that slow for a minute) before it gives up on it.
+  std::chrono::seconds wait_patience{std::chrono::minutes(5)};
   Clock* clock = nullptr;  // nullptr: Clock::Real()
   // Pass -p ports to CRI (port_mappings, for CNI's portmap plugin): the native backend. A VM
   // instance's fun-hostd publishes them instead (see Published()).

@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <pty.h>
+#include <signal.h>
 #include <sys/ioctl.h>
 #include <termios.h>
 #include <unistd.h>
@@ -20,6 +21,7 @@
 #include <thread>
 
 #include "lib/cri/client.h"
+#include "lib/cri/engine.h"
 #include "lib/cri/testing/containerd_fixture.h"
 #include "lib/cri/testing/registry_fixture.h"
 #include "lib/net/port_check.h"
@@ -220,6 +222,40 @@ TEST_F(FunCliTest, ForegroundRunPrintsOutputAndExitsWithTheContainersCode) {
   EXPECT_EQ(OurPods(), 0u) << "--rm left a pod sandbox behind";
 }
 
+// A containerd that lets ContainerStatus calls run out their deadline (a VM short of memory:
+// seen with a container eating the VM's memory) while fun waits for a container: Wait keeps
+// asking and returns the container's code once containerd answers; a containerd that stays
+// silent past the patience is one clear error. (Engine directly, with a 1 s call deadline.)
+TEST_F(FunCliTest, WaitOutlastsAContainerdThatDoesNotAnswer) {
+  auto cri = cri::CriClient::Connect(containerd_->socket_path(),
+                                     {.default_timeout = std::chrono::seconds(1)});
+  ASSERT_TRUE(cri.ok()) << cri.status();
+  cri::Engine engine(cri->get(), {.log_root = log_root_, .wait_patience = std::chrono::seconds(4)});
+  auto run = engine.Run({.image = Busybox(), .name = "patient", .cmd = {"sh", "-c", "exit 7"}});
+  ASSERT_TRUE(run.ok()) << run.status();
+  ASSERT_TRUE(containerd_->Signal(SIGSTOP).ok());
+  std::thread thaw([] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+    EXPECT_TRUE(containerd_->Signal(SIGCONT).ok());
+  });
+  auto code = engine.Wait(run->container_id);
+  thaw.join();
+  ASSERT_TRUE(code.ok()) << code.status();
+  EXPECT_EQ(*code, 7);
+
+  // Silent for longer than the patience: DeadlineExceeded, saying what to look at.
+  auto again = engine.Run({.image = Busybox(), .name = "impatient", .cmd = {"sleep", "300"}});
+  ASSERT_TRUE(again.ok()) << again.status();
+  ASSERT_TRUE(containerd_->Signal(SIGSTOP).ok());
+  auto gave_up = engine.Wait(again->container_id);
+  ASSERT_TRUE(containerd_->Signal(SIGCONT).ok());
+  ASSERT_FALSE(gave_up.ok());
+  EXPECT_EQ(gave_up.status().code(), Code::kDeadlineExceeded);
+  EXPECT_THAT(gave_up.status().message(), HasSubstr("containerd has not answered for"));
+  EXPECT_THAT(gave_up.status().message(), HasSubstr("fun-doctor"));
+  EXPECT_EQ(Fun({"rm", "-f", "patient", "impatient"}).code, 0);
+}
+
 TEST_F(FunCliTest, DetachedLifecyclePsExecStopRm) {
   Result run = Fun({"run", "-d", "--name", "web", Busybox(), "sleep", "300"});
   ASSERT_EQ(run.code, 0) << run.err;
@@ -395,6 +431,23 @@ TEST_F(FunCliTest, EnvWorkdirEntrypointAndUser) {
                   "--entrypoint", "sh", Busybox(), "-c", "echo \"$GREETING\"; pwd; id -u; id -g"});
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(r.out, "hi there\n/tmp\n1000\n1001\n");
+}
+
+// As with Docker, a container's processes (its command and what `fun exec` starts) are at
+// oom_score_adj 0, not at the runtime's score they would inherit (one above containerd's: in the
+// VM containerd runs at -999, which would make containers as hard to kill as the runtime).
+TEST_F(FunCliTest, ContainersStartAtOomScoreZero) {
+  Result run = Fun({"run", "-d", "--name", "oom", Busybox(), "sh", "-c",
+                    "cat /proc/self/oom_score_adj > /tmp/score; sleep 300"});
+  ASSERT_EQ(run.code, 0) << run.err;
+  Result first =
+      Fun({"exec", "oom", "sh", "-c", "sleep 0.2; cat /tmp/score /proc/1/oom_score_adj"});
+  EXPECT_EQ(first.code, 0) << first.err;
+  EXPECT_EQ(first.out, "0\n0\n");
+  Result exec = Fun({"exec", "oom", "cat", "/proc/self/oom_score_adj"});
+  EXPECT_EQ(exec.code, 0) << exec.err;
+  EXPECT_EQ(exec.out, "0\n");
+  EXPECT_EQ(Fun({"rm", "-f", "oom"}).code, 0);
 }
 
 TEST_F(FunCliTest, HostNetworkSharesTheHostsNameAndInterfaces) {

@@ -367,6 +367,11 @@ Status ContainerdFixture::WaitUntilUp() {
   return OkStatus();
 }
 
+Status ContainerdFixture::Signal(int sig) {
+  if (process_ == nullptr) return FailedPreconditionError("containerd does not run");
+  return process_->Signal(sig);
+}
+
 Status ContainerdFixture::Stop() {
   Status result = OkStatus();
   if (process_ != nullptr) {

@@ -107,6 +107,9 @@ class ContainerdFixture {
   // not running. The temp dir stays until the destructor.
   Status Stop();
   bool running() const { return process_ != nullptr; }
+  // Sends containerd a signal: SIGSTOP makes it a containerd that answers nothing until
+  // SIGCONT. FailedPrecondition when it does not run.
+  Status Signal(int sig);
 
   // Writes a CNI conflist into cni_conf_dir() (atomically: write, then rename), so that the
   // CRI plugin loads it and reports NetworkReady. Returns the file's path.
