@@ -691,9 +691,13 @@ CheckResult ProbeConsole(DoctorContext& ctx) {
   for (auto h : hints) {
     if (hint.find(h) == std::string::npos) hint += (hint.empty() ? "" : "; ") + std::string(h);
   }
-  return R::Fail(fmt::format("{}: {}", path.substr(path.rfind('/') + 1), fmt::join(parts, ", ")),
-                 std::move(detail))
-      .WithHint(std::move(hint));
+  std::string summary =
+      fmt::format("{}: {}", path.substr(path.rfind('/') + 1), fmt::join(parts, ", "));
+  const bool fail = std::any_of(matches.begin(), matches.end(), [](const ConsoleMatch& m) {
+    return m.status == CheckStatus::kFail;
+  });
+  if (!fail) return R::Warn(std::move(summary), std::move(detail)).WithHint(std::move(hint));
+  return R::Fail(std::move(summary), std::move(detail)).WithHint(std::move(hint));
 }
 
 // nullopt when the VM runs; otherwise the Skip that says why not.
@@ -1534,11 +1538,42 @@ const std::vector<ConsolePattern>& ConsolePatterns() {
        {"Kernel panic"},
        "the guest kernel panicked: read the lines before it in the console; rebuild the image if "
        "it is the image's fault"},
+      // The OOM killer ended one of the VM's own services: containerd and its shims, fun-guestd
+      // and its 9P relays run at oom_score_adj -999 (guest/init; the shims at -998, as do pod
+      // sandboxes), so it does so only when nothing else is left to free.
+      {"out of memory",
+       {"Killed process", "(containerd"},
+       "the VM ran out of memory and the OOM killer ended one of its own services: raise "
+       "memory_mib (`fun-vmctl stop {instance}`, then `fun-vmctl start {instance} --memory "
+       "4096`)"},
+      {"out of memory",
+       {"Killed process", "(fun-"},
+       "the VM ran out of memory and the OOM killer ended one of its own services: raise "
+       "memory_mib (`fun-vmctl stop {instance}`, then `fun-vmctl start {instance} --memory "
+       "4096`)"},
+      {"out of memory",
+       {"Killed process", "oom_score_adj:-99"},
+       "the VM ran out of memory and the OOM killer ended one of its own services: raise "
+       "memory_mib (`fun-vmctl stop {instance}`, then `fun-vmctl start {instance} --memory "
+       "4096`)"},
+      // Anything else it ends is a container's process: the container exits (137) or carries
+      // on without it, and the VM keeps working.
+      {"process killed for memory",
+       {"out of memory: Killed process"},
+       "a container used more memory than the VM has and the OOM killer ended one of its "
+       "processes (the line names it); the VM's own services are spared: give the VM more "
+       "memory (`fun-vmctl stop {instance}`, then `fun-vmctl start {instance} --memory 4096`) "
+       "or run less at once",
+       CheckStatus::kWarn},
+      {"process killed for memory",
+       {"Out of memory: Killed process"},
+       "a container used more memory than the VM has and the OOM killer ended one of its "
+       "processes (the line names it); the VM's own services are spared: give the VM more "
+       "memory (`fun-vmctl stop {instance}`, then `fun-vmctl start {instance} --memory 4096`) "
+       "or run less at once",
+       CheckStatus::kWarn},
       {"out of memory",
        {"Out of memory"},
-       "the VM ran out of memory: raise memory_mib (`fun-vmctl start {instance} --memory 4096`)"},
-      {"out of memory",
-       {"oom-killer"},
        "the VM ran out of memory: raise memory_mib (`fun-vmctl start {instance} --memory 4096`)"},
       {"module load failure",
        {"fun-init: error: kernel module"},
@@ -1593,7 +1628,7 @@ std::vector<ConsoleMatch> ScanConsole(std::string_view text) {
         at = f + part.size();
       }
       if (all) {
-        out.push_back({line_no, std::string(p.kind), SanitizeLine(line), p.hint});
+        out.push_back({line_no, std::string(p.kind), SanitizeLine(line), p.hint, p.status});
         break;
       }
     }

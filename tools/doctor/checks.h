@@ -101,6 +101,8 @@ struct ConsolePattern {
   std::string_view kind;                // "kernel panic", "out of memory", ...
   std::vector<std::string_view> parts;  // all present in the line, in this order
   std::string_view hint;                // what to do about it
+  // kWarn: worth knowing, but the VM still works (a container's process the OOM killer ended).
+  CheckStatus status = CheckStatus::kFail;
 };
 // The patterns, most specific first (a line is labelled with the first that matches).
 const std::vector<ConsolePattern>& ConsolePatterns();
@@ -110,6 +112,7 @@ struct ConsoleMatch {
   std::string kind;  // ConsolePattern::kind
   std::string text;  // the line, sanitized (SanitizeLine) and at most 200 bytes
   std::string_view hint;
+  CheckStatus status = CheckStatus::kFail;  // ConsolePattern::status
 };
 // Every line of `text` that matches a pattern, in order.
 std::vector<ConsoleMatch> ScanConsole(std::string_view text);

@@ -658,11 +658,50 @@ TEST_F(ChecksTest, ConsoleFailsOnEachKnownPatternWithItsOwnLabel) {
   CheckResult r = Probe("FUN0010");
   EXPECT_THAT(r, HasStatus(CheckStatus::kFail));
   EXPECT_EQ(r.summary,
-            "console.log: no init (1x), out of memory (2x), module load failure (3x), init "
+            "console.log: no init (1x), out of memory (1x), module load failure (3x), init "
             "error (1x)");
-  EXPECT_EQ(r.detail.size(), 7u);
+  EXPECT_EQ(r.detail.size(), 6u);
   EXPECT_THAT(r.hint, AllOf(HasSubstr("/init"), HasSubstr("memory_mib"),
                             HasSubstr("modules do not match")));
+}
+
+// Lines as the Debian 6.1 guest kernel prints them (a `tail /dev/zero` in a container).
+constexpr char kOomTrigger[] =
+    "[  101.2] tail invoked oom-killer: gfp_mask=0x140dca, order=0, "
+    "oom_score_adj=0\n";
+constexpr char kOomKillOfAContainer[] =
+    "[  101.9] Out of memory: Killed process 1234 (tail) total-vm:1843200kB, anon-rss:1789000kB, "
+    "file-rss:4kB, shmem-rss:0kB, UID:0 pgtables:3552kB oom_score_adj:0\n";
+
+TEST_F(ChecksTest, ConsoleWarnsWhenTheOomKillerEndsAContainersProcess) {
+  env_->AddFile(File(InstanceFileKind::kConsoleLog),
+                std::string("fun-init: containerd ready after 3.10 s\n") + kOomTrigger +
+                    kOomKillOfAContainer +
+                    "[  102.0] Memory cgroup out of memory: Killed process 1300 (node) "
+                    "total-vm:10kB, anon-rss:9kB, file-rss:0kB, shmem-rss:0kB, UID:1000 "
+                    "pgtables:1kB oom_score_adj:0\n");
+  CheckResult r = Probe("FUN0010");
+  EXPECT_THAT(r, HasStatus(CheckStatus::kWarn));
+  EXPECT_EQ(r.summary, "console.log: process killed for memory (2x)");
+  EXPECT_THAT(r.detail, ElementsAre(HasSubstr("Killed process 1234 (tail)"),
+                                    HasSubstr("Killed process 1300 (node)")));
+  EXPECT_THAT(r.hint, AllOf(HasSubstr("a container used more memory"), HasSubstr("--memory")));
+}
+
+TEST_F(ChecksTest, ConsoleFailsWhenTheOomKillerEndsOneOfTheVmsServices) {
+  for (const char* victim :
+       {"(containerd) total-vm:1kB, oom_score_adj:-999", "(fun-guestd) total-vm:1kB",
+        "(fun-p9-relay) total-vm:1kB", "(containerd-shim) total-vm:1kB, oom_score_adj:-998",
+        "(pause) total-vm:1kB, anon-rss:4kB, oom_score_adj:-998"}) {
+    env_->AddFile(File(InstanceFileKind::kConsoleLog),
+                  std::string(kOomKillOfAContainer) + "[  102.5] Out of memory: Killed process 9 " +
+                      victim + "\n");
+    CheckResult r = Probe("FUN0010");
+    EXPECT_THAT(r, HasStatus(CheckStatus::kFail)) << victim;
+    EXPECT_EQ(r.summary, "console.log: process killed for memory (1x), out of memory (1x)")
+        << victim;
+    EXPECT_THAT(r.hint, HasSubstr("ended one of its own services")) << victim;
+  }
 }
 
 TEST_F(ChecksTest, ConsoleShowsAtMostAFewLinesAndSanitizesThem) {
