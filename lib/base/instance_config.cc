@@ -33,9 +33,9 @@ constexpr std::string_view kBackendNames[] = {"qemu", "hyperkit", "native"};
 constexpr std::string_view kAccelNames[] = {"auto", "kvm", "hvf", "tcg", "none"};
 constexpr std::string_view kProtocolNames[] = {"tcp", "udp"};
 
-constexpr std::string_view kTopKeys[] = {"name",   "backend",    "accel",
-                                         "cpus",   "memory_mib", "disk_gib",
-                                         "shares", "ports",      "auto_forward"};
+constexpr std::string_view kTopKeys[] = {"name",         "backend",    "accel",  "cpus",
+                                         "memory_mib",   "disk_gib",   "shares", "ports",
+                                         "auto_forward", "tcg_threads"};
 constexpr std::string_view kShareKeys[] = {"host_path", "guest_path", "read_only", "tag", "cache"};
 constexpr std::string_view kCacheExpected = R"("mmap", "loose" or "none")";
 constexpr std::string_view kPortKeys[] = {"host_ip", "host_port", "guest_port", "protocol"};
@@ -417,6 +417,11 @@ Status CheckFields(const InstanceConfig& c) {
   if (auto ranges = ParsePortRanges(c.auto_forward); !ranges.ok()) {
     return ranges.status().WithContext("auto_forward");
   }
+  if (c.tcg_threads != "single" && c.tcg_threads != "multi") {
+    return InvalidArgumentError(fmt::format(
+        R"(tcg_threads: "{}" is not a TCG threading mode, expected "single" or "multi")",
+        c.tcg_threads));
+  }
   for (size_t i = 0; i < c.shares.size(); ++i) {
     const Share& s = c.shares[i];
     const std::string at = fmt::format("shares[{}]", i);
@@ -650,6 +655,9 @@ StatusOr<InstanceConfig> DecodeConfig(const OJson& root, const InstanceConfig& d
     FUN_ASSIGN_OR_RETURN(c.auto_forward,
                          DecodeString(*af, "auto_forward", R"("all", "off" or "3000,8000-8999")"));
   }
+  if (const OJson* t = Find(root, "tcg_threads")) {
+    FUN_ASSIGN_OR_RETURN(c.tcg_threads, DecodeString(*t, "tcg_threads", R"("single" or "multi")"));
+  }
   return NormalizeInstanceConfig(std::move(c));
 }
 
@@ -806,6 +814,7 @@ Json BuildJson(const InstanceConfig& c) {
   }
   j["ports"] = std::move(ports);
   j["auto_forward"] = c.auto_forward;
+  j["tcg_threads"] = c.tcg_threads;
   return j;
 }
 

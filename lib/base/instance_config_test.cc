@@ -551,7 +551,7 @@ TEST(ParseInstanceConfigErrorTest, UnknownKeySuggestsTheClosestKnownKey) {
       {R"({"share": []})", R"(unknown key "share" at top level (did you mean "shares"?))"},
       {R"({"colour": "blue"})",
        R"(unknown key "colour" at top level, expected one of "name", "backend", "accel", "cpus", )"
-       R"("memory_mib", "disk_gib", "shares", "ports", "auto_forward")"},
+       R"("memory_mib", "disk_gib", "shares", "ports", "auto_forward", "tcg_threads")"},
   });
 }
 
@@ -559,7 +559,7 @@ TEST(ParseInstanceConfigErrorTest, FirstErrorInDocumentedOrder) {
   // Unknown keys come before any field; fields in schema order, not document order.
   EXPECT_EQ(ErrorFor(R"({"cpus": 0, "x": 1})"),
             R"(unknown key "x" at top level, expected one of "name", "backend", "accel", "cpus", )"
-            R"("memory_mib", "disk_gib", "shares", "ports", "auto_forward")");
+            R"("memory_mib", "disk_gib", "shares", "ports", "auto_forward", "tcg_threads")");
   EXPECT_EQ(ErrorFor(R"({"disk_gib": 0, "cpus": 0})"),
             "cpus: 0 is out of range, expected an integer from 1 to 64");
   // Cross-field rules come after every field.
@@ -731,9 +731,21 @@ TEST(SerializeInstanceConfigTest, PrettyJsonInDeclarationOrder) {
       "protocol": "tcp"
     }
   ],
-  "auto_forward": "all"
+  "auto_forward": "all",
+  "tcg_threads": "single"
 }
 )");
+}
+
+TEST(InstanceConfigTest, TcgThreadsIsSingleByDefaultOrMulti) {
+  EXPECT_EQ(InstanceConfig().tcg_threads, "single");
+  auto parsed = ParseInstanceConfig(R"({"tcg_threads": "multi"})", InstanceConfig());
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->tcg_threads, "multi");
+  EXPECT_EQ(ErrorFor(R"({"tcg_threads": "many"})"),
+            R"(tcg_threads: "many" is not a TCG threading mode, expected "single" or "multi")");
+  EXPECT_EQ(ErrorFor(R"({"tcg_threads": 2})"),
+            R"(tcg_threads: 2 is an integer, expected "single" or "multi")");
 }
 
 TEST(InstanceConfigTest, AutoForwardTakesAllOffOrPortRanges) {

@@ -214,6 +214,7 @@ Status Hostd::StartQemu(const AccelChoice& accel, const ImageFiles& image, const
     QemuSpec spec{.binary = o_.qemu_binary,
                   .machine = o_.machine,
                   .accel = accel.accel,
+                  .tcg_multi_thread = config_.tcg_threads == "multi",
                   .cpus = config_.cpus,
                   .memory_mib = config_.memory_mib,
                   .kernel = image.kernel,

@@ -73,7 +73,10 @@ std::vector<std::string> BuildQemuArgs(const QemuSpec& s) {
   };
   std::vector<std::string> a;
   auto add = [&a](std::initializer_list<std::string> items) { a.insert(a.end(), items); };
-  std::string accel = s.accel == Accel::kKvm ? "kvm" : s.accel == Accel::kHvf ? "hvf" : "tcg";
+  std::string accel = s.accel == Accel::kKvm   ? "kvm"
+                      : s.accel == Accel::kHvf ? "hvf"
+                      : s.tcg_multi_thread     ? "tcg,thread=multi"
+                                               : "tcg,thread=single";
   std::string machine = s.machine;
   if (mmio) machine += ",rtc=on";  // the guest sets its clock from the RTC at boot
   add({"-machine", machine, "-accel", accel});

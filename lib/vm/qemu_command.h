@@ -31,6 +31,10 @@ struct QemuSpec {
   std::string binary = "qemu-system-x86_64";
   std::string machine = "q35";  // "q35", "pc" (PCI devices) or "microvm" (virtio-mmio)
   Accel accel = Accel::kTcg;
+  // TCG only: one host thread per vCPU (QEMU's default, "thread=multi") instead of one for all
+  // ("thread=single", what Fun uses unless the config's tcg_threads says multi: see
+  // InstanceConfig::tcg_threads for the guest hang multi can cause).
+  bool tcg_multi_thread = false;
   int cpus = 2;
   int memory_mib = 2048;
   std::string kernel;     // fun-kernel
