@@ -256,6 +256,30 @@ TEST_F(FunCliTest, WaitOutlastsAContainerdThatDoesNotAnswer) {
   EXPECT_EQ(Fun({"rm", "-f", "patient", "impatient"}).code, 0);
 }
 
+// The same through `fun run` in the foreground: a status call that runs out its deadline while
+// the log is followed is no exit, so what the container prints after containerd comes back
+// still reaches the terminal (seen in the VM: the output after an OOM kill went missing).
+TEST_F(FunCliTest, ForegroundRunKeepsPrintingThroughAContainerdThatDoesNotAnswer) {
+  Result r;
+  std::thread run([&] {
+    r = Fun({"run", "--rm", "--name", "late", Busybox(), "sh", "-c",
+             "echo early; sleep 14; echo late; exit 7"});
+  });
+  bool running = false;
+  for (int i = 0; i < 300 && !running; ++i) {
+    running = Fun({"ps", "--json"}).out.find("\"late\"") != std::string::npos;
+    if (!running) ::usleep(50 * 1000);
+  }
+  EXPECT_TRUE(running) << "the container never ran";
+  ASSERT_TRUE(containerd_->Signal(SIGSTOP).ok());
+  // Longer than one call's deadline (10 s), shorter than the container's sleep.
+  std::this_thread::sleep_for(std::chrono::seconds(12));
+  ASSERT_TRUE(containerd_->Signal(SIGCONT).ok());
+  run.join();
+  EXPECT_EQ(r.code, 7) << r.err;
+  EXPECT_EQ(r.out, "early\nlate\n") << r.err;
+}
+
 TEST_F(FunCliTest, DetachedLifecyclePsExecStopRm) {
   Result run = Fun({"run", "-d", "--name", "web", Busybox(), "sleep", "300"});
   ASSERT_EQ(run.code, 0) << run.err;
