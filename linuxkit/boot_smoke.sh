@@ -140,8 +140,7 @@ boot() {
   local n=$1 want_disk=$2 con="$tmp/console.$1.log" sock="$tmp/qmp.$1.sock" start line t up rc
   : > "$con"
   start=$(now)
-  # One host thread for both vCPUs, as fun-hostd runs TCG (InstanceConfig::tcg_threads).
-  qemu-system-x86_64 -accel tcg,thread=single -m 1024 -smp 2 -nographic -nodefaults -no-reboot \
+  qemu-system-x86_64 -accel tcg -m 1024 -smp 2 -nographic -nodefaults -no-reboot \
     "${devs[@]}" \
     -kernel "$kfile" -initrd "$out/fun-initrd.img" \
     -append "$(cat "$out/fun-cmdline") $extra" \

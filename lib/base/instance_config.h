@@ -130,12 +130,14 @@ struct InstanceConfig {
   // Ports that sockets listening in the VM (services, host-network containers) appear on at
   // host loopback, as Lima does: "all", "off", or port ranges such as "3000,8000-8999".
   std::string auto_forward = "all";
-  // Under TCG (no KVM or HVF): "single" runs every vCPU on one host thread, "multi" gives each
-  // vCPU a thread of its own (QEMU's default). Single is the default: with multi, QEMU 7.2 can
-  // hang the guest for good while its kernel patches its own code (static keys, tracepoints:
-  // runc flips some for every container), both vCPUs spinning (reproduced in minutes by
-  // toggling a tracepoint; never with single). Multi boots 1.5x faster (4.7 vs 7.0 s here).
-  std::string tcg_threads = "single";
+  // Under TCG (no KVM or HVF): "multi" gives each vCPU a host thread of its own (QEMU's
+  // default), "single" runs them all on one. Both have a failure mode under QEMU 7.2 (see
+  // docs/troubleshooting/FUN0010.md, "CPU stall"): with multi the guest can hang for good while
+  // its kernel patches its own code (static keys, tracepoints: runc flips some for every
+  // container; reproduced in minutes by toggling a tracepoint, never with single); with single
+  // a guest short of memory got no timer interrupts for 20 s (soft lockup, its clock 21 s
+  // behind) and everything is slower (boot 4.7 -> 7.0 s here). Multi stays the default.
+  std::string tcg_threads = "multi";
 
   friend bool operator==(const InstanceConfig&, const InstanceConfig&) = default;
 };

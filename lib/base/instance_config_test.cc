@@ -732,16 +732,16 @@ TEST(SerializeInstanceConfigTest, PrettyJsonInDeclarationOrder) {
     }
   ],
   "auto_forward": "all",
-  "tcg_threads": "single"
+  "tcg_threads": "multi"
 }
 )");
 }
 
-TEST(InstanceConfigTest, TcgThreadsIsSingleByDefaultOrMulti) {
-  EXPECT_EQ(InstanceConfig().tcg_threads, "single");
-  auto parsed = ParseInstanceConfig(R"({"tcg_threads": "multi"})", InstanceConfig());
+TEST(InstanceConfigTest, TcgThreadsIsMultiByDefaultOrSingle) {
+  EXPECT_EQ(InstanceConfig().tcg_threads, "multi");
+  auto parsed = ParseInstanceConfig(R"({"tcg_threads": "single"})", InstanceConfig());
   ASSERT_TRUE(parsed.ok()) << parsed.status();
-  EXPECT_EQ(parsed->tcg_threads, "multi");
+  EXPECT_EQ(parsed->tcg_threads, "single");
   EXPECT_EQ(ErrorFor(R"({"tcg_threads": "many"})"),
             R"(tcg_threads: "many" is not a TCG threading mode, expected "single" or "multi")");
   EXPECT_EQ(ErrorFor(R"({"tcg_threads": 2})"),

@@ -31,10 +31,9 @@ struct QemuSpec {
   std::string binary = "qemu-system-x86_64";
   std::string machine = "q35";  // "q35", "pc" (PCI devices) or "microvm" (virtio-mmio)
   Accel accel = Accel::kTcg;
-  // TCG only: one host thread per vCPU (QEMU's default, "thread=multi") instead of one for all
-  // ("thread=single", what Fun uses unless the config's tcg_threads says multi: see
-  // InstanceConfig::tcg_threads for the guest hang multi can cause).
-  bool tcg_multi_thread = false;
+  // TCG only: one host thread per vCPU ("thread=multi", QEMU's default) or one for all
+  // ("thread=single"): the config's tcg_threads (see InstanceConfig::tcg_threads).
+  bool tcg_multi_thread = true;
   int cpus = 2;
   int memory_mib = 2048;
   std::string kernel;     // fun-kernel

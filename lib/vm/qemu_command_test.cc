@@ -35,12 +35,12 @@ std::string After(const std::vector<std::string>& a, const std::string& flag, si
 
 TEST(QemuCommandTest, CoreFlags) {
   auto a = BuildQemuArgs(Good());
-  // One host thread for both vCPUs unless asked: see InstanceConfig::tcg_threads.
-  EXPECT_EQ(After(a, "-accel"), "tcg,thread=single");
+  // A host thread per vCPU unless asked: see InstanceConfig::tcg_threads.
+  EXPECT_EQ(After(a, "-accel"), "tcg,thread=multi");
   EXPECT_EQ(After(a, "-cpu"), "max");
-  QemuSpec multi = Good();
-  multi.tcg_multi_thread = true;
-  EXPECT_EQ(After(BuildQemuArgs(multi), "-accel"), "tcg,thread=multi");
+  QemuSpec single = Good();
+  single.tcg_multi_thread = false;
+  EXPECT_EQ(After(BuildQemuArgs(single), "-accel"), "tcg,thread=single");
   EXPECT_EQ(After(a, "-smp"), "2");
   EXPECT_EQ(After(a, "-m"), "2048M");
   EXPECT_EQ(After(a, "-kernel"), "/img/fun-kernel");

@@ -1588,18 +1588,16 @@ const std::vector<ConsolePattern>& ConsolePatterns() {
       // busy to run the VM's CPU threads; the task named is what was running.
       {"CPU stall",
        {"soft lockup - CPU#"},
-       "a VM CPU made no progress for 20 s or more: under TCG (FUN0002) with \"tcg_threads\": "
-       "\"multi\" in config.json this is QEMU hanging the guest while its kernel patches its "
-       "code (set it back to \"single\"); otherwise the host is likely overloaded: close "
-       "CPU-heavy programs or give the VM fewer CPUs (`fun-vmctl start {instance} --cpus 1`); "
-       "then `fun-vmctl restart {instance}`"},
+       "a VM CPU made no progress for 20 s or more: under TCG (FUN0002) either the host is "
+       "overloaded (close CPU-heavy programs, or `fun-vmctl start {instance} --cpus 1`) or, "
+       "when it never ends, QEMU hung the guest while its kernel patched its own code (set "
+       "\"tcg_threads\": \"single\" in config.json); then `fun-vmctl restart {instance}`"},
       {"CPU stall",
        {"rcu: INFO: ", "detected stalls"},
-       "a VM CPU made no progress for 20 s or more: under TCG (FUN0002) with \"tcg_threads\": "
-       "\"multi\" in config.json this is QEMU hanging the guest while its kernel patches its "
-       "code (set it back to \"single\"); otherwise the host is likely overloaded: close "
-       "CPU-heavy programs or give the VM fewer CPUs (`fun-vmctl start {instance} --cpus 1`); "
-       "then `fun-vmctl restart {instance}`"},
+       "a VM CPU made no progress for 20 s or more: under TCG (FUN0002) either the host is "
+       "overloaded (close CPU-heavy programs, or `fun-vmctl start {instance} --cpus 1`) or, "
+       "when it never ends, QEMU hung the guest while its kernel patched its own code (set "
+       "\"tcg_threads\": \"single\" in config.json); then `fun-vmctl restart {instance}`"},
       {"hung task",
        {"INFO: task ", "blocked for more than"},
        "a task in the VM waited two minutes or more for I/O: a shared folder whose server does "
