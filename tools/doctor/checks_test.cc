@@ -61,6 +61,12 @@ class ChecksTest : public ::testing::Test {
     return c->probe(ctx);
   }
 
+  // FUN0010 over a console.log holding `text`.
+  CheckResult ProbeConsole(const std::string& text) {
+    env_->AddFile(File(InstanceFileKind::kConsoleLog), text);
+    return Probe("FUN0010");
+  }
+
   vm::InstanceStatus& Inst() { return env_->instances["default"]; }
   InstanceConfig& Config() { return *Inst().config; }
   std::string Dir() const { return paths_.InstanceDir("default"); }
@@ -633,12 +639,10 @@ TEST_F(ChecksTest, ConsolePassesAndShowsTheReadyMarker) {
 }
 
 TEST_F(ChecksTest, ConsoleFailsOnAKernelPanicWithTheLine) {
-  env_->AddFile(
-      File(InstanceFileKind::kConsoleLog),
+  CheckResult r = ProbeConsole(
       "[    0.1] Linux version\n"
       "[    1.2] Run /init as init process\n"
       "[    1.3] Kernel panic - not syncing: Attempted to kill init! exitcode=0x0000000b\n");
-  CheckResult r = Probe("FUN0010");
   EXPECT_THAT(r, HasStatus(CheckStatus::kFail));
   EXPECT_EQ(r.summary, "console.log: kernel panic (1x)");
   EXPECT_THAT(r.detail, ElementsAre("console.log:3: [    1.3] Kernel panic - not syncing: "
@@ -646,16 +650,15 @@ TEST_F(ChecksTest, ConsoleFailsOnAKernelPanicWithTheLine) {
 }
 
 TEST_F(ChecksTest, ConsoleFailsOnEachKnownPatternWithItsOwnLabel) {
-  env_->AddFile(File(InstanceFileKind::kConsoleLog),
-                "[ 1.0] Kernel panic - not syncing: No working init found.\n"
-                "[ 2.0] containerd invoked oom-killer: gfp_mask=0x100cca\n"
-                "[ 2.1] Out of memory: Killed process 312 (containerd)\n"
-                "modprobe: module virtio_blk not found in modules.dep\n"
-                "insmod: ERROR: could not insert module 9p.ko: Unknown symbol\n"
-                "fun-init: error: kernel module vsock did not load\n"
-                "fun-init: error: cannot mount cgroup2 on /sys/fs/cgroup\n"
-                "fun-init: containerd ready after 2.00 s\n");
-  CheckResult r = Probe("FUN0010");
+  CheckResult r = ProbeConsole(
+      "[ 1.0] Kernel panic - not syncing: No working init found.\n"
+      "[ 2.0] containerd invoked oom-killer: gfp_mask=0x100cca\n"
+      "[ 2.1] Out of memory: Killed process 312 (containerd)\n"
+      "modprobe: module virtio_blk not found in modules.dep\n"
+      "insmod: ERROR: could not insert module 9p.ko: Unknown symbol\n"
+      "fun-init: error: kernel module vsock did not load\n"
+      "fun-init: error: cannot mount cgroup2 on /sys/fs/cgroup\n"
+      "fun-init: containerd ready after 2.00 s\n");
   EXPECT_THAT(r, HasStatus(CheckStatus::kFail));
   EXPECT_EQ(r.summary,
             "console.log: no init (1x), out of memory (1x), module load failure (3x), init "
@@ -674,13 +677,11 @@ constexpr char kOomKillOfAContainer[] =
     "file-rss:4kB, shmem-rss:0kB, UID:0 pgtables:3552kB oom_score_adj:0\n";
 
 TEST_F(ChecksTest, ConsoleWarnsWhenTheOomKillerEndsAContainersProcess) {
-  env_->AddFile(File(InstanceFileKind::kConsoleLog),
-                std::string("fun-init: containerd ready after 3.10 s\n") + kOomTrigger +
-                    kOomKillOfAContainer +
-                    "[  102.0] Memory cgroup out of memory: Killed process 1300 (node) "
-                    "total-vm:10kB, anon-rss:9kB, file-rss:0kB, shmem-rss:0kB, UID:1000 "
-                    "pgtables:1kB oom_score_adj:0\n");
-  CheckResult r = Probe("FUN0010");
+  CheckResult r = ProbeConsole(std::string("fun-init: containerd ready after 3.10 s\n") +
+                               kOomTrigger + kOomKillOfAContainer +
+                               "[  102.0] Memory cgroup out of memory: Killed process 1300 (node) "
+                               "total-vm:10kB, anon-rss:9kB, file-rss:0kB, shmem-rss:0kB, UID:1000 "
+                               "pgtables:1kB oom_score_adj:0\n");
   EXPECT_THAT(r, HasStatus(CheckStatus::kWarn));
   EXPECT_EQ(r.summary, "console.log: process killed for memory (2x)");
   EXPECT_THAT(r.detail, ElementsAre(HasSubstr("Killed process 1234 (tail)"),
@@ -693,10 +694,8 @@ TEST_F(ChecksTest, ConsoleFailsWhenTheOomKillerEndsOneOfTheVmsServices) {
        {"(containerd) total-vm:1kB, oom_score_adj:-999", "(fun-guestd) total-vm:1kB",
         "(fun-p9-relay) total-vm:1kB", "(containerd-shim) total-vm:1kB, oom_score_adj:-998",
         "(pause) total-vm:1kB, anon-rss:4kB, oom_score_adj:-998"}) {
-    env_->AddFile(File(InstanceFileKind::kConsoleLog),
-                  std::string(kOomKillOfAContainer) + "[  102.5] Out of memory: Killed process 9 " +
-                      victim + "\n");
-    CheckResult r = Probe("FUN0010");
+    CheckResult r = ProbeConsole(std::string(kOomKillOfAContainer) +
+                                 "[  102.5] Out of memory: Killed process 9 " + victim + "\n");
     EXPECT_THAT(r, HasStatus(CheckStatus::kFail)) << victim;
     EXPECT_EQ(r.summary, "console.log: process killed for memory (1x), out of memory (1x)")
         << victim;
@@ -707,8 +706,7 @@ TEST_F(ChecksTest, ConsoleFailsWhenTheOomKillerEndsOneOfTheVmsServices) {
 TEST_F(ChecksTest, ConsoleShowsAtMostAFewLinesAndSanitizesThem) {
   std::string log;
   for (int i = 0; i < 30; ++i) log += "fun-init: error: \x1b[31mred\x1b[0m thing\r\n";
-  env_->AddFile(File(InstanceFileKind::kConsoleLog), log);
-  CheckResult r = Probe("FUN0010");
+  CheckResult r = ProbeConsole(log);
   EXPECT_THAT(r, HasStatus(CheckStatus::kFail));
   ASSERT_EQ(r.detail.size(), kMaxConsoleLinesShown + 1);
   EXPECT_EQ(r.detail[0], "console.log:1: fun-init: error: ?[31mred?[0m thing");
@@ -718,8 +716,7 @@ TEST_F(ChecksTest, ConsoleShowsAtMostAFewLinesAndSanitizesThem) {
 TEST_F(ChecksTest, ConsoleScansOnlyTheEndOfAHugeLogAndSaysSo) {
   std::string log = "Kernel panic - early, out of the window\n";
   log += std::string(kConsoleScanBytes, 'x') + "\nfun-init: error: late\n";
-  env_->AddFile(File(InstanceFileKind::kConsoleLog), log);
-  CheckResult r = Probe("FUN0010");
+  CheckResult r = ProbeConsole(log);
   EXPECT_THAT(r, HasStatus(CheckStatus::kFail));
   EXPECT_EQ(r.summary, "console.log: init error (1x)");
   EXPECT_THAT(r.detail[0], HasSubstr("scanned its last"));
