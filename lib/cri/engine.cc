@@ -648,7 +648,7 @@ StatusOr<int> Engine::Wait(std::string_view container_id) {
   // Short polls for the first quarter second (most foreground runs end soon, and containerd
   // records an exit a few ms after it happens), then backing off up to poll_interval.
   Clock::Duration interval = std::chrono::milliseconds(5), waited{};
-  std::optional<Clock::MonoTime> unanswered_since;
+  Silence silence = NewSilence();
   for (;;) {
     StatusOr<Container> polled = cri_->ContainerStatus(container_id);
     if (!polled.ok()) {
@@ -656,21 +656,20 @@ StatusOr<int> Engine::Wait(std::string_view container_id) {
       // once the VM has memory or CPU to spare): the container still runs, so keep waiting, for
       // a while. Any other error (containerd gone, the container removed) ends the wait.
       if (polled.status().code() != Code::kDeadlineExceeded) return polled.status();
-      const Clock::MonoTime now = clock_->MonotonicNow();
-      if (!unanswered_since) {
-        unanswered_since = now;
+      if (silence.length() == Clock::Duration{}) {
         FUN_LOG(Warning, "containerd is slow to answer ({}); still waiting for container {}",
                 polled.status().message(), container_id.substr(0, 12));
-      } else if (now - *unanswered_since >= options_.wait_patience) {
+      }
+      if (!silence.Bear()) {
         return DeadlineExceededError(fmt::format(
             "containerd has not answered for {} s while waiting for container {} to exit: the VM "
             "may be out of memory or overloaded (fun-doctor says which); last: {}",
-            std::chrono::duration_cast<std::chrono::seconds>(now - *unanswered_since).count(),
+            std::chrono::duration_cast<std::chrono::seconds>(silence.length()).count(),
             container_id.substr(0, 12), polled.status().message()));
       }
       continue;
     }
-    unanswered_since.reset();
+    silence.Reset();
     const Container& st = *polled;
     if (st.state == ContainerState::kExited) return st.exit_code;
     if (st.state == ContainerState::kUnknown) {

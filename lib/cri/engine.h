@@ -156,6 +156,32 @@ struct EngineOptions {
   bool ports_via_cri = true;
 };
 
+// How long containerd has let calls run out their deadline in a row (a VM short of memory or
+// CPU can be that slow for a minute): Wait and `fun run`'s log copy go on through such a
+// silence, up to a patience.
+class Silence {
+ public:
+  Silence(Clock& clock, Clock::Duration patience) : clock_(clock), patience_(patience) {}
+  // A call ran out its deadline: true while the silence (from the first such call since the
+  // last Reset) is shorter than the patience.
+  bool Bear() {
+    const Clock::MonoTime now = clock_.MonotonicNow();
+    if (!since_) since_ = now;
+    return now - *since_ < patience_;
+  }
+  // A call was answered.
+  void Reset() { since_.reset(); }
+  // Since the first unanswered call (0 when the last call was answered).
+  Clock::Duration length() const {
+    return since_ ? clock_.MonotonicNow() - *since_ : Clock::Duration{};
+  }
+
+ private:
+  Clock& clock_;
+  Clock::Duration patience_;
+  std::optional<Clock::MonoTime> since_;
+};
+
 class Engine {
  public:
   using PullCallback = std::function<void(std::string_view image)>;  // called before a pull
@@ -195,6 +221,8 @@ class Engine {
   StatusOr<std::string> ExecStreamUrl(std::string_view name_or_id,
                                       const std::vector<std::string>& cmd,
                                       const ExecStreams& streams);
+  // A Silence with this engine's clock and wait_patience.
+  Silence NewSilence() const { return Silence(*clock_, options_.wait_patience); }
 
  private:
   StatusOr<ContainerInfo> Describe(const Container& listed);

@@ -1502,6 +1502,20 @@ CheckStatus ClassifyDataDisk(uint64_t total, uint64_t avail) {
   return CheckStatus::kPass;
 }
 
+constexpr std::string_view kOomOfAServiceHint =
+    "the VM ran out of memory and the OOM killer ended one of its own services: raise "
+    "memory_mib (`fun-vmctl stop {instance}`, then `fun-vmctl start {instance} --memory 4096`)";
+constexpr std::string_view kOomOfAContainerHint =
+    "a container used more memory than the VM has and the OOM killer ended one of its "
+    "processes (the line names it); the VM's own services are spared: give the VM more memory "
+    "(`fun-vmctl stop {instance}`, then `fun-vmctl start {instance} --memory 4096`) or run less "
+    "at once";
+constexpr std::string_view kCpuStallHint =
+    "a VM CPU made no progress for 20 s or more: under TCG (FUN0002) either the host is "
+    "overloaded (close CPU-heavy programs, or `fun-vmctl start {instance} --cpus 1`) or, when it "
+    "never ends, QEMU hung the guest while its kernel patched its own code (set "
+    "\"tcg_threads\": \"single\" in config.json); then `fun-vmctl restart {instance}`";
+
 const std::vector<ConsolePattern>& ConsolePatterns() {
   static const std::vector<ConsolePattern> patterns = {
       // Too little memory for the initrd: the kernel unpacks what fits and then finds no /init
@@ -1541,36 +1555,18 @@ const std::vector<ConsolePattern>& ConsolePatterns() {
       // The OOM killer ended one of the VM's own services: containerd and its shims, fun-guestd
       // and its 9P relays run at oom_score_adj -999 (guest/init; the shims at -998, as do pod
       // sandboxes), so it does so only when nothing else is left to free.
-      {"out of memory",
-       {"Killed process", "(containerd"},
-       "the VM ran out of memory and the OOM killer ended one of its own services: raise "
-       "memory_mib (`fun-vmctl stop {instance}`, then `fun-vmctl start {instance} --memory "
-       "4096`)"},
-      {"out of memory",
-       {"Killed process", "(fun-"},
-       "the VM ran out of memory and the OOM killer ended one of its own services: raise "
-       "memory_mib (`fun-vmctl stop {instance}`, then `fun-vmctl start {instance} --memory "
-       "4096`)"},
-      {"out of memory",
-       {"Killed process", "oom_score_adj:-99"},
-       "the VM ran out of memory and the OOM killer ended one of its own services: raise "
-       "memory_mib (`fun-vmctl stop {instance}`, then `fun-vmctl start {instance} --memory "
-       "4096`)"},
+      {"out of memory", {"Killed process", "(containerd"}, kOomOfAServiceHint},
+      {"out of memory", {"Killed process", "(fun-"}, kOomOfAServiceHint},
+      {"out of memory", {"Killed process", "oom_score_adj:-99"}, kOomOfAServiceHint},
       // Anything else it ends is a container's process: the container exits (137) or carries
       // on without it, and the VM keeps working.
       {"process killed for memory",
        {"out of memory: Killed process"},
-       "a container used more memory than the VM has and the OOM killer ended one of its "
-       "processes (the line names it); the VM's own services are spared: give the VM more "
-       "memory (`fun-vmctl stop {instance}`, then `fun-vmctl start {instance} --memory 4096`) "
-       "or run less at once",
+       kOomOfAContainerHint,
        CheckStatus::kWarn},
       {"process killed for memory",
        {"Out of memory: Killed process"},
-       "a container used more memory than the VM has and the OOM killer ended one of its "
-       "processes (the line names it); the VM's own services are spared: give the VM more "
-       "memory (`fun-vmctl stop {instance}`, then `fun-vmctl start {instance} --memory 4096`) "
-       "or run less at once",
+       kOomOfAContainerHint,
        CheckStatus::kWarn},
       {"out of memory",
        {"Out of memory"},
@@ -1586,18 +1582,8 @@ const std::vector<ConsolePattern>& ConsolePatterns() {
        "the initrd's modules do not match its kernel: rebuild the image (linuxkit/build.sh)"},
       // A vCPU that made no progress for 20 s or more. Under TCG that is most often a host too
       // busy to run the VM's CPU threads; the task named is what was running.
-      {"CPU stall",
-       {"soft lockup - CPU#"},
-       "a VM CPU made no progress for 20 s or more: under TCG (FUN0002) either the host is "
-       "overloaded (close CPU-heavy programs, or `fun-vmctl start {instance} --cpus 1`) or, "
-       "when it never ends, QEMU hung the guest while its kernel patched its own code (set "
-       "\"tcg_threads\": \"single\" in config.json); then `fun-vmctl restart {instance}`"},
-      {"CPU stall",
-       {"rcu: INFO: ", "detected stalls"},
-       "a VM CPU made no progress for 20 s or more: under TCG (FUN0002) either the host is "
-       "overloaded (close CPU-heavy programs, or `fun-vmctl start {instance} --cpus 1`) or, "
-       "when it never ends, QEMU hung the guest while its kernel patched its own code (set "
-       "\"tcg_threads\": \"single\" in config.json); then `fun-vmctl restart {instance}`"},
+      {"CPU stall", {"soft lockup - CPU#"}, kCpuStallHint},
+      {"CPU stall", {"rcu: INFO: ", "detected stalls"}, kCpuStallHint},
       {"hung task",
        {"INFO: task ", "blocked for more than"},
        "a task in the VM waited two minutes or more for I/O: a shared folder whose server does "

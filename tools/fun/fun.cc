@@ -772,15 +772,11 @@ int CmdRun(const Context& c, const std::vector<std::string>& args) {
   // A status call that runs out its deadline (containerd slow in a VM short of memory) is no
   // exit: keep following the log, or what the container prints meanwhile is never shown. Only
   // after as long a silence as Wait accepts, stop following and let Wait say why.
-  std::optional<std::chrono::steady_clock::time_point> unanswered_since;
+  cri::Silence silence = engine.NewSilence();
   auto done = [&] {
     auto st = session->cri->ContainerStatus(r->container_id);
-    if (!st.ok() && st.status().code() == Code::kDeadlineExceeded) {
-      const auto now = std::chrono::steady_clock::now();
-      if (!unanswered_since) unanswered_since = now;
-      return now - *unanswered_since >= cri::EngineOptions().wait_patience;
-    }
-    unanswered_since.reset();
+    if (!st.ok() && st.status().code() == Code::kDeadlineExceeded) return !silence.Bear();
+    silence.Reset();
     exited = !st.ok() || st->state == cri::ContainerState::kExited;
     return exited;
   };
