@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "guest/guestd/guestd.h"
+#include "guest/guestd/settle_kernel.h"
 #include "guest/guestd/shares.h"
 #include "lib/base/stop_signals.h"
 
@@ -21,6 +22,21 @@ int main(int argc, char** argv) {
   // A share's 9P relay, started by fun-guestd itself (shares.h).
   if (!args.empty() && args[0] == fun::guestd::kRelayFlag) {
     return fun::guestd::RunRelayProcess(args, stop_fd);
+  }
+  // Once per boot, from /init: the kernel's static keys flipped with one CPU online.
+  if (!args.empty() && args[0] == fun::guestd::kSettleKernelFlag) {
+    if (args.size() != 1) {
+      std::cerr << "fun-guestd: " << fun::guestd::kSettleKernelFlag << " takes no arguments\n";
+      return 2;
+    }
+    fun::guestd::SettleReport r = fun::guestd::SettleKernel(fun::guestd::SettleOptions{});
+    std::cout << "fun-guestd: settled the kernel with " << r.cpus_offlined.size()
+              << " CPU(s) offline:";
+    for (const auto& d : r.done) std::cout << " [" << d << "]";
+    std::cout << "\n";
+    for (const auto& e : r.errors)
+      std::cerr << "fun-guestd: error: settling the kernel: " << e << "\n";
+    return r.errors.empty() ? 0 : 1;
   }
   return fun::guestd::Main(args, std::cout, std::cerr, stop_fd);
 }
