@@ -4,7 +4,6 @@
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <linux/bpf.h>
-#include <linux/if_packet.h>
 #include <linux/sockios.h>
 #include <net/if.h>
 #include <netinet/in.h>
@@ -17,10 +16,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
-#include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <sstream>
 #include <thread>
 
 #include "lib/base/files.h"
@@ -184,51 +181,6 @@ Status ConnectRefusedOnLoopback() {
   return OkStatus();
 }
 
-std::optional<std::string> DefaultRouteInterface(std::string_view proc_net_route) {
-  // Iface Destination Gateway Flags ...: hex words.
-  std::istringstream in{std::string(proc_net_route)};
-  std::string line;
-  std::getline(in, line);  // the header
-  while (std::getline(in, line)) {
-    std::istringstream f(line);
-    std::string iface, dest, gw, flags;
-    if (!(f >> iface >> dest >> gw >> flags) || dest != "00000000") continue;
-    unsigned fl = 0;
-    if (std::sscanf(flags.c_str(), "%x", &fl) != 1) continue;
-    constexpr unsigned kUp = 0x1;  // RTF_UP
-    if ((fl & kUp) == 0 || iface.empty() || iface.size() >= IFNAMSIZ) continue;
-    return iface;
-  }
-  return std::nullopt;
-}
-
-Status SendFrameToSelf(const std::string& route_file) {
-  FUN_ASSIGN_OR_RETURN(std::string table, ReadFileToString(route_file));
-  std::optional<std::string> iface = DefaultRouteInterface(table);
-  if (!iface) return NotFoundError("no default route in " + route_file);
-  constexpr uint16_t kLocalExperimental = 0x88B5;
-  UniqueFd s(::socket(AF_PACKET, SOCK_DGRAM | SOCK_CLOEXEC, htons(kLocalExperimental)));
-  if (!s) return ErrnoError(errno, "packet socket");
-  ifreq ifr{};
-  std::memcpy(ifr.ifr_name, iface->data(), iface->size());
-  if (::ioctl(s.get(), SIOCGIFHWADDR, &ifr) != 0) {
-    return ErrnoError(errno, "the MAC address of " + *iface);
-  }
-  sockaddr_ll to{};
-  to.sll_family = AF_PACKET;
-  to.sll_protocol = htons(kLocalExperimental);
-  to.sll_ifindex = static_cast<int>(::if_nametoindex(iface->c_str()));
-  to.sll_halen = 6;
-  std::memcpy(to.sll_addr, ifr.ifr_hwaddr.sa_data, 6);
-  if (to.sll_ifindex == 0) return ErrnoError(errno, "the index of " + *iface);
-  const char payload[46] = {};  // an Ethernet frame's minimum
-  if (::sendto(s.get(), payload, sizeof(payload), 0, reinterpret_cast<sockaddr*>(&to),
-               sizeof(to)) != static_cast<ssize_t>(sizeof(payload))) {
-    return ErrnoError(errno, "send a frame out of " + *iface);
-  }
-  return OkStatus();
-}
-
 SettleReport SettleKernel(const SettleOptions& o) {
   SettleReport r;
   auto offline = TakeSecondaryCpusOffline(o.cpu_dir);
@@ -250,14 +202,6 @@ SettleReport SettleKernel(const SettleOptions& o) {
     step("bridge netfilter hooks (bridge " + o.bridge + ")", CreateAndDeleteBridge(o.bridge));
   }
   if (o.connect_loopback) step("TCP connect secret", ConnectRefusedOnLoopback());
-  if (!o.route_file.empty()) {
-    Status s = SendFrameToSelf(o.route_file);
-    if (s.code() == Code::kNotFound) {
-      r.done.push_back("no default route: no frame sent");
-    } else {
-      step("flow hash secret (a frame to this VM's own MAC)", s);
-    }
-  }
   // The once keys are switched off by a work item queued on this CPU: let it run here.
   std::this_thread::sleep_for(std::chrono::milliseconds(20));
   Status back = BringCpusOnline(o.cpu_dir, r.cpus_offlined);

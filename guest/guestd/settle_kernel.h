@@ -13,11 +13,10 @@
 //   - each container while it runs: runc's device program, cgroup_bpf_enabled_key[DEVICE],
 //     on while any container runs and off again when the last one ends;
 //   - the first bridge (br_netfilter's IPv6 PRE_ROUTING hook: nf_hooks_needed);
-//   - the first TCP connect (the once key of __inet_hash_connect's secret);
-//   - the first packet without a socket's hash out of eth0 (fq_codel hashes it: the once key
-//     of the flow hash secret; a forwarded container packet is the first such): settle sends
-//     one frame of the local experimental ethertype 0x88B5 from the default route's interface
-//     to its own MAC address.
+//   - the first TCP connect (the once key of __inet_hash_connect's secret).
+// Not covered: the once key of the flow hash secret (flow_hash_from_keys, __skb_get_hash_net:
+// 3 sites) flips at the first packet the kernel hashes without a socket's hash (a container's
+// forwarded packet, say); a frame sent from a packet socket at boot did not flip it.
 // The once keys are switched off by a work item: settle sleeps a moment before it brings the
 // CPUs back so that the work runs on the one CPU.
 // SettleKernel takes every CPU but the first offline, flips those keys (and keeps them on: an
@@ -31,10 +30,7 @@
 // is ready. Each step is idempotent.
 #pragma once
 
-#include <cstdint>
-#include <optional>
 #include <string>
-#include <string_view>
 #include <vector>
 
 #include "lib/base/status.h"
@@ -52,8 +48,6 @@ struct SettleOptions {
   // namespace at the first bridge and keeps them). Empty: skipped.
   std::string bridge = "fun-settle0";
   bool connect_loopback = true;  // one refused TCP connect on 127.0.0.1
-  // The routing table the default route's interface is read from; empty: no frame is sent.
-  std::string route_file = "/proc/net/route";
 };
 
 struct SettleReport {
@@ -77,13 +71,6 @@ StatusOr<int> DeviceProgramsAttached(const std::string& cgroup);
 Status CreateAndDeleteBridge(const std::string& name);
 // A TCP connect to a bound, not listening 127.0.0.1 port: refused, as expected.
 Status ConnectRefusedOnLoopback();
-
-// The interface of the IPv4 default route in /proc/net/route's format, if any.
-std::optional<std::string> DefaultRouteInterface(std::string_view proc_net_route);
-// One frame of ethertype 0x88B5 (IEEE 802 local experimental) out of the default route's
-// interface of `route_file`, addressed to that interface's own MAC address. NotFound when
-// there is no default route.
-Status SendFrameToSelf(const std::string& route_file);
 
 SettleReport SettleKernel(const SettleOptions& o);
 

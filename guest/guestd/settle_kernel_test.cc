@@ -17,7 +17,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -186,58 +185,12 @@ TEST(SettleKernelTest, LoopbackConnectIsRefusedAndLoopbackDownIsNamed) {
   EXPECT_EQ(rc, 0);
 }
 
-TEST(SettleKernelTest, FindsTheDefaultRouteInterfaceInProcNetRoute) {
-  const std::string table =
-      "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n"
-      "fun0\t0000580A\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n"
-      "eth0\t00000000\t0202000A\t0003\t0\t0\t0\t00000000\t0\t0\t0\n";
-  EXPECT_EQ(DefaultRouteInterface(table).value_or("none"), "eth0");
-  // No default route; a default route that is down; garbage; nothing.
-  EXPECT_FALSE(DefaultRouteInterface(table.substr(0, table.rfind("eth0"))).has_value());
-  EXPECT_FALSE(DefaultRouteInterface("h\neth0\t00000000\t0202000A\t0002\n").has_value());
-  EXPECT_FALSE(DefaultRouteInterface("h\neth0 00000000 zz\n\n\t\n").has_value());
-  EXPECT_FALSE(
-      DefaultRouteInterface("h\nan-interface-name-too-long\t00000000\t0\t0001\n").has_value());
-  EXPECT_FALSE(DefaultRouteInterface("").has_value());
-}
-
-TEST(SettleKernelTest, SendsOneFrameToItsOwnMacOutOfTheDefaultRoute) {
-  // In a network namespace of the test's own: a veth pair, the default route through one end;
-  // the frame is seen arriving at the other end.
-  int rc = InNewNetns([] {
-    if (std::system("ip link add fa type veth peer name fb && ip link set fa up && "
-                    "ip link set fb up && ip addr add 192.0.2.1/24 dev fa && "
-                    "ip route add default via 192.0.2.2 dev fa") != 0) {
-      return 10;
-    }
-    int rx = ::socket(AF_PACKET, SOCK_DGRAM | SOCK_CLOEXEC, htons(0x88B5));
-    if (rx < 0) return 11;
-    sockaddr_ll at{};
-    at.sll_family = AF_PACKET;
-    at.sll_protocol = htons(0x88B5);
-    at.sll_ifindex = static_cast<int>(::if_nametoindex("fb"));
-    if (::bind(rx, reinterpret_cast<sockaddr*>(&at), sizeof(at)) != 0) return 12;
-    if (!SendFrameToSelf("/proc/net/route").ok()) return 13;
-    pollfd p{rx, POLLIN, 0};
-    if (::poll(&p, 1, 5000) != 1) return 14;
-    char buf[64];
-    return ::recv(rx, buf, sizeof(buf), 0) >= 46 ? 0 : 15;
-  });
-  EXPECT_EQ(rc, 0) << "10: ip failed; 11, 12: the receiving socket; 13: the send; 14, 15: no frame";
-  // No default route there: NotFound; no such file: NotFound.
-  rc = InNewNetns(
-      [] { return SendFrameToSelf("/proc/net/route").code() == Code::kNotFound ? 0 : 1; });
-  EXPECT_EQ(rc, 0);
-  EXPECT_EQ(SendFrameToSelf("/nonexistent/route").code(), Code::kNotFound);
-}
-
 TEST_F(SettleCgroupTest, SettleKernelDoesEveryStepAndBringsTheCpusBack) {
   FakeCpus cpus({"", "1"});
   SettleOptions o;
   o.cpu_dir = cpus.dir();
   o.cgroup = cgroup_;
   o.bridge = "";  // this host's namespace: no bridge
-  o.route_file = "";
   SettleReport r = SettleKernel(o);
   EXPECT_TRUE(r.errors.empty()) << (r.errors.empty() ? "" : r.errors.front());
   EXPECT_EQ(r.cpus_offlined, (std::vector<int>{1}));
@@ -253,7 +206,6 @@ TEST(SettleKernelTest, AFailedStepIsReportedAndTheCpusStillComeBack) {
   o.cgroup = "/nonexistent/fun-static-keys";
   o.bridge = "";
   o.connect_loopback = false;
-  o.route_file = "";
   SettleReport r = SettleKernel(o);
   ASSERT_EQ(r.errors.size(), 1u);
   EXPECT_NE(r.errors[0].find("/nonexistent/fun-static-keys"), std::string::npos) << r.errors[0];
