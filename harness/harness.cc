@@ -1,5 +1,6 @@
 #include "harness/harness.h"
 
+#include <elf.h>
 #include <fmt/format.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -12,6 +13,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -37,6 +39,7 @@
 #include "lib/vm/instance.h"
 #include "lib/vm/instance_agent.h"
 #include "lib/vm/port_publisher.h"
+#include "lib/vm/qmp.h"
 
 namespace fun::harness {
 
@@ -1351,6 +1354,113 @@ void ShareSteps(Scenario& sc, const std::string& busybox, const std::string& ro_
   });
 }
 
+// --- the guest kernel's code (guest/guestd/settle_kernel.h) ---------------------------------
+
+// Where the PVH kernel's .text runs: its link address, physical address and size (an ELF: the
+// section header names .text, the program header maps it; PVH boots without KASLR).
+struct KernelTextRange {
+  uint64_t vaddr = 0, paddr = 0, size = 0;
+};
+
+StatusOr<KernelTextRange> ReadKernelTextRange(const std::string& elf_path) {
+  std::ifstream in(elf_path, std::ios::binary);
+  auto read_at = [&](uint64_t off, void* out, size_t n) {
+    in.seekg(static_cast<std::streamoff>(off));
+    in.read(static_cast<char*>(out), static_cast<std::streamsize>(n));
+    return static_cast<bool>(in);
+  };
+  Elf64_Ehdr eh{};
+  if (!read_at(0, &eh, sizeof(eh)) || std::memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0 ||
+      eh.e_ident[EI_CLASS] != ELFCLASS64 || eh.e_shentsize != sizeof(Elf64_Shdr) ||
+      eh.e_phentsize != sizeof(Elf64_Phdr) || eh.e_shstrndx >= eh.e_shnum) {
+    return InvalidArgumentError(elf_path + " is not a 64-bit ELF kernel with sections");
+  }
+  std::vector<Elf64_Shdr> sh(eh.e_shnum);
+  if (!read_at(eh.e_shoff, sh.data(), sh.size() * sizeof(Elf64_Shdr))) {
+    return InvalidArgumentError(elf_path + ": truncated section header");
+  }
+  std::string names(std::min<uint64_t>(sh[eh.e_shstrndx].sh_size, 1 << 20), '\0');
+  if (!read_at(sh[eh.e_shstrndx].sh_offset, names.data(), names.size())) {
+    return InvalidArgumentError(elf_path + ": truncated section names");
+  }
+  KernelTextRange t;
+  for (const auto& s : sh) {
+    if (s.sh_name < names.size() && std::strcmp(names.c_str() + s.sh_name, ".text") == 0) {
+      t.vaddr = s.sh_addr;
+      t.size = s.sh_size;
+    }
+  }
+  if (t.size == 0) return InvalidArgumentError(elf_path + " has no .text section");
+  std::vector<Elf64_Phdr> ph(eh.e_phnum);
+  if (!read_at(eh.e_phoff, ph.data(), ph.size() * sizeof(Elf64_Phdr))) {
+    return InvalidArgumentError(elf_path + ": truncated program header");
+  }
+  for (const auto& p : ph) {
+    if (p.p_type == PT_LOAD && p.p_vaddr <= t.vaddr && t.vaddr + t.size <= p.p_vaddr + p.p_memsz) {
+      t.paddr = p.p_paddr + (t.vaddr - p.p_vaddr);
+      return t;
+    }
+  }
+  return InvalidArgumentError(elf_path + ": no loadable segment holds .text");
+}
+
+// The kernel's code as the running VM has it now (QMP pmemsave).
+StatusOr<std::string> DumpKernelText(Scenario& sc, const KernelTextRange& t) {
+  const std::string file = sc.dir() + "/kernel-text.bin";
+  FUN_ASSIGN_OR_RETURN(
+      auto qmp, vm::QmpClient::Connect(sc.paths().InstanceDir("default") + "/qmp.sock", 10s));
+  FUN_RETURN_IF_ERROR(
+      qmp->Execute("pmemsave", {{"val", t.paddr}, {"size", t.size}, {"filename", file}}).status());
+  std::string bytes = ReadAll(file);
+  std::filesystem::remove(file);
+  if (bytes.size() != t.size) {
+    return InternalError(fmt::format("pmemsave wrote {} bytes of {}", bytes.size(), t.size));
+  }
+  return bytes;
+}
+
+std::string Hex(std::string_view bytes) {
+  std::string out;
+  for (unsigned char c : bytes) out += fmt::format("{:02x}", c);
+  return out;
+}
+
+// Where `after` differs from `before`: "symbol+0xoff (old -> new)" per patched site, with
+// the symbols of the guest's /proc/kallsyms.
+std::vector<std::string> PatchedSites(const std::string& before, const std::string& after,
+                                      uint64_t vaddr, const std::string& kallsyms) {
+  std::map<uint64_t, std::string> syms;
+  std::istringstream in(kallsyms);
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream f(line);
+    std::string addr, type, name;
+    if (f >> addr >> type >> name && (type == "t" || type == "T")) {
+      syms[std::strtoull(addr.c_str(), nullptr, 16)] = name;
+    }
+  }
+  std::vector<std::string> sites;
+  const size_t n = std::min(before.size(), after.size());
+  for (size_t i = 0; i < n;) {
+    if (before[i] == after[i]) {
+      ++i;
+      continue;
+    }
+    size_t j = i;
+    while (j < n && before[j] != after[j]) ++j;
+    const uint64_t at = vaddr + i;
+    std::string where = fmt::format("{:#x}", at);
+    auto it = syms.upper_bound(at);
+    if (it != syms.begin()) {
+      --it;
+      where = fmt::format("{}+{:#x}", it->second, at - it->first);
+    }
+    sites.push_back(fmt::format("{} ({} -> {})", where, Hex(before.substr(i, j - i)),
+                                Hex(after.substr(i, j - i))));
+    i = j;
+  }
+  return sites;
+}
 }  // namespace
 
 ScenarioReport RunVmLifecycle(const HarnessOptions& o) {
@@ -1400,6 +1510,20 @@ ScenarioReport RunVmLifecycle(const HarnessOptions& o) {
     return OkStatus();
   });
 
+  // The guest kernel's code right after the boot, before any container (see
+  // first_container_patches_no_kernel_text).
+  KernelTextRange text_range;
+  std::string text_at_boot;
+  sc.Step("kernel_text_at_boot", [&](StepResult& r) -> Status {
+    FUN_ASSIGN_OR_RETURN(std::string dir, vm::FindImageDir(sc.paths(), o.image_dir));
+    FUN_ASSIGN_OR_RETURN(vm::ImageFiles files, vm::ReadImageFiles(dir));
+    FUN_ASSIGN_OR_RETURN(text_range, ReadKernelTextRange(files.kernel));
+    FUN_ASSIGN_OR_RETURN(text_at_boot, DumpKernelText(sc, text_range));
+    r.message = fmt::format("{} bytes of .text at {:#x} (physical {:#x})", text_at_boot.size(),
+                            text_range.vaddr, text_range.paddr);
+    return OkStatus();
+  });
+
   sc.Step("cri_version_and_status", [&](StepResult& r) -> Status {
     FUN_ASSIGN_OR_RETURN(auto cri, cri::CriClient::Connect(sc.paths().InstanceFile(
                                        "default", InstanceFileKind::kContainerdSock)));
@@ -1434,6 +1558,63 @@ ScenarioReport RunVmLifecycle(const HarnessOptions& o) {
       FUN_RETURN_IF_ERROR(Expect(p.stdout_data == "hello from the VM\nx86_64\n",
                                  "fun run printed \"" + p.stdout_data + "\""));
       r.message = "exit 7 and the output, through the agent's log stream";
+      return OkStatus();
+    });
+    // The kernel patches its own code when static keys flip, and under multi-threaded TCG a
+    // vCPU running the code being patched can hang the VM (docs/next.md): fun-guestd
+    // --settle-kernel flips at boot, with one CPU online, what containers would flip. So the
+    // first container after the boot, and one running now, leave the code as the boot did.
+    sc.Step("first_container_patches_no_kernel_text", [&](StepResult& r) -> Status {
+      FUN_RETURN_IF_ERROR(Expect(!text_at_boot.empty(), "no dump of the kernel text at boot"));
+      FUN_ASSIGN_OR_RETURN(std::string after_first, DumpKernelText(sc, text_range));
+      ProcessResult run = sc.Tool(
+          r, "fun", {"run", "-d", "--privileged", "--name", "ktext", busybox, "sleep", "300"});
+      FUN_RETURN_IF_ERROR(
+          Expect(run.ok(), "fun run -d: " + run.Describe() + " " + run.stderr_data.substr(0, 400)));
+      FUN_ASSIGN_OR_RETURN(std::string while_running, DumpKernelText(sc, text_range));
+      // The symbols, to name what changed (no KASLR: the addresses are the link addresses).
+      StepResult quiet;  // the symbol table is megabytes: not for the report
+      ProcessResult syms = sc.Tool(quiet, "fun", {"exec", "ktext", "cat", "/proc/kallsyms"}, 120s);
+      FUN_RETURN_IF_ERROR(
+          Expect(syms.ok() && syms.stdout_data.find(" T _stext") != std::string::npos,
+                 "fun exec ktext cat /proc/kallsyms: " + syms.Describe() + " " +
+                     syms.stderr_data.substr(0, 300)));
+      ProcessResult rm = sc.Tool(r, "fun", {"rm", "-f", "ktext"});
+      FUN_RETURN_IF_ERROR(Expect(rm.ok(), "fun rm -f: " + rm.Describe() + " " + rm.stderr_data));
+      std::vector<std::string> patched;
+      for (const auto& site :
+           PatchedSites(text_at_boot, after_first, text_range.vaddr, syms.stdout_data)) {
+        patched.push_back("after the first container: " + site);
+      }
+      for (const auto& site :
+           PatchedSites(after_first, while_running, text_range.vaddr, syms.stdout_data)) {
+        patched.push_back("while a container runs: " + site);
+      }
+      // Known and left (settle_kernel.h): the flow hash secret's once key, flipped one time by
+      // the first packet the kernel hashes itself.
+      std::vector<std::string> unexpected;
+      size_t flow_hash = 0;
+      for (const auto& p : patched) {
+        bool known = false;
+        for (const char* f : {": flow_hash_from_keys+", ": __skb_get_hash_symmetric+",
+                              ": __skb_get_hash_net+", ": __skb_get_hash+"}) {
+          known = known || p.find(f) != std::string::npos;
+        }
+        if (known) {
+          ++flow_hash;
+        } else {
+          unexpected.push_back(p);
+        }
+      }
+      for (const auto& p : patched) r.output.push_back("patched " + p);
+      FUN_RETURN_IF_ERROR(
+          Expect(unexpected.empty(),
+                 fmt::format("{} code site(s) patched that fun-guestd --settle-kernel should have "
+                             "flipped at boot (a static key it does not know yet): {}",
+                             unexpected.size(),
+                             fmt::format("{}", fmt::join(unexpected, "; ")).substr(0, 1500))));
+      r.message =
+          fmt::format("no site patched but the flow hash secret's once key ({} sites)", flow_hash);
       return OkStatus();
     });
     sc.Step("fun_detached_exec_logs_rm", [&](StepResult& r) -> Status {
