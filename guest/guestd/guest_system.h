@@ -1,10 +1,10 @@
 // guest_system.h: the outside effects of fun-guestd on the VM it runs in (the wall clock,
 // uptime and load, starting the power-off command), behind an interface so tests can replace
-// any of them: a test derives from LinuxGuestSystem and overrides SetWallClock, so a time
+// any of them: a test derives from LinuxGuestSystem and overrides StepWallClock, so a time
 // sync request is recorded instead of stepping the test machine's clock.
 //
 //   fun::guestd::LinuxGuestSystem sys;
-//   FUN_RETURN_IF_ERROR(sys.SetWallClock(host_time));        // clock_settime(CLOCK_REALTIME)
+//   FUN_RETURN_IF_ERROR(sys.StepWallClock(-1500ms));   // clock_adjtime(ADJ_SETOFFSET)
 //   FUN_RETURN_IF_ERROR(sys.StartDetached("/usr/sbin/poweroff"));
 //
 // Thread-safety: implementations are safe to call from many threads at once.
@@ -23,9 +23,10 @@ class GuestSystem {
  public:
   virtual ~GuestSystem() = default;
 
-  // The wall clock, and setting it (needs CAP_SYS_TIME: the agent runs as root in the VM).
+  // The wall clock, and stepping it by `delta` in one atomic adjustment (needs CAP_SYS_TIME:
+  // the agent runs as root in the VM).
   virtual Clock::WallTime Now() = 0;
-  virtual Status SetWallClock(Clock::WallTime t) = 0;
+  virtual Status StepWallClock(std::chrono::nanoseconds delta) = 0;
   // Time since the VM booted.
   virtual std::chrono::duration<double> Uptime() = 0;
   // The 1, 5 and 15 minute load averages.
@@ -41,7 +42,7 @@ class GuestSystem {
 class LinuxGuestSystem : public GuestSystem {
  public:
   Clock::WallTime Now() override;
-  Status SetWallClock(Clock::WallTime t) override;
+  Status StepWallClock(std::chrono::nanoseconds delta) override;
   std::chrono::duration<double> Uptime() override;
   std::array<double, 3> LoadAverage() override;
   Status StartDetached(const std::string& program) override;

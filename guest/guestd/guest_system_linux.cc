@@ -1,6 +1,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/syscall.h>
+#include <sys/timex.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -15,12 +16,22 @@ namespace fun::guestd {
 
 Clock::WallTime LinuxGuestSystem::Now() { return std::chrono::system_clock::now(); }
 
-Status LinuxGuestSystem::SetWallClock(Clock::WallTime t) {
-  auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
-  timespec ts{.tv_sec = static_cast<time_t>(ns / 1000000000),
-              .tv_nsec = static_cast<long>(ns % 1000000000)};
-  if (::clock_settime(CLOCK_REALTIME, &ts) != 0) {
-    return ErrnoError(errno, "clock_settime(CLOCK_REALTIME)");
+Status LinuxGuestSystem::StepWallClock(std::chrono::nanoseconds delta) {
+  // ADJ_SETOFFSET adds the offset in the kernel, atomically: no read-modify-write window.
+  // With ADJ_NANO, time.tv_usec holds nanoseconds, normalized to [0, 1e9).
+  const int64_t ns = delta.count();
+  int64_t sec = ns / 1'000'000'000;
+  int64_t rest = ns % 1'000'000'000;
+  if (rest < 0) {
+    rest += 1'000'000'000;
+    sec -= 1;
+  }
+  timex tx{};
+  tx.modes = ADJ_SETOFFSET | ADJ_NANO;
+  tx.time.tv_sec = static_cast<time_t>(sec);
+  tx.time.tv_usec = static_cast<suseconds_t>(rest);
+  if (::clock_adjtime(CLOCK_REALTIME, &tx) < 0) {
+    return ErrnoError(errno, "clock_adjtime(CLOCK_REALTIME, ADJ_SETOFFSET)");
   }
   return OkStatus();
 }

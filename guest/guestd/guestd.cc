@@ -687,25 +687,25 @@ void ServeTimeSync(const Context& c, int conn, const agent::Request& r, Outcome*
     Reply(conn, ReplyStatus::kBadRequest, "time sync is turned off in this VM (--no-timesync)", o);
     return;
   }
-  // 2000-01-01T00:00:00Z: anything earlier is a host bug, not a clock to copy.
-  constexpr uint64_t kEarliestNs = 946684800ull * 1000000000ull;
-  if (r.arg < kEarliestNs || r.arg > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+  // A relative step (the host measured the offset with a ping): however late this stalled
+  // guest gets to it, it lands right. Ten years either way is no clock offset but a bug (or an
+  // older fun-hostd sending an absolute time).
+  const auto delta = std::chrono::nanoseconds(static_cast<int64_t>(r.arg));
+  constexpr auto kMaxStep = std::chrono::hours(24 * 366 * 10);
+  if (delta > kMaxStep || delta < -kMaxStep) {
     Reply(conn, ReplyStatus::kBadRequest,
-          fmt::format("time sync to {} ns since the epoch: not a plausible UTC time", r.arg), o);
+          fmt::format("time sync by {} ns: not a plausible clock offset", delta.count()), o);
     o->warning = true;
     return;
   }
-  Clock::WallTime t(std::chrono::duration_cast<Clock::WallTime::duration>(
-      std::chrono::nanoseconds(static_cast<int64_t>(r.arg))));
-  Clock::WallTime before = c.system.Now();
-  Status s = c.system.SetWallClock(t);
+  Status s = c.system.StepWallClock(delta);
   if (!s.ok()) {
-    Reply(conn, ReplyStatus::kFailed, "setting the clock: " + s.message(), o);
+    Reply(conn, ReplyStatus::kFailed, "stepping the clock: " + s.message(), o);
     o->warning = true;
     return;
   }
-  double step = std::chrono::duration<double>(t - before).count();
-  Reply(conn, ReplyStatus::kOk, fmt::format("clock stepped by {:+.3f} s", step), o);
+  Reply(conn, ReplyStatus::kOk,
+        fmt::format("clock stepped by {:+.3f} s", std::chrono::duration<double>(delta).count()), o);
 }
 
 // True when `path` is absolute, lies strictly beneath `root` and has no "." or ".." component

@@ -211,19 +211,19 @@ class TestSystem : public LinuxGuestSystem {
     return Clock::WallTime(std::chrono::seconds(1767225600));  // 2026-01-01T00:00:00Z
   }
   Clock::WallTime Now() override { return Fixed(); }
-  Status SetWallClock(Clock::WallTime t) override {
+  Status StepWallClock(std::chrono::nanoseconds delta) override {
     std::lock_guard lock(mu_);
-    set_.push_back(t);
+    set_.push_back(delta);
     return OkStatus();
   }
-  std::vector<Clock::WallTime> set() {
+  std::vector<std::chrono::nanoseconds> set() {
     std::lock_guard lock(mu_);
     return set_;
   }
 
  private:
   std::mutex mu_;
-  std::vector<Clock::WallTime> set_;
+  std::vector<std::chrono::nanoseconds> set_;
 };
 
 class GuestdTest : public ::testing::Test {
@@ -797,23 +797,27 @@ TEST_F(GuestdTest, ShutdownWithoutTheCommandFails) {
   EXPECT_THAT(r.message, HasSubstr("No such file"));
 }
 
-TEST_F(GuestdTest, TimeSyncSetsTheClock) {
+TEST_F(GuestdTest, TimeSyncStepsTheClockByTheOffset) {
   StartAgent();
-  auto target = TestSystem::Fixed() + 1500ms;
-  uint64_t ns = static_cast<uint64_t>(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(target.time_since_epoch()).count());
-  agent::Reply r = Call(Req(Kind::kTimeSync, "", ns));
+  agent::Reply r = Call(Req(Kind::kTimeSync, "", 1'500'000'000ull));
   ASSERT_EQ(r.status, ReplyStatus::kOk) << r.message;
   EXPECT_EQ(r.message, "clock stepped by +1.500 s");
-  ASSERT_EQ(system_.set().size(), 1u);
-  EXPECT_EQ(system_.set()[0], target);
+  r = Call(Req(Kind::kTimeSync, "", static_cast<uint64_t>(-21'250'000'000LL)));  // back 21.25 s
+  ASSERT_EQ(r.status, ReplyStatus::kOk) << r.message;
+  EXPECT_EQ(r.message, "clock stepped by -21.250 s");
+  ASSERT_EQ(system_.set().size(), 2u);
+  EXPECT_EQ(system_.set()[0], 1500ms);
+  EXPECT_EQ(system_.set()[1], -21250ms);
 }
 
 TEST_F(GuestdTest, TimeSyncRefusesNonsense) {
   StartAgent();
-  agent::Reply r = Call(Req(Kind::kTimeSync, "", 12345));
+  // An absolute time (what an older fun-hostd sent): 56 years ahead is no offset.
+  agent::Reply r = Call(Req(Kind::kTimeSync, "", 1767225600ull * 1000000000ull));
   EXPECT_EQ(r.status, ReplyStatus::kBadRequest);
-  EXPECT_THAT(r.message, HasSubstr("not a plausible UTC time"));
+  EXPECT_THAT(r.message, HasSubstr("not a plausible clock offset"));
+  r = Call(Req(Kind::kTimeSync, "", static_cast<uint64_t>(std::numeric_limits<int64_t>::min())));
+  EXPECT_EQ(r.status, ReplyStatus::kBadRequest);
   EXPECT_TRUE(system_.set().empty());
 }
 

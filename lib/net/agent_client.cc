@@ -228,6 +228,27 @@ StatusOr<AgentPing> ParseAgentPing(std::string_view json) {
   return p;
 }
 
+ClockOffset MeasureClockOffset(const AgentPing& ping) {
+  ClockOffset d;
+  const int64_t sent = ping.host_sent_unix_ns,
+                received = std::max(ping.host_received_unix_ns, sent);
+  const int64_t mid = sent + (received - sent) / 2;
+  d.offset_ns = ping.guest_time_unix_ns - mid;
+  d.uncertainty_ns = (received - sent) / 2;
+  const int64_t magnitude = d.offset_ns < 0 ? -d.offset_ns : d.offset_ns;
+  d.excess_ns = std::max<int64_t>(0, magnitude - d.uncertainty_ns);
+  return d;
+}
+
+StatusOr<std::string> StepGuestClock(const AgentEndpoint& ep, int64_t delta_ns,
+                                     std::chrono::milliseconds timeout) {
+  FUN_ASSIGN_OR_RETURN(
+      Reply r,
+      CallAgent(ep, {.kind = Kind::kTimeSync, .arg = static_cast<uint64_t>(delta_ns)}, timeout));
+  FUN_RETURN_IF_ERROR(ReplyToStatus(r, "time sync"));
+  return r.message;
+}
+
 StatusOr<AgentPing> PingAgent(const AgentEndpoint& ep, std::chrono::milliseconds timeout) {
   auto now_ns = [] {
     return std::chrono::duration_cast<std::chrono::nanoseconds>(

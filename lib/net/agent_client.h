@@ -96,6 +96,21 @@ struct AgentPing {
 StatusOr<AgentPing> ParseAgentPing(std::string_view json);
 StatusOr<AgentPing> PingAgent(const AgentEndpoint& ep, std::chrono::milliseconds timeout);
 
+// The guest's clock against the host's, from one ping. The guest read its clock between the
+// host's two stamps, so the true offset lies within uncertainty_ns (half the round trip) of
+// offset_ns (> 0: the guest is ahead); excess_ns is |offset_ns| beyond that (>= 0).
+struct ClockOffset {
+  int64_t offset_ns = 0;
+  int64_t uncertainty_ns = 0;
+  int64_t excess_ns = 0;
+};
+ClockOffset MeasureClockOffset(const AgentPing& ping);
+
+// Steps the guest's clock by `delta_ns` (kTimeSync: relative, so a guest that gets to the
+// request late still lands right); the guest's answer ("clock stepped by ...") on success.
+StatusOr<std::string> StepGuestClock(const AgentEndpoint& ep, int64_t delta_ns,
+                                     std::chrono::milliseconds timeout);
+
 // A reply as a Status: OK for kOk; the guest's message with `what` in front otherwise
 // (kBadToken: PermissionDenied, kUnavailable: Unavailable, else FailedPrecondition).
 Status ReplyToStatus(const Reply& r, const std::string& what);

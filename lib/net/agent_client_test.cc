@@ -177,6 +177,32 @@ TEST(ParseAgentPingTest, NotAJsonObjectIsDataLoss) {
   }
 }
 
+TEST(MeasureClockOffsetTest, OffsetFromTheMiddleOfTheRoundTripAndWhatLiesBeyondIt) {
+  agent::AgentPing p;
+  p.host_sent_unix_ns = 1'000'000'000;
+  p.host_received_unix_ns = 1'400'000'000;  // a 400 ms round trip: +/- 200 ms
+  p.guest_time_unix_ns = 1'200'000'000;
+  ClockOffset d = MeasureClockOffset(p);
+  EXPECT_EQ(d.offset_ns, 0);
+  EXPECT_EQ(d.uncertainty_ns, 200'000'000);
+  EXPECT_EQ(d.excess_ns, 0);
+  p.guest_time_unix_ns = 1'200'000'000 - 5'000'000'000LL;  // 5 s behind
+  d = MeasureClockOffset(p);
+  EXPECT_EQ(d.offset_ns, -5'000'000'000LL);
+  EXPECT_EQ(d.excess_ns, 4'800'000'000LL);
+  // Stamps out of order (a host clock stepped back) count as no round trip.
+  p.host_received_unix_ns = 0;
+  EXPECT_EQ(MeasureClockOffset(p).uncertainty_ns, 0);
+}
+
+TEST_F(AgentClientTest, StepGuestClockSaysWhenTheGuestRefuses) {
+  // This fun-guestd runs with --no-timesync (it would step the test machine's clock).
+  auto r = StepGuestClock(ep_, -1'500'000'000LL, 5s);
+  ASSERT_FALSE(r.ok());
+  EXPECT_THAT(r.status().message(), HasSubstr("time sync"));
+  EXPECT_THAT(r.status().message(), HasSubstr("turned off"));
+}
+
 TEST_F(AgentClientTest, ContainerdStreamIsRelayedByteForByte) {
   auto s = DialAgent(ep_, {.kind = Kind::kContainerd}, 2s);
   ASSERT_TRUE(s.ok()) << s.status();

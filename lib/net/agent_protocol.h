@@ -52,7 +52,8 @@ enum class Kind : uint8_t {
   kTcp = 3,         // stream to target "IP:PORT" inside the VM
   kUdp = 4,         // datagrams to target "IP:PORT" inside the VM
   kShutdown = 5,    // stop containers, sync, power off; the Reply comes before the power-off
-  kTimeSync = 6,    // set the guest clock to arg (host UTC, ns since the epoch)
+  kTimeSync = 6,    // step the guest clock by arg: signed ns (int64 as two's complement),
+                    // the offset the host measured with a kPing, negated
   kLog = 7,         // stream the container log file `target` from offset (arg, see LogArg)
   kPorts = 8,       // report the sockets listening in the VM: lines in Reply::message, in
                     // net::EncodeListenPorts's form (lib/net/listen_ports.h)

@@ -583,7 +583,7 @@ bool Hostd::SharesSettled(const agent::AgentPing& ping) const {
 
 void Hostd::WatchReady() {
   bool ready = false;
-  Clock::MonoTime last_sync{};
+  Clock::MonoTime next_sync{};
   for (;;) {
     {
       std::unique_lock lock(mu_);
@@ -626,17 +626,41 @@ void Hostd::WatchReady() {
     }
     // Keep the guest clock in step with the host: at once, then every interval.
     auto now = o_.clock->MonotonicNow();
-    if (last_sync == Clock::MonoTime{} || now - last_sync >= o_.time_sync_interval) {
-      auto ns =
-          std::chrono::duration_cast<std::chrono::nanoseconds>(o_.clock->Now().time_since_epoch())
-              .count();
-      auto r = agent::CallAgent(
-          agent_, {.kind = agent::Kind::kTimeSync, .arg = static_cast<uint64_t>(ns)}, 2s);
-      // A warning: a VM clock left to drift breaks TLS and make in containers (doctor FUN0019).
-      if (!r.ok()) FUN_LOG(Warning, "time sync: {}", r.status().message());
-      last_sync = now;
-    }
+    if (next_sync <= now) next_sync = now + SyncGuestClock();
   }
+}
+
+// Measures the guest clock's offset with a ping and has the guest step its clock by it. A
+// relative step lands right however late a stalled guest applies it (an absolute time did
+// not: a guest that stalled 21 s under memory pressure set a time 21 s old). When the round
+// trip is too long to measure well, it tries again soon. Returns the wait until the next try.
+Clock::Duration Hostd::SyncGuestClock() {
+  // A warning: a VM clock left to drift breaks TLS and make in containers (doctor FUN0019).
+  auto ping = agent::PingAgent(agent_, 2s);
+  if (!ping.ok()) {
+    FUN_LOG(Warning, "time sync: {}", ping.status().message());
+    return o_.time_sync_interval;
+  }
+  if (ping->guest_time_unix_ns == 0) {
+    FUN_LOG(Warning, "time sync: the guest agent does not report its clock (an older image)");
+    return o_.time_sync_interval;
+  }
+  const agent::ClockOffset d = agent::MeasureClockOffset(*ping);
+  if (d.uncertainty_ns > kTimeSyncMaxUncertainty.count()) {
+    FUN_LOG(Info, "time sync: the ping took {} ms: measuring again in {} s",
+            2 * d.uncertainty_ns / 1'000'000,
+            std::chrono::duration_cast<std::chrono::seconds>(kTimeSyncRetry).count());
+    return kTimeSyncRetry;
+  }
+  if (d.excess_ns <= kTimeSyncTolerance.count()) return o_.time_sync_interval;
+  auto said = agent::StepGuestClock(agent_, -d.offset_ns, 2s);
+  if (!said.ok()) {
+    FUN_LOG(Warning, "time sync: {}", said.status().message());
+  } else {
+    FUN_LOG(Info, "time sync: the VM's clock was {:+.3f} s off (+/- {} ms): {}",
+            static_cast<double>(d.offset_ns) / 1e9, d.uncertainty_ns / 1'000'000, *said);
+  }
+  return o_.time_sync_interval;
 }
 
 void Hostd::StopVm() {

@@ -143,6 +143,13 @@ class Hostd {
   // Each readiness ping while the VM boots (retried every 100 ms until one answers).
   static constexpr std::chrono::milliseconds kBootPingTimeout{500};
   std::optional<Clock::MonoTime> shares_wait_since_;  // WatchReady's thread only
+  // The guest clock: measured with a ping, stepped by the offset (WatchReady's thread).
+  Clock::Duration SyncGuestClock();
+  // A ping whose round trip is longer than twice this measures too loosely: retried soon.
+  static constexpr std::chrono::nanoseconds kTimeSyncMaxUncertainty{std::chrono::milliseconds(250)};
+  static constexpr std::chrono::seconds kTimeSyncRetry{5};
+  // What the clock may be off, beyond the measurement's uncertainty, before it is stepped.
+  static constexpr std::chrono::nanoseconds kTimeSyncTolerance{std::chrono::milliseconds(10)};
   Status ServeControl();
   void PublishLoop();
   std::vector<PublishRequest> WantedPorts(cri::Engine* engine);

@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
@@ -150,7 +151,14 @@ class TestAgent {
     std::lock_guard lock(mu_);
     on_shutdown_ = std::move(f);
   }
-  std::vector<uint64_t> time_syncs() const {
+  // The guest's clock against this machine's real one (> 0: ahead); time syncs step it.
+  void SetClockSkew(std::chrono::nanoseconds skew) { clock_skew_ns_ = skew.count(); }
+  static int64_t RealNowNs() {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+  }
+  std::vector<int64_t> time_syncs() const {
     std::lock_guard lock(mu_);
     return time_syncs_;
   }
@@ -175,10 +183,11 @@ class TestAgent {
     } else {
       switch (r.kind) {
         case agent::Kind::kPing:
-          reply.message =
-              nlohmann::json{
-                  {"version", "test"}, {"uptime_s", 1.5}, {"containerd", containerd_ready_.load()}}
-                  .dump();
+          reply.message = nlohmann::json{{"version", "test"},
+                                         {"uptime_s", 1.5},
+                                         {"containerd", containerd_ready_.load()},
+                                         {"time_unix_ns", RealNowNs() + clock_skew_ns_.load()}}
+                              .dump();
           break;
         case agent::Kind::kShutdown: {
           events_->Add("agent:shutdown");
@@ -193,8 +202,9 @@ class TestAgent {
         case agent::Kind::kTimeSync: {
           {
             std::lock_guard lock(mu_);
-            time_syncs_.push_back(r.arg);
+            time_syncs_.push_back(static_cast<int64_t>(r.arg));
           }
+          clock_skew_ns_ += static_cast<int64_t>(r.arg);  // as the guest steps its clock
           events_->Add("agent:timesync");
           break;
         }
@@ -222,7 +232,8 @@ class TestAgent {
   std::atomic<bool> containerd_ready_{true};
   mutable std::mutex mu_;
   std::function<void()> on_shutdown_;
-  std::vector<uint64_t> time_syncs_;
+  std::vector<int64_t> time_syncs_;
+  std::atomic<int64_t> clock_skew_ns_{0};
   std::unique_ptr<ServingLoop> loop_;
 };
 
@@ -639,6 +650,7 @@ TEST_F(HostdTest, PhasesAndTimeSyncOfACleanStop) {
   agent_->SetContainerdReady(false);
   HostdOptions o = Options();
   o.clock = &clock;
+  agent_->SetClockSkew(-21s);
   RunningHostd r = Start(o);
   ASSERT_TRUE(r.vm);
 
@@ -661,17 +673,16 @@ TEST_F(HostdTest, PhasesAndTimeSyncOfACleanStop) {
   s = *State();
   EXPECT_EQ(s.ready_at_ms, WallMs(clock));
   EXPECT_EQ(s.guest_uptime_at_ready_s, 1.5);
-  auto ns = [&] {
-    return static_cast<uint64_t>(
-        std::chrono::duration_cast<std::chrono::nanoseconds>(clock.Now().time_since_epoch())
-            .count());
-  };
+  // The guest clock 21 s behind: measured with a ping, the guest is told to step it forward
+  // by that much, within the measurement's uncertainty (hostd measures again when half the
+  // round trip exceeds 250 ms).
   ASSERT_TRUE(events_.WaitFor("agent:timesync"));
-  EXPECT_EQ(agent_->time_syncs()[0], ns());
-  // ... and again once the interval has passed (simulated time).
+  EXPECT_NEAR(static_cast<double>(agent_->time_syncs()[0]), 21e9, 250e6);
+  // ... and again once the interval has passed (simulated time): now 2 s ahead.
+  agent_->SetClockSkew(2s);
   clock.Advance(o.time_sync_interval + 1s);
   ASSERT_TRUE(events_.WaitFor("agent:timesync", 2));
-  EXPECT_EQ(agent_->time_syncs()[1], ns());
+  EXPECT_NEAR(static_cast<double>(agent_->time_syncs()[1]), -2e9, 250e6);
 
   // A stop: the agent sees "stopping" on disk when asked to shut down; the guest powers off.
   std::optional<Phase> phase_during_shutdown;

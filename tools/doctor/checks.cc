@@ -1275,7 +1275,7 @@ CheckResult ProbeClock(DoctorContext& ctx) {
   if (ping->guest_time_unix_ns == 0) {
     return R::Skip("this fun-guestd does not report its clock (an older image)");
   }
-  ClockDrift d = MeasureClockDrift(*ping);
+  agent::ClockOffset d = agent::MeasureClockOffset(*ping);
   std::vector<std::string> detail = {
       fmt::format("VM clock {} the host's by {} ms (+/- {} ms, half the ping's round trip)",
                   d.offset_ns >= 0 ? "ahead of" : "behind", std::abs(d.offset_ns) / 1'000'000,
@@ -1296,10 +1296,11 @@ FixResult FixClock(DoctorContext& ctx) {
   std::vector<std::string> done;
   const auto& ping = ctx.Ping();
   if (!ping.ok() || ping->guest_time_unix_ns == 0) return done;
-  if (MeasureClockDrift(*ping).excess_ns <= kMaxClockDrift.count() * 1'000'000LL) return done;
-  FUN_ASSIGN_OR_RETURN(
-      std::string said,
-      ctx.env().SyncGuestClock(ctx.instance_dir(), ctx.instance(), kAgentPingTimeout));
+  const agent::ClockOffset d = agent::MeasureClockOffset(*ping);
+  if (d.excess_ns <= kMaxClockDrift.count() * 1'000'000LL) return done;
+  FUN_ASSIGN_OR_RETURN(std::string said,
+                       ctx.env().StepGuestClock(ctx.instance_dir(), ctx.instance(), -d.offset_ns,
+                                                kAgentPingTimeout));
   done.push_back(fmt::format("set the VM's clock to the host's ({})", SanitizeLine(said, 120)));
   return done;
 }
@@ -1482,18 +1483,6 @@ const Check* FindCheck(std::string_view id) {
     if (c.id == want) return &c;
   }
   return nullptr;
-}
-
-ClockDrift MeasureClockDrift(const agent::AgentPing& ping) {
-  ClockDrift d;
-  const int64_t sent = ping.host_sent_unix_ns,
-                received = std::max(ping.host_received_unix_ns, sent);
-  const int64_t mid = sent + (received - sent) / 2;
-  d.offset_ns = ping.guest_time_unix_ns - mid;
-  d.uncertainty_ns = (received - sent) / 2;
-  const int64_t magnitude = d.offset_ns < 0 ? -d.offset_ns : d.offset_ns;
-  d.excess_ns = std::max<int64_t>(0, magnitude - d.uncertainty_ns);
-  return d;
 }
 
 CheckStatus ClassifyDataDisk(uint64_t total, uint64_t avail) {

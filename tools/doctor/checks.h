@@ -139,16 +139,6 @@ bool IsPortConflict(std::string_view error);
 // ("0.0.0.0", "::") become loopback of their family; others are themselves.
 std::string ProbeAddress(const std::string& ip);
 
-// FUN0019: the guest's clock against the host's, from one ping. offset_ns > 0: the guest is
-// ahead. The guest read its clock between the host's two stamps, so the true offset is within
-// uncertainty_ns (half the round trip) of offset_ns; excess_ns is |offset| beyond that (>= 0).
-struct ClockDrift {
-  int64_t offset_ns = 0;
-  int64_t uncertainty_ns = 0;
-  int64_t excess_ns = 0;
-};
-ClockDrift MeasureClockDrift(const agent::AgentPing& ping);
-
 // FUN0020: kFail, kWarn or kPass for a disk of `total` bytes with `avail` free.
 CheckStatus ClassifyDataDisk(uint64_t total, uint64_t avail);
 

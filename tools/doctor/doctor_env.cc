@@ -233,19 +233,11 @@ StatusOr<cri::RuntimeStatus> RealDoctorEnv::CriStatus(const std::string& socket,
   return client->Status({.timeout = deadline});
 }
 
-StatusOr<std::string> RealDoctorEnv::SyncGuestClock(const std::string& instance_dir,
-                                                    const std::string& name,
+StatusOr<std::string> RealDoctorEnv::StepGuestClock(const std::string& instance_dir,
+                                                    const std::string& name, int64_t delta_ns,
                                                     std::chrono::milliseconds timeout) {
   FUN_ASSIGN_OR_RETURN(agent::AgentEndpoint ep, vm::InstanceAgentEndpoint(instance_dir, name));
-  auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                std::chrono::system_clock::now().time_since_epoch())
-                .count();
-  FUN_ASSIGN_OR_RETURN(
-      agent::Reply r,
-      agent::CallAgent(ep, {.kind = agent::Kind::kTimeSync, .arg = static_cast<uint64_t>(ns)},
-                       timeout));
-  FUN_RETURN_IF_ERROR(agent::ReplyToStatus(r, "time sync"));
-  return r.message;
+  return agent::StepGuestClock(ep, delta_ns, timeout);
 }
 
 Status RealDoctorEnv::StopInstance(const Paths& paths, const std::string& name, bool force) {

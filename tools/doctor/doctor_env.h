@@ -161,10 +161,10 @@ class DoctorEnv {
   virtual StatusOr<cri::RuntimeStatus> CriStatus(const std::string& socket,
                                                  std::chrono::milliseconds deadline) = 0;
 
-  // Sets the guest's clock to the host's (agent kind kTimeSync), within `timeout`; the guest's
-  // answer ("clock stepped by ...") on success.
-  virtual StatusOr<std::string> SyncGuestClock(const std::string& instance_dir,
-                                               const std::string& name,
+  // Steps the guest's clock by `delta_ns` (agent kind kTimeSync), within `timeout`; the
+  // guest's answer ("clock stepped by ...") on success.
+  virtual StatusOr<std::string> StepGuestClock(const std::string& instance_dir,
+                                               const std::string& name, int64_t delta_ns,
                                                std::chrono::milliseconds timeout) = 0;
 
   // Stops the instance (vm::StopInstance; with `force` the graceful steps are skipped).
@@ -226,7 +226,8 @@ class RealDoctorEnv final : public DoctorEnv {
       const std::string& instance_dir, std::chrono::milliseconds timeout) override;
   StatusOr<cri::RuntimeStatus> CriStatus(const std::string& socket,
                                          std::chrono::milliseconds deadline) override;
-  StatusOr<std::string> SyncGuestClock(const std::string& instance_dir, const std::string& name,
+  StatusOr<std::string> StepGuestClock(const std::string& instance_dir, const std::string& name,
+                                       int64_t delta_ns,
                                        std::chrono::milliseconds timeout) override;
   Status StopInstance(const Paths& paths, const std::string& name, bool force) override;
   Status Chmod(const std::string& path, unsigned mode) override;

@@ -262,14 +262,13 @@ StatusOr<cri::RuntimeStatus> FakeDoctorEnv::CriStatus(const std::string& /*socke
   return cri_status;
 }
 
-StatusOr<std::string> FakeDoctorEnv::SyncGuestClock(const std::string& /*instance_dir*/,
-                                                    const std::string& /*name*/,
+StatusOr<std::string> FakeDoctorEnv::StepGuestClock(const std::string& /*instance_dir*/,
+                                                    const std::string& /*name*/, int64_t delta_ns,
                                                     std::chrono::milliseconds /*timeout*/) {
   sync_calls++;
   if (!sync_error.ok()) return sync_error;
-  int64_t step = ping.host_sent_unix_ns - ping.guest_time_unix_ns;
-  ping.guest_time_unix_ns = ping.host_sent_unix_ns;
-  return fmt::format("clock stepped by {} ns", step);
+  ping.guest_time_unix_ns += delta_ns;
+  return fmt::format("clock stepped by {} ns", delta_ns);
 }
 
 Status FakeDoctorEnv::StopInstance(const Paths& /*paths*/, const std::string& name, bool force) {

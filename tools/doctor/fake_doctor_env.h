@@ -81,7 +81,8 @@ class FakeDoctorEnv final : public DoctorEnv {
       const std::string& instance_dir, std::chrono::milliseconds timeout) override;
   StatusOr<cri::RuntimeStatus> CriStatus(const std::string& socket,
                                          std::chrono::milliseconds deadline) override;
-  StatusOr<std::string> SyncGuestClock(const std::string& instance_dir, const std::string& name,
+  StatusOr<std::string> StepGuestClock(const std::string& instance_dir, const std::string& name,
+                                       int64_t delta_ns,
                                        std::chrono::milliseconds timeout) override;
   Status StopInstance(const Paths& paths, const std::string& name, bool force) override;
   Status Chmod(const std::string& path, unsigned mode) override;
@@ -132,8 +133,8 @@ class FakeDoctorEnv final : public DoctorEnv {
   // CriStatus: the runtime's conditions (MakeHealthy: both ready); cri_status_error when set.
   cri::RuntimeStatus cri_status;
   Status cri_status_error;
-  // SyncGuestClock: sets ping.guest_time_unix_ns to the host's stamps (the clock is then in
-  // step) unless sync_error is set; each call is counted.
+  // StepGuestClock: moves ping.guest_time_unix_ns by the step unless sync_error is set; each
+  // call is counted.
   Status sync_error;
   int sync_calls = 0;
   // Chmod / RemoveFile / WriteFile fail with this when set (the fake file system is unchanged).
