@@ -144,12 +144,11 @@ class Scenario {
     if (!s.ok()) {
       failed_ = true;
       r.message = s.message();
-      r.attachments =
-          "--- fun-doctor at the failure\n" + DoctorAtFailure() +
-          "--- console.log (last 150 lines)\n" +
-          vm::TailFile(paths_.InstanceFile("default", InstanceFileKind::kConsoleLog), 150) +
-          "--- hostd.log (last 40 lines)\n" +
-          vm::TailFile(paths_.InstanceFile("default", InstanceFileKind::kHostdLog), 40);
+      r.attachments = "--- fun-doctor at the failure\n" + DoctorAtFailure() +
+                      "--- console.log (last 150 lines)\n" +
+                      TailFile(paths_.InstanceFile("default", InstanceFileKind::kConsoleLog), 150) +
+                      "--- hostd.log (last 40 lines)\n" +
+                      TailFile(paths_.InstanceFile("default", InstanceFileKind::kHostdLog), 40);
     }
     std::fprintf(stderr, "harness: %-28s %s %6.2fs %s\n", name.c_str(), r.ok ? "ok  " : "FAIL",
                  r.seconds, r.message.c_str());

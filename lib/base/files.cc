@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <deque>
+#include <fstream>
 
 #include "lib/base/socket.h"
 #include "lib/base/unique_fd.h"
@@ -73,6 +75,19 @@ StatusOr<uint64_t> RaiseOpenFileLimit() {
   l.rlim_cur = want;
   if (::setrlimit(RLIMIT_NOFILE, &l) != 0) return ErrnoError(errno, "setrlimit(RLIMIT_NOFILE)");
   return static_cast<uint64_t>(want);
+}
+
+std::string TailFile(const std::string& path, size_t lines) {
+  std::ifstream in(path);
+  if (!in) return "";
+  std::deque<std::string> last;
+  for (std::string line; std::getline(in, line);) {
+    last.push_back(line);
+    if (last.size() > lines) last.pop_front();
+  }
+  std::string out;
+  for (const auto& l : last) out += l + "\n";
+  return out;
 }
 
 }  // namespace fun

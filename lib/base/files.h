@@ -23,6 +23,9 @@ Status WriteFileAtomically(const std::string& path, std::string_view data, mode_
 // exist; other errors with errno's message; both name the path.
 StatusOr<std::string> ReadFileToString(const std::string& path);
 
+// The last `lines` lines of a text file ("" if unreadable): logs for error messages.
+std::string TailFile(const std::string& path, size_t lines);
+
 // How many fds process `pid` has open (0: this process, not counting the one the count itself
 // uses). Linux: the entries of /proc/<pid>/fd; elsewhere only this process (/dev/fd), other
 // pids are Unimplemented.

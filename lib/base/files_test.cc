@@ -72,5 +72,14 @@ TEST(FilesTest, RaiseOpenFileLimitReturnsTheSoftLimitInEffect) {
   EXPECT_GE(after.rlim_cur, before.rlim_max == RLIM_INFINITY ? before.rlim_cur : before.rlim_max);
 }
 
+TEST(TailFileTest, LastLines) {
+  std::string path = "/tmp/fun-tail-test-" + std::to_string(::getpid());
+  std::ofstream(path) << "a\nb\nc\nd\n";
+  EXPECT_EQ(TailFile(path, 2), "c\nd\n");
+  EXPECT_EQ(TailFile(path, 10), "a\nb\nc\nd\n");
+  EXPECT_EQ(TailFile(path + ".missing", 3), "");
+  ::unlink(path.c_str());
+}
+
 }  // namespace
 }  // namespace fun

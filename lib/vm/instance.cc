@@ -11,8 +11,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <deque>
-#include <fstream>
 #include <thread>
 
 #include "lib/base/log.h"
@@ -325,19 +323,6 @@ Status RemoveInstance(const Paths& paths, const std::string& name) {
     ::unlink(user_console.c_str());
   }
   return OkStatus();
-}
-
-std::string TailFile(const std::string& path, size_t lines) {
-  std::ifstream in(path);
-  if (!in) return "";
-  std::deque<std::string> last;
-  for (std::string line; std::getline(in, line);) {
-    last.push_back(line);
-    if (last.size() > lines) last.pop_front();
-  }
-  std::string out;
-  for (const auto& l : last) out += l + "\n";
-  return out;
 }
 
 std::string DescribeGuestEnd(std::string_view console_tail) {

@@ -92,9 +92,6 @@ Status StopInstance(const Paths& paths, const std::string& name, const StopOptio
 // Deletes a stopped instance and everything in its directory (its data disk too).
 Status RemoveInstance(const Paths& paths, const std::string& name);
 
-// The last `lines` lines of a text file ("" if unreadable).
-std::string TailFile(const std::string& path, size_t lines);
-
 // Why QEMU ended by itself (exit 0, no stop asked), from the end of the guest's console: QEMU
 // runs with -no-reboot, so a guest that reboots -- as a kernel panic with panic=1 does -- ends
 // the VM just as a power-off would. "the guest kernel panicked: <the panic line>", "the guest

@@ -13,6 +13,7 @@
 #include <thread>
 #include <utility>
 
+#include "lib/base/files.h"
 #include "lib/vm/instance_agent.h"
 #include "lib/vm/instance_state.h"
 #include "lib/vm/pidfile.h"
@@ -381,15 +382,6 @@ TEST(DescribeGuestEndTest, PanicRebootOrPowerOffFromTheConsole) {
   // Control characters from the guest never reach state.json raw.
   EXPECT_EQ(DescribeGuestEnd("Kernel panic - not syncing: a\x1b[0mb"),
             "the guest kernel panicked: a?[0mb (the console has the lines before it)");
-}
-
-TEST(TailFileTest, LastLines) {
-  std::string path = "/tmp/fun-tail-test-" + std::to_string(::getpid());
-  std::ofstream(path) << "a\nb\nc\nd\n";
-  EXPECT_EQ(TailFile(path, 2), "c\nd\n");
-  EXPECT_EQ(TailFile(path, 10), "a\nb\nc\nd\n");
-  EXPECT_EQ(TailFile(path + ".missing", 3), "");
-  ::unlink(path.c_str());
 }
 
 }  // namespace

@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "lib/base/clock.h"
+#include "lib/base/files.h"
 #include "lib/base/flags.h"
 #include "lib/base/instance_config.h"
 #include "lib/base/progress.h"
@@ -434,7 +435,7 @@ int Logs(const std::vector<std::string>& args, const PathsInput& env, std::ostre
     return Fail(err, NotFoundError(file + " does not exist yet: the instance never started"));
   }
   if (tail >= 0) {
-    out << vm::TailFile(file, static_cast<size_t>(tail));
+    out << TailFile(file, static_cast<size_t>(tail));
     in.seekg(0, std::ios::end);
   } else {
     out << in.rdbuf();
@@ -497,9 +498,9 @@ StatusOr<std::string> StartInstance(const Paths& paths, const std::string& name,
   Status ready = WaitForRuntime(paths, name, o.timeout, spinner, spawned, spawned_at_ms);
   if (!ready.ok()) {
     std::string msg = fmt::format("starting {}: {}", name, ready.message());
-    std::string console = vm::TailFile(paths.InstanceFile(name, InstanceFileKind::kConsoleLog), 15);
+    std::string console = TailFile(paths.InstanceFile(name, InstanceFileKind::kConsoleLog), 15);
     if (!console.empty()) msg += "\nlast console lines:\n" + console;
-    std::string hostd = vm::TailFile(paths.InstanceFile(name, InstanceFileKind::kHostdLog), 5);
+    std::string hostd = TailFile(paths.InstanceFile(name, InstanceFileKind::kHostdLog), 5);
     if (!hostd.empty()) msg += "\nlast fun-hostd log lines:\n" + hostd;
     msg +=
         "\nhint: run 'fun-doctor' for the checks that explain why (boot stuck, hypervisor, "

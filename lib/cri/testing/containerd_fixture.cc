@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "lib/base/clock.h"
+#include "lib/base/files.h"
 #include "lib/base/log.h"
 #include "lib/base/socket.h"
 #include "lib/cri/client.h"
@@ -463,16 +464,8 @@ Status ContainerdFixture::TrustPlainHttpRegistry(std::string_view host) {
 }
 
 std::string TailOfLog(const std::string& path, size_t max_lines) {
-  std::ifstream f(path);
-  if (!f) return "(no log at " + path + ")";
-  std::deque<std::string> lines;
-  for (std::string line; std::getline(f, line);) {
-    lines.push_back(std::move(line));
-    if (lines.size() > max_lines) lines.pop_front();
-  }
-  std::string out;
-  for (const std::string& l : lines) out += l + "\n";
-  return out;
+  if (!std::ifstream(path)) return "(no log at " + path + ")";
+  return TailFile(path, max_lines);
 }
 
 std::string ContainerdFixture::LogTail(size_t max_lines) const {
