@@ -688,16 +688,26 @@ void ServeTimeSync(const Context& c, int conn, const agent::Request& r, Outcome*
     return;
   }
   // A relative step (the host measured the offset with a ping): however late this stalled
-  // guest gets to it, it lands right. Ten years either way is no clock offset but a bug (or an
-  // older fun-hostd sending an absolute time).
-  const auto delta = std::chrono::nanoseconds(static_cast<int64_t>(r.arg));
-  constexpr auto kMaxStep = std::chrono::hours(24 * 366 * 10);
-  if (delta > kMaxStep || delta < -kMaxStep) {
+  // guest gets to it, it lands right. A step that lands before 2000 or after 2070 is no clock
+  // offset but a bug (or an older fun-hostd sending an absolute time: that lands in 2082
+  // and later). Decades either way are fine: an RTC reset to 1970, a clock set by hand.
+  const int64_t delta_ns = static_cast<int64_t>(r.arg);
+  constexpr int64_t kEarliestNs = 946684800LL * 1'000'000'000LL;  // 2000-01-01T00:00:00Z
+  constexpr int64_t kLatestNs = 3155760000LL * 1'000'000'000LL;   // 2070-01-01T00:00:00Z
+  const int64_t now_ns =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(c.system.Now().time_since_epoch())
+          .count();
+  // now_ns + delta_ns without overflow: both checks are done against the bounds.
+  if (delta_ns < kEarliestNs - now_ns || delta_ns >= kLatestNs - now_ns) {
     Reply(conn, ReplyStatus::kBadRequest,
-          fmt::format("time sync by {} ns: not a plausible clock offset", delta.count()), o);
+          fmt::format("time sync by {} ns: not a plausible clock offset (the clock would leave "
+                      "2000-2070)",
+                      delta_ns),
+          o);
     o->warning = true;
     return;
   }
+  const auto delta = std::chrono::nanoseconds(delta_ns);
   Status s = c.system.StepWallClock(delta);
   if (!s.ok()) {
     Reply(conn, ReplyStatus::kFailed, "stepping the clock: " + s.message(), o);

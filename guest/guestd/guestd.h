@@ -30,7 +30,7 @@
 //   kShutdown    Reply kOk, then start the shutdown command detached (it stops containers,
 //                syncs and powers off)
 //   kTimeSync    step CLOCK_REALTIME by the signed offset in arg (unless --no-timesync), Reply
-//                with the step applied; more than 10 years either way is refused
+//                with the step applied; a step that leaves 2000-2070 is refused
 //   kLog         stream a container log file under --log-root from an offset; with follow,
 //                keep sending as it grows until the host half-closes (then send the rest)
 //   kPorts       Reply kOk with the sockets listening in the VM's network namespace (TCP in

@@ -812,13 +812,22 @@ TEST_F(GuestdTest, TimeSyncStepsTheClockByTheOffset) {
 
 TEST_F(GuestdTest, TimeSyncRefusesNonsense) {
   StartAgent();
-  // An absolute time (what an older fun-hostd sent): 56 years ahead is no offset.
+  // An absolute time (what an older fun-hostd sent): it would land in 2082.
   agent::Reply r = Call(Req(Kind::kTimeSync, "", 1767225600ull * 1000000000ull));
   EXPECT_EQ(r.status, ReplyStatus::kBadRequest);
   EXPECT_THAT(r.message, HasSubstr("not a plausible clock offset"));
+  // Back before 2000 (the fixed clock says 2026-01-01); the extremes of the type.
+  r = Call(Req(Kind::kTimeSync, "", static_cast<uint64_t>(-27LL * 366 * 86400 * 1'000'000'000LL)));
+  EXPECT_EQ(r.status, ReplyStatus::kBadRequest);
   r = Call(Req(Kind::kTimeSync, "", static_cast<uint64_t>(std::numeric_limits<int64_t>::min())));
   EXPECT_EQ(r.status, ReplyStatus::kBadRequest);
+  r = Call(Req(Kind::kTimeSync, "", static_cast<uint64_t>(std::numeric_limits<int64_t>::max())));
+  EXPECT_EQ(r.status, ReplyStatus::kBadRequest);
   EXPECT_TRUE(system_.set().empty());
+  // A clock 25 years behind (set to 2001 by hand) is stepped forward: decades are fine.
+  r = Call(Req(Kind::kTimeSync, "", static_cast<uint64_t>(25LL * 365 * 86400 * 1'000'000'000LL)));
+  EXPECT_EQ(r.status, ReplyStatus::kOk) << r.message;
+  EXPECT_EQ(system_.set().size(), 1u);
 }
 
 TEST_F(GuestdTest, TimeSyncTurnedOff) {
