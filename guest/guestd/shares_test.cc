@@ -64,7 +64,15 @@ class SharesTest : public ::testing::Test {
         if (pid > 1) ::kill(pid, SIGKILL);
       }
     }
-    fs::remove_all(dir_);
+    // A relay killed just now may still finish a write of its stats file (home.stats.tmp,
+    // renamed over home.stats) while the tree is being removed: a file vanishing under
+    // remove_all is an error, once seen in CI; try again.
+    for (int i = 0; i < 100; ++i) {
+      std::error_code ec;
+      fs::remove_all(dir_, ec);
+      if (!ec) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
   }
 
   // Waits until `pred(state of share 0)` holds (5 s at most).
