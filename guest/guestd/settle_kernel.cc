@@ -4,9 +4,12 @@
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/if_packet.h>
 #include <linux/sockios.h>
 #include <net/if.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -181,6 +184,48 @@ Status ConnectRefusedOnLoopback() {
   return OkStatus();
 }
 
+Status HashAPacketOnLoopback() {
+  unsigned lo = ::if_nametoindex("lo");
+  if (lo == 0) return ErrnoError(errno, "find lo");
+  UniqueFd tap(::socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_P_ALL)));
+  if (!tap) return ErrnoError(errno, "packet socket (needs CAP_NET_RAW)");
+  sockaddr_ll ll{};
+  ll.sll_family = AF_PACKET;
+  ll.sll_protocol = htons(ETH_P_ALL);
+  ll.sll_ifindex = static_cast<int>(lo);
+  if (::bind(tap.get(), reinterpret_cast<sockaddr*>(&ll), sizeof(ll)) != 0) {
+    return ErrnoError(errno, "bind the packet socket to lo");
+  }
+  // A fanout group that spreads by flow hash: every frame lo carries is hashed to pick the
+  // member (fanout_demux_hash -> __skb_get_hash_symmetric).
+  int fanout = static_cast<int>((::getpid() & 0xffff) | (PACKET_FANOUT_HASH << 16));
+  if (::setsockopt(tap.get(), SOL_PACKET, PACKET_FANOUT, &fanout, sizeof(fanout)) != 0) {
+    return ErrnoError(errno, "join a PACKET_FANOUT_HASH group on lo");
+  }
+  UniqueFd rx(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  UniqueFd tx(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  if (!rx || !tx) return ErrnoError(errno, "socket");
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(a);
+  if (::bind(rx.get(), reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 ||
+      ::getsockname(rx.get(), reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+    return ErrnoError(errno, "bind a UDP port on 127.0.0.1 (is lo up?)");
+  }
+  const char datagram[] = "fun-settle";
+  if (::sendto(tx.get(), datagram, sizeof(datagram), 0, reinterpret_cast<sockaddr*>(&a),
+               sizeof(a)) < 0) {
+    return ErrnoError(errno, "send a UDP datagram to 127.0.0.1 (is lo up?)");
+  }
+  // The frame reached the tap: it went through the fanout, so it was hashed.
+  pollfd p{tap.get(), POLLIN, 0};
+  int n = ::poll(&p, 1, 2000);
+  if (n < 0) return ErrnoError(errno, "poll the packet socket");
+  if (n == 0) return InternalError("the packet socket on lo saw no frame within 2 s");
+  return OkStatus();
+}
+
 SettleReport SettleKernel(const SettleOptions& o) {
   SettleReport r;
   auto offline = TakeSecondaryCpusOffline(o.cpu_dir);
@@ -202,6 +247,7 @@ SettleReport SettleKernel(const SettleOptions& o) {
     step("bridge netfilter hooks (bridge " + o.bridge + ")", CreateAndDeleteBridge(o.bridge));
   }
   if (o.connect_loopback) step("TCP connect secret", ConnectRefusedOnLoopback());
+  if (o.hash_loopback_packet) step("flow hash secret", HashAPacketOnLoopback());
   // The once keys are switched off by a work item queued on this CPU: let it run here.
   std::this_thread::sleep_for(std::chrono::milliseconds(20));
   Status back = BringCpusOnline(o.cpu_dir, r.cpus_offlined);

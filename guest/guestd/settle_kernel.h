@@ -13,10 +13,13 @@
 //   - each container while it runs: runc's device program, cgroup_bpf_enabled_key[DEVICE],
 //     on while any container runs and off again when the last one ends;
 //   - the first bridge (br_netfilter's IPv6 PRE_ROUTING hook: nf_hooks_needed);
-//   - the first TCP connect (the once key of __inet_hash_connect's secret).
-// Not covered: the once key of the flow hash secret (flow_hash_from_keys, __skb_get_hash_net:
-// 3 sites) flips at the first packet the kernel hashes without a socket's hash (a container's
-// forwarded packet, say); a frame sent from a packet socket at boot did not flip it.
+//   - the first TCP connect (the once key of __inet_hash_connect's secret);
+//   - the first packet the kernel hashes itself (the once key of the flow hash secret:
+//     flow_hash_from_keys, __skb_get_hash_symmetric, __skb_get_hash_net). It is not the first
+//     packet sent: fq_codel sends a packet that meets an idle queue without hashing it (a
+//     frame sent from a packet socket at boot did not flip it), so the flip came at some
+//     later burst. Settle hashes one on purpose: a packet socket on lo in a
+//     PACKET_FANOUT_HASH group, and one UDP datagram to 127.0.0.1.
 // The once keys are switched off by a work item: settle sleeps a moment before it brings the
 // CPUs back so that the work runs on the one CPU.
 // SettleKernel takes every CPU but the first offline, flips those keys (and keeps them on: an
@@ -47,7 +50,8 @@ struct SettleOptions {
   // A bridge created and deleted again (br_netfilter registers its hooks for the network
   // namespace at the first bridge and keeps them). Empty: skipped.
   std::string bridge = "fun-settle0";
-  bool connect_loopback = true;  // one refused TCP connect on 127.0.0.1
+  bool connect_loopback = true;      // one refused TCP connect on 127.0.0.1
+  bool hash_loopback_packet = true;  // one UDP datagram on lo through a hash fanout group
 };
 
 struct SettleReport {
@@ -71,6 +75,9 @@ StatusOr<int> DeviceProgramsAttached(const std::string& cgroup);
 Status CreateAndDeleteBridge(const std::string& name);
 // A TCP connect to a bound, not listening 127.0.0.1 port: refused, as expected.
 Status ConnectRefusedOnLoopback();
+// One UDP datagram to 127.0.0.1 while a packet socket on lo belongs to a PACKET_FANOUT_HASH
+// group: the kernel computes the frame's flow hash. OK once the packet socket saw the frame.
+Status HashAPacketOnLoopback();
 
 SettleReport SettleKernel(const SettleOptions& o);
 
