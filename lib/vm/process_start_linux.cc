@@ -6,6 +6,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "lib/base/files.h"
 #include "lib/vm/pidfile.h"
 
 namespace fun::vm {
@@ -21,9 +22,11 @@ std::string ReadUptime() {
 
 StatusOr<uint64_t> ProcessStartTime(pid_t pid) {
   std::string path = fmt::format("/proc/{}/stat", pid);
-  std::ifstream in(path);
-  if (!in) return NotFoundError(fmt::format("no process {}", pid));
-  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  // read(2), not an ifstream: a process reaped between the open and the read makes the read
+  // fail with ESRCH, which libstdc++'s filebuf throws as an exception (seen in vm_test).
+  auto text = ReadFileToString(path);
+  if (!text.ok()) return NotFoundError(fmt::format("no process {}", pid));
+  const std::string& stat = *text;
   // The command name (field 2) is in parentheses and may contain spaces or ')': skip to the
   // last ')'. Field 22 (starttime) is then the 20th field after it.
   auto close = stat.rfind(')');
