@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Fun's shared folders as a container in the VM sees them, side by side with the two other ways
 # to get a host folder into a QEMU guest over 9P, all in the SAME VM and the same run:
-#   fun     a host folder shared by fun-hostd (lib/p9), mounted by fun-guestd: virtio-serial port
-#           -> guest relay -> trans=unix (the default path; `fun run -v` bind-mounts it)
+#   fun     a host folder shared by fun-hostd (lib/p9), mounted by fun-guestd: with
+#           --transport serial (the default) virtio-serial port -> guest relay -> trans=unix;
+#           with --transport vsock fun-hostd's own vhost-user vsock device -> trans=fd on a
+#           vsock stream, no relay (`fun run -v` bind-mounts either)
 #   diod    Debian's diod on the host's 127.0.0.1:<free port>, mounted in the VM with trans=tcp
 #           to 10.0.2.2 (QEMU's user-mode network reaches the host's loopback there)
 #   virtfs  QEMU's own virtio-9p (-virtfs local,security_model=none, added through fun-hostd's
@@ -24,7 +26,8 @@
 # absolute figures. fun/diod and fun/virtfs >= 1.0 is the goal; "fun %native" is for scale.
 #
 #   perf/p9_vm.sh [--build DIR] [--image-dir DIR] [--size-mib N] [--files N] [--runs N]
-#                 [--cache mmap|loose|none] [--vcpus N] [--json FILE] [--keep]
+#                 [--cache mmap|loose|none] [--vcpus N] [--transport serial|vsock]
+#                 [--json FILE] [--keep]
 #
 # --vcpus N boots the VM with N vCPUs (QEMU -smp N through FUN_QEMU_EXTRA_ARGS) instead of the
 # config's: under TCG one vCPU makes every 9P transport 2-3x faster on small files (no
@@ -39,6 +42,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=build image="" size_mib=256 files=10000 runs=3 cache=mmap json="" keep=0 vcpus=""
+transport=serial
 while [ $# -gt 0 ]; do
   case "$1" in
     --build) build=$2; shift 2 ;;
@@ -48,6 +52,7 @@ while [ $# -gt 0 ]; do
     --runs) runs=$2; shift 2 ;;
     --cache) cache=$2; shift 2 ;;
     --vcpus) vcpus=$2; shift 2 ;;
+    --transport) transport=$2; shift 2 ;;
     --json) json=$2; shift 2 ;;
     --keep) keep=1; shift ;;
     *) echo "p9_vm.sh: unknown argument $1 (see the header of this script)" >&2; exit 2 ;;
@@ -55,6 +60,7 @@ while [ $# -gt 0 ]; do
 done
 die() { echo "p9_vm.sh: $*" >&2; exit 1; }
 case "$cache" in mmap|loose|none) ;; *) die "--cache $cache: use mmap, loose or none" ;; esac
+case "$transport" in serial|vsock) ;; *) die "--transport $transport: use serial or vsock" ;; esac
 for n in "$size_mib" "$files" "$runs" ${vcpus:+"$vcpus"}; do
   [[ "$n" =~ ^[1-9][0-9]*$ ]] || die "--size-mib, --files, --runs and --vcpus take a positive number"
 done
@@ -109,7 +115,8 @@ echo "$cmdline" > "$work/image/fun-cmdline"
 
 echo "p9_vm: booting the VM (virtfs on $work/virtfs, diod on 127.0.0.1:$diod_port) ..."
 FUN_QEMU_EXTRA_ARGS="-virtfs local,path=$work/virtfs,mount_tag=$tag,security_model=none,id=$tag${vcpus:+ -smp $vcpus}" \
-  "$vmctl" start --image-dir "$work/image" --share "$work/fun" --timeout 600 >/dev/null 2>"$work/start.err" ||
+  "$vmctl" start --image-dir "$work/image" --share "$work/fun" --share-transport "$transport" \
+    --timeout 600 >/dev/null 2>"$work/start.err" ||
   { cat "$work/start.err" >&2; die "the VM did not start (logs: fun-vmctl logs --hostd; --keep keeps them)"; }
 grep -q -- "-virtfs local,path=$work/virtfs" "$FUN_HOME/instances/default/hostd.log" ||
   die "hostd.log does not show the -virtfs argument: is fun-hostd older than FUN_QEMU_EXTRA_ARGS?"
@@ -205,9 +212,9 @@ done
 
 state=$FUN_HOME/instances/default/state.json
 config=$FUN_HOME/instances/default/config.json
-python3 - "$raw" "$json" "$state" "$config" "$size_mib" "$files" "$runs" "$cache" "$mounts" "$vcpus" <<'PY'
+python3 - "$raw" "$json" "$state" "$config" "$size_mib" "$files" "$runs" "$cache" "$mounts" "$vcpus" "$transport" <<'PY'
 import json, statistics, sys
-raw, out, state, config, size_mib, files, runs, cache, mounts, vcpus = sys.argv[1:]
+raw, out, state, config, size_mib, files, runs, cache, mounts, vcpus, transport = sys.argv[1:]
 vals = {}
 for line in open(raw):
     t, m, v = line.split()
@@ -223,10 +230,11 @@ print("\n9P mounts in the VM (as the container sees them):")
 for m in mounts.splitlines():
     print("  " + m)
 print(f"\naccel {accel}, {cpus} vCPUs, host load {load}; median of {runs} runs; "
-      f"dd {size_mib} MiB, {files} files, cache={cache}")
+      f"dd {size_mib} MiB, {files} files, cache={cache}; fun's shares over {transport}")
 hdr = f"{'metric':<17}{'fun':>10}{'diod':>10}{'virtfs':>10}{'native':>11}{'fun/diod':>10}{'fun/virtfs':>11}{'fun %native':>12}"
 print(hdr)
 result = {"size_mib": int(size_mib), "files": int(files), "runs": int(runs), "cache": cache,
+          "transport": transport,
           "accel": accel, "cpus": cpus, "metrics": {}}
 for key, name in rows:
     med = {t: statistics.median(vals[key][t]) for t in ("fun", "diod", "virtfs", "native")}

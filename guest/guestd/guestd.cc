@@ -30,6 +30,7 @@
 #include "lib/base/files.h"
 #include "lib/base/flags.h"
 #include "lib/base/log.h"
+#include "lib/base/strings.h"
 #include "lib/base/version.h"
 #include "lib/net/listen_ports.h"
 #include "lib/net/splice.h"
@@ -852,6 +853,11 @@ Outcome Serve(const Context& c, int conn) {
     case agent::Kind::kPorts:
       ServePorts(c, conn, &o);
       break;
+    case agent::Kind::kP9:
+      Reply(conn, ReplyStatus::kBadRequest,
+            "p9 streams go from the guest to the host, not the other way", &o);
+      o.warning = true;
+      break;
   }
   return o;
 }
@@ -959,6 +965,8 @@ StatusOr<Options> ParseArgs(const std::vector<std::string>& args) {
   flags.String("image-dir", &o.image_dir, "OCI image layouts, one per repository name");
   flags.String("shares-file", &o.shares_file,
                "the host's share table (lib/net/share_table.h); a missing file means no shares");
+  flags.String("share-vsock-port-file", &o.share_vsock_port_file,
+               "holds the host's vsock port for the shares' 9P (a missing file: serial ports)");
   flags.String("share-socket-dir", &o.share_socket_dir,
                "where the 9p mounts' unix sockets live (a directory containers do not see)");
   flags.String("share-cache", &o.share_cache,
@@ -1044,6 +1052,25 @@ StatusOr<agent::Token> ReadTokenFile(const std::string& path) {
 
 // -----------------------------------------------------------------------------------------
 // The agent.
+
+StatusOr<uint32_t> ReadShareVsockPort(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return 0u;  // no such file: the host serves the shares on serial ports
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::string_view digits = TrimSpace(text);
+  uint64_t port = 0;
+  bool ok = !digits.empty() && digits.size() <= 10;
+  for (char c : digits) {
+    ok = ok && c >= '0' && c <= '9';
+    port = port * 10 + static_cast<uint64_t>(c - '0');
+  }
+  if (!ok || port == 0 || port > 0xffffffffULL) {
+    return InvalidArgumentError(
+        fmt::format("{}: \"{}\" is no vsock port number (fun-hostd writes the decimal port)", path,
+                    text.substr(0, 40)));
+  }
+  return static_cast<uint32_t>(port);
+}
 
 Agent::Agent(const Options& options, const agent::Token& token, GuestSystem& system, UniqueFd stop)
     : options_(options), token_(token), system_(system), stop_(std::move(stop)) {}
@@ -1262,6 +1289,12 @@ int Main(const std::vector<std::string>& args, std::ostream& out, std::ostream& 
   } else if (!table->empty()) {
     ShareMounter::Options so;
     so.socket_dir = opts->share_socket_dir;
+    so.token = *token;
+    if (auto port = ReadShareVsockPort(opts->share_vsock_port_file); !port.ok()) {
+      FUN_LOG(Error, "shares: {}", port.status().message());
+    } else {
+      so.vsock_port = *port;
+    }
     so.mount_settings.cache_override = opts->share_cache;
     auto m = ShareMounter::Start(so, std::move(*table));
     if (m.ok()) {

@@ -109,6 +109,8 @@ struct Options {
   // v9fs cache mode.
   std::string shares_file = kDefaultShareTableFile;
   std::string share_socket_dir = "/run/fun/p9";
+  // The vsock port of the host's 9P server (decimal); a missing file: the serial ports.
+  std::string share_vsock_port_file = kDefaultShareVsockPortFile;
   std::string share_cache;  // "": each share's own (the table's)
   std::string log_file;
   std::string log_level = "info";
@@ -181,5 +183,9 @@ class Agent {
 // passes a signalfd for SIGTERM and SIGINT). Prints "listening on ADDRESS" per listener on
 // `out`. Exit codes: 0 after a stop, 1 on a failure (bad token file, cannot listen), 2 usage.
 int Main(const std::vector<std::string>& args, std::ostream& out, std::ostream& err, int stop_fd);
+
+// The host's vsock port for the shares (Options::share_vsock_port_file): 0 when the file does
+// not exist (the host uses serial ports), InvalidArgument when it holds no port number.
+StatusOr<uint32_t> ReadShareVsockPort(const std::string& path);
 
 }  // namespace fun::guestd

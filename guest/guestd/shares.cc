@@ -3,12 +3,14 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <linux/vm_sockets.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/eventfd.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
@@ -383,6 +385,7 @@ void ShareMounter::RunShare(size_t i) {
   // The transport: a virtio-9p device with the share's tag (HyperKit), else the share's
   // virtio-serial port (QEMU). 9pnet_virtio loads in the background at boot: while a 9P device
   // has no driver its tag is unknown, so wait for it before choosing the port.
+  if (options_.vsock_port != 0) return MountVsock(i, deadline);
   for (;;) {
     Virtio9pTag v = FindVirtio9pTag(options_.virtio_devices_dir, tag);
     if (v == Virtio9pTag::kFound) return MountVirtio9p(i, deadline);
@@ -428,6 +431,109 @@ void ShareMounter::MountVirtio9p(size_t i, Steady::time_point deadline) {
     int err = errno;
     // The 9p file system module may still be loading (the driver that bound the device is
     // 9pnet_virtio, a separate module).
+    if (err == ENODEV && Steady::now() < deadline && !WaitStop(std::chrono::milliseconds(200))) {
+      continue;
+    }
+    return Set(
+        i, "failed",
+        ErrnoError(err, fmt::format("mount -t 9p -o {} {} {}", data, share.tag, share.guest_path))
+            .message());
+  }
+}
+
+namespace {
+
+// A stream to fun-hostd's 9P server for `tag`, the host's ok read. Unavailable while the vsock
+// transport is not there yet (its module loads in the background at boot) or nothing listens.
+StatusOr<UniqueFd> OpenVsockShare(uint32_t cid, uint32_t port, const agent::Token& token,
+                                  const std::string& tag) {
+  UniqueFd fd(::socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd) {
+    return Status(errno == EAFNOSUPPORT ? Code::kUnavailable : Code::kInternal,
+                  ErrnoError(errno, "socket(AF_VSOCK)").message());
+  }
+  sockaddr_vm sa{};
+  sa.svm_family = AF_VSOCK;
+  sa.svm_cid = cid;
+  sa.svm_port = port;
+  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0) {
+    int e = errno;
+    bool later = e == ENODEV || e == ENETUNREACH || e == EHOSTUNREACH || e == ECONNRESET ||
+                 e == ECONNREFUSED || e == ETIMEDOUT || e == EINTR;
+    return Status(later ? Code::kUnavailable : Code::kInternal,
+                  ErrnoError(e, fmt::format("connect to vsock {}:{}", cid, port)).message());
+  }
+  FUN_ASSIGN_OR_RETURN(
+      std::string req,
+      agent::EncodeRequest({.token = token, .kind = agent::Kind::kP9, .target = tag}));
+  FUN_RETURN_IF_ERROR(WriteAll(fd.get(), req));
+  std::string got;
+  auto deadline = Steady::now() + std::chrono::seconds(10);
+  for (;;) {
+    FUN_ASSIGN_OR_RETURN(auto reply, agent::DecodeReply(got));
+    if (reply) {
+      if (reply->second != got.size()) {
+        return InternalError("the host sent 9P before its reply was read");
+      }
+      if (reply->first.status != agent::ReplyStatus::kOk) {
+        return PermissionDeniedError(fmt::format("the host refused the share: {}: {}",
+                                                 agent::ReplyStatusName(reply->first.status),
+                                                 reply->first.message));
+      }
+      return fd;
+    }
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Steady::now());
+    pollfd p{fd.get(), POLLIN, 0};
+    if (left.count() <= 0 || ::poll(&p, 1, static_cast<int>(left.count())) != 1) {
+      return DeadlineExceededError("the host did not answer the share request within 10 s");
+    }
+    char buf[512];
+    ssize_t n = ::read(fd.get(), buf, sizeof(buf));
+    if (n <= 0) return UnavailableError("the host closed the stream before answering");
+    got.append(buf, static_cast<size_t>(n));
+  }
+}
+
+}  // namespace
+
+void ShareMounter::MountVsock(size_t i, Steady::time_point deadline) {
+  net::GuestShare share;
+  {
+    std::lock_guard lock(mu_);
+    share = states_[i].share;
+  }
+  if (options_.mount && Is9pMountPoint(share.guest_path)) {
+    // A restarted fun-guestd: the kernel holds the mount's stream, nothing to keep alive.
+    return Set(i, "mounted");
+  }
+  if (options_.mount) {
+    if (Status s = MakeDirs(share.guest_path, 0755); !s.ok()) {
+      return Set(i, "failed", std::string(s.message()));
+    }
+  }
+  for (;;) {
+    auto fd = OpenVsockShare(options_.vsock_cid, options_.vsock_port, options_.token, share.tag);
+    if (!fd.ok()) {
+      if (fd.status().code() == Code::kUnavailable && Steady::now() < deadline &&
+          !WaitStop(std::chrono::milliseconds(200))) {
+        continue;
+      }
+      return Set(i, "failed", "vsock: " + fd.status().message());
+    }
+    if (!options_.mount) {
+      // Tests: the stream is open and the host said yes; nothing to mount it on.
+      return Set(i, "connected");
+    }
+    unsigned long flags = MS_NODEV | MS_NOSUID | (share.read_only ? MS_RDONLY : 0);
+    std::string data = net::NinePMountOptions(share, options_.mount_settings, "fd") +
+                       fmt::format(",rfdno={},wfdno={}", fd->get(), fd->get());
+    if (::mount(share.tag.c_str(), share.guest_path.c_str(), "9p", flags, data.c_str()) == 0) {
+      FUN_LOG(Info, "share {}: mounted over vsock port {} (no relay)", share.tag,
+              options_.vsock_port);
+      return Set(i, "mounted");  // the kernel holds the stream; our fd closes
+    }
+    int err = errno;
+    // The 9p file system module may still be loading.
     if (err == ENODEV && Steady::now() < deadline && !WaitStop(std::chrono::milliseconds(200))) {
       continue;
     }

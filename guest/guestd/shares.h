@@ -5,13 +5,20 @@
 // (aname=<tag>) and relays nothing (unverified: no Mac here; the same code mounts QEMU's own
 // virtio-9p in the harness). When a VM has both, the virtio-9p device wins.
 //
-// With QEMU, fun-hostd serves each share over 9P on a virtio-serial port named "fun.p9.<tag>" and
-// lists the shares in the fw_cfg file opt/fun/shares (lib/net/share_table.h). The kernel's v9fs
-// cannot use a virtio-serial port itself (trans=fd on the port fails: "kernel write not
-// supported"), so fun-guestd relays: for each share it opens the port (/dev/vportNpM, found by name
-// under /sys/class/virtio-ports), listens on <socket_dir>/<tag>.sock (a directory of the VM's own
-// mount namespace, 0700: containers never see it, and no TCP port exists for them to dial)
-// and relays each connection to the port, one at a time; then it mounts the share with
+// With QEMU and fun-hostd's own vsock device (lib/vsock/device.h; the fw_cfg file
+// opt/fun/p9-vsock names its port), each share is a vsock stream to the host: fun-guestd
+// connects, proves it knows the instance secret (an agent Request of kind kP9 naming the share;
+// a container, which cannot read the secret, is turned away), and mounts v9fs with trans=fd on
+// the stream. The kernel keeps the stream: no relay process, and a restart of fun-guestd leaves
+// the mount alone.
+//
+// Otherwise, with QEMU, fun-hostd serves each share over 9P on a virtio-serial port named
+// "fun.p9.<tag>" and lists the shares in the fw_cfg file opt/fun/shares (lib/net/share_table.h).
+// The kernel's v9fs cannot use a virtio-serial port itself (trans=fd on the port fails: "kernel
+// write not supported"), so fun-guestd relays: for each share it opens the port (/dev/vportNpM,
+// found by name under /sys/class/virtio-ports), listens on <socket_dir>/<tag>.sock (a directory of
+// the VM's own mount namespace, 0700: containers never see it, and no TCP port exists for them to
+// dial) and relays each connection to the port, one at a time; then it mounts the share with
 // trans=unix on that socket at the share's path in the VM.
 //
 // The relay of each share is a process of its own (`fun-guestd --p9-relay`, named
@@ -44,12 +51,17 @@
 
 #include "lib/base/status.h"
 #include "lib/base/unique_fd.h"
+#include "lib/net/agent_protocol.h"
 #include "lib/net/share_table.h"
 
 namespace fun::guestd {
 
 inline constexpr char kDefaultShareTableFile[] =
     "/sys/firmware/qemu_fw_cfg/by_name/opt/fun/shares/raw";
+// The host port of fun-hostd's 9P server on the VM's vsock device, when QEMU has one served by
+// fun-hostd (lib/vsock/device.h): its decimal number. Missing: the virtio-serial ports.
+inline constexpr char kDefaultShareVsockPortFile[] =
+    "/sys/firmware/qemu_fw_cfg/by_name/opt/fun/p9-vsock/raw";
 
 // Where a virtio-9p device with mount tag `tag` stands among the virtio devices in `dir`.
 enum class Virtio9pTag {
@@ -76,6 +88,12 @@ class ShareMounter {
     std::chrono::milliseconds settle_timeout{30000};
     // The fun-guestd binary the relays run (`--p9-relay`); "": this process's own executable.
     std::string relay_binary;
+    // Non-zero: fun-hostd serves the shares on this vsock port of the host (CID 2). Each share
+    // is then a stream of its own, opened with an agent Request of kind kP9 carrying `token`
+    // and the share's tag, and mounted with trans=fd on it: no relay, no serial port.
+    uint32_t vsock_port = 0;
+    agent::Token token{};
+    uint32_t vsock_cid = 2;  // VMADDR_CID_HOST; tests use 1 (local loopback)
   };
 
   struct State {
@@ -117,6 +135,8 @@ class ShareMounter {
   void RunShare(size_t index);
   // Mounts a share whose virtio-9p device was found (no relay).
   void MountVirtio9p(size_t index, std::chrono::steady_clock::time_point deadline);
+  // Mounts a share over a vsock stream to fun-hostd (options_.vsock_port; no relay).
+  void MountVsock(size_t index, std::chrono::steady_clock::time_point deadline);
   // One relay's life: adopts a live one or starts one (and mounts); returns when it died
   // (true) or on Stop (false).
   bool RunRelay(size_t index, const std::string& port_name,

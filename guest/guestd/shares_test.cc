@@ -15,6 +15,7 @@
 #include <fstream>
 #include <thread>
 
+#include "guest/guestd/guestd.h"
 #include "lib/base/files.h"
 #include "lib/base/socket.h"
 
@@ -211,6 +212,25 @@ TEST_F(SharesTest, TheRelayOutlivesFunGuestdAndIsAdopted) {
   UniqueFd c2 = ConnectWhenReady(sock);
   ASSERT_TRUE(WriteAll(c2.get(), "again").ok());
   EXPECT_EQ(ReadN(master_.get(), 5), "again");
+}
+
+TEST(ReadShareVsockPortTest, APortNumberNoFileOrAClearError) {
+  fs::path dir = fs::temp_directory_path() / ("fun-vsock-port-" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  std::string f = (dir / "raw").string();
+  // No file: the host serves the shares on serial ports.
+  EXPECT_EQ(ReadShareVsockPort(f).value_or(99), 0u);
+  std::ofstream(f) << "564";  // fw_cfg's string= has no newline
+  EXPECT_EQ(ReadShareVsockPort(f).value_or(0), 564u);
+  std::ofstream(f) << "4294967295\n";
+  EXPECT_EQ(ReadShareVsockPort(f).value_or(0), 4294967295u);
+  for (const char* bad : {"", "0", "4294967296", "56a", "-1", "99999999999"}) {
+    std::ofstream(f) << bad;
+    auto p = ReadShareVsockPort(f);
+    ASSERT_FALSE(p.ok()) << bad;
+    EXPECT_NE(p.status().message().find("no vsock port number"), std::string::npos) << p.status();
+  }
+  fs::remove_all(dir);
 }
 
 TEST(FindVirtioPortTest, FindsByNameOrSaysWhere) {

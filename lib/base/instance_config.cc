@@ -33,9 +33,9 @@ constexpr std::string_view kBackendNames[] = {"qemu", "hyperkit", "native"};
 constexpr std::string_view kAccelNames[] = {"auto", "kvm", "hvf", "tcg", "none"};
 constexpr std::string_view kProtocolNames[] = {"tcp", "udp"};
 
-constexpr std::string_view kTopKeys[] = {"name",         "backend",    "accel",  "cpus",
-                                         "memory_mib",   "disk_gib",   "shares", "ports",
-                                         "auto_forward", "tcg_threads"};
+constexpr std::string_view kTopKeys[] = {"name",         "backend",     "accel",          "cpus",
+                                         "memory_mib",   "disk_gib",    "shares",         "ports",
+                                         "auto_forward", "tcg_threads", "share_transport"};
 constexpr std::string_view kShareKeys[] = {"host_path", "guest_path", "read_only", "tag", "cache"};
 constexpr std::string_view kCacheExpected = R"("mmap", "loose" or "none")";
 constexpr std::string_view kPortKeys[] = {"host_ip", "host_port", "guest_port", "protocol"};
@@ -422,6 +422,11 @@ Status CheckFields(const InstanceConfig& c) {
         R"(tcg_threads: "{}" is not a TCG threading mode, expected "single" or "multi")",
         c.tcg_threads));
   }
+  if (c.share_transport != "serial" && c.share_transport != "vsock") {
+    return InvalidArgumentError(fmt::format(
+        R"(share_transport: "{}" is not a share transport, expected "serial" or "vsock")",
+        c.share_transport));
+  }
   for (size_t i = 0; i < c.shares.size(); ++i) {
     const Share& s = c.shares[i];
     const std::string at = fmt::format("shares[{}]", i);
@@ -448,6 +453,11 @@ Status CheckCrossFields(const InstanceConfig& c) {
     return FieldError("accel", Quote(AccelName(c.accel)),
                       fmt::format("is not supported by backend {}", Quote(BackendName(c.backend))),
                       OneOf(AccelNamesFor(c.backend)));
+  }
+  if (c.share_transport != "serial" && c.share_transport != "vsock") {
+    return InvalidArgumentError(fmt::format(
+        R"(share_transport: "{}" is not a share transport, expected "serial" or "vsock")",
+        c.share_transport));
   }
   for (size_t i = 0; i < c.shares.size(); ++i) {
     const Share& s = c.shares[i];
@@ -658,6 +668,10 @@ StatusOr<InstanceConfig> DecodeConfig(const OJson& root, const InstanceConfig& d
   if (const OJson* t = Find(root, "tcg_threads")) {
     FUN_ASSIGN_OR_RETURN(c.tcg_threads, DecodeString(*t, "tcg_threads", R"("single" or "multi")"));
   }
+  if (const OJson* t = Find(root, "share_transport")) {
+    FUN_ASSIGN_OR_RETURN(c.share_transport,
+                         DecodeString(*t, "share_transport", R"("serial" or "vsock")"));
+  }
   return NormalizeInstanceConfig(std::move(c));
 }
 
@@ -815,6 +829,7 @@ Json BuildJson(const InstanceConfig& c) {
   j["ports"] = std::move(ports);
   j["auto_forward"] = c.auto_forward;
   j["tcg_threads"] = c.tcg_threads;
+  j["share_transport"] = c.share_transport;
   return j;
 }
 

@@ -138,6 +138,11 @@ struct InstanceConfig {
   // a guest short of memory got no timer interrupts for 20 s (soft lockup, its clock 21 s
   // behind) and everything is slower (boot 4.7 -> 7.0 s here). Multi stays the default.
   std::string tcg_threads = "multi";
+  // How the shares reach the VM under QEMU: "serial" (a virtio-serial port per share and a
+  // relay process in the guest: any QEMU, any host) or "vsock" (fun-hostd serves QEMU a
+  // vhost-user vsock device and the guest kernel mounts each share on a vsock stream: no relay;
+  // Linux hosts only, lib/vsock/device.h). HyperKit always uses its virtio-9p devices.
+  std::string share_transport = "serial";
 
   friend bool operator==(const InstanceConfig&, const InstanceConfig&) = default;
 };

@@ -551,7 +551,8 @@ TEST(ParseInstanceConfigErrorTest, UnknownKeySuggestsTheClosestKnownKey) {
       {R"({"share": []})", R"(unknown key "share" at top level (did you mean "shares"?))"},
       {R"({"colour": "blue"})",
        R"(unknown key "colour" at top level, expected one of "name", "backend", "accel", "cpus", )"
-       R"("memory_mib", "disk_gib", "shares", "ports", "auto_forward", "tcg_threads")"},
+       R"("memory_mib", "disk_gib", "shares", "ports", "auto_forward", "tcg_threads", )"
+       R"("share_transport")"},
   });
 }
 
@@ -559,7 +560,8 @@ TEST(ParseInstanceConfigErrorTest, FirstErrorInDocumentedOrder) {
   // Unknown keys come before any field; fields in schema order, not document order.
   EXPECT_EQ(ErrorFor(R"({"cpus": 0, "x": 1})"),
             R"(unknown key "x" at top level, expected one of "name", "backend", "accel", "cpus", )"
-            R"("memory_mib", "disk_gib", "shares", "ports", "auto_forward", "tcg_threads")");
+            R"("memory_mib", "disk_gib", "shares", "ports", "auto_forward", "tcg_threads", )"
+            R"("share_transport")");
   EXPECT_EQ(ErrorFor(R"({"disk_gib": 0, "cpus": 0})"),
             "cpus: 0 is out of range, expected an integer from 1 to 64");
   // Cross-field rules come after every field.
@@ -732,7 +734,8 @@ TEST(SerializeInstanceConfigTest, PrettyJsonInDeclarationOrder) {
     }
   ],
   "auto_forward": "all",
-  "tcg_threads": "multi"
+  "tcg_threads": "multi",
+  "share_transport": "serial"
 }
 )");
 }
@@ -746,6 +749,17 @@ TEST(InstanceConfigTest, TcgThreadsIsMultiByDefaultOrSingle) {
             R"(tcg_threads: "many" is not a TCG threading mode, expected "single" or "multi")");
   EXPECT_EQ(ErrorFor(R"({"tcg_threads": 2})"),
             R"(tcg_threads: 2 is an integer, expected "single" or "multi")");
+}
+
+TEST(InstanceConfigTest, ShareTransportIsSerialByDefaultOrVsock) {
+  EXPECT_EQ(InstanceConfig().share_transport, "serial");
+  auto parsed = ParseInstanceConfig(R"({"share_transport": "vsock"})", InstanceConfig());
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->share_transport, "vsock");
+  EXPECT_EQ(ErrorFor(R"({"share_transport": "virtio"})"),
+            R"(share_transport: "virtio" is not a share transport, expected "serial" or "vsock")");
+  EXPECT_EQ(ErrorFor(R"({"share_transport": true})"),
+            R"(share_transport: true is a boolean, expected "serial" or "vsock")");
 }
 
 TEST(InstanceConfigTest, AutoForwardTakesAllOffOrPortRanges) {

@@ -27,7 +27,7 @@ uint64_t Get(std::string_view b, size_t at, int bytes) {
   return v;
 }
 
-bool KnownKind(uint8_t k) { return k >= 1 && k <= 8; }
+bool KnownKind(uint8_t k) { return k >= 1 && k <= 9; }
 
 Status Bad(std::string_view what) {
   return InvalidArgumentError(fmt::format("agent protocol: {}", what));
@@ -59,6 +59,8 @@ std::string_view KindName(Kind kind) {
       return "log";
     case Kind::kPorts:
       return "ports";
+    case Kind::kP9:
+      return "p9";
   }
   return "unknown";
 }

@@ -57,6 +57,9 @@ enum class Kind : uint8_t {
   kLog = 7,         // stream the container log file `target` from offset (arg, see LogArg)
   kPorts = 8,       // report the sockets listening in the VM: lines in Reply::message, in
                     // net::EncodeListenPorts's form (lib/net/listen_ports.h)
+  kP9 = 9,          // the other way round: the guest opens a stream to the host's 9P server
+                    // (over vsock, lib/vsock/device.h) for the share whose tag is `target`;
+                    // after an ok Reply from the host, the stream is 9P. fun-guestd refuses it.
 };
 
 // kLog's arg: the byte offset to start from, and whether to follow the file as it grows. A

@@ -16,11 +16,13 @@ Token MakeToken(uint8_t seed) {
 
 TEST(AgentProtocolTest, RequestRoundTripsForEveryKind) {
   for (Kind k : {Kind::kPing, Kind::kContainerd, Kind::kTcp, Kind::kUdp, Kind::kShutdown,
-                 Kind::kTimeSync, Kind::kLog, Kind::kPorts}) {
+                 Kind::kTimeSync, Kind::kLog, Kind::kPorts, Kind::kP9}) {
     Request r{.token = MakeToken(3),
               .kind = k,
               .arg = 0x0102030405060708ull,
-              .target = k == Kind::kTcp ? "10.4.0.2:80" : ""};
+              .target = k == Kind::kTcp  ? "10.4.0.2:80"
+                        : k == Kind::kP9 ? "home"
+                                         : ""};
     auto wire = EncodeRequest(r);
     ASSERT_TRUE(wire.ok());
     auto got = DecodeRequest(*wire + "trailing stream bytes");

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+#include <poll.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -17,6 +18,9 @@
 
 #include "lib/base/files.h"
 #include "lib/base/log.h"
+#if defined(__linux__)
+#include "lib/vsock/device.h"
+#endif
 #include "lib/base/strings.h"
 #include "lib/cri/client.h"
 #include "lib/cri/engine.h"
@@ -231,6 +235,8 @@ Status Hostd::StartQemu(const AccelChoice& accel, const ImageFiles& image, const
                   .share_tags = share_tags,
                   .p9_socket = share_tags.empty() ? "" : File("p9.sock"),
                   .share_table_file = share_tags.empty() ? "" : File("shares"),
+                  .vsock_socket = vsock_device_ ? File("vsock.sock") : "",
+                  .p9_vsock_port = vsock_device_ ? kP9VsockPort : 0,
                   .extra_args = o_.qemu_extra_args};
     FUN_RETURN_IF_ERROR(ValidateQemuSpec(spec));
     Command cmd{.program = o_.qemu_binary, .args = BuildQemuArgs(spec), .capture_output = false};
@@ -375,6 +381,35 @@ StatusOr<std::vector<std::string>> Hostd::ServeShares() {
     Status s = p9_listener_->Run();
     if (!s.ok()) FUN_LOG(Error, "9P server: {}", s.message());
   });
+  shares_over_vsock_ = config_.backend == Backend::kQemu && config_.share_transport == "vsock";
+  if (shares_over_vsock_) {
+#if defined(__linux__)
+    vsock::VsockDeviceOptions vo;
+    vo.socket_path = File("vsock.sock");
+    vo.guest_cid = kGuestCid;
+    vo.ports = {kP9VsockPort};
+    vo.on_connection = [this](uint32_t port, UniqueFd stream) {
+      std::lock_guard lock(p9_streams_mu_);
+      p9_stream_threads_.emplace_back(
+          [this, port, s = std::move(stream)]() mutable { ServeP9Stream(port, std::move(s)); });
+    };
+    vo.log = [](const std::string& m) { FUN_LOG(Info, "vsock device: {}", m); };
+    FUN_ASSIGN_OR_RETURN(std::unique_ptr<vsock::VsockDevice> dev,
+                         vsock::VsockDevice::Create(std::move(vo)));
+    vsock_device_ = std::shared_ptr<vsock::VsockDevice>(std::move(dev));
+    vsock_thread_ = std::thread([this] {
+      Status s = vsock_device_->Run();
+      if (!s.ok()) FUN_LOG(Error, "vsock device: {}", s.message());
+    });
+    FUN_LOG(Info, "the shares go over vsock (port {}, device on {})", kP9VsockPort,
+            File("vsock.sock"));
+#else
+    return FailedPreconditionError(
+        fmt::format("share_transport \"vsock\" needs a Linux host (a vhost-user device); set it to "
+                    "\"serial\" in {}",
+                    File(InstanceFileKind::kConfig)));
+#endif
+  }
   for (const Share& sh : config_.shares) {
     FUN_LOG(Info, "sharing {} at {} in the VM ({}, tag {})", sh.host_path, sh.guest_path,
             sh.read_only ? "read-only" : "read-write", sh.tag);
@@ -382,11 +417,90 @@ StatusOr<std::vector<std::string>> Hostd::ServeShares() {
   return tags;
 }
 
+void Hostd::ServeP9Stream(uint32_t port, UniqueFd stream) {
+  // The guest's request first: the instance secret and the share. A container in the VM can
+  // connect too (vsock is not namespaced) but cannot read the secret.
+  std::string got;
+  auto deadline = std::chrono::steady_clock::now() + kP9RequestTimeout;
+  std::optional<agent::Request> req;
+  while (!req) {
+    auto decoded = agent::DecodeRequest(got);
+    if (!decoded.ok()) {
+      FUN_LOG(Warning, "vsock port {}: {}", port, decoded.status().message());
+      return;
+    }
+    if (*decoded) {
+      req = (*decoded)->first;
+      if ((*decoded)->second != got.size()) {
+        FUN_LOG(Warning, "vsock port {}: 9P bytes before the host's reply", port);
+        return;
+      }
+      break;
+    }
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    pollfd p{stream.get(), POLLIN, 0};
+    if (left.count() <= 0 || ::poll(&p, 1, static_cast<int>(left.count())) != 1) {
+      FUN_LOG(Warning, "vsock port {}: no request within {} s", port,
+              std::chrono::duration_cast<std::chrono::seconds>(kP9RequestTimeout).count());
+      return;
+    }
+    char buf[512];
+    ssize_t n = ::read(stream.get(), buf, sizeof(buf));
+    if (n <= 0) return;
+    got.append(buf, static_cast<size_t>(n));
+  }
+  auto refuse = [&](agent::ReplyStatus st, const std::string& why) {
+    FUN_LOG(Warning, "vsock port {}: refused a {} stream: {}", port, agent::KindName(req->kind),
+            why);
+    auto r = agent::EncodeReply({.status = st, .message = why});
+    if (r.ok()) (void)WriteAll(stream.get(), *r);
+  };
+  if (!agent::TokensEqual(req->token, agent_.token)) {
+    return refuse(agent::ReplyStatus::kBadToken, "the instance secret does not match");
+  }
+  if (req->kind != agent::Kind::kP9) {
+    return refuse(agent::ReplyStatus::kBadRequest, "only p9 streams are served on this port");
+  }
+  bool known = false;
+  for (const Share& sh : config_.shares) known = known || sh.tag == req->target;
+  if (!known) return refuse(agent::ReplyStatus::kBadRequest, "no share is tagged " + req->target);
+  auto ok = agent::EncodeReply({.status = agent::ReplyStatus::kOk});
+  if (!ok.ok() || !WriteAll(stream.get(), *ok).ok()) return;
+  p9_->ServeConnection(stream.release(), "vsock:" + req->target);
+}
+
 void Hostd::StopShares() {
   if (!p9_listener_) return;
+#if defined(__linux__)
+  if (vsock_device_) {
+    vsock_device_->Stop();
+    if (vsock_thread_.joinable()) vsock_thread_.join();
+  }
+#endif
   p9_listener_->Stop();
   p9_->Shutdown();
   if (p9_thread_.joinable()) p9_thread_.join();
+  {
+    std::vector<std::thread> threads;
+    {
+      std::lock_guard lock(p9_streams_mu_);
+      threads.swap(p9_stream_threads_);
+    }
+    for (auto& t : threads) t.join();
+  }
+#if defined(__linux__)
+  if (vsock_device_) {
+    auto st = vsock_device_->stats();
+    FUN_LOG(Info,
+            "vsock device stopped: {} QEMU connections, {} streams, {} bytes to the guest, {} "
+            "from it, {} interrupts, {} protocol errors",
+            st.frontends, st.streams, st.bytes_to_guest, st.bytes_from_guest, st.notifies,
+            st.protocol_errors);
+    vsock_device_.reset();
+    ::unlink(File("vsock.sock").c_str());
+  }
+#endif
   auto stats = p9_->stats();
   FUN_LOG(Info, "9P server stopped: {} connections, {} requests, {} errors",
           stats.connections_total, stats.requests, stats.errors);

@@ -51,6 +51,7 @@
 #include "lib/base/status.h"
 #include "lib/base/unique_fd.h"
 #include "lib/net/agent_client.h"
+#include "lib/net/agent_protocol.h"
 #include "lib/p9/listener.h"
 #include "lib/p9/server.h"
 #include "lib/vm/accel.h"
@@ -60,6 +61,10 @@
 
 namespace fun::cri {
 class Engine;
+}
+
+namespace fun::vsock {
+class VsockDevice;
 }
 
 namespace fun::vm {
@@ -178,6 +183,19 @@ class Hostd {
   std::unique_ptr<p9::Server> p9_;
   std::unique_ptr<p9::Listener> p9_listener_;
   std::thread p9_thread_;
+  // share_transport "vsock" (Linux): the vhost-user vsock device QEMU connects to, and a thread
+  // per guest stream (the kP9 request, then the 9P server's ServeConnection).
+  bool shares_over_vsock_ = false;
+  static constexpr uint32_t kP9VsockPort = 564;  // the 9P server's IANA port
+  static constexpr uint64_t kGuestCid = 3;
+  static constexpr std::chrono::seconds kP9RequestTimeout{10};
+  // shared_ptr: the type stays incomplete here (the device is Linux only), its deleter is set
+  // where it is made.
+  std::shared_ptr<vsock::VsockDevice> vsock_device_;
+  std::thread vsock_thread_;
+  std::mutex p9_streams_mu_;
+  std::vector<std::thread> p9_stream_threads_;  // guarded by p9_streams_mu_
+  void ServeP9Stream(uint32_t port, UniqueFd stream);
   // hostd.sock asks for a publish round (requested), PublishLoop says which it finished (done).
   uint64_t publish_requested_ = 0;  // guarded by mu_
   uint64_t publish_done_ = 0;       // guarded by mu_

@@ -55,6 +55,10 @@ StatusOr<InstanceConfig> EnsureInstance(const Paths& paths, const std::string& n
   if (o.memory_mib && *o.memory_mib != cfg.memory_mib)
     cfg.memory_mib = *o.memory_mib, changed = true;
   if (o.disk_gib && *o.disk_gib != cfg.disk_gib) cfg.disk_gib = *o.disk_gib, changed = true;
+  if (o.share_transport && *o.share_transport != cfg.share_transport) {
+    cfg.share_transport = *o.share_transport;
+    changed = true;
+  }
   for (const Share& add : o.shares) {
     auto same = std::find_if(cfg.shares.begin(), cfg.shares.end(),
                              [&](const Share& s) { return s.host_path == add.host_path; });

@@ -34,6 +34,7 @@ struct ConfigOverrides {
   std::optional<int> cpus;
   std::optional<int> memory_mib;
   std::optional<int> disk_gib;
+  std::optional<std::string> share_transport;  // "serial" or "vsock" (validated on save)
   // Added to config.json's shares (saved); one with the same host_path is replaced.
   std::vector<Share> shares;
 };

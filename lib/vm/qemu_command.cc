@@ -56,8 +56,18 @@ Status ValidateQemuSpec(const QemuSpec& s) {
     return InvalidArgumentError("qemu spec: bad system disk serial '" + s.system_disk_serial + "'");
   }
   if (s.cpus < 1 || s.memory_mib < 128) return InvalidArgumentError("qemu spec: cpus/memory");
-  for (const std::string* p : {&s.kernel, &s.initrd, &s.data_disk, &s.system_disk, &s.console_log,
-                               &s.secret_file, &s.pid_file, &s.p9_socket, &s.share_table_file}) {
+  if (s.p9_vsock_port != 0 && s.vsock_socket.empty()) {
+    return InvalidArgumentError("qemu spec: shares over vsock need the vsock device's socket");
+  }
+  if (s.vsock_socket.size() > 107) {
+    return InvalidArgumentError(fmt::format(
+        "the vsock device's socket path is {} bytes, unix sockets allow 107: {} (set FUN_HOME to "
+        "a shorter directory)",
+        s.vsock_socket.size(), s.vsock_socket));
+  }
+  for (const std::string* p :
+       {&s.kernel, &s.initrd, &s.data_disk, &s.system_disk, &s.console_log, &s.secret_file,
+        &s.pid_file, &s.p9_socket, &s.share_table_file, &s.vsock_socket}) {
     // QEMU's option parser splits on ','; a path with one would be misread.
     if (p->find(',') != std::string::npos) {
       return InvalidArgumentError("a path with ',' cannot be given to QEMU: " + *p);
@@ -79,10 +89,15 @@ std::vector<std::string> BuildQemuArgs(const QemuSpec& s) {
                                                : "tcg,thread=single";
   std::string machine = s.machine;
   if (mmio) machine += ",rtc=on";  // the guest sets its clock from the RTC at boot
+  // vhost-user: the device's process maps the guest's memory, so it must be a shared file.
+  if (!s.vsock_socket.empty()) machine += ",memory-backend=mem";
   add({"-machine", machine, "-accel", accel});
   // TCG: "max" gives the guest every feature TCG emulates; with hardware, the host's CPU.
   add({"-cpu", s.accel == Accel::kTcg ? "max" : "host"});
   add({"-smp", std::to_string(s.cpus), "-m", fmt::format("{}M", s.memory_mib)});
+  if (!s.vsock_socket.empty()) {
+    add({"-object", fmt::format("memory-backend-memfd,id=mem,size={}M,share=on", s.memory_mib)});
+  }
   add({"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"});
   add({"-rtc", "base=utc,clock=host"});
   add({"-kernel", s.kernel, "-initrd", s.initrd, "-append", s.cmdline});
@@ -110,7 +125,14 @@ std::vector<std::string> BuildQemuArgs(const QemuSpec& s) {
   }
   add({"-device", dev("virtio-rng")});
   add({"-fw_cfg", fmt::format("name=opt/fun/secret,file={}", s.secret_file)});
-  if (!s.share_tags.empty()) {
+  if (!s.vsock_socket.empty()) {
+    add({"-chardev", fmt::format("socket,id=vsock0,path={}", s.vsock_socket), "-device",
+         dev("vhost-user-vsock") + ",chardev=vsock0"});
+  }
+  if (!s.share_tags.empty() && s.p9_vsock_port != 0) {
+    add({"-fw_cfg", fmt::format("name=opt/fun/p9-vsock,string={}", s.p9_vsock_port)});
+    add({"-fw_cfg", fmt::format("name=opt/fun/shares,file={}", s.share_table_file)});
+  } else if (!s.share_tags.empty()) {
     // Port 0 is reserved for a console; shares take 1..N.
     add({"-device",
          fmt::format("{},id=vser0,max_ports={}", dev("virtio-serial"), s.share_tags.size() + 1)});

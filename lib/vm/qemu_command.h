@@ -56,6 +56,12 @@ struct QemuSpec {
   std::vector<std::string> share_tags;
   std::string p9_socket;
   std::string share_table_file;
+  // A vsock device served by fun-hostd (lib/vsock/device.h) on this vhost-user socket: the
+  // guest's memory becomes a shared memfd (vhost-user needs it) and QEMU gets
+  // vhost-user-vsock-{pci,device}. With p9_vsock_port set too, the shares travel over it
+  // instead of serial ports: the fw_cfg file opt/fun/p9-vsock holds the port.
+  std::string vsock_socket;
+  uint32_t p9_vsock_port = 0;
   // Appended as they are after everything else: $FUN_QEMU_EXTRA_ARGS, a hook for measurements
   // and debugging (perf/p9_vm.sh adds a `-virtfs` device to compare with QEMU's own 9P). Not
   // validated: whoever sets it owns the result.

@@ -148,6 +148,38 @@ TEST(QemuCommandTest, SharesGetAVirtioSerialPortEachAndTheTable) {
   EXPECT_EQ(After(plain, "-fw_cfg", 1), "");
 }
 
+TEST(QemuCommandTest, SharesOverVsockGetSharedMemoryTheDeviceAndThePortButNoSerialPorts) {
+  QemuSpec s = Good();
+  s.share_tags = {"home"};
+  s.p9_socket = "/inst/p9.sock";
+  s.share_table_file = "/inst/shares";
+  s.p9_vsock_port = 5640;
+  EXPECT_THAT(ValidateQemuSpec(s).message(), HasSubstr("vsock device's socket"));
+  s.vsock_socket = "/inst/vsock.sock";
+  ASSERT_TRUE(ValidateQemuSpec(s).ok());
+  auto a = BuildQemuArgs(s);
+  EXPECT_EQ(After(a, "-machine"), "q35,memory-backend=mem");
+  EXPECT_EQ(After(a, "-object"), "memory-backend-memfd,id=mem,size=2048M,share=on");
+  EXPECT_EQ(After(a, "-m"), "2048M");
+  EXPECT_EQ(After(a, "-chardev", 1), "socket,id=vsock0,path=/inst/vsock.sock");
+  std::vector<std::string> devices;
+  for (size_t i = 0; !After(a, "-device", i).empty(); ++i)
+    devices.push_back(After(a, "-device", i));
+  EXPECT_THAT(devices, ::testing::Contains("vhost-user-vsock-pci,chardev=vsock0"));
+  for (const auto& d : devices) EXPECT_THAT(d, ::testing::Not(HasSubstr("virtserialport")));
+  EXPECT_EQ(After(a, "-fw_cfg", 1), "name=opt/fun/p9-vsock,string=5640");
+  EXPECT_EQ(After(a, "-fw_cfg", 2), "name=opt/fun/shares,file=/inst/shares");
+  s.machine = "microvm";
+  a = BuildQemuArgs(s);
+  EXPECT_EQ(After(a, "-machine"), "microvm,rtc=on,memory-backend=mem");
+  devices.clear();
+  for (size_t i = 0; !After(a, "-device", i).empty(); ++i)
+    devices.push_back(After(a, "-device", i));
+  EXPECT_THAT(devices, ::testing::Contains("vhost-user-vsock-device,chardev=vsock0"));
+  s.vsock_socket = "/" + std::string(120, 'v');
+  EXPECT_THAT(ValidateQemuSpec(s).message(), HasSubstr("107"));
+}
+
 TEST(QemuCommandTest, BadSharesAreRefused) {
   QemuSpec s = Good();
   s.share_tags = {"home"};

@@ -234,6 +234,9 @@ int Start(const std::vector<std::string>& args, const PathsInput& env, std::ostr
   flags.Int("disk", &disk, "data disk size in GiB");
   flags.Int("timeout", &timeout, "seconds to wait for containerd (default 180)");
   flags.String("image-dir", &image_dir, "the VM image to boot (default: found automatically)");
+  std::string share_transport;
+  flags.String("share-transport", &share_transport,
+               "serial or vsock: how the shares reach the VM under QEMU (saved in config.json)");
   std::vector<std::string> shares;
   flags.Repeated("share", &shares,
                  "HOST[:GUEST][:ro][:cache=MODE]: also share this host folder (saved in "
@@ -256,6 +259,13 @@ int Start(const std::vector<std::string>& args, const PathsInput& env, std::ostr
   if (cpus != 0) o.overrides.cpus = cpus;
   if (memory != 0) o.overrides.memory_mib = memory;
   if (disk != 0) o.overrides.disk_gib = disk;
+  if (!share_transport.empty()) {
+    if (share_transport != "serial" && share_transport != "vsock") {
+      return Usage(err, InvalidArgumentError("--share-transport " + share_transport +
+                                             ": use serial or vsock"));
+    }
+    o.overrides.share_transport = share_transport;
+  }
   o.overrides.shares = std::move(add_shares);
   o.image_dir = image_dir;
   o.timeout = std::chrono::seconds(timeout);
