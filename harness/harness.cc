@@ -918,6 +918,21 @@ void ShareSteps(Scenario& sc, const std::string& busybox, const std::string& ro_
   const std::string work = home + "/work";
   const std::string vol = work + ":/w";
 
+  // How this instance's shares reach the VM (config.json's share_transport: the machine's
+  // default unless the harness set it).
+  auto transport = [&]() -> std::string {
+    auto cfg = LoadInstanceConfigFile(sc.paths().InstanceFile("default", InstanceFileKind::kConfig),
+                                      vm::DefaultsForThisMachine(sc.paths(), "default"));
+    return cfg.ok() ? cfg->share_transport : "?";
+  };
+  // The 9p mounts' options as the VM's /proc/mounts has them, one line per mount.
+  auto nine_p_mounts = [&](StepResult& r) -> StatusOr<std::string> {
+    FUN_ASSIGN_OR_RETURN(std::string mounts,
+                         RunInContainer(sc, r, busybox, {"--privileged", "--pid", "host"},
+                                        "nsenter -t 1 -m grep ' 9p ' /proc/mounts"));
+    return mounts;
+  };
+
   sc.Step("shares_mounted_in_the_vm", [&](StepResult& r) -> Status {
     FUN_ASSIGN_OR_RETURN(auto st, sc.StatusJson(r));
     FUN_RETURN_IF_ERROR(Expect(st.contains("shares") && st["shares"].size() == kHarnessShares,
@@ -929,8 +944,20 @@ void ShareSteps(Scenario& sc, const std::string& busybox, const std::string& ro_
                  "share " + Str(sh, "path") + ": " + Str(sh, "status") + " " + Str(sh, "error")));
     }
     std::filesystem::create_directories(work);
-    r.message = fmt::format("{} shares mounted (v9fs, trans=unix through fun-guestd's relay)",
-                            kHarnessShares);
+    FUN_ASSIGN_OR_RETURN(std::string mounts, nine_p_mounts(r));
+    r.output.push_back(mounts);
+    const std::string t = transport();
+    const std::string want = t == "vsock" ? "trans=fd" : "trans=unix";
+    size_t n = 0;
+    for (const std::string& line : SplitWords(mounts, "\n")) {
+      FUN_RETURN_IF_ERROR(
+          Expect(line.find(want) != std::string::npos, "share_transport " + t + ": " + line));
+      ++n;
+    }
+    FUN_RETURN_IF_ERROR(Expect(n == kHarnessShares, fmt::format("{} 9p mounts", n)));
+    r.message = fmt::format("{} shares mounted (v9fs, {})", kHarnessShares,
+                            t == "vsock" ? "trans=fd on vsock streams to fun-hostd's own device"
+                                         : "trans=unix through fun-guestd's relay");
     return OkStatus();
   });
 
@@ -1054,9 +1081,33 @@ void ShareSteps(Scenario& sc, const std::string& busybox, const std::string& ro_
     FUN_ASSIGN_OR_RETURN(std::string hostnet,
                          RunInContainer(sc, r, busybox, {"--network", "host"}, probe));
     FUN_RETURN_IF_ERROR(Expect(bridged == "done\n", "a bridged container: " + bridged));
-    FUN_RETURN_IF_ERROR(
-        Expect(hostnet == "listed\ndone\n", "a host-network container: " + hostnet));
-    r.message = "no socket path or port in either container (host network: listed, unreachable)";
+    if (transport() != "vsock") {
+      FUN_RETURN_IF_ERROR(
+          Expect(hostnet == "listed\ndone\n", "a host-network container: " + hostnet));
+      r.message = "no socket path or port in either container (host network: listed, unreachable)";
+      return OkStatus();
+    }
+    // Over vsock there is no relay socket, but vsock is not namespaced: every container can
+    // dial fun-hostd's 9P port. What it meets there: a refusal, for it cannot know the secret.
+    FUN_RETURN_IF_ERROR(Expect(hostnet == "done\n", "a host-network container: " + hostnet));
+    std::filesystem::copy_file(FUN_VSOCK_PROBE, work + "/vsock_probe",
+                               std::filesystem::copy_options::overwrite_existing);
+    std::filesystem::permissions(work + "/vsock_probe", std::filesystem::perms(0755));
+    const std::string dial = fmt::format("/w/vsock_probe {0} home; /w/vsock_probe {0} home --raw",
+                                         agent::kHostP9VsockPort);
+    for (const std::vector<std::string>& flags :
+         {std::vector<std::string>{"-v", vol}, {"-v", vol, "--network", "host"}}) {
+      FUN_ASSIGN_OR_RETURN(std::string out, RunInContainer(sc, r, busybox, flags, dial));
+      r.output.push_back(out);
+      FUN_RETURN_IF_ERROR(Expect(out.rfind("refused: bad token: ", 0) == 0 &&
+                                     out.find("\nclosed without a reply") != std::string::npos,
+                                 "a container dialing the 9P port over vsock (" +
+                                     fmt::format("{}", fmt::join(flags, " ")) + "): " + out));
+    }
+    std::filesystem::remove(work + "/vsock_probe");
+    r.message =
+        "no socket path or port in either container; over vsock both reach fun-hostd's port and "
+        "are refused (no secret: bad token; 9P without the request: closed)";
     return OkStatus();
   });
 
@@ -1099,8 +1150,10 @@ void ShareSteps(Scenario& sc, const std::string& busybox, const std::string& ro_
     };
     std::map<std::string, int> counts;
     FUN_ASSIGN_OR_RETURN(Procs before, services(&counts));
+    // A relay per share over serial ports; none over vsock (the kernel holds the streams).
+    const int relays = transport() == "vsock" ? 0 : static_cast<int>(kHarnessShares);
     FUN_RETURN_IF_ERROR(Expect(counts["containerd"] == 1 && counts["fun-guestd"] == 1 &&
-                                   counts["fun-p9-relay"] == static_cast<int>(kHarnessShares) &&
+                                   counts["fun-p9-relay"] == relays &&
                                    counts["containerd-shim"] >= 1,
                                "services in the VM: " + text(counts)));
     // Two buffers of 85% of the VM's memory each: the OOM killer must end one of them (with
@@ -1498,11 +1551,16 @@ ScenarioReport RunVmLifecycle(const HarnessOptions& o) {
   std::filesystem::create_directories(loose_dir);
   std::ofstream(ro_dir + "/readme") << "read me\n";
 
-  auto start = [&](StepResult& r) -> Status {
-    ProcessResult p = sc.Tool(r, "fun-vmctl",
-                              {"start", "--timeout", timeout, "--share", ro_dir + ":/mnt/fun-ro:ro",
-                               "--share", loose_dir + ":/mnt/fun-loose:cache=loose"},
-                              boot + 30s);
+  auto start = [&](StepResult& r, std::vector<std::string> more = {}) -> Status {
+    std::vector<std::string> args = {"start",
+                                     "--timeout",
+                                     timeout,
+                                     "--share",
+                                     ro_dir + ":/mnt/fun-ro:ro",
+                                     "--share",
+                                     loose_dir + ":/mnt/fun-loose:cache=loose"};
+    args.insert(args.end(), more.begin(), more.end());
+    ProcessResult p = sc.Tool(r, "fun-vmctl", args, boot + 30s);
     FUN_RETURN_IF_ERROR(
         Expect(p.ok(), "fun-vmctl start: " + p.Describe() + ": " + p.stderr_data.substr(0, 400)));
     FUN_ASSIGN_OR_RETURN(auto st, sc.StatusJson(r));
@@ -1976,13 +2034,34 @@ ScenarioReport RunVmLifecycle(const HarnessOptions& o) {
     return OkStatus();
   });
 
+  // The other share transport from here on (saved in config.json): the share steps above ran
+  // on the machine's default (vsock on Linux), these VMs mount over serial ports and relays.
   sc.Step("start_again_on_the_same_disk", [&](StepResult& r) -> Status {
-    FUN_RETURN_IF_ERROR(start(r));
+    const std::string other =
+        vm::DefaultsForThisMachine(sc.paths(), "default").share_transport == "vsock" ? "serial"
+                                                                                     : "vsock";
+    FUN_RETURN_IF_ERROR(start(r, {"--share-transport", other}));
     std::ifstream in(sc.paths().InstanceFile("default", InstanceFileKind::kConsoleLog));
     std::stringstream ss;
     ss << in.rdbuf();
     FUN_RETURN_IF_ERROR(Expect(ss.str().find("data disk: existing") != std::string::npos,
                                "the console does not say the data disk was kept"));
+    // The shares over the other transport: mounted with its options, and a container reads
+    // and writes through one.
+    const std::string want = other == "vsock" ? "trans=fd" : "trans=unix";
+    const std::string home = sc.user_home();
+    std::ofstream(home + "/work/other-transport") << "from the host\n";
+    FUN_ASSIGN_OR_RETURN(
+        std::string out,
+        RunInContainer(sc, r, busybox, {"--privileged", "--pid", "host", "-v", home + "/work:/w"},
+                       "nsenter -t 1 -m grep -c '" + want +
+                           "' /proc/mounts; cat /w/other-transport; echo back > /w/other-back"));
+    FUN_RETURN_IF_ERROR(Expect(out == fmt::format("{}\nfrom the host\n", kHarnessShares),
+                               "share_transport " + other + ": " + out));
+    FUN_RETURN_IF_ERROR(Expect(ReadAll(home + "/work/other-back") == "back\n",
+                               "other-back on the host: " + ReadAll(home + "/work/other-back")));
+    r.message = fmt::format("data disk kept; {} shares mounted over {} ({}), read and written",
+                            kHarnessShares, other, want);
     return OkStatus();
   });
 

@@ -996,6 +996,8 @@ StatusOr<Protocol> ParseProtocol(std::string_view name) {
 InstanceConfig DefaultInstanceConfig(const ConfigDefaultsContext& context) {
   InstanceConfig c;
   c.backend = context.is_macos && !context.is_arm64 ? Backend::kHyperkit : Backend::kQemu;
+  // vhost-user needs Linux (eventfds, a shared memfd); QEMU on macOS keeps the serial ports.
+  c.share_transport = context.is_macos ? "serial" : "vsock";
   if (PathProblem(context.home_dir, /*is_guest=*/true).empty()) {
     c.shares.push_back(Share{.host_path = context.home_dir,
                              .guest_path = context.home_dir,

@@ -141,6 +141,15 @@ TEST(InstanceConfigDefaultsTest, LinuxUsesQemu) {
   EXPECT_EQ(DefaultInstanceConfig({.is_macos = false, .is_arm64 = true}).backend, Backend::kQemu);
 }
 
+TEST(InstanceConfigDefaultsTest, SharesGoOverVsockOnLinuxAndSerialPortsOnMacos) {
+  EXPECT_EQ(DefaultInstanceConfig({.is_macos = false}).share_transport, "vsock");
+  EXPECT_EQ(DefaultInstanceConfig({.is_macos = true, .is_arm64 = true}).share_transport, "serial");
+  // A config.json without the key gets the machine's default.
+  auto c = ParseInstanceConfig(R"({"cpus": 4})", DefaultInstanceConfig({.is_macos = false}));
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->share_transport, "vsock");
+}
+
 TEST(InstanceConfigDefaultsTest, SizesAndName) {
   InstanceConfig c = LinuxDefaults();
   EXPECT_EQ(c.name, "default");

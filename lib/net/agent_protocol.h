@@ -39,6 +39,8 @@
 namespace fun::agent {
 
 inline constexpr uint8_t kProtocolVersion = 1;
+// The host's vsock port for kP9 streams (fun-hostd's own vsock device; 564 is 9P's IANA port).
+inline constexpr uint32_t kHostP9VsockPort = 564;
 inline constexpr size_t kTokenSize = 32;
 inline constexpr size_t kMaxTargetSize = 1024;
 inline constexpr size_t kMaxMessageSize = 16 * 1024;

@@ -186,7 +186,7 @@ class Hostd {
   // share_transport "vsock" (Linux): the vhost-user vsock device QEMU connects to, and a thread
   // per guest stream (the kP9 request, then the 9P server's ServeConnection).
   bool shares_over_vsock_ = false;
-  static constexpr uint32_t kP9VsockPort = 564;  // the 9P server's IANA port
+  static constexpr uint32_t kP9VsockPort = agent::kHostP9VsockPort;
   static constexpr uint64_t kGuestCid = 3;
   static constexpr std::chrono::seconds kP9RequestTimeout{10};
   // shared_ptr: the type stays incomplete here (the device is Linux only), its deleter is set

@@ -50,6 +50,7 @@ using ::testing::Contains;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
+using ::testing::Not;
 
 // Bounds every wait for something that must happen; never a measure of speed.
 constexpr std::chrono::milliseconds kDeadline = 60s;
@@ -545,6 +546,8 @@ TEST_F(HostdTest, SharesAreServedOverNinePForTheVmsSerialPorts) {
   auto cfg = LoadInstanceConfigFile(File(InstanceFileKind::kConfig), DefaultInstanceConfig({}));
   ASSERT_TRUE(cfg.ok()) << cfg.status();
   ASSERT_EQ(cfg->shares.size(), 1u);
+  cfg->share_transport = "serial";
+  ASSERT_TRUE(SaveInstanceConfigFile(File(InstanceFileKind::kConfig), *cfg).ok());
   const Share share = cfg->shares[0];
   RunningHostd r = Start(Options());
   ASSERT_TRUE(r.vm);
@@ -566,6 +569,33 @@ TEST_F(HostdTest, SharesAreServedOverNinePForTheVmsSerialPorts) {
   r.vm->Exit(0);
   ASSERT_TRUE(r.Join().ok());
   EXPECT_FALSE(Exists(sock));  // the server stops only once the VM is gone
+}
+
+// The default on Linux: QEMU gets the vhost-user vsock device fun-hostd serves (its socket up
+// before QEMU starts), shared guest memory and the port in fw_cfg; no serial ports. The device
+// itself: vsock_device_test; with the real QEMU and guest: the harness.
+TEST_F(HostdTest, SharesOverVsockGiveQemuTheDeviceAndThePortInsteadOfSerialPorts) {
+  auto cfg = LoadInstanceConfigFile(File(InstanceFileKind::kConfig), DefaultInstanceConfig({}));
+  ASSERT_TRUE(cfg.ok()) << cfg.status();
+  EXPECT_EQ(cfg->share_transport, "vsock");
+  RunningHostd r = Start(Options());
+  ASSERT_TRUE(r.vm);
+  ASSERT_TRUE(AwaitServing());
+  const std::string vsock = dir_ + "/vsock.sock";
+  const std::vector<std::string>& args = r.vm->command().args;
+  EXPECT_THAT(args, Contains(fmt::format("socket,id=vsock0,path={}", vsock)));
+  EXPECT_THAT(args, Contains("vhost-user-vsock-pci,chardev=vsock0"));
+  EXPECT_THAT(args, Contains(HasSubstr("memory-backend-memfd,id=mem")));
+  EXPECT_THAT(args, Contains("name=opt/fun/p9-vsock,string=564"));
+  EXPECT_THAT(args, Contains(fmt::format("name=opt/fun/shares,file={}/shares", dir_)));
+  EXPECT_THAT(args, Not(Contains(HasSubstr("virtserialport"))));
+  struct stat st {};
+  ASSERT_EQ(::stat(vsock.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISSOCK(st.st_mode));
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  r.vm->Exit(0);
+  ASSERT_TRUE(r.Join().ok());
+  EXPECT_FALSE(Exists(vsock));  // the device stops once the VM is gone
 }
 
 TEST_F(HostdTest, AShareWhoseFolderIsMissingFailsTheStartNamingIt) {
