@@ -382,13 +382,18 @@ void ShareMounter::RunShare(size_t i) {
     port_name = net::SharePortName(tag);
   }
   auto deadline = Steady::now() + options_.settle_timeout;
-  // The transport: a virtio-9p device with the share's tag (HyperKit), else the share's
-  // virtio-serial port (QEMU). 9pnet_virtio loads in the background at boot: while a 9P device
-  // has no driver its tag is unknown, so wait for it before choosing the port.
-  if (options_.vsock_port != 0) return MountVsock(i, deadline);
+  // The transport: a virtio-9p device with the share's tag (HyperKit), else fun-hostd's vsock
+  // device when the host named its port, else the share's virtio-serial port (QEMU). 9pnet_virtio
+  // loads in the background at boot: while a 9P device has no driver its tag is unknown, so wait
+  // for it before choosing the port.
   for (;;) {
     Virtio9pTag v = FindVirtio9pTag(options_.virtio_devices_dir, tag);
     if (v == Virtio9pTag::kFound) return MountVirtio9p(i, deadline);
+    // fun-hostd's vsock device, unless a virtio-9p device carries the tag (it wins, as over
+    // the serial ports).
+    if (options_.vsock_port != 0 && (v == Virtio9pTag::kAbsent || Steady::now() >= deadline)) {
+      return MountVsock(i, deadline);
+    }
     bool has_port = FindVirtioPort(options_.ports_dir, port_name).ok();
     if (has_port && (v == Virtio9pTag::kAbsent || Steady::now() >= deadline)) break;
     if (Steady::now() >= deadline) {

@@ -10,7 +10,7 @@
 // connects, proves it knows the instance secret (an agent Request of kind kP9 naming the share;
 // a container, which cannot read the secret, is turned away), and mounts v9fs with trans=fd on
 // the stream. The kernel keeps the stream: no relay process, and a restart of fun-guestd leaves
-// the mount alone.
+// the mount alone. A virtio-9p device carrying the share's tag still wins.
 //
 // Otherwise, with QEMU, fun-hostd serves each share over 9P on a virtio-serial port named
 // "fun.p9.<tag>" and lists the shares in the fw_cfg file opt/fun/shares (lib/net/share_table.h).

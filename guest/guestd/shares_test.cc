@@ -273,6 +273,29 @@ TEST_F(SharesTest, AVirtio9pDeviceWinsOverThePortAndNeedsNoRelay) {
   EXPECT_FALSE(fs::exists((*m)->SocketPath("home")));
 }
 
+TEST_F(SharesTest, AVirtio9pDeviceWinsOverTheVsockPortToo) {
+  MakeVirtioDevice(dir_ + "/virtio", "virtio3", "0x0009", "home");
+  options_.vsock_port = 564;
+  auto m = ShareMounter::Start(options_, {{.tag = "home", .guest_path = "/home"}});
+  ASSERT_TRUE(m.ok()) << m.status();
+  auto st = WaitFor(**m, [](const auto& s) { return s.status != "waiting"; });
+  EXPECT_EQ(st.status, "found");
+}
+
+TEST_F(SharesTest, WithAVsockPortTheShareDialsTheHostAndSaysWhyItCannot) {
+  // This host has no vsock transport to a CID 2 (it is no VM): the dial fails until the
+  // deadline, and the share says so; no relay, no serial port is tried.
+  options_.vsock_port = 564;
+  options_.settle_timeout = 600ms;
+  auto m = ShareMounter::Start(options_, {{.tag = "home", .guest_path = "/home"}});
+  ASSERT_TRUE(m.ok()) << m.status();
+  auto st = WaitFor(**m, [](const auto& s) { return s.status == "failed"; });
+  EXPECT_EQ(st.status, "failed");
+  EXPECT_EQ(st.error.rfind("vsock: ", 0), 0u) << st.error;
+  EXPECT_EQ(st.relay_pid, 0);
+  EXPECT_FALSE(fs::exists((*m)->SocketPath("home")));
+}
+
 TEST_F(SharesTest, AnUnbound9pDeviceIsWaitedForThenThePortIsUsed) {
   // A 9P device whose driver never binds (a module missing): at the deadline the port serves.
   MakeVirtioDevice(dir_ + "/virtio", "virtio3", "0x0009", nullptr);

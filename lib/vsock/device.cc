@@ -67,8 +67,10 @@ bool ReadFull(int fd, uint8_t* p, size_t n) {
   return true;
 }
 
-// Copies `n` bytes at `offset` of the chain's segments to `out` (gather).
-size_t Gather(const std::vector<vhost::Segment>& segs, size_t offset, uint8_t* out, size_t n) {
+// Calls fn(piece, length) for the chain's segments from byte `offset` on, `n` bytes at most, in
+// order; returns how many bytes the pieces hold in all.
+template <typename Fn>
+size_t ForEachPiece(const std::vector<vhost::Segment>& segs, size_t offset, size_t n, Fn fn) {
   size_t done = 0;
   for (const auto& s : segs) {
     if (done == n) break;
@@ -77,43 +79,33 @@ size_t Gather(const std::vector<vhost::Segment>& segs, size_t offset, uint8_t* o
       continue;
     }
     size_t k = std::min<size_t>(s.len - offset, n - done);
-    std::memcpy(out + done, s.data + offset, k);
+    fn(s.data + offset, k);
     done += k;
     offset = 0;
   }
   return done;
 }
 
+// Copies `n` bytes at `offset` of the chain's segments to `out` (gather).
+size_t Gather(const std::vector<vhost::Segment>& segs, size_t offset, uint8_t* out, size_t n) {
+  return ForEachPiece(segs, offset, n, [&, at = out](uint8_t* p, size_t k) mutable {
+    std::memcpy(at, p, k);
+    at += k;
+  });
+}
+
 // Copies `n` bytes to the chain's segments from `offset` on (scatter).
 void Scatter(const std::vector<vhost::Segment>& segs, size_t offset, const uint8_t* in, size_t n) {
-  size_t done = 0;
-  for (const auto& s : segs) {
-    if (done == n) break;
-    if (offset >= s.len) {
-      offset -= s.len;
-      continue;
-    }
-    size_t k = std::min<size_t>(s.len - offset, n - done);
-    std::memcpy(s.data + offset, in + done, k);
-    done += k;
-    offset = 0;
-  }
+  ForEachPiece(segs, offset, n, [at = in](uint8_t* p, size_t k) mutable {
+    std::memcpy(p, at, k);
+    at += k;
+  });
 }
 
 // The segments' iovecs from `offset`, at most `n` bytes.
 std::vector<iovec> Iovecs(const std::vector<vhost::Segment>& segs, size_t offset, size_t n) {
   std::vector<iovec> v;
-  for (const auto& s : segs) {
-    if (n == 0) break;
-    if (offset >= s.len) {
-      offset -= s.len;
-      continue;
-    }
-    size_t k = std::min<size_t>(s.len - offset, n);
-    v.push_back({s.data + offset, k});
-    n -= k;
-    offset = 0;
-  }
+  ForEachPiece(segs, offset, n, [&](uint8_t* p, size_t k) { v.push_back({p, k}); });
   return v;
 }
 

@@ -145,6 +145,17 @@ class FakeFrontend {
     Put32(reinterpret_cast<uint8_t*>(s.data()) + 4, num);
     return s;
   }
+  // SET_MEM_TABLE's payload: the one region of guest memory (the memfd, from its start).
+  static std::string MemTable() {
+    std::string table(8 + 32, '\0');
+    auto* t = reinterpret_cast<uint8_t*>(table.data());
+    Put32(t, 1);
+    Put64(t + 8, kGuestPhys);
+    Put64(t + 16, kMemSize);
+    Put64(t + 24, kUserAddr);
+    Put64(t + 32, 0);
+    return table;
+  }
   uint64_t AskU64(vhost::Request req) {
     Send(req, "");
     std::string r = ReadReply();
@@ -162,14 +173,7 @@ class FakeFrontend {
     Send(vhost::Request::kSetProtocolFeatures, U64(proto_));
     Send(vhost::Request::kSetFeatures,
          U64(features & (vhost::kFeatureVersion1 | vhost::kFeatureProtocolFeatures)));
-    std::string table(8 + 32, '\0');
-    auto* t = reinterpret_cast<uint8_t*>(table.data());
-    Put32(t, 1);
-    Put64(t + 8, kGuestPhys);
-    Put64(t + 16, kMemSize);
-    Put64(t + 24, kUserAddr);
-    Put64(t + 32, 0);
-    SendAcked(vhost::Request::kSetMemTable, table, {memfd_.get()});
+    SendAcked(vhost::Request::kSetMemTable, MemTable(), {memfd_.get()});
     for (uint32_t q = 0; q < 2; ++q) {
       SendAcked(vhost::Request::kSetVringNum, State(q, kNum));
       SendAcked(vhost::Request::kSetVringBase, State(q, 0));
@@ -552,13 +556,7 @@ TEST_F(VsockDeviceTest, AMemoryTableWithoutItsFdsIsRefused) {
   FakeFrontend fe(Socket());
   fe.AskU64(vhost::Request::kGetFeatures);
   fe.Send(vhost::Request::kSetProtocolFeatures, FakeFrontend::U64(vhost::kProtocolReplyAck));
-  std::string table(8 + 32, '\0');
-  auto* t = reinterpret_cast<uint8_t*>(table.data());
-  Put32(t, 1);
-  Put64(t + 8, kGuestPhys);
-  Put64(t + 16, kMemSize);
-  Put64(t + 24, kUserAddr);
-  fe.Send(vhost::Request::kSetMemTable, table, {}, vhost::kFlagNeedReply);
+  fe.Send(vhost::Request::kSetMemTable, FakeFrontend::MemTable(), {}, vhost::kFlagNeedReply);
   EXPECT_EQ(fe.ReadReply(), FakeFrontend::U64(1));
   EXPECT_TRUE(fe.Closed());
   EXPECT_NE(Logs().find("SET_MEM_TABLE"), std::string::npos) << Logs();
