@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -388,10 +389,21 @@ StatusOr<std::vector<std::string>> Hostd::ServeShares() {
     vo.socket_path = File("vsock.sock");
     vo.guest_cid = kGuestCid;
     vo.ports = {kP9VsockPort};
+    p9_streams_stop_ = UniqueFd(::eventfd(0, EFD_CLOEXEC));
+    if (!p9_streams_stop_) return ErrnoError(errno, "eventfd");
     vo.on_connection = [this](uint32_t port, UniqueFd stream) {
       std::lock_guard lock(p9_streams_mu_);
-      p9_stream_threads_.emplace_back(
-          [this, port, s = std::move(stream)]() mutable { ServeP9Stream(port, std::move(s)); });
+      std::erase_if(p9_streams_, [](P9Stream& s) {
+        if (!s.done->load()) return false;
+        s.thread.join();
+        return true;
+      });
+      auto done = std::make_shared<std::atomic<bool>>(false);
+      p9_streams_.push_back({std::thread([this, port, done, s = std::move(stream)]() mutable {
+                               ServeP9Stream(port, std::move(s));
+                               done->store(true);
+                             }),
+                             done});
     };
     vo.log = [](const std::string& m) { FUN_LOG(Info, "vsock device: {}", m); };
     FUN_ASSIGN_OR_RETURN(std::unique_ptr<vsock::VsockDevice> dev,
@@ -439,8 +451,11 @@ void Hostd::ServeP9Stream(uint32_t port, UniqueFd stream) {
     }
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         deadline - std::chrono::steady_clock::now());
-    pollfd p{stream.get(), POLLIN, 0};
-    if (left.count() <= 0 || ::poll(&p, 1, static_cast<int>(left.count())) != 1) {
+    pollfd p[2] = {{stream.get(), POLLIN, 0}, {p9_streams_stop_.get(), POLLIN, 0}};
+    if (left.count() > 0 && ::poll(p, 2, static_cast<int>(left.count())) > 0 && p[1].revents) {
+      return;  // fun-hostd stops
+    }
+    if (left.count() <= 0 || !(p[0].revents & (POLLIN | POLLHUP | POLLERR))) {
       FUN_LOG(Warning, "vsock port {}: no request within {} s", port,
               std::chrono::duration_cast<std::chrono::seconds>(kP9RequestTimeout).count());
       return;
@@ -482,12 +497,13 @@ void Hostd::StopShares() {
   p9_->Shutdown();
   if (p9_thread_.joinable()) p9_thread_.join();
   {
-    std::vector<std::thread> threads;
+    std::vector<P9Stream> streams;
     {
       std::lock_guard lock(p9_streams_mu_);
-      threads.swap(p9_stream_threads_);
+      streams.swap(p9_streams_);
     }
-    for (auto& t : threads) t.join();
+    if (p9_streams_stop_) (void)::eventfd_write(p9_streams_stop_.get(), 1);
+    for (auto& s : streams) s.thread.join();
   }
 #if defined(__linux__)
   if (vsock_device_) {

@@ -193,8 +193,16 @@ class Hostd {
   // where it is made.
   std::shared_ptr<vsock::VsockDevice> vsock_device_;
   std::thread vsock_thread_;
+  // Threads of streams that ended are joined when the next stream comes (a container dialing the
+  // port over and over must not pile up threads); the rest at StopShares, which wakes those
+  // still waiting for a request through p9_streams_stop_.
+  struct P9Stream {
+    std::thread thread;
+    std::shared_ptr<std::atomic<bool>> done;
+  };
   std::mutex p9_streams_mu_;
-  std::vector<std::thread> p9_stream_threads_;  // guarded by p9_streams_mu_
+  std::vector<P9Stream> p9_streams_;  // guarded by p9_streams_mu_
+  UniqueFd p9_streams_stop_;          // an eventfd
   void ServeP9Stream(uint32_t port, UniqueFd stream);
   // hostd.sock asks for a publish round (requested), PublishLoop says which it finished (done).
   uint64_t publish_requested_ = 0;  // guarded by mu_
