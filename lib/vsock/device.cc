@@ -150,6 +150,8 @@ class VsockDevice::Impl {
   void Unwatch(int fd) { (void)::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr); }
 
   void AcceptFrontend();
+  // A connection table listening on the options' ports (a new front-end, a reset device).
+  std::unique_ptr<Mux> NewMux() const;
   // One message from QEMU. An error drops the front-end.
   Status HandleMessage();
   Status Dispatch(const vhost::Header& h, std::span<const uint8_t> payload,
@@ -270,13 +272,18 @@ void VsockDevice::Impl::AcceptFrontend() {
     frontend_.reset();
     return;
   }
+  mux_ = NewMux();
+  ++frontends_;
+}
+
+std::unique_ptr<Mux> VsockDevice::Impl::NewMux() const {
   MuxOptions mo;
   mo.guest_cid = o_.guest_cid;
   mo.buf_alloc = o_.buf_alloc;
   mo.max_connections = o_.max_connections;
-  mux_ = std::make_unique<Mux>(mo);
-  for (uint32_t p : o_.ports) mux_->Listen(p);
-  ++frontends_;
+  auto mux = std::make_unique<Mux>(mo);
+  for (uint32_t p : o_.ports) mux->Listen(p);
+  return mux;
 }
 
 Status VsockDevice::Impl::HandleMessage() {
@@ -512,14 +519,7 @@ void VsockDevice::Impl::StopRing(uint32_t index) {
 void VsockDevice::Impl::DropStreams() {
   for (auto& [k, s] : streams_) Unwatch(s.fd.get());
   streams_.clear();
-  if (mux_) {
-    MuxOptions mo;
-    mo.guest_cid = o_.guest_cid;
-    mo.buf_alloc = o_.buf_alloc;
-    mo.max_connections = o_.max_connections;
-    mux_ = std::make_unique<Mux>(mo);
-    for (uint32_t p : o_.ports) mux_->Listen(p);
-  }
+  if (mux_) mux_ = NewMux();  // the guest forgot its connections
 }
 
 void VsockDevice::Impl::DropFrontend() {
