@@ -32,6 +32,7 @@
 #include "lib/base/log.h"
 #include "lib/base/strings.h"
 #include "lib/base/version.h"
+#include "lib/net/agent_stream.h"
 #include "lib/net/listen_ports.h"
 #include "lib/net/splice.h"
 
@@ -70,12 +71,7 @@ constexpr std::chrono::milliseconds kAcceptBackoff{100};
 // ---------------------------------------------------------------------------------------
 // Sockets.
 
-int MillisUntil(Steady::time_point deadline) {
-  auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Steady::now()).count();
-  if (left <= 0) return 0;
-  return left > std::numeric_limits<int>::max() ? std::numeric_limits<int>::max()
-                                                : static_cast<int>(left);
-}
+using agent::MillisUntil;
 
 // Connects within `timeout`, giving up early (Cancelled) once stop_fd is readable. The
 // returned fd is blocking, as Connect's are.
@@ -155,44 +151,6 @@ Status SendReply(int fd, ReplyStatus status, std::string_view message, bool line
   }
   FUN_ASSIGN_OR_RETURN(std::string wire, agent::EncodeReply(r));
   return WriteAll(fd, wire);
-}
-
-struct ReceivedRequest {
-  agent::Request request;
-  std::string early;  // bytes the host sent after the request, for the target
-};
-
-// Reads until one request is complete, `deadline` passes (DeadlineExceeded), the peer closes
-// (OutOfRange), stop_fd is readable (Cancelled) or the bytes cannot be a request
-// (InvalidArgument). *buffered keeps what arrived, for the caller's diagnosis.
-StatusOr<ReceivedRequest> ReadRequest(int fd, Steady::time_point deadline, int stop_fd,
-                                      std::string* buffered) {
-  char chunk[4096];
-  for (;;) {
-    FUN_ASSIGN_OR_RETURN(auto got, agent::DecodeRequest(*buffered));
-    if (got) {
-      return ReceivedRequest{std::move(got->first), buffered->substr(got->second)};
-    }
-    pollfd p[2] = {{fd, POLLIN, 0}, {stop_fd, POLLIN, 0}};
-    int n = ::poll(p, 2, MillisUntil(deadline));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return ErrnoError(errno, "poll");
-    if (p[1].revents != 0) return CancelledError("agent stopping");
-    if (n == 0) {
-      return DeadlineExceededError(fmt::format(
-          "no complete request within the deadline ({} bytes arrived)", buffered->size()));
-    }
-    ssize_t r = ::read(fd, chunk, sizeof(chunk));
-    if (r < 0) {
-      if (errno == EINTR || errno == EAGAIN) continue;
-      return ErrnoError(errno, "reading the request");
-    }
-    if (r == 0) {
-      return OutOfRangeError(fmt::format(
-          "the host closed after {} bytes, before a complete request", buffered->size()));
-    }
-    buffered->append(chunk, static_cast<size_t>(r));
-  }
 }
 
 // What a kUdp session moved. "to target": datagrams the host framed, sent on the UDP socket;
@@ -809,7 +767,8 @@ Outcome Serve(const Context& c, int conn) {
   ::setsockopt(conn, SOL_SOCKET, SO_SNDTIMEO, &send_timeout, sizeof(send_timeout));
 
   std::string buffered;
-  auto got = ReadRequest(conn, Steady::now() + c.options.request_deadline, c.stop_fd, &buffered);
+  auto got = agent::ReadAgentRequest(conn, Steady::now() + c.options.request_deadline, c.stop_fd,
+                                     &buffered);
   if (!got.ok()) {
     const Status& s = got.status();
     if (s.code() == Code::kInvalidArgument && buffered.rfind("FUNA", 0) == 0) {

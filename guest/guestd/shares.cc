@@ -28,6 +28,7 @@
 #include "lib/base/log.h"
 #include "lib/base/socket.h"
 #include "lib/base/strings.h"
+#include "lib/net/agent_stream.h"
 #include "lib/net/splice.h"
 
 namespace fun::guestd {
@@ -472,31 +473,17 @@ StatusOr<UniqueFd> OpenVsockShare(uint32_t cid, uint32_t port, const agent::Toke
       std::string req,
       agent::EncodeRequest({.token = token, .kind = agent::Kind::kP9, .target = tag}));
   FUN_RETURN_IF_ERROR(WriteAll(fd.get(), req));
-  std::string got;
-  auto deadline = Steady::now() + std::chrono::seconds(10);
-  for (;;) {
-    FUN_ASSIGN_OR_RETURN(auto reply, agent::DecodeReply(got));
-    if (reply) {
-      if (reply->second != got.size()) {
-        return InternalError("the host sent 9P before its reply was read");
-      }
-      if (reply->first.status != agent::ReplyStatus::kOk) {
-        return PermissionDeniedError(fmt::format("the host refused the share: {}: {}",
-                                                 agent::ReplyStatusName(reply->first.status),
-                                                 reply->first.message));
-      }
-      return fd;
-    }
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Steady::now());
-    pollfd p{fd.get(), POLLIN, 0};
-    if (left.count() <= 0 || ::poll(&p, 1, static_cast<int>(left.count())) != 1) {
-      return DeadlineExceededError("the host did not answer the share request within 10 s");
-    }
-    char buf[512];
-    ssize_t n = ::read(fd.get(), buf, sizeof(buf));
-    if (n <= 0) return UnavailableError("the host closed the stream before answering");
-    got.append(buf, static_cast<size_t>(n));
+  auto reply = agent::ReadAgentReply(fd.get(), Steady::now() + std::chrono::seconds(10));
+  if (!reply.ok() && reply.status().code() == Code::kOutOfRange) {
+    return UnavailableError("the host closed the stream before answering");  // tried again
   }
+  if (!reply.ok()) return reply.status().WithContext("the host's answer to the share request");
+  if (reply->status != agent::ReplyStatus::kOk) {
+    return PermissionDeniedError(fmt::format("the host refused the share: {}: {}",
+                                             agent::ReplyStatusName(reply->status),
+                                             reply->message));
+  }
+  return fd;
 }
 
 }  // namespace

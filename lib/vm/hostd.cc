@@ -3,7 +3,6 @@
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
-#include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -19,6 +18,7 @@
 
 #include "lib/base/files.h"
 #include "lib/base/log.h"
+#include "lib/net/agent_stream.h"
 #if defined(__linux__)
 #include "lib/vsock/device.h"
 #endif
@@ -433,38 +433,20 @@ void Hostd::ServeP9Stream(uint32_t port, UniqueFd stream) {
   // The guest's request first: the instance secret and the share. A container in the VM can
   // connect too (vsock is not namespaced) but cannot read the secret.
   std::string got;
-  auto deadline = std::chrono::steady_clock::now() + kP9RequestTimeout;
-  std::optional<agent::Request> req;
-  while (!req) {
-    auto decoded = agent::DecodeRequest(got);
-    if (!decoded.ok()) {
-      FUN_LOG(Warning, "vsock port {}: {}", port, decoded.status().message());
-      return;
+  auto received =
+      agent::ReadAgentRequest(stream.get(), std::chrono::steady_clock::now() + kP9RequestTimeout,
+                              p9_streams_stop_.get(), &got);
+  if (!received.ok()) {
+    if (received.status().code() != Code::kCancelled) {
+      FUN_LOG(Warning, "vsock port {}: {}", port, received.status().message());
     }
-    if (*decoded) {
-      req = (*decoded)->first;
-      if ((*decoded)->second != got.size()) {
-        FUN_LOG(Warning, "vsock port {}: 9P bytes before the host's reply", port);
-        return;
-      }
-      break;
-    }
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        deadline - std::chrono::steady_clock::now());
-    pollfd p[2] = {{stream.get(), POLLIN, 0}, {p9_streams_stop_.get(), POLLIN, 0}};
-    if (left.count() > 0 && ::poll(p, 2, static_cast<int>(left.count())) > 0 && p[1].revents) {
-      return;  // fun-hostd stops
-    }
-    if (left.count() <= 0 || !(p[0].revents & (POLLIN | POLLHUP | POLLERR))) {
-      FUN_LOG(Warning, "vsock port {}: no request within {} s", port,
-              std::chrono::duration_cast<std::chrono::seconds>(kP9RequestTimeout).count());
-      return;
-    }
-    char buf[512];
-    ssize_t n = ::read(stream.get(), buf, sizeof(buf));
-    if (n <= 0) return;
-    got.append(buf, static_cast<size_t>(n));
+    return;
   }
+  if (!received->early.empty()) {
+    FUN_LOG(Warning, "vsock port {}: 9P bytes before the host's reply", port);
+    return;
+  }
+  const agent::Request* req = &received->request;
   auto refuse = [&](agent::ReplyStatus st, const std::string& why) {
     FUN_LOG(Warning, "vsock port {}: refused a {} stream: {}", port, agent::KindName(req->kind),
             why);
