@@ -21,6 +21,9 @@
 #              the disk)
 #   create / stat / unlink   of FILES empty files in a new folder, each phase timed apart by
 #              build/perf/small_files (static: the same binary natively and in the container)
+# With --transport vsock the table is followed by fun-hostd's share of fun's time per phase
+# (its vsock device's reply latency, read with SIGUSR1 before and after each phase) and what
+# fun/virtfs would be with a host that answered in no time: the ceiling of host-side work.
 # Targets run interleaved within each run, so all see the same machine load; each figure is the
 # median of RUNS. Under TCG everything is slow: read the ratios, measured side by side, not the
 # absolute figures. fun/diod and fun/virtfs >= 1.0 is the goal; "fun %native" is for scale.
@@ -188,6 +191,29 @@ small() {  # target -> the helper's JSON
   fi
 }
 mibs() { awk -v n="$size_mib" '{printf "%.2f", ($2 > $1 ? n / ($2 - $1) : 0)}'; }
+# Over vsock, fun-hostd's device counts its replies and the host time they took (from the
+# guest's request to the first bytes of the answer): SIGUSR1 logs the counters. host_counters
+# prints "replies seconds"; host_share BEFORE AFTER SECONDS prints the host's fraction of a
+# phase's time (an upper bound: the fun exec around a phase also moves a few requests).
+hostd_log=$FUN_HOME/instances/default/hostd.log
+host_counters() {
+  local n m=0
+  n=$(grep -c 'vsock device on SIGUSR1' "$hostd_log" || true)
+  local pid _
+  read -r pid _ < "$FUN_HOME/instances/default/hostd.pid"  # "pid start-time"
+  kill -USR1 "$pid" || die "kill -USR1 fun-hostd failed"
+  for _ in $(seq 100); do
+    m=$(grep -c 'vsock device on SIGUSR1' "$hostd_log" || true)
+    [ "$m" -gt "$n" ] && break
+    sleep 0.05
+  done
+  [ "$m" -gt "$n" ] || die "fun-hostd logged no counters on SIGUSR1"
+  grep 'vsock device on SIGUSR1' "$hostd_log" | tail -1 |
+    sed -E 's/.* ([0-9]+) replies in ([0-9.]+) s of host time.*/\1 \2/'
+}
+host_share() { echo "$1 $2 $3" | awk '{printf "%.4f", ($5 > 0 ? ($4 - $2) / $5 : 0)}'; }
+measure_host=0
+[ "$transport" = vsock ] && measure_host=1
 
 targets=(fun diod virtfs native)
 echo "p9_vm: $runs runs of: dd ${size_mib} MiB write+read, ${files} files create/stat/unlink; cache=$cache"
@@ -195,11 +221,24 @@ for r in $(seq "$runs"); do
   # Rotate the order each run: no target always goes first (or right after the host's dd).
   order=("${targets[@]:$(( (r - 1) % 4 ))}" "${targets[@]:0:$(( (r - 1) % 4 ))}")
   for t in "${order[@]}"; do
-    w=$(seq_write "$t" | mibs) || die "seq write on $t failed"
-    rd=$(seq_read "$t" | mibs) || die "seq read on $t failed"
+    host=$([ "$t" = fun ] && echo "$measure_host" || echo 0)
+    [ "$host" = 0 ] || c0=$(host_counters)
+    wt=$(seq_write "$t") || die "seq write on $t failed"
+    [ "$host" = 0 ] || c1=$(host_counters)
+    rt=$(seq_read "$t") || die "seq read on $t failed"
+    [ "$host" = 0 ] || c2=$(host_counters)
     s=$(small "$t") || die "small files on $t failed"
+    [ "$host" = 0 ] || c3=$(host_counters)
+    w=$(echo "$wt" | mibs)
+    rd=$(echo "$rt" | mibs)
     echo "$t write_mibs $w" >> "$raw"
     echo "$t read_mibs $rd" >> "$raw"
+    if [ "$host" = 1 ]; then
+      small_s=$(echo "$s" | python3 -c 'import json,sys; j=json.load(sys.stdin); print(j["create_s"]+j["stat_s"]+j["unlink_s"])')
+      echo "host write $(host_share "$c0" "$c1" "$(echo "$wt" | awk '{print $2-$1}')")" >> "$raw"
+      echo "host read $(host_share "$c1" "$c2" "$(echo "$rt" | awk '{print $2-$1}')")" >> "$raw"
+      echo "host small $(host_share "$c2" "$c3" "$small_s")" >> "$raw"
+    fi
     echo "$s" | python3 -c '
 import json, sys
 t, n = sys.argv[1], int(sys.argv[2])
@@ -215,10 +254,15 @@ config=$FUN_HOME/instances/default/config.json
 python3 - "$raw" "$json" "$state" "$config" "$size_mib" "$files" "$runs" "$cache" "$mounts" "$vcpus" "$transport" <<'PY'
 import json, statistics, sys
 raw, out, state, config, size_mib, files, runs, cache, mounts, vcpus, transport = sys.argv[1:]
-vals = {}
+vals, host = {}, {}
 for line in open(raw):
     t, m, v = line.split()
-    vals.setdefault(m, {}).setdefault(t, []).append(float(v))
+    if t == "host":
+        host.setdefault(m, []).append(float(v))
+    else:
+        vals.setdefault(m, {}).setdefault(t, []).append(float(v))
+host_phase = {"write_mibs": "write", "read_mibs": "read", "create_ops": "small",
+              "stat_ops": "small", "unlink_ops": "small"}
 accel = json.load(open(state)).get("accel", "?")
 cpus = int(vcpus) if vcpus else json.load(open(config)).get("cpus", "?")
 load = open("/proc/loadavg").read().split()[0]
@@ -246,6 +290,19 @@ for key, name in rows:
                                   fun_vs_virtfs=ratio(med["fun"], med["virtfs"]),
                                   fun_pct_native=round(pct, 2), runs=vals[key])
 print("(ratios: fun's figure over the other's, higher is better for fun; goal >= 1.00)")
+if host:
+    # The host's part of fun's time, from fun-hostd's vsock reply counters: what fun/virtfs
+    # would be if fun-hostd answered every request in no time at all.
+    print(f"\nfun-hostd's share of fun's time (vsock reply latency; median of {runs} runs):")
+    for key, name in rows:
+        share = statistics.median(host[host_phase[key]])
+        med = result["metrics"][key]
+        best = med["fun"] / (1 - share) if share < 1 else 0
+        print(f"  {name:<17}host {100 * share:5.1f}%   fun/virtfs with a host taking no time: "
+              f"{ratio(best, med['virtfs']):.2f}")
+        med.update(fun_host_share=round(share, 4),
+                   fun_vs_virtfs_host_free=ratio(best, med["virtfs"]),
+                   fun_host_share_runs=host[host_phase[key]])
 if out:
     json.dump(result, open(out, "w"), indent=1)
 PY

@@ -487,24 +487,38 @@ void Hostd::StopShares() {
     if (p9_streams_stop_) (void)::eventfd_write(p9_streams_stop_.get(), 1);
     for (auto& s : streams) s.thread.join();
   }
+  LogShareStats("stopped");
+  std::lock_guard lock(shares_mu_);
 #if defined(__linux__)
   if (vsock_device_) {
-    auto st = vsock_device_->stats();
-    FUN_LOG(Info,
-            "vsock device stopped: {} QEMU connections, {} streams, {} bytes to the guest, {} "
-            "from it, {} interrupts, {} protocol errors",
-            st.frontends, st.streams, st.bytes_to_guest, st.bytes_from_guest, st.notifies,
-            st.protocol_errors);
     vsock_device_.reset();
     ::unlink(File("vsock.sock").c_str());
   }
 #endif
-  auto stats = p9_->stats();
-  FUN_LOG(Info, "9P server stopped: {} connections, {} requests, {} errors",
-          stats.connections_total, stats.requests, stats.errors);
   p9_listener_.reset();
   p9_.reset();
   ::unlink(File("p9.sock").c_str());
+}
+
+void Hostd::LogShareStats(std::string_view when) {
+  std::lock_guard lock(shares_mu_);
+  if (!p9_) return;
+  auto stats = p9_->stats();
+  FUN_LOG(Info, "9P server {}: {} connections, {} requests, {} errors", when,
+          stats.connections_total, stats.requests, stats.errors);
+#if defined(__linux__)
+  if (vsock_device_) {
+    auto st = vsock_device_->stats();
+    double total_s = static_cast<double>(st.reply_latency_ns) / 1e9;
+    FUN_LOG(Info,
+            "vsock device {}: {} QEMU connections, {} streams, {} bytes to the guest, {} "
+            "from it, {} interrupts, {} protocol errors, {} replies in {:.3f} s of host time "
+            "(mean {:.1f} us)",
+            when, st.frontends, st.streams, st.bytes_to_guest, st.bytes_from_guest, st.notifies,
+            st.protocol_errors, st.replies, total_s,
+            st.replies == 0 ? 0.0 : total_s * 1e6 / static_cast<double>(st.replies));
+  }
+#endif
 }
 
 Status Hostd::ServeContainerd() {

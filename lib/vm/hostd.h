@@ -121,6 +121,9 @@ class Hostd {
   // Begins a graceful stop (idempotent). `force` skips the agent and ACPI steps; a forced
   // request during a graceful stop cuts the remaining graceful steps short.
   void RequestStop(bool force = false);
+  // Logs the shares' counters: the 9P server's, and the vsock device's with its reply latency
+  // (fun-hostd does on SIGUSR1 and when the shares stop; perf/p9_vm.sh reads them). Any thread.
+  void LogShareStats(std::string_view when);
 
  private:
   explicit Hostd(HostdOptions options);
@@ -180,6 +183,7 @@ class Hostd {
   std::unique_ptr<AcceptLoop> control_loop_;
   std::unique_ptr<PortPublisher> publisher_;
   // The shares' 9P server: up before QEMU starts (QEMU connects to it) and until QEMU is gone.
+  std::mutex shares_mu_;  // LogShareStats against StopShares' resets of p9_ and vsock_device_
   std::unique_ptr<p9::Server> p9_;
   std::unique_ptr<p9::Listener> p9_listener_;
   std::thread p9_thread_;

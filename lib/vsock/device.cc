@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <map>
 #include <optional>
@@ -54,6 +55,9 @@ struct Stream {
   bool eof = false;            // the host side closed: nothing more to read
   bool peer_shutdown = false;  // the guest sends no more: shut our write side once flushed
   bool write_shut = false;
+  // When the guest's latest bytes arrived, while the host has not answered them yet: the
+  // reply latency clock (VsockDeviceStats::replies).
+  std::optional<std::chrono::steady_clock::time_point> unanswered_since;
 };
 
 bool ReadFull(int fd, uint8_t* p, size_t n) {
@@ -127,6 +131,8 @@ class VsockDevice::Impl {
     s.bytes_from_guest = bytes_from_guest_;
     s.notifies = notifies_;
     s.protocol_errors = protocol_errors_;
+    s.replies = replies_;
+    s.reply_latency_ns = reply_latency_ns_;
     return s;
   }
 
@@ -193,6 +199,8 @@ class VsockDevice::Impl {
   std::atomic<uint64_t> bytes_from_guest_{0};
   std::atomic<uint64_t> notifies_{0};
   std::atomic<uint64_t> protocol_errors_{0};
+  std::atomic<uint64_t> replies_{0};
+  std::atomic<uint64_t> reply_latency_ns_{0};
 };
 
 Status VsockDevice::Impl::Init() {
@@ -585,10 +593,13 @@ StatusOr<bool> VsockDevice::Impl::DrainTx() {
       }
       if (h.ok()) {
         std::vector<Event> events = mux_->OnGuestPacket(*h, payload);
-        if (h->op == static_cast<uint16_t>(Op::kRw) && payload.size() == h->len) {
-          bytes_from_guest_ += payload.size();
-        }
         HandleEvents(events);
+        if (h->op == static_cast<uint16_t>(Op::kRw) && payload.size() == h->len &&
+            !payload.empty()) {
+          bytes_from_guest_ += payload.size();
+          auto it = streams_.find(ConnKey{h->src_port, h->dst_port});
+          if (it != streams_.end()) it->second.unanswered_since = std::chrono::steady_clock::now();
+        }
       }
     }
     ring.q.Push(c->head, 0);
@@ -725,6 +736,14 @@ StatusOr<bool> VsockDevice::Impl::FillRx() {
       Scatter(c->writable, 0, head, kHeaderSize);
       ring.q.Push(c->head, static_cast<uint32_t>(kHeaderSize + static_cast<size_t>(r)));
       bytes_to_guest_ += static_cast<uint64_t>(r);
+      if (s.unanswered_since) {
+        ++replies_;
+        reply_latency_ns_ +=
+            static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                      std::chrono::steady_clock::now() - *s.unanswered_since)
+                                      .count());
+        s.unanswered_since.reset();
+      }
       moved = true;
     }
     if (!ring.q.HasAvailable()) break;

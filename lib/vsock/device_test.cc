@@ -475,6 +475,40 @@ TEST_F(VsockDeviceTest, GuestConnectsAndBytesFlowBothWays) {
   EXPECT_GE(st.notifies, 3u);
 }
 
+TEST_F(VsockDeviceTest, ReplyLatencyRunsFromTheGuestsLatestBytesToTheHostsAnswer) {
+  FakeFrontend fe(Socket());
+  fe.SetUp();
+  fe.PostRx(16);
+  fe.SendTx(fe.FromGuest(Op::kRequest, 40000, kPort));
+  ASSERT_EQ(fe.WaitRx(1).size(), 1u) << Logs();
+  UniqueFd stream = TakeStream(nullptr);
+  ASSERT_TRUE(stream.valid());
+
+  // Bytes the host sends before the guest said anything answer nothing.
+  ASSERT_TRUE(WriteAll(stream.get(), "hello").ok());
+  ASSERT_EQ(fe.WaitRx(1).size(), 1u);
+  EXPECT_EQ(dev_->stats().replies, 0u);
+
+  // A request in two packets: the clock starts again at the second (not checked from above:
+  // no timing bounds in unit tests).
+  fe.SendTx(fe.FromGuest(Op::kRw, 40000, kPort), "req");
+  EXPECT_EQ(ReadSome(stream.get(), 3), "req");
+  std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  fe.SendTx(fe.FromGuest(Op::kRw, 40000, kPort), "uest");
+  EXPECT_EQ(ReadSome(stream.get(), 4), "uest");
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ASSERT_TRUE(WriteAll(stream.get(), "reply").ok());
+  ASSERT_EQ(fe.WaitRx(1).size(), 1u);
+  VsockDeviceStats st = dev_->stats();
+  EXPECT_EQ(st.replies, 1u);
+  EXPECT_GE(st.reply_latency_ns, 20'000'000u);
+
+  // More from the host without a new request is not a second reply.
+  ASSERT_TRUE(WriteAll(stream.get(), "more").ok());
+  ASSERT_EQ(fe.WaitRx(1).size(), 1u);
+  EXPECT_EQ(dev_->stats().replies, 1u);
+}
+
 TEST_F(VsockDeviceTest, APortNobodyListensOnIsReset) {
   FakeFrontend fe(Socket());
   fe.SetUp(/*reply_ack=*/false);

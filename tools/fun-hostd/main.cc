@@ -28,6 +28,7 @@ int main(int argc, char** argv) {
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGUSR1);  // log the shares' counters
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
   std::signal(SIGHUP, SIG_IGN);  // the terminal that started us may go away
@@ -50,7 +51,10 @@ int main(int argc, char** argv) {
   flags.String("log-level", &level, "debug, info, warning, error");
   std::vector<std::string> args(argv + 1, argv + argc);
   if (!args.empty() && (args[0] == "--help" || args[0] == "-h")) {
-    std::cout << "usage: fun-hostd --instance NAME [flags]\n" << flags.Usage();
+    std::cout << "usage: fun-hostd --instance NAME [flags]\n"
+              << "SIGTERM or SIGINT stops the VM (a second one forces it); SIGUSR1 logs the "
+                 "shares' counters to hostd.log.\n"
+              << flags.Usage();
     return 0;
   }
   auto rest = flags.Parse(args);
@@ -112,11 +116,16 @@ int main(int argc, char** argv) {
     return 2;
   }
   std::thread([set, h = hostd->get()] {
-    for (int n = 0;; ++n) {
+    for (int n = 0;;) {
       int sig = 0;
       if (sigwait(&set, &sig) != 0) return;
-      FUN_LOG(Info, "signal {}: {}", sig, n == 0 ? "stopping" : "forcing the stop");
-      h->RequestStop(n > 0);
+      if (sig == SIGUSR1) {
+        h->LogShareStats("on SIGUSR1");
+        continue;
+      }
+      ++n;
+      FUN_LOG(Info, "signal {}: {}", sig, n == 1 ? "stopping" : "forcing the stop");
+      h->RequestStop(n > 1);
     }
   }).detach();
   FUN_LOG(Info, "fun-hostd for instance {} (image {})", instance, *dir);
