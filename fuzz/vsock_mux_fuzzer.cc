@@ -13,11 +13,13 @@
 //   tag % 8 in 0..3: a guest packet: 44 header bytes, a length (1 byte, 2 with tag bit 3),
 //                    that many payload bytes (fewer at the end of the input). Unless tag bits
 //                    4-5 are both set, header.len is set to the payload's size; unless tag bits
-//                    6-7 are both set, the CIDs are set right.
+//                    6-7 are both set, the CIDs are set right. With tag % 8 == 3 the ports are
+//                    one open connection's (a byte picks it), as a guest answering would send.
 //   4: Consume (operands: connection, amount; 255 = everything)
 //   5: Rw (connection, amount; tag bit 3: ask for more than the window)
 //   6: Shutdown (connection, flags)
-//   7: Reset (connection) with tag bit 3, else pop every control packet.
+//   7: Reset (connection) with tag bit 3; else Connect (guest port byte) with tag bit 4; else
+//      pop every control packet.
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
@@ -99,6 +101,11 @@ struct Fuzz {
 
     Header h = *decoded;
     Check(!fun::vsock::OpName(h.op).empty(), "an op without a name");
+    if (tag % 8 == 3) {
+      const ConnKey target = Pick(in);
+      h.src_port = target.guest_port;
+      h.dst_port = target.host_port;
+    }
     size_t len = in.Byte();
     if ((tag & 0x08) != 0) len |= static_cast<size_t>(in.Byte()) << 8;
     std::span<const uint8_t> payload = in.Take(len);
@@ -137,6 +144,11 @@ struct Fuzz {
           break;
         case Event::Kind::kPeerShutdown:
           Check(h.op == O(Op::kShutdown), "peer shutdown without a SHUTDOWN");
+          break;
+        case Event::Kind::kConnected:
+          Check(h.op == O(Op::kResponse), "connected without a RESPONSE");
+          Check(model.count(k) == 1 && model[k].empty(), "connected an unknown connection");
+          Check(!mux.Connecting(k) && mux.Has(k), "connected but still connecting");
           break;
         case Event::Kind::kClosed:
           Check(model.erase(k) == 1, "closed an unknown connection");
@@ -197,6 +209,21 @@ struct Fuzz {
     model.erase(k);
   }
 
+  void Connect(Input& in) {
+    const uint32_t port = in.Byte();
+    const size_t before = mux.Connections().size();
+    auto k = mux.Connect(port);
+    if (!k.ok()) {
+      Check(before >= max_connections, "Connect refused below max_connections");
+      return;
+    }
+    Check(k->guest_port == port && k->host_port >= Mux::kFirstConnectPort,
+          "Connect picked a listened port or a port below kFirstConnectPort");
+    Check(model.count(*k) == 0, "Connect picked a pair in use");
+    Check(mux.Connecting(*k) && mux.SendWindow(*k) == 0, "a fresh Connect with a window");
+    model[*k];
+  }
+
   void PopAll() {
     while (mux.HasControl()) {
       Header h = mux.PopControl();
@@ -204,7 +231,7 @@ struct Fuzz {
             "a control packet with the wrong CIDs");
       Check(h.len == 0, "a control packet with a payload");
       Check(h.op == O(Op::kResponse) || h.op == O(Op::kRst) || h.op == O(Op::kShutdown) ||
-                h.op == O(Op::kCreditUpdate),
+                h.op == O(Op::kCreditUpdate) || h.op == O(Op::kRequest),
             "a control packet with an op the host does not send");
       Check(h.type == fun::vsock::kTypeStream || h.op == O(Op::kRst),
             "a control packet of another type than stream");
@@ -260,6 +287,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       default:
         if ((tag & 0x08) != 0) {
           f.Reset(in);
+        } else if ((tag & 0x10) != 0) {
+          f.Connect(in);
         } else {
           f.PopAll();
         }

@@ -9,6 +9,8 @@
 #include <cerrno>
 #include <nlohmann/json.hpp>
 
+#include "lib/vsock/packet.h"
+
 namespace fun::agent {
 
 StatusOr<Token> ReadTokenFile(const std::string& path) {
@@ -77,8 +79,7 @@ StatusOr<std::pair<UniqueFd, Reply>> Exchange(const AgentEndpoint& ep, Request r
       ep.hyperkit_vsock_port != 0 ? fmt::format(" vsock port {}", ep.hyperkit_vsock_port) : "",
       KindName(request.kind));
   if (ep.hyperkit_vsock_port != 0) {
-    Status w =
-        WriteAll(fd.get(), HyperkitVsockConnectLine(kHyperkitGuestCid, ep.hyperkit_vsock_port));
+    Status w = WriteAll(fd.get(), vsock::ConnectLine(kHyperkitGuestCid, ep.hyperkit_vsock_port));
     if (!w.ok()) return w.WithContext(what);
   }
   // SO_RCVTIMEO/SO_SNDTIMEO end a blocked call with EAGAIN: say what that means.
@@ -126,10 +127,6 @@ StatusOr<std::pair<UniqueFd, Reply>> Exchange(const AgentEndpoint& ep, Request r
 }
 
 }  // namespace
-
-std::string HyperkitVsockConnectLine(uint32_t cid, uint32_t port) {
-  return fmt::format("{:08x}.{:08x}\n", cid, port);
-}
 
 Status ReplyToStatus(const Reply& r, const std::string& what) {
   switch (r.status) {

@@ -31,14 +31,11 @@ struct AgentEndpoint {
   Token token{};
   // Non-zero: `address` is HyperKit's virtio-sock `<dir>/connect` unix socket and the agent
   // listens on this vsock port in the guest. Each dial first writes the 18-byte line
-  // HyperKitVsockConnectLine(kHyperkitGuestCid, port); hyperkit sends no reply, the stream then
+  // vsock::ConnectLine(kHyperkitGuestCid, port); hyperkit sends no reply, the stream then
   // is the guest connection (closed if nothing listens there). Unverified: no Mac here.
   uint32_t hyperkit_vsock_port = 0;
 };
 
-// The line a host program writes to hyperkit's `<dir>/connect` socket to reach guest `cid`,
-// vsock `port`: "%08x.%08x\n" (../shared/PROTOCOLS.md section 3).
-std::string HyperkitVsockConnectLine(uint32_t cid, uint32_t port);
 // The guest context id fun's hyperkit VMs get (virtio-sock guest_cid=).
 inline constexpr uint32_t kHyperkitGuestCid = 3;
 // The port fun-guestd listens on in the VM (tcp, and vsock where the VM has it).

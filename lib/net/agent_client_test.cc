@@ -18,6 +18,7 @@
 #include "lib/base/accept_loop.h"
 #include "lib/base/process.h"
 #include "lib/net/splice.h"
+#include "lib/vsock/packet.h"
 
 namespace fun::agent {
 namespace {
@@ -215,12 +216,6 @@ TEST_F(AgentClientTest, ContainerdStreamIsRelayedByteForByte) {
   EXPECT_TRUE(got == payload);
 }
 
-TEST(HyperkitVsockConnectLineTest, EighteenBytesOfHex) {
-  EXPECT_EQ(HyperkitVsockConnectLine(3, 7070), "00000003.00001b9e\n");
-  EXPECT_EQ(HyperkitVsockConnectLine(kHyperkitGuestCid, 0xffffffff), "00000003.ffffffff\n");
-  EXPECT_EQ(HyperkitVsockConnectLine(3, 1).size(), 18u);
-}
-
 // A stand-in for hyperkit's virtio-sock `<dir>/connect` socket, as its contract goes (no Mac
 // here to check it against): it reads the 18-byte line, connects the stream to the guest port
 // it names (here: fun-guestd on loopback when the port is the agent's), and closes it when
@@ -237,7 +232,7 @@ TEST_F(AgentClientTest, ThroughHyperkitsVsockConnectSocket) {
           std::lock_guard lock(mu);
           lines.push_back(line);
         }
-        if (line != HyperkitVsockConnectLine(3, 7070)) return;  // no listener: closed
+        if (line != vsock::ConnectLine(3, 7070)) return;  // no listener: closed
         auto guest = Connect(ep_.address);
         if (!guest.ok()) return;
         (void)net::Splice(c.get(), guest->get());

@@ -41,6 +41,7 @@
 #include "lib/vm/instance_agent.h"
 #include "lib/vm/instance_state.h"
 #include "lib/vm/pidfile.h"
+#include "lib/vsock/packet.h"
 
 namespace fun::vm {
 namespace {
@@ -1176,7 +1177,7 @@ class FakeHyperkitVsock {
       std::lock_guard lock(mu_);
       lines_.push_back(line);
     }
-    if (line != agent::HyperkitVsockConnectLine(3, agent::kGuestAgentPort)) return;
+    if (line != vsock::ConnectLine(3, agent::kGuestAgentPort)) return;
     auto guest = Connect(*ParseSocketAddress("tcp:127.0.0.1:" + std::to_string(port_)));
     if (guest.ok()) (void)net::Splice(c.get(), guest->get());
   }

@@ -31,7 +31,17 @@ constexpr uint32_t kTx = 1;  // driver to device
 constexpr uint32_t kQueues = 2;
 
 // epoll tags: the kind in the high half, an fd in the low half for streams.
-enum Tag : uint64_t { kListen = 1, kStop, kFrontend, kKickRx, kKickTx, kStream };
+enum Tag : uint64_t {
+  kListen = 1,
+  kStop,
+  kFrontend,
+  kKickRx,
+  kKickTx,
+  kStream,
+  kConnectListen,  // the connect socket
+  kDialer,         // a connect socket client still writing its line
+  kConnecting,     // a client whose Connect the guest has not answered
+};
 uint64_t MakeTag(Tag t, int fd = 0) { return (uint64_t{t} << 32) | static_cast<uint32_t>(fd); }
 
 struct Ring {
@@ -127,6 +137,8 @@ class VsockDevice::Impl {
     VsockDeviceStats s;
     s.frontends = frontends_;
     s.streams = streams_opened_;
+    s.connects = connects_;
+    s.connects_failed = connects_failed_;
     s.bytes_to_guest = bytes_to_guest_;
     s.bytes_from_guest = bytes_from_guest_;
     s.notifies = notifies_;
@@ -156,6 +168,11 @@ class VsockDevice::Impl {
   void Unwatch(int fd) { (void)::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr); }
 
   void AcceptFrontend();
+  // The connect socket: new clients, their lines, and clients that hang up while connecting.
+  void AcceptDialers();
+  void ReadDialer(int fd);
+  void DialerHungUp(int fd);
+  void FailConnect(const std::string& why);
   // A connection table listening on the options' ports (a new front-end, a reset device).
   std::unique_ptr<Mux> NewMux() const;
   // One message from QEMU. An error drops the front-end.
@@ -192,9 +209,14 @@ class VsockDevice::Impl {
   std::unique_ptr<Mux> mux_;
   std::map<ConnKey, Stream> streams_;
   std::vector<uint8_t> scratch_;
+  UniqueFd connect_listen_;
+  std::map<int, std::pair<UniqueFd, std::string>> dialers_;  // by fd: the line so far
+  std::map<ConnKey, UniqueFd> connecting_;                   // Connects the guest owes an answer
 
   std::atomic<uint64_t> frontends_{0};
   std::atomic<uint64_t> streams_opened_{0};
+  std::atomic<uint64_t> connects_{0};
+  std::atomic<uint64_t> connects_failed_{0};
   std::atomic<uint64_t> bytes_to_guest_{0};
   std::atomic<uint64_t> bytes_from_guest_{0};
   std::atomic<uint64_t> notifies_{0};
@@ -213,6 +235,13 @@ Status VsockDevice::Impl::Init() {
   if (!epoll_ || !stop_) return ErrnoError(errno, "vsock device: epoll/eventfd");
   FUN_RETURN_IF_ERROR(Watch(listen_.get(), EPOLLIN, MakeTag(kListen)));
   FUN_RETURN_IF_ERROR(Watch(stop_.get(), EPOLLIN, MakeTag(kStop)));
+  if (!o_.connect_socket_path.empty()) {
+    FUN_ASSIGN_OR_RETURN(connect_listen_, Listen(SocketAddress{.kind = SocketAddress::Kind::kUnix,
+                                                               .path = o_.connect_socket_path},
+                                                 64, 0600));
+    (void)::fcntl(connect_listen_.get(), F_SETFL, O_NONBLOCK);  // AcceptDialers takes them all
+    FUN_RETURN_IF_ERROR(Watch(connect_listen_.get(), EPOLLIN, MakeTag(kConnectListen)));
+  }
   return OkStatus();
 }
 
@@ -250,6 +279,15 @@ Status VsockDevice::Impl::Run() {
         }
         case kStream:
           break;  // Pump visits every stream
+        case kConnectListen:
+          AcceptDialers();
+          break;
+        case kDialer:
+          ReadDialer(static_cast<int>(tag & 0xffffffff));
+          break;
+        case kConnecting:
+          DialerHungUp(static_cast<int>(tag & 0xffffffff));
+          break;
       }
     }
     if (frontend_) {
@@ -282,6 +320,84 @@ void VsockDevice::Impl::AcceptFrontend() {
   }
   mux_ = NewMux();
   ++frontends_;
+}
+
+void VsockDevice::Impl::AcceptDialers() {
+  for (;;) {
+    int fd = ::accept4(connect_listen_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK) {
+        Log(fmt::format("connect socket: accept: {}", std::strerror(errno)));
+      }
+      return;
+    }
+    UniqueFd c(fd);
+    if (!Watch(fd, EPOLLIN | EPOLLRDHUP, MakeTag(kDialer, fd)).ok()) continue;  // closed
+    dialers_[fd] = {std::move(c), std::string()};
+  }
+}
+
+void VsockDevice::Impl::FailConnect(const std::string& why) {
+  ++connects_failed_;
+  Log("connect socket: " + why);
+}
+
+// Reads no further than the line: what the client sends next is the stream's.
+void VsockDevice::Impl::ReadDialer(int fd) {
+  auto it = dialers_.find(fd);
+  if (it == dialers_.end()) return;
+  std::string& line = it->second.second;
+  char buf[kConnectLineSize];
+  ssize_t r;
+  do {
+    r = ::recv(fd, buf, kConnectLineSize - line.size(), MSG_DONTWAIT);
+  } while (r < 0 && errno == EINTR);
+  if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+  if (r <= 0) {
+    Unwatch(fd);
+    dialers_.erase(it);  // gone before its line was whole
+    return;
+  }
+  line.append(buf, static_cast<size_t>(r));
+  if (line.size() < kConnectLineSize) return;
+  Unwatch(fd);
+  UniqueFd c = std::move(it->second.first);
+  const std::string whole = std::move(line);
+  dialers_.erase(it);
+  auto target = ParseConnectLine(
+      std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(whole.data()), whole.size()));
+  if (!target.ok()) return FailConnect(target.status().message());
+  if (target->cid != o_.guest_cid) {
+    return FailConnect(
+        fmt::format("CID {} asked for; the guest is CID {}", target->cid, o_.guest_cid));
+  }
+  if (!mux_ || !rings_[kRx].running()) {
+    return FailConnect(
+        fmt::format("no guest to connect to port {} (the VM is not up)", target->port));
+  }
+  auto k = mux_->Connect(target->port);
+  if (!k.ok()) return FailConnect(k.status().message());
+  // Until the guest answers, only a hang-up matters (the bytes after the line wait).
+  // Edge-triggered: a client that shut down its write side after its request is not gone.
+  if (!Watch(c.get(), EPOLLRDHUP | EPOLLET, MakeTag(kConnecting, c.get())).ok()) {
+    mux_->Reset(*k);
+    return FailConnect("epoll_ctl failed");
+  }
+  connecting_[*k] = std::move(c);
+}
+
+void VsockDevice::Impl::DialerHungUp(int fd) {
+  for (auto it = connecting_.begin(); it != connecting_.end(); ++it) {
+    if (it->second.get() != fd) continue;
+    char c;
+    ssize_t r = ::recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (r > 0 || (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))) return;
+    Unwatch(fd);
+    if (mux_) mux_->Reset(it->first);
+    connecting_.erase(it);
+    return FailConnect("a client hung up before the guest answered");
+  }
 }
 
 std::unique_ptr<Mux> VsockDevice::Impl::NewMux() const {
@@ -527,6 +643,8 @@ void VsockDevice::Impl::StopRing(uint32_t index) {
 void VsockDevice::Impl::DropStreams() {
   for (auto& [k, s] : streams_) Unwatch(s.fd.get());
   streams_.clear();
+  for (auto& [k, fd] : connecting_) Unwatch(fd.get());
+  connecting_.clear();
   if (mux_) mux_ = NewMux();  // the guest forgot its connections
 }
 
@@ -638,7 +756,30 @@ void VsockDevice::Impl::HandleEvents(const std::vector<Event>& events) {
         if (it != streams_.end()) it->second.peer_shutdown = true;
         break;
       }
+      case Event::Kind::kConnected: {
+        auto it = connecting_.find(e.key);
+        if (it == connecting_.end()) break;
+        UniqueFd fd = std::move(it->second);
+        connecting_.erase(it);
+        Unwatch(fd.get());
+        if (!Watch(fd.get(), EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, MakeTag(kStream, fd.get()))
+                 .ok()) {
+          mux_->Reset(e.key);
+          break;
+        }
+        Stream s;
+        s.fd = std::move(fd);
+        streams_[e.key] = std::move(s);
+        ++connects_;
+        break;
+      }
       case Event::Kind::kClosed:
+        if (auto it = connecting_.find(e.key); it != connecting_.end()) {
+          FailConnect(fmt::format("the guest refused a connection to port {}", e.key.guest_port));
+          Unwatch(it->second.get());
+          connecting_.erase(it);  // closed: the client reads EOF
+          break;
+        }
         CloseStream(e.key);
         break;
       case Event::Kind::kReadable:

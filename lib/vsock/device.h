@@ -45,6 +45,12 @@ struct VsockDeviceOptions {
   uint64_t guest_cid = 3;
   std::vector<uint32_t> ports;  // host ports the guest may connect to
   std::function<void(uint32_t port, UniqueFd stream)> on_connection;
+  // Where host programs connect to ports the guest listens on, as with HyperKit's virtio-sock
+  // (packet.h, ConnectLine): a unix client (the socket is 0600) writes "%08x.%08x\n" (this
+  // device's guest_cid and the port) and its connection then is the stream to that guest port;
+  // the device closes it when the line is wrong, no guest is up, or the guest refuses. Empty:
+  // no connect socket.
+  std::string connect_socket_path;
   uint32_t buf_alloc = 1 << 20;  // per stream, advertised to the guest
   size_t max_connections = 256;
   // Where the device says what happened (a front-end came, went, broke the protocol). Default:
@@ -53,8 +59,10 @@ struct VsockDeviceOptions {
 };
 
 struct VsockDeviceStats {
-  uint64_t frontends = 0;  // QEMU connections accepted
-  uint64_t streams = 0;    // guest connections handed to on_connection
+  uint64_t frontends = 0;        // QEMU connections accepted
+  uint64_t streams = 0;          // guest connections handed to on_connection
+  uint64_t connects = 0;         // host connections through the connect socket the guest accepted
+  uint64_t connects_failed = 0;  // refused by the guest, a wrong line, or no guest up
   uint64_t bytes_to_guest = 0;
   uint64_t bytes_from_guest = 0;
   uint64_t notifies = 0;         // interrupts requested from QEMU

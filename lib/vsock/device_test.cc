@@ -4,6 +4,8 @@
 // The device against the real QEMU and guest kernel: the harness (shares over vsock).
 #include "lib/vsock/device.h"
 
+#include <fmt/format.h>
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <sys/eventfd.h>
@@ -29,6 +31,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
+using ::testing::HasSubstr;
 
 constexpr uint64_t kGuestPhys = 0x40000000;     // where the guest sees its memory
 constexpr uint64_t kUserAddr = 0x7f1200000000;  // where "QEMU" says it mapped it
@@ -338,6 +341,7 @@ class VsockDeviceTest : public ::testing::Test {
     o.socket_path = (dir_ / "vsock.sock").string();
     o.guest_cid = kGuestCid;
     o.ports = {kPort};
+    o.connect_socket_path = ConnectSocket();
     o.on_connection = [this](uint32_t port, UniqueFd fd) {
       std::lock_guard<std::mutex> l(mu_);
       accepted_.push_back({port, std::move(fd)});
@@ -358,6 +362,24 @@ class VsockDeviceTest : public ::testing::Test {
     fs::remove_all(dir_);
   }
   std::string Socket() const { return (dir_ / "vsock.sock").string(); }
+  std::string ConnectSocket() const { return (dir_ / "vsock.connect").string(); }
+  // A client of the connect socket that wrote `line` and then `after`.
+  UniqueFd Dial(const std::string& line, const std::string& after = "") {
+    auto c = Connect(SocketAddress{.kind = SocketAddress::Kind::kUnix, .path = ConnectSocket()});
+    EXPECT_TRUE(c.ok()) << c.status();
+    if (!c.ok()) return UniqueFd();
+    EXPECT_TRUE(WriteAll(c->get(), line + after).ok());
+    return std::move(*c);
+  }
+  // True when the device closed `fd` within 5 s: EOF, or ECONNRESET when it left bytes of
+  // ours unread.
+  static bool ClosedByDevice(int fd) {
+    pollfd pfd{fd, POLLIN, 0};
+    if (::poll(&pfd, 1, 5000) != 1) return false;
+    char c;
+    ssize_t r = ::read(fd, &c, 1);
+    return r == 0 || (r < 0 && errno == ECONNRESET);
+  }
   // The stream handed to on_connection (waits up to 5 s).
   UniqueFd TakeStream(uint32_t* port = nullptr, std::chrono::milliseconds wait = 5000ms) {
     auto deadline = std::chrono::steady_clock::now() + wait;
@@ -507,6 +529,100 @@ TEST_F(VsockDeviceTest, ReplyLatencyRunsFromTheGuestsLatestBytesToTheHostsAnswer
   ASSERT_TRUE(WriteAll(stream.get(), "more").ok());
   ASSERT_EQ(fe.WaitRx(1).size(), 1u);
   EXPECT_EQ(dev_->stats().replies, 1u);
+}
+
+// --- the connect socket: the host connecting to ports the guest listens on ---
+
+constexpr uint32_t kAgentPort = 7070;
+
+TEST_F(VsockDeviceTest, AConnectSocketClientReachesAGuestPortAndBytesFlowBothWays) {
+  FakeFrontend fe(Socket());
+  fe.SetUp();
+  fe.PostRx(16);
+  // The request right behind the line, as agent_client writes them: it waits for the guest.
+  UniqueFd c = Dial(ConnectLine(kGuestCid, kAgentPort), "request");
+  auto rx = fe.WaitRx(1);
+  ASSERT_EQ(rx.size(), 1u) << Logs();
+  EXPECT_EQ(rx[0].h.op, static_cast<uint16_t>(Op::kRequest));
+  EXPECT_EQ(rx[0].h.src_cid, kHostCid);
+  EXPECT_EQ(rx[0].h.dst_cid, kGuestCid);
+  EXPECT_EQ(rx[0].h.dst_port, kAgentPort);
+  const uint32_t host_port = rx[0].h.src_port;
+  EXPECT_EQ(host_port, Mux::kFirstConnectPort);
+
+  fe.SendTx(fe.FromGuest(Op::kResponse, kAgentPort, host_port));
+  rx = fe.WaitRx(1);
+  ASSERT_EQ(rx.size(), 1u) << Logs();
+  EXPECT_EQ(rx[0].h.op, static_cast<uint16_t>(Op::kRw));
+  EXPECT_EQ(rx[0].payload, "request");
+  EXPECT_EQ(rx[0].h.src_port, host_port);
+  fe.SendTx(fe.FromGuest(Op::kRw, kAgentPort, host_port), "reply from the guest");
+  EXPECT_EQ(ReadSome(c.get(), 20), "reply from the guest");
+
+  // The client closes: the guest is told, and the connection ends (SHUTDOWN, then RST).
+  c.reset();
+  rx = fe.WaitRx(2);
+  ASSERT_EQ(rx.size(), 2u) << Logs();
+  EXPECT_EQ(rx[0].h.op, static_cast<uint16_t>(Op::kShutdown));
+  EXPECT_EQ(rx[1].h.op, static_cast<uint16_t>(Op::kRst));
+  VsockDeviceStats st = dev_->stats();
+  EXPECT_EQ(st.connects, 1u);
+  EXPECT_EQ(st.connects_failed, 0u);
+  EXPECT_EQ(st.streams, 0u);  // on_connection is for the guest's connections
+  EXPECT_FALSE(TakeStream(nullptr, 100ms).valid());
+}
+
+TEST_F(VsockDeviceTest, AConnectTheGuestRefusesClosesTheClient) {
+  FakeFrontend fe(Socket());
+  fe.SetUp();
+  fe.PostRx(16);
+  UniqueFd c = Dial(ConnectLine(kGuestCid, 9999));
+  auto rx = fe.WaitRx(1);
+  ASSERT_EQ(rx.size(), 1u) << Logs();
+  fe.SendTx(fe.FromGuest(Op::kRst, 9999, rx[0].h.src_port));
+  EXPECT_TRUE(ClosedByDevice(c.get()));
+  EXPECT_EQ(dev_->stats().connects_failed, 1u);
+  EXPECT_THAT(Logs(), HasSubstr("the guest refused a connection to port 9999"));
+}
+
+TEST_F(VsockDeviceTest, AWrongLineAWrongCidOrNoGuestClosesTheClientSayingWhy) {
+  // No front-end yet: nobody to connect to.
+  UniqueFd early = Dial(ConnectLine(kGuestCid, kAgentPort));
+  EXPECT_TRUE(ClosedByDevice(early.get()));
+  FakeFrontend fe(Socket());
+  fe.SetUp();
+  fe.PostRx(16);
+  UniqueFd bad = Dial("hello, is that the guest?\n");
+  EXPECT_TRUE(ClosedByDevice(bad.get()));
+  UniqueFd other = Dial(ConnectLine(kGuestCid + 1, kAgentPort));
+  EXPECT_TRUE(ClosedByDevice(other.get()));
+  EXPECT_TRUE(fe.WaitRx(1).empty());  // nothing reached the guest
+  EXPECT_EQ(dev_->stats().connects_failed, 3u);
+  const std::string logs = Logs();
+  EXPECT_THAT(logs, HasSubstr("no guest to connect to port 7070"));
+  EXPECT_THAT(logs, HasSubstr("%08x.%08x"));
+  EXPECT_THAT(logs, HasSubstr(fmt::format("CID {} asked for", kGuestCid + 1)));
+}
+
+TEST_F(VsockDeviceTest, AClientThatHangsUpBeforeTheGuestAnswersResetsTheConnect) {
+  FakeFrontend fe(Socket());
+  fe.SetUp();
+  fe.PostRx(16);
+  UniqueFd c = Dial(ConnectLine(kGuestCid, kAgentPort));
+  auto rx = fe.WaitRx(1);
+  ASSERT_EQ(rx.size(), 1u) << Logs();
+  const uint32_t host_port = rx[0].h.src_port;
+  c.reset();
+  rx = fe.WaitRx(1);
+  ASSERT_EQ(rx.size(), 1u) << Logs();
+  EXPECT_EQ(rx[0].h.op, static_cast<uint16_t>(Op::kRst));
+  EXPECT_EQ(rx[0].h.src_port, host_port);
+  // The guest's late RESPONSE meets no connection: answered with a RST, nothing opened.
+  fe.SendTx(fe.FromGuest(Op::kResponse, kAgentPort, host_port));
+  rx = fe.WaitRx(1);
+  ASSERT_EQ(rx.size(), 1u);
+  EXPECT_EQ(rx[0].h.op, static_cast<uint16_t>(Op::kRst));
+  EXPECT_EQ(dev_->stats().connects, 0u);
 }
 
 TEST_F(VsockDeviceTest, APortNobodyListensOnIsReset) {

@@ -80,12 +80,78 @@ void EncodeHeader(const Header& h, uint8_t out[kHeaderSize]) {
   Store(h.fwd_cnt, out + 40);
 }
 
+std::string ConnectLine(uint32_t cid, uint32_t port) {
+  return fmt::format("{:08x}.{:08x}\n", cid, port);
+}
+
+StatusOr<ConnectTarget> ParseConnectLine(std::span<const uint8_t> line) {
+  auto bad = [&](std::string_view what) {
+    std::string shown;
+    for (uint8_t b : line.first(std::min<size_t>(line.size(), kConnectLineSize))) {
+      shown += (b >= 0x20 && b < 0x7f) ? static_cast<char>(b) : '?';
+    }
+    return InvalidArgumentError(
+        fmt::format("vsock connect line \"{}\": {} (want {} bytes: the guest's CID and the port as "
+                    "%08x.%08x and a newline)",
+                    shown, what, kConnectLineSize));
+  };
+  if (line.size() != kConnectLineSize) return bad(fmt::format("{} bytes", line.size()));
+  if (line[8] != '.' || line[17] != '\n') return bad("no '.' at byte 9 or newline at byte 18");
+  auto hex = [&](size_t at, uint32_t* out) {
+    uint32_t v = 0;
+    for (size_t i = at; i < at + 8; ++i) {
+      const uint8_t c = line[i];
+      uint32_t d;
+      if (c >= '0' && c <= '9') {
+        d = c - '0';
+      } else if (c >= 'a' && c <= 'f') {
+        d = c - 'a' + 10;
+      } else if (c >= 'A' && c <= 'F') {
+        d = c - 'A' + 10;
+      } else {
+        return false;
+      }
+      v = (v << 4) | d;
+    }
+    *out = v;
+    return true;
+  };
+  ConnectTarget t;
+  if (!hex(0, &t.cid) || !hex(9, &t.port)) return bad("not 8 hex digits");
+  return t;
+}
+
 Mux::Mux(MuxOptions o) : o_(o) {}
 
 void Mux::Listen(uint32_t host_port) {
   if (std::find(listening_.begin(), listening_.end(), host_port) == listening_.end()) {
     listening_.push_back(host_port);
   }
+}
+
+StatusOr<ConnKey> Mux::Connect(uint32_t guest_port) {
+  if (conns_.size() >= o_.max_connections) {
+    return ResourceExhaustedError(fmt::format("vsock: {} connections open, no more (guest port {})",
+                                              conns_.size(), guest_port));
+  }
+  // Fewer connections than ports: a free one turns up within conns_.size() + listened steps.
+  for (;;) {
+    const uint32_t port = next_connect_port_;
+    next_connect_port_ = port == UINT32_MAX ? kFirstConnectPort : port + 1;
+    const ConnKey k{.guest_port = guest_port, .host_port = port};
+    if (conns_.count(k) != 0 ||
+        std::find(listening_.begin(), listening_.end(), port) != listening_.end()) {
+      continue;
+    }
+    conns_[k].connecting = true;
+    control_.push_back(Reply(k, Op::kRequest));
+    return k;
+  }
+}
+
+bool Mux::Connecting(const ConnKey& k) const {
+  auto it = conns_.find(k);
+  return it != conns_.end() && it->second.connecting;
 }
 
 std::vector<Event> Mux::OnGuestPacket(const Header& h, std::span<const uint8_t> payload) {
@@ -133,6 +199,16 @@ std::vector<Event> Mux::OnConnPacket(const ConnKey& k, const Header& h,
                                      std::span<const uint8_t> payload) {
   std::vector<Event> events;
   Conn& c = conns_.at(k);
+  if (c.connecting) {
+    if (!IsOp(h, Op::kResponse)) {
+      ResetConn(k);  // the guest owes an answer first
+      return {{Event::Kind::kClosed, k}};
+    }
+    c.connecting = false;
+    c.peer_buf_alloc = h.buf_alloc;
+    c.peer_fwd_cnt = h.fwd_cnt;
+    return {{Event::Kind::kConnected, k}};
+  }
   const uint32_t window_before = Window(c);
   c.peer_buf_alloc = h.buf_alloc;
   c.peer_fwd_cnt = h.fwd_cnt;
@@ -174,7 +250,7 @@ std::vector<Event> Mux::OnConnPacket(const ConnKey& k, const Header& h,
       break;
     }
     default:
-      ++stats_.dropped;  // RESPONSE (the host never connects) or an unknown op
+      ++stats_.dropped;  // RESPONSE on an open connection, or an unknown op
       break;
   }
   if (window_before == 0 && Window(c) > 0) events.push_back({Event::Kind::kWritable, k});
@@ -232,6 +308,7 @@ void Mux::MaybeCreditUpdate(const ConnKey& k) {
 }
 
 uint32_t Mux::Window(const Conn& c) const {
+  if (c.connecting) return 0;
   if ((c.host_shutdown & kShutdownSend) != 0 || (c.guest_shutdown & kShutdownRcv) != 0) return 0;
   const uint32_t in_flight = c.tx_cnt - c.peer_fwd_cnt;
   // A guest reporting a fwd_cnt past tx_cnt or a shrunken buf_alloc gets nothing, not 4 GiB.
@@ -258,6 +335,10 @@ void Mux::Shutdown(const ConnKey& k, uint32_t flags) {
   auto it = conns_.find(k);
   if (it == conns_.end()) return;
   Conn& c = it->second;
+  if (c.connecting) {
+    ResetConn(k);
+    return;
+  }
   const uint32_t fresh = flags & kShutdownBoth & ~c.host_shutdown;
   if (fresh == 0) return;
   c.host_shutdown |= fresh;

@@ -44,6 +44,12 @@
 //    host's SendWindow, and a packet that opens it from 0 yields kWritable (after the op's own
 //    events).
 //
+// Connecting to the guest (Connect): the host sends a REQUEST from a port the Mux picks. The
+// guest answers RESPONSE (kConnected: the connection is open, with the guest's credit) or RST
+// (kClosed: nothing listens there, or its backlog is full). Until then the connection carries
+// nothing: SendWindow is 0, a Shutdown resets it, and any packet from the guest but those two
+// resets it (kClosed). The guest's RESPONSE on an open connection is dropped, as before.
+//
 // Closing: each direction is done when nothing more can flow in it: guest to host when the
 // guest sent SHUTDOWN(kShutdownSend) or the host Shutdown(kShutdownRcv), and the host side
 // consumed all of Inbound (Shutdown(kShutdownRcv) discards it); host to guest when the host
@@ -104,6 +110,20 @@ struct Header {
 StatusOr<Header> DecodeHeader(std::span<const uint8_t> bytes);
 void EncodeHeader(const Header& h, uint8_t out[kHeaderSize]);
 
+// Host programs reach a guest port through a device's connect socket the way HyperKit's
+// virtio-sock defines it (../shared/PROTOCOLS.md section 3): a unix stream client writes exactly
+// kConnectLineSize bytes, "%08x.%08x\n" (the guest's CID and the port in hex), and the
+// connection then is the stream to that port, closed if the guest refuses. No reply.
+inline constexpr size_t kConnectLineSize = 18;
+struct ConnectTarget {
+  uint32_t cid = 0;
+  uint32_t port = 0;
+};
+std::string ConnectLine(uint32_t cid, uint32_t port);  // lower-case hex
+// `line`: exactly kConnectLineSize bytes as above (hex digits of either case); InvalidArgument
+// saying what is wrong otherwise.
+StatusOr<ConnectTarget> ParseConnectLine(std::span<const uint8_t> line);
+
 // A connection, named by its two ports (the CIDs are fixed: the guest's and the host's).
 struct ConnKey {
   uint32_t guest_port = 0;
@@ -118,6 +138,7 @@ struct Event {
     kWritable,      // the guest's credit grew: SendWindow may be > 0 again
     kPeerShutdown,  // the guest will send no more (after what is in Inbound)
     kClosed,        // the connection is gone (guest reset, or both sides shut down)
+    kConnected,     // the guest accepted a Connect (RESPONSE)
   };
   Kind kind;
   ConnKey key;
@@ -140,6 +161,15 @@ class Mux {
 
   // Ports the guest may connect to; a REQUEST to any other port is reset.
   void Listen(uint32_t host_port);
+
+  // Connects to `guest_port` in the guest: queues a REQUEST from a host port picked from
+  // kFirstConnectPort upward (never a listened port, never a pair in use) and returns the
+  // connection's key. kConnected or kClosed follows (see Connecting above). ResourceExhausted
+  // with max_connections open.
+  static constexpr uint32_t kFirstConnectPort = 1u << 30;
+  StatusOr<ConnKey> Connect(uint32_t guest_port);
+  // A Connect the guest has not answered yet.
+  bool Connecting(const ConnKey& k) const;
 
   // A packet from the guest; `payload` holds header.len bytes (the caller checked that the
   // descriptor chain had them; a mismatch is dropped). Returns what happened, in order.
@@ -178,7 +208,8 @@ class Mux {
   Header Rw(const ConnKey& k, uint32_t n);
 
   // The host side will send no more (kShutdownSend) and/or receive no more (kShutdownRcv):
-  // queues a SHUTDOWN carrying every bit sent so far (nothing when no bit is new).
+  // queues a SHUTDOWN carrying every bit sent so far (nothing when no bit is new). On a
+  // connection still connecting: Reset.
   // kShutdownRcv discards Inbound and what the guest sends later. Both sides done: the
   // connection is closed with a RST (see Closing above; no event). Other flag bits are ignored.
   void Shutdown(const ConnKey& k, uint32_t flags);
@@ -200,6 +231,7 @@ class Mux {
     uint32_t peer_fwd_cnt = 0;
     uint32_t host_shutdown = 0;   // kShutdown* bits the host sent
     uint32_t guest_shutdown = 0;  // kShutdown* bits the guest sent
+    bool connecting = false;      // Connect's REQUEST is not answered yet
     size_t Buffered() const { return inbound.size() - inbound_start; }
   };
   uint32_t Window(const Conn& c) const;
@@ -218,6 +250,7 @@ class Mux {
   std::vector<uint32_t> listening_;
   std::deque<Header> control_;
   MuxStats stats_;
+  uint32_t next_connect_port_ = kFirstConnectPort;
 };
 
 }  // namespace fun::vsock

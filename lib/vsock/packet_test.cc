@@ -29,8 +29,8 @@ std::string Str(const Header& h) {
 std::string Str(const std::vector<Event>& events) {
   std::string out;
   for (const Event& e : events) {
-    static constexpr const char* kNames[] = {"Accepted", "Readable", "Writable", "PeerShutdown",
-                                             "Closed"};
+    static constexpr const char* kNames[] = {"Accepted",     "Readable", "Writable",
+                                             "PeerShutdown", "Closed",   "Connected"};
     if (!out.empty()) out += " ";
     out += fmt::format("{}({}:{})", kNames[static_cast<int>(e.kind)], e.key.guest_port,
                        e.key.host_port);
@@ -155,6 +155,27 @@ TEST(HeaderTest, OpNames) {
   EXPECT_EQ(OpName(0), "INVALID");
   EXPECT_EQ(OpName(8), "op 8");
   EXPECT_EQ(OpName(65535), "op 65535");
+}
+
+TEST(ConnectLineTest, RoundTripsAndSaysWhatIsWrong) {
+  EXPECT_EQ(ConnectLine(3, 7070), "00000003.00001b9e\n");
+  EXPECT_EQ(ConnectLine(3, 0xffffffff), "00000003.ffffffff\n");
+  auto t = ParseConnectLine(Bytes("00000003.00001B9E\n"));
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(t->cid, 3u);
+  EXPECT_EQ(t->port, 7070u);
+  t = ParseConnectLine(Bytes(ConnectLine(0xdeadbeef, 0)));
+  ASSERT_TRUE(t.ok());
+  EXPECT_EQ(t->cid, 0xdeadbeefu);
+  EXPECT_EQ(t->port, 0u);
+  for (std::string_view bad :
+       {"00000003.00001b9e", "00000003.00001b9e\n\n", "00000003:00001b9e\n", "00000003.00001b9e ",
+        "0000000x.00001b9e\n", "00000003.-0001b9e\n", ""}) {
+    auto r = ParseConnectLine(Bytes(bad));
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_EQ(r.status().code(), Code::kInvalidArgument);
+    EXPECT_NE(r.status().message().find("%08x.%08x"), std::string::npos) << r.status();
+  }
 }
 
 TEST_F(MuxTest, AcceptsOnListenedPort) {
@@ -639,6 +660,84 @@ TEST_F(MuxTest, HostReset) {
   // An RW that crossed the RST is answered as for no connection.
   EXPECT_EQ(SendRw("def"), "");
   EXPECT_EQ(Drain(), std::vector<std::string>{Host(Op::kRst)});
+}
+
+// --- the host connecting to the guest (Connect) ---
+
+constexpr uint32_t kAgentPort = 7070;  // a port the guest listens on
+constexpr ConnKey kOut{.guest_port = kAgentPort, .host_port = Mux::kFirstConnectPort};
+
+TEST_F(MuxTest, ConnectSendsARequestAndTheGuestsResponseOpensIt) {
+  auto k = mux_.Connect(kAgentPort);
+  ASSERT_TRUE(k.ok()) << k.status();
+  EXPECT_EQ(*k, kOut);
+  EXPECT_EQ(Drain(), std::vector<std::string>{Host(Op::kRequest, 0, 0, 0, kOut)});
+  EXPECT_TRUE(mux_.Has(kOut));
+  EXPECT_TRUE(mux_.Connecting(kOut));
+  EXPECT_EQ(mux_.SendWindow(kOut), 0u);
+  EXPECT_EQ(mux_.Rw(kOut, 10).len, 0u);
+
+  EXPECT_EQ(Send(G(Op::kResponse, kAgentPort, kOut.host_port)),
+            fmt::format("Connected({}:{})", kAgentPort, kOut.host_port));
+  EXPECT_FALSE(mux_.Connecting(kOut));
+  EXPECT_EQ(mux_.SendWindow(kOut), kGuestBufAlloc);
+  EXPECT_FALSE(mux_.HasControl());
+  // Open: bytes both ways, and a second RESPONSE is dropped as on any open connection.
+  EXPECT_EQ(Send(G(Op::kRw, kAgentPort, kOut.host_port), "hello"),
+            fmt::format("Readable({}:{})", kAgentPort, kOut.host_port));
+  EXPECT_EQ(Text(mux_.Inbound(kOut)), "hello");
+  EXPECT_EQ(mux_.Rw(kOut, 3).len, 3u);
+  EXPECT_EQ(Send(G(Op::kResponse, kAgentPort, kOut.host_port)), "");
+  EXPECT_EQ(mux_.stats().dropped, 1u);
+}
+
+TEST_F(MuxTest, AConnectTheGuestRefusesIsClosed) {
+  ASSERT_TRUE(mux_.Connect(kAgentPort).ok());
+  Drain();
+  EXPECT_EQ(Send(G(Op::kRst, kAgentPort, kOut.host_port)),
+            fmt::format("Closed({}:{})", kAgentPort, kOut.host_port));
+  EXPECT_FALSE(mux_.Has(kOut));
+  EXPECT_FALSE(mux_.HasControl());  // a RST is never answered
+}
+
+TEST_F(MuxTest, AnythingButAnAnswerWhileConnectingResetsTheConnect) {
+  for (Op op : {Op::kRw, Op::kShutdown, Op::kCreditUpdate, Op::kCreditRequest, Op::kRequest}) {
+    auto k = mux_.Connect(kAgentPort);
+    ASSERT_TRUE(k.ok());
+    Drain();
+    EXPECT_EQ(Send(G(op, kAgentPort, k->host_port), op == Op::kRw ? "early" : ""),
+              fmt::format("Closed({}:{})", kAgentPort, k->host_port))
+        << OpName(static_cast<uint16_t>(op));
+    EXPECT_EQ(Drain(), std::vector<std::string>{Host(Op::kRst, 0, 0, 0, *k)});
+    EXPECT_FALSE(mux_.Has(*k));
+  }
+}
+
+TEST_F(MuxTest, GivingUpOnAConnectResetsIt) {
+  ASSERT_TRUE(mux_.Connect(kAgentPort).ok());
+  Drain();
+  mux_.Shutdown(kOut, kShutdownSend | kShutdownRcv);
+  EXPECT_EQ(Drain(), std::vector<std::string>{Host(Op::kRst, 0, 0, 0, kOut)});
+  EXPECT_FALSE(mux_.Has(kOut));
+  // The guest's answer crossed the RST: answered as for no connection.
+  EXPECT_EQ(Send(G(Op::kResponse, kAgentPort, kOut.host_port)), "");
+  EXPECT_EQ(mux_.ControlPending(), 1u);
+}
+
+TEST_F(MuxTest, ConnectPicksFreshPortsAndStopsAtMaxConnections) {
+  mux_.Listen(Mux::kFirstConnectPort + 1);  // never picked
+  auto a = mux_.Connect(kAgentPort);
+  auto b = mux_.Connect(kAgentPort);
+  auto c = mux_.Connect(kAgentPort + 1);
+  ASSERT_TRUE(a.ok() && b.ok() && c.ok());
+  EXPECT_EQ(a->host_port, Mux::kFirstConnectPort);
+  EXPECT_EQ(b->host_port, Mux::kFirstConnectPort + 2);
+  EXPECT_EQ(c->host_port, Mux::kFirstConnectPort + 3);
+  ASSERT_EQ(Send(G(Op::kRequest)), "Accepted(1025:5640)");  // the 4th connection
+  auto d = mux_.Connect(kAgentPort);
+  ASSERT_FALSE(d.ok());
+  EXPECT_EQ(d.status().code(), Code::kResourceExhausted);
+  EXPECT_NE(d.status().message().find("4 connections open"), std::string::npos) << d.status();
 }
 
 TEST_F(MuxTest, PopControlOnEmptyQueue) {
