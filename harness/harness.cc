@@ -399,31 +399,48 @@ void DoctorFaultSteps(Scenario& sc, const std::string& busybox) {
     return all_pass(r, "fun rm of the filler");
   });
 
-  // The VM's network interface down: the agent channel is a port QEMU forwards to it, so the
-  // agent is cut off although it runs. The doctor names FUN0018 alone (the checks behind the
-  // agent point to it); a restart (the stop falls back to ACPI) brings everything back, the
-  // images and containers on the data disk kept.
+  // The VM's network interface down. With the agent channel on a port QEMU forwards to that
+  // interface (agent_transport "tcp"), the agent is cut off although it runs: the doctor names
+  // FUN0018 alone (the checks behind the agent point to it). Over vsock the agent still answers,
+  // and the doctor names what the VM lost: its way out (FUN0015) and its DNS (FUN0016). Either
+  // way a restart (over tcp the stop falls back to ACPI) brings everything back, the images and
+  // containers on the data disk kept.
   sc.Step("doctor_fault_vm_network_down", [&](StepResult& r) -> Status {
+    auto state = vm::LoadInstanceState(sc.paths().InstanceDir("default"));
+    FUN_RETURN_IF_ERROR(state.status());
+    const bool vsock = state->agent_vsock_port != 0;
     ProcessResult run = sc.Tool(r, "fun",
                                 {"run", "-d", "--name", "netdown", "--privileged", "--network",
                                  "host", busybox, "sh", "-c", "sleep 3; ip link set eth0 down"},
                                 300s);
     FUN_RETURN_IF_ERROR(Expect(
         run.ok(), "fun run netdown: " + run.Describe() + " " + run.stderr_data.substr(0, 300)));
-    // Until the agent no longer answers (a run that began before the link went down sees a
+    // Until the check that shows it fails (a run that began before the link went down sees a
     // mix), then one whole run in that state.
-    std::string agent;
+    const std::string shows = vsock ? "FUN0015" : "FUN0018";
+    std::string status;
     auto until = std::chrono::steady_clock::now() + 60s;
-    while (agent != "fail" && std::chrono::steady_clock::now() < until) {
-      FUN_ASSIGN_OR_RETURN(DoctorRun d, RunDoctor(sc, r, {"--check", "FUN0018"}));
-      agent = Str(d.checks[0], "status");
-      if (agent != "fail") std::this_thread::sleep_for(1s);
+    while (status != "fail" && std::chrono::steady_clock::now() < until) {
+      FUN_ASSIGN_OR_RETURN(DoctorRun d, RunDoctor(sc, r, {"--check", shows}));
+      status = Str(d.checks[0], "status");
+      if (status != "fail") std::this_thread::sleep_for(1s);
     }
-    FUN_RETURN_IF_ERROR(Expect(agent == "fail", "FUN0018 never failed with eth0 down"));
+    FUN_RETURN_IF_ERROR(Expect(status == "fail", shows + " never failed with eth0 down"));
     FUN_ASSIGN_OR_RETURN(DoctorRun d, RunDoctor(sc, r, {}));
     std::vector<std::string> findings = DoctorFindings(d.checks, {"fail", "warn"}, kTcgWarning);
-    FUN_RETURN_IF_ERROR(ExpectOnly(findings, "FUN0018", "eth0 down in the VM"));
-    const std::string named = findings[0];
+    if (vsock) {
+      const bool named_net = findings.size() == 2 && findings[0].rfind("FUN0015 ", 0) == 0 &&
+                             findings[1].rfind("FUN0016 ", 0) == 0;
+      FUN_RETURN_IF_ERROR(Expect(
+          named_net, fmt::format("eth0 down, the agent over vsock: the doctor should name FUN0015 "
+                                 "and FUN0016, it named: {}",
+                                 findings.empty() ? "nothing"
+                                                  : fmt::format("{}", fmt::join(findings, "; ")))));
+    } else {
+      FUN_RETURN_IF_ERROR(ExpectOnly(findings, "FUN0018", "eth0 down in the VM"));
+    }
+    const std::string named =
+        fmt::format("{}{}", findings[0], vsock ? " (+ FUN0016; the agent answers over vsock)" : "");
     auto t0 = std::chrono::steady_clock::now();
     ProcessResult stop = sc.Tool(r, "fun-vmctl", {"stop"}, 120s);
     FUN_RETURN_IF_ERROR(Expect(stop.ok(), "fun-vmctl stop with the agent cut off: " +
@@ -2099,7 +2116,17 @@ ScenarioReport RunVmLifecycle(const HarnessOptions& o) {
     const std::string other =
         vm::DefaultsForThisMachine(sc.paths(), "default").share_transport == "vsock" ? "serial"
                                                                                      : "vsock";
-    FUN_RETURN_IF_ERROR(start(r, {"--share-transport", other}));
+    // The agent channel switches too (tcp <-> vsock): the steps after this one (the doctor, the
+    // ports that come back, TCP and UDP through them) go over the other one.
+    const std::string other_agent =
+        vm::DefaultsForThisMachine(sc.paths(), "default").agent_transport == "vsock" ? "tcp"
+                                                                                     : "vsock";
+    FUN_RETURN_IF_ERROR(start(r, {"--share-transport", other, "--agent-transport", other_agent}));
+    auto state = vm::LoadInstanceState(sc.paths().InstanceDir("default"));
+    FUN_RETURN_IF_ERROR(state.status());
+    FUN_RETURN_IF_ERROR(Expect((state->agent_vsock_port != 0) == (other_agent == "vsock"),
+                               fmt::format("agent_transport {}: state.json agent_vsock_port {}",
+                                           other_agent, state->agent_vsock_port)));
     std::ifstream in(sc.paths().InstanceFile("default", InstanceFileKind::kConsoleLog));
     std::stringstream ss;
     ss << in.rdbuf();
@@ -2119,8 +2146,9 @@ ScenarioReport RunVmLifecycle(const HarnessOptions& o) {
                                "share_transport " + other + ": " + out));
     FUN_RETURN_IF_ERROR(Expect(ReadAll(home + "/work/other-back") == "back\n",
                                "other-back on the host: " + ReadAll(home + "/work/other-back")));
-    r.message = fmt::format("data disk kept; {} shares mounted over {} ({}), read and written",
-                            kHarnessShares, other, want);
+    r.message = fmt::format(
+        "data disk kept; {} shares mounted over {} ({}), read and written; the agent over {}",
+        kHarnessShares, other, want, other_agent);
     return OkStatus();
   });
 

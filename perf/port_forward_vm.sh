@@ -9,15 +9,19 @@
 # The VM side is fun/echo:1.0 (images/echo/echo.c) behind `fun run -p`, pulled from a
 # registry this script starts on 127.0.0.1:5000 (the port must be free), in a temp FUN_HOME.
 #
-#   perf/port_forward_vm.sh [--build DIR] [--seconds N] [--rr-count M]
+# --agent-transport tcp|vsock starts the VM with that agent channel first (fun-vmctl start
+# --agent-transport): QEMU's hostfwd to the guest's tcp:7070, or fun-hostd's vsock device.
+#
+#   perf/port_forward_vm.sh [--build DIR] [--seconds N] [--rr-count M] [--agent-transport T]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-build=build seconds=5 rr_count=2000
+build=build seconds=5 rr_count=2000 agent=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --build) build=$2; shift 2 ;;
     --seconds) seconds=$2; shift 2 ;;
     --rr-count) rr_count=$2; shift 2 ;;
+    --agent-transport) agent=$2; shift 2 ;;
     *) echo "port_forward_vm.sh: unknown argument $1 (see the header of this script)" >&2; exit 2 ;;
   esac
 done
@@ -47,6 +51,9 @@ vm_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0))
 
 echo "port_forward_vm: starting the VM and fun/echo behind -p 127.0.0.1:$vm_port:7 ..."
 t0=$(date +%s.%N)
+if [ -n "$agent" ]; then
+  "$build/bin/fun-vmctl" start --agent-transport "$agent" >/dev/null
+fi
 "$build/bin/fun" run -d --name echo -p "127.0.0.1:$vm_port:7" 10.0.2.2:5000/fun/echo:1.0 >/dev/null
 for _ in $(seq 600); do
   "$build/perf/tcp_rr" ping --connect "127.0.0.1:$vm_port" --count 1 >/dev/null 2>&1 && break
@@ -60,6 +67,7 @@ rr() { "$build/perf/tcp_rr" ping --connect "127.0.0.1:$1" --count "$rr_count" | 
 d_mib=$(mibs "$direct_port"); d_rr=$(rr "$direct_port")
 v_mib=$(mibs "$vm_port"); v_rr=$(rr "$vm_port")
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", (b > 0 ? a / b : 0)}'; }
+echo "agent channel: $(python3 -c 'import json,sys; c=json.load(open(sys.argv[1])); print(c.get("agent_transport", "tcp"))' "$FUN_HOME/instances/default/config.json")"
 printf '\n%-34s %14s %12s\n' "path ($(nproc) cpus, load $(cut -d' ' -f1 /proc/loadavg))" "echo MiB/s" "RR med µs"
 printf '%-34s %14s %12s\n' "direct loopback (tcp_rr serve)" "$d_mib" "$d_rr"
 printf '%-34s %14s %12s\n' "-p through the VM (fun/echo)" "$v_mib" "$v_rr"

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -33,9 +34,9 @@ constexpr std::string_view kBackendNames[] = {"qemu", "hyperkit", "native"};
 constexpr std::string_view kAccelNames[] = {"auto", "kvm", "hvf", "tcg", "none"};
 constexpr std::string_view kProtocolNames[] = {"tcp", "udp"};
 
-constexpr std::string_view kTopKeys[] = {"name",         "backend",     "accel",          "cpus",
-                                         "memory_mib",   "disk_gib",    "shares",         "ports",
-                                         "auto_forward", "tcg_threads", "share_transport"};
+constexpr std::string_view kTopKeys[] = {
+    "name",   "backend", "accel",        "cpus",        "memory_mib",      "disk_gib",
+    "shares", "ports",   "auto_forward", "tcg_threads", "share_transport", "agent_transport"};
 constexpr std::string_view kShareKeys[] = {"host_path", "guest_path", "read_only", "tag", "cache"};
 constexpr std::string_view kCacheExpected = R"("mmap", "loose" or "none")";
 constexpr std::string_view kPortKeys[] = {"host_ip", "host_port", "guest_port", "protocol"};
@@ -407,6 +408,24 @@ std::vector<std::string_view> AccelNamesFor(Backend backend) {
 }
 
 // Per-field checks of an InstanceConfig, in the documented order (step 5).
+// `value` must be one of `allowed`: `field: "x" is not <what>, expected "a" or "b"`.
+Status CheckChoice(std::string_view field, const std::string& value, std::string_view what,
+                   std::initializer_list<std::string_view> allowed) {
+  for (std::string_view a : allowed) {
+    if (value == a) return OkStatus();
+  }
+  std::vector<std::string> quoted;
+  for (std::string_view a : allowed) quoted.push_back(fmt::format("\"{}\"", a));
+  return InvalidArgumentError(fmt::format(R"({}: "{}" is not {}, expected {})", field, value, what,
+                                          fmt::join(quoted, " or ")));
+}
+
+Status CheckTransports(const InstanceConfig& c) {
+  FUN_RETURN_IF_ERROR(
+      CheckChoice("share_transport", c.share_transport, "a share transport", {"serial", "vsock"}));
+  return CheckChoice("agent_transport", c.agent_transport, "an agent transport", {"tcp", "vsock"});
+}
+
 Status CheckFields(const InstanceConfig& c) {
   FUN_RETURN_IF_ERROR_CTX(ValidateInstanceName(c.name), "name");
   FUN_RETURN_IF_ERROR(CheckEnum("backend", c.backend, "backend", kBackendNames));
@@ -417,16 +436,9 @@ Status CheckFields(const InstanceConfig& c) {
   if (auto ranges = ParsePortRanges(c.auto_forward); !ranges.ok()) {
     return ranges.status().WithContext("auto_forward");
   }
-  if (c.tcg_threads != "single" && c.tcg_threads != "multi") {
-    return InvalidArgumentError(fmt::format(
-        R"(tcg_threads: "{}" is not a TCG threading mode, expected "single" or "multi")",
-        c.tcg_threads));
-  }
-  if (c.share_transport != "serial" && c.share_transport != "vsock") {
-    return InvalidArgumentError(fmt::format(
-        R"(share_transport: "{}" is not a share transport, expected "serial" or "vsock")",
-        c.share_transport));
-  }
+  FUN_RETURN_IF_ERROR(
+      CheckChoice("tcg_threads", c.tcg_threads, "a TCG threading mode", {"single", "multi"}));
+  FUN_RETURN_IF_ERROR(CheckTransports(c));
   for (size_t i = 0; i < c.shares.size(); ++i) {
     const Share& s = c.shares[i];
     const std::string at = fmt::format("shares[{}]", i);
@@ -454,11 +466,7 @@ Status CheckCrossFields(const InstanceConfig& c) {
                       fmt::format("is not supported by backend {}", Quote(BackendName(c.backend))),
                       OneOf(AccelNamesFor(c.backend)));
   }
-  if (c.share_transport != "serial" && c.share_transport != "vsock") {
-    return InvalidArgumentError(fmt::format(
-        R"(share_transport: "{}" is not a share transport, expected "serial" or "vsock")",
-        c.share_transport));
-  }
+  FUN_RETURN_IF_ERROR(CheckTransports(c));
   for (size_t i = 0; i < c.shares.size(); ++i) {
     const Share& s = c.shares[i];
     for (size_t j = 0; j < i; ++j) {
@@ -672,6 +680,10 @@ StatusOr<InstanceConfig> DecodeConfig(const OJson& root, const InstanceConfig& d
     FUN_ASSIGN_OR_RETURN(c.share_transport,
                          DecodeString(*t, "share_transport", R"("serial" or "vsock")"));
   }
+  if (const OJson* t = Find(root, "agent_transport")) {
+    FUN_ASSIGN_OR_RETURN(c.agent_transport,
+                         DecodeString(*t, "agent_transport", R"("tcp" or "vsock")"));
+  }
   return NormalizeInstanceConfig(std::move(c));
 }
 
@@ -830,6 +842,7 @@ Json BuildJson(const InstanceConfig& c) {
   j["auto_forward"] = c.auto_forward;
   j["tcg_threads"] = c.tcg_threads;
   j["share_transport"] = c.share_transport;
+  j["agent_transport"] = c.agent_transport;
   return j;
 }
 
@@ -998,6 +1011,7 @@ InstanceConfig DefaultInstanceConfig(const ConfigDefaultsContext& context) {
   c.backend = context.is_macos && !context.is_arm64 ? Backend::kHyperkit : Backend::kQemu;
   // vhost-user needs Linux (eventfds, a shared memfd); QEMU on macOS keeps the serial ports.
   c.share_transport = context.is_macos ? "serial" : "vsock";
+  c.agent_transport = context.is_macos ? "tcp" : "vsock";
   if (PathProblem(context.home_dir, /*is_guest=*/true).empty()) {
     c.shares.push_back(Share{.host_path = context.home_dir,
                              .guest_path = context.home_dir,

@@ -145,6 +145,14 @@ struct InstanceConfig {
   // machine's default (DefaultInstanceConfig): "vsock" on Linux (2-2.5x the small-file rate of
   // "serial" under TCG, perf/p9_vm.sh), "serial" on macOS; a config without the key gets it.
   std::string share_transport = "serial";
+  // How fun-hostd and the CLIs reach the guest agent under QEMU: "tcp" (QEMU's user-mode
+  // network forwards a loopback port to the guest's tcp:7070: slirp's hostfwd, backlog 1) or
+  // "vsock" (fun-hostd's vhost-user vsock device, as the shares use it: its
+  // <instance>/vsock.connect socket reaches the guest's vsock:7070; Linux hosts only; the guest
+  // listens on both). HyperKit always uses its virtio-sock. The machine's default
+  // (DefaultInstanceConfig): "vsock" on Linux (a published port carries 2.1-2.3x the bytes under
+  // TCG, perf/port_forward_vm.sh), "tcp" on macOS; a config without the key gets it.
+  std::string agent_transport = "tcp";
 
   friend bool operator==(const InstanceConfig&, const InstanceConfig&) = default;
 };

@@ -561,7 +561,7 @@ TEST(ParseInstanceConfigErrorTest, UnknownKeySuggestsTheClosestKnownKey) {
       {R"({"colour": "blue"})",
        R"(unknown key "colour" at top level, expected one of "name", "backend", "accel", "cpus", )"
        R"("memory_mib", "disk_gib", "shares", "ports", "auto_forward", "tcg_threads", )"
-       R"("share_transport")"},
+       R"("share_transport", "agent_transport")"},
   });
 }
 
@@ -570,7 +570,7 @@ TEST(ParseInstanceConfigErrorTest, FirstErrorInDocumentedOrder) {
   EXPECT_EQ(ErrorFor(R"({"cpus": 0, "x": 1})"),
             R"(unknown key "x" at top level, expected one of "name", "backend", "accel", "cpus", )"
             R"("memory_mib", "disk_gib", "shares", "ports", "auto_forward", "tcg_threads", )"
-            R"("share_transport")");
+            R"("share_transport", "agent_transport")");
   EXPECT_EQ(ErrorFor(R"({"disk_gib": 0, "cpus": 0})"),
             "cpus: 0 is out of range, expected an integer from 1 to 64");
   // Cross-field rules come after every field.
@@ -744,7 +744,8 @@ TEST(SerializeInstanceConfigTest, PrettyJsonInDeclarationOrder) {
   ],
   "auto_forward": "all",
   "tcg_threads": "multi",
-  "share_transport": "serial"
+  "share_transport": "serial",
+  "agent_transport": "tcp"
 }
 )");
 }
@@ -769,6 +770,19 @@ TEST(InstanceConfigTest, ShareTransportIsSerialByDefaultOrVsock) {
             R"(share_transport: "virtio" is not a share transport, expected "serial" or "vsock")");
   EXPECT_EQ(ErrorFor(R"({"share_transport": true})"),
             R"(share_transport: true is a boolean, expected "serial" or "vsock")");
+}
+
+TEST(InstanceConfigTest, AgentTransportIsTcpByDefaultOrVsock) {
+  EXPECT_EQ(InstanceConfig().agent_transport, "tcp");
+  EXPECT_EQ(DefaultInstanceConfig({.is_macos = false}).agent_transport, "vsock");
+  EXPECT_EQ(DefaultInstanceConfig({.is_macos = true, .is_arm64 = true}).agent_transport, "tcp");
+  auto parsed = ParseInstanceConfig(R"({"agent_transport": "vsock"})", InstanceConfig());
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->agent_transport, "vsock");
+  EXPECT_EQ(ErrorFor(R"({"agent_transport": "serial"})"),
+            R"(agent_transport: "serial" is not an agent transport, expected "tcp" or "vsock")");
+  EXPECT_EQ(ErrorFor(R"({"agent_transport": 1})"),
+            R"(agent_transport: 1 is an integer, expected "tcp" or "vsock")");
 }
 
 TEST(InstanceConfigTest, AutoForwardTakesAllOffOrPortRanges) {

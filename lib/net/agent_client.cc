@@ -76,10 +76,10 @@ StatusOr<std::pair<UniqueFd, Reply>> Exchange(const AgentEndpoint& ep, Request r
   SetTimeouts(fd.get(), timeout);
   std::string what = fmt::format(
       "agent {}{} ({})", ep.address.ToString(),
-      ep.hyperkit_vsock_port != 0 ? fmt::format(" vsock port {}", ep.hyperkit_vsock_port) : "",
+      ep.vsock_connect_port != 0 ? fmt::format(" vsock port {}", ep.vsock_connect_port) : "",
       KindName(request.kind));
-  if (ep.hyperkit_vsock_port != 0) {
-    Status w = WriteAll(fd.get(), vsock::ConnectLine(kHyperkitGuestCid, ep.hyperkit_vsock_port));
+  if (ep.vsock_connect_port != 0) {
+    Status w = WriteAll(fd.get(), vsock::ConnectLine(kGuestCid, ep.vsock_connect_port));
     if (!w.ok()) return w.WithContext(what);
   }
   // SO_RCVTIMEO/SO_SNDTIMEO end a blocked call with EAGAIN: say what that means.

@@ -29,15 +29,17 @@ namespace fun::agent {
 struct AgentEndpoint {
   SocketAddress address;  // where the agent channel is reachable from the host
   Token token{};
-  // Non-zero: `address` is HyperKit's virtio-sock `<dir>/connect` unix socket and the agent
-  // listens on this vsock port in the guest. Each dial first writes the 18-byte line
-  // vsock::ConnectLine(kHyperkitGuestCid, port); hyperkit sends no reply, the stream then
-  // is the guest connection (closed if nothing listens there). Unverified: no Mac here.
-  uint32_t hyperkit_vsock_port = 0;
+  // Non-zero: `address` is a vsock connect socket (HyperKit's virtio-sock `<dir>/connect`, or
+  // the `<instance>/vsock.connect` of fun-hostd's own vhost-user device under QEMU) and the
+  // agent listens on this vsock port in the guest. Each dial first writes the 18-byte line
+  // vsock::ConnectLine(kGuestCid, port); no reply comes, the stream then is the guest
+  // connection (closed if nothing listens there). HyperKit's is unverified: no Mac here.
+  uint32_t vsock_connect_port = 0;
 };
 
-// The guest context id fun's hyperkit VMs get (virtio-sock guest_cid=).
-inline constexpr uint32_t kHyperkitGuestCid = 3;
+// The guest context id fun's VMs get (hyperkit's virtio-sock guest_cid=, and fun-hostd's
+// vhost-user vsock device's).
+inline constexpr uint32_t kGuestCid = 3;
 // The port fun-guestd listens on in the VM (tcp, and vsock where the VM has it).
 inline constexpr uint16_t kGuestAgentPort = 7070;
 

@@ -242,7 +242,7 @@ TEST_F(AgentClientTest, ThroughHyperkitsVsockConnectSocket) {
 
   AgentEndpoint hk{.address = *ParseSocketAddress("unix:" + connect),
                    .token = token_,
-                   .hyperkit_vsock_port = 7070};
+                   .vsock_connect_port = 7070};
   auto ping = PingAgent(hk, 5s);
   EXPECT_TRUE(ping.ok()) << ping.status();
   auto s = DialAgent(hk, {.kind = Kind::kContainerd}, 5s);
@@ -253,7 +253,7 @@ TEST_F(AgentClientTest, ThroughHyperkitsVsockConnectSocket) {
   EXPECT_EQ(got, "through vsock");
 
   // A port nothing listens on: hyperkit closes the stream, the dial says so and names the port.
-  hk.hyperkit_vsock_port = 7071;
+  hk.vsock_connect_port = 7071;
   auto refused = PingAgent(hk, 5s);
   ASSERT_FALSE(refused.ok());
   EXPECT_EQ(refused.status().code(), Code::kUnavailable);

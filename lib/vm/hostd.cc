@@ -177,6 +177,7 @@ Status Hostd::StartVm() {
   std::string console = File(InstanceFileKind::kConsoleLog);
   ::rename(console.c_str(), (console + ".1").c_str());
   FUN_ASSIGN_OR_RETURN(std::vector<std::string> share_tags, ServeShares());
+  FUN_RETURN_IF_ERROR(ServeVsock());
   if (config_.backend == Backend::kHyperkit) {
     return StartHyperkit(image, disk, console, share_tags);
   }
@@ -224,7 +225,8 @@ Status Hostd::StartQemu(const AccelChoice& accel, const ImageFiles& image, const
                   .memory_mib = config_.memory_mib,
                   .kernel = image.kernel,
                   .initrd = image.initrd,
-                  .cmdline = image.cmdline,
+                  // Over vsock the guest agent listens there too (guest/init).
+                  .cmdline = image.cmdline + (agent_over_vsock_ ? " fun.agent=tcp+vsock" : ""),
                   .data_disk = disk,
                   .system_disk = image.system_disk,
                   .system_disk_serial = image.system_disk_serial,
@@ -237,7 +239,7 @@ Status Hostd::StartQemu(const AccelChoice& accel, const ImageFiles& image, const
                   .p9_socket = share_tags.empty() ? "" : File("p9.sock"),
                   .share_table_file = share_tags.empty() ? "" : File("shares"),
                   .vsock_socket = vsock_device_ ? File("vsock.sock") : "",
-                  .p9_vsock_port = vsock_device_ ? kP9VsockPort : 0,
+                  .p9_vsock_port = shares_over_vsock_ ? kP9VsockPort : 0,
                   .extra_args = o_.qemu_extra_args};
     FUN_RETURN_IF_ERROR(ValidateQemuSpec(spec));
     Command cmd{.program = o_.qemu_binary, .args = BuildQemuArgs(spec), .capture_output = false};
@@ -253,7 +255,15 @@ Status Hostd::StartQemu(const AccelChoice& accel, const ImageFiles& image, const
     agent_.address =
         SocketAddress{.kind = SocketAddress::Kind::kTcp, .host = "127.0.0.1", .port = port};
     std::lock_guard lock(mu_);
-    state_.agent_port = port;
+    state_.agent_port = port;  // the hostfwd stays: the guest listens on tcp too
+    if (agent_over_vsock_) {
+      // fun-hostd, the CLIs (state.json) and the doctor dial the guest through the device.
+      agent_.address =
+          SocketAddress{.kind = SocketAddress::Kind::kUnix, .path = File("vsock.connect")};
+      agent_.vsock_connect_port = agent::kGuestAgentPort;
+      state_.agent_vsock_connect = agent_.address.path;
+      state_.agent_vsock_port = agent::kGuestAgentPort;
+    }
     return OkStatus();
   }
   return last.ok() ? InternalError("qemu did not start") : last;
@@ -340,7 +350,7 @@ Status Hostd::StartHyperkit(const ImageFiles& image, const std::string& disk,
   cmd.parent_death_signal = SIGTERM;
   FUN_RETURN_IF_ERROR(LaunchHypervisor(cmd, "hyperkit"));
   agent_.address = SocketAddress{.kind = SocketAddress::Kind::kUnix, .path = vsock + "/connect"};
-  agent_.hyperkit_vsock_port = agent::kGuestAgentPort;
+  agent_.vsock_connect_port = agent::kGuestAgentPort;
   std::lock_guard lock(mu_);
   state_.agent_vsock_connect = agent_.address.path;
   state_.agent_vsock_port = agent::kGuestAgentPort;
@@ -383,45 +393,6 @@ StatusOr<std::vector<std::string>> Hostd::ServeShares() {
     if (!s.ok()) FUN_LOG(Error, "9P server: {}", s.message());
   });
   shares_over_vsock_ = config_.backend == Backend::kQemu && config_.share_transport == "vsock";
-  if (shares_over_vsock_) {
-#if defined(__linux__)
-    vsock::VsockDeviceOptions vo;
-    vo.socket_path = File("vsock.sock");
-    vo.guest_cid = kGuestCid;
-    vo.ports = {kP9VsockPort};
-    p9_streams_stop_ = UniqueFd(::eventfd(0, EFD_CLOEXEC));
-    if (!p9_streams_stop_) return ErrnoError(errno, "eventfd");
-    vo.on_connection = [this](uint32_t port, UniqueFd stream) {
-      std::lock_guard lock(p9_streams_mu_);
-      std::erase_if(p9_streams_, [](P9Stream& s) {
-        if (!s.done->load()) return false;
-        s.thread.join();
-        return true;
-      });
-      auto done = std::make_shared<std::atomic<bool>>(false);
-      p9_streams_.push_back({std::thread([this, port, done, s = std::move(stream)]() mutable {
-                               ServeP9Stream(port, std::move(s));
-                               done->store(true);
-                             }),
-                             done});
-    };
-    vo.log = [](const std::string& m) { FUN_LOG(Info, "vsock device: {}", m); };
-    FUN_ASSIGN_OR_RETURN(std::unique_ptr<vsock::VsockDevice> dev,
-                         vsock::VsockDevice::Create(std::move(vo)));
-    vsock_device_ = std::shared_ptr<vsock::VsockDevice>(std::move(dev));
-    vsock_thread_ = std::thread([this] {
-      Status s = vsock_device_->Run();
-      if (!s.ok()) FUN_LOG(Error, "vsock device: {}", s.message());
-    });
-    FUN_LOG(Info, "the shares go over vsock (port {}, device on {})", kP9VsockPort,
-            File("vsock.sock"));
-#else
-    return FailedPreconditionError(
-        fmt::format("share_transport \"vsock\" needs a Linux host (a vhost-user device); set it to "
-                    "\"serial\" in {}",
-                    File(InstanceFileKind::kConfig)));
-#endif
-  }
   for (const Share& sh : config_.shares) {
     FUN_LOG(Info, "sharing {} at {} in the VM ({}, tag {})", sh.host_path, sh.guest_path,
             sh.read_only ? "read-only" : "read-write", sh.tag);
@@ -467,17 +438,74 @@ void Hostd::ServeP9Stream(uint32_t port, UniqueFd stream) {
   p9_->ServeConnection(stream.release(), "vsock:" + req->target);
 }
 
+// The vhost-user vsock device, when the shares or the agent channel use it (QEMU on Linux):
+// the guest's streams to the 9P port, and the connect socket to the guest's agent port.
+Status Hostd::ServeVsock() {
+  agent_over_vsock_ = config_.backend == Backend::kQemu && config_.agent_transport == "vsock";
+  if (!shares_over_vsock_ && !agent_over_vsock_) return OkStatus();
+#if defined(__linux__)
+  vsock::VsockDeviceOptions vo;
+  vo.socket_path = File("vsock.sock");
+  vo.guest_cid = kGuestCid;
+  if (shares_over_vsock_) vo.ports = {kP9VsockPort};
+  if (agent_over_vsock_) vo.connect_socket_path = File("vsock.connect");
+  // Every forwarded connection is a stream of its own (the harness holds 1,000 at once);
+  // fun-guestd's own limit is its --max-connections.
+  vo.max_connections = 4096;
+  p9_streams_stop_ = UniqueFd(::eventfd(0, EFD_CLOEXEC));
+  if (!p9_streams_stop_) return ErrnoError(errno, "eventfd");
+  vo.on_connection = [this](uint32_t port, UniqueFd stream) {
+    std::lock_guard lock(p9_streams_mu_);
+    std::erase_if(p9_streams_, [](P9Stream& s) {
+      if (!s.done->load()) return false;
+      s.thread.join();
+      return true;
+    });
+    auto done = std::make_shared<std::atomic<bool>>(false);
+    p9_streams_.push_back({std::thread([this, port, done, s = std::move(stream)]() mutable {
+                             ServeP9Stream(port, std::move(s));
+                             done->store(true);
+                           }),
+                           done});
+  };
+  vo.log = [](const std::string& m) { FUN_LOG(Info, "vsock device: {}", m); };
+  FUN_ASSIGN_OR_RETURN(std::unique_ptr<vsock::VsockDevice> dev,
+                       vsock::VsockDevice::Create(std::move(vo)));
+  vsock_device_ = std::shared_ptr<vsock::VsockDevice>(std::move(dev));
+  vsock_thread_ = std::thread([this] {
+    Status s = vsock_device_->Run();
+    if (!s.ok()) FUN_LOG(Error, "vsock device: {}", s.message());
+  });
+  if (shares_over_vsock_) {
+    FUN_LOG(Info, "the shares go over vsock (port {}, device on {})", kP9VsockPort,
+            File("vsock.sock"));
+  }
+  if (agent_over_vsock_) {
+    FUN_LOG(Info, "the agent channel goes over vsock (guest port {}, connect socket {})",
+            agent::kGuestAgentPort, File("vsock.connect"));
+  }
+  return OkStatus();
+#else
+  return FailedPreconditionError(
+      fmt::format("{} \"vsock\" needs a Linux host (a vhost-user device); set it to \"{}\" in {}",
+                  shares_over_vsock_ ? "share_transport" : "agent_transport",
+                  shares_over_vsock_ ? "serial" : "tcp", File(InstanceFileKind::kConfig)));
+#endif
+}
+
 void Hostd::StopShares() {
-  if (!p9_listener_) return;
 #if defined(__linux__)
   if (vsock_device_) {
     vsock_device_->Stop();
     if (vsock_thread_.joinable()) vsock_thread_.join();
   }
 #endif
-  p9_listener_->Stop();
-  p9_->Shutdown();
-  if (p9_thread_.joinable()) p9_thread_.join();
+  if (!p9_listener_ && !vsock_device_) return;
+  if (p9_listener_) {
+    p9_listener_->Stop();
+    p9_->Shutdown();
+    if (p9_thread_.joinable()) p9_thread_.join();
+  }
   {
     std::vector<P9Stream> streams;
     {
@@ -493,6 +521,7 @@ void Hostd::StopShares() {
   if (vsock_device_) {
     vsock_device_.reset();
     ::unlink(File("vsock.sock").c_str());
+    ::unlink(File("vsock.connect").c_str());
   }
 #endif
   p9_listener_.reset();
@@ -502,20 +531,21 @@ void Hostd::StopShares() {
 
 void Hostd::LogShareStats(std::string_view when) {
   std::lock_guard lock(shares_mu_);
-  if (!p9_) return;
-  auto stats = p9_->stats();
-  FUN_LOG(Info, "9P server {}: {} connections, {} requests, {} errors", when,
-          stats.connections_total, stats.requests, stats.errors);
+  if (p9_) {
+    auto stats = p9_->stats();
+    FUN_LOG(Info, "9P server {}: {} connections, {} requests, {} errors", when,
+            stats.connections_total, stats.requests, stats.errors);
+  }
 #if defined(__linux__)
   if (vsock_device_) {
     auto st = vsock_device_->stats();
     double total_s = static_cast<double>(st.reply_latency_ns) / 1e9;
     FUN_LOG(Info,
-            "vsock device {}: {} QEMU connections, {} streams, {} bytes to the guest, {} "
-            "from it, {} interrupts, {} protocol errors, {} replies in {:.3f} s of host time "
-            "(mean {:.1f} us)",
-            when, st.frontends, st.streams, st.bytes_to_guest, st.bytes_from_guest, st.notifies,
-            st.protocol_errors, st.replies, total_s,
+            "vsock device {}: {} QEMU connections, {} streams from the guest, {} to it ({} "
+            "failed), {} bytes to the guest, {} from it, {} interrupts, {} protocol errors, {} "
+            "replies in {:.3f} s of host time (mean {:.1f} us)",
+            when, st.frontends, st.streams, st.connects, st.connects_failed, st.bytes_to_guest,
+            st.bytes_from_guest, st.notifies, st.protocol_errors, st.replies, total_s,
             st.replies == 0 ? 0.0 : total_s * 1e6 / static_cast<double>(st.replies));
   }
 #endif

@@ -190,8 +190,11 @@ class Hostd {
   // share_transport "vsock" (Linux): the vhost-user vsock device QEMU connects to, and a thread
   // per guest stream (the kP9 request, then the 9P server's ServeConnection).
   bool shares_over_vsock_ = false;
+  // agent_transport "vsock": the agent channel goes through the device's connect socket.
+  bool agent_over_vsock_ = false;
+  Status ServeVsock();
   static constexpr uint32_t kP9VsockPort = agent::kHostP9VsockPort;
-  static constexpr uint64_t kGuestCid = 3;
+  static constexpr uint64_t kGuestCid = agent::kGuestCid;
   static constexpr std::chrono::seconds kP9RequestTimeout{10};
   // shared_ptr: the type stays incomplete here (the device is Linux only), its deleter is set
   // where it is made.

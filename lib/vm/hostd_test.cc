@@ -341,6 +341,10 @@ class HostdTest : public ::testing::Test {
     auto cfg = EnsureInstance(paths_, "dev", {});
     ASSERT_TRUE(cfg.ok()) << cfg.status();
     dir_ = paths_.InstanceDir("dev");
+    // The stand-in agent (TestAgent) listens on TCP: the fake QEMU serves no vsock device.
+    cfg->agent_transport = "tcp";
+    ASSERT_TRUE(
+        SaveInstanceConfigFile(paths_.InstanceFile("dev", InstanceFileKind::kConfig), *cfg).ok());
     auto token = agent::ReadTokenFile(dir_ + "/secret");
     ASSERT_TRUE(token.ok()) << token.status();
     token_ = *token;
@@ -597,6 +601,41 @@ TEST_F(HostdTest, SharesOverVsockGiveQemuTheDeviceAndThePortInsteadOfSerialPorts
   r.vm->Exit(0);
   ASSERT_TRUE(r.Join().ok());
   EXPECT_FALSE(Exists(vsock));  // the device stops once the VM is gone
+}
+
+TEST_F(HostdTest, TheAgentOverVsockGoesThroughTheDevicesConnectSocket) {
+  auto cfg = LoadInstanceConfigFile(File(InstanceFileKind::kConfig), DefaultInstanceConfig({}));
+  ASSERT_TRUE(cfg.ok()) << cfg.status();
+  cfg->agent_transport = "vsock";
+  cfg->shares.clear();  // the device serves the agent alone
+  ASSERT_TRUE(SaveInstanceConfigFile(File(InstanceFileKind::kConfig), *cfg).ok());
+  RunningHostd r = Start(Options());
+  ASSERT_TRUE(r.vm);
+  ASSERT_TRUE(AwaitServing());
+  const std::string connect = dir_ + "/vsock.connect";
+  const std::vector<std::string>& args = r.vm->command().args;
+  EXPECT_THAT(args, Contains(fmt::format("socket,id=vsock0,path={}/vsock.sock", dir_)));
+  EXPECT_THAT(args, Contains(HasSubstr("fun.agent=tcp+vsock")));    // the guest listens there too
+  EXPECT_THAT(args, Not(Contains(HasSubstr("opt/fun/p9-vsock"))));  // no shares over it
+  auto state = State();
+  ASSERT_TRUE(state);
+  EXPECT_EQ(state->agent_vsock_connect, connect);  // where the CLIs dial the agent
+  EXPECT_EQ(state->agent_vsock_port, agent::kGuestAgentPort);
+  EXPECT_NE(state->agent_port, 0);  // QEMU's hostfwd stays
+  struct stat st {};
+  ASSERT_EQ(::stat(connect.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISSOCK(st.st_mode));
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  // No QEMU front-end here: a dial through the socket is closed, not left hanging.
+  auto c = Connect(SocketAddress{.kind = SocketAddress::Kind::kUnix, .path = connect});
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_TRUE(WriteAll(c->get(), vsock::ConnectLine(agent::kGuestCid, 7070)).ok());
+  char b;
+  EXPECT_EQ(::read(c->get(), &b, 1), 0);
+  r.vm->Exit(0);
+  ASSERT_TRUE(r.Join().ok());
+  EXPECT_FALSE(Exists(connect));
+  EXPECT_FALSE(Exists(dir_ + "/vsock.sock"));
 }
 
 TEST_F(HostdTest, AShareWhoseFolderIsMissingFailsTheStartNamingIt) {

@@ -105,8 +105,7 @@ std::vector<std::string> BuildHyperkitArgs(const HyperkitSpec& s) {
   if (s.vmnet) slot(kSlotNet, "virtio-net");
   if (!s.data_disk.empty()) slot(kSlotData, "virtio-blk," + s.data_disk);
   if (!s.system_disk.empty()) slot(kSlotSystem, "virtio-blk," + s.system_disk + ",ro");
-  slot(kSlotVsock,
-       fmt::format("virtio-sock,guest_cid={},path={}", agent::kHyperkitGuestCid, s.vsock_dir));
+  slot(kSlotVsock, fmt::format("virtio-sock,guest_cid={},path={}", agent::kGuestCid, s.vsock_dir));
   slot(kSlotRnd, "virtio-rnd");
   for (size_t i = 0; i < s.shares.size(); ++i) {
     slot(kSlotFirstShare + static_cast<int>(i),

@@ -59,6 +59,10 @@ StatusOr<InstanceConfig> EnsureInstance(const Paths& paths, const std::string& n
     cfg.share_transport = *o.share_transport;
     changed = true;
   }
+  if (o.agent_transport && *o.agent_transport != cfg.agent_transport) {
+    cfg.agent_transport = *o.agent_transport;
+    changed = true;
+  }
   for (const Share& add : o.shares) {
     auto same = std::find_if(cfg.shares.begin(), cfg.shares.end(),
                              [&](const Share& s) { return s.host_path == add.host_path; });

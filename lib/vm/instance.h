@@ -35,6 +35,7 @@ struct ConfigOverrides {
   std::optional<int> memory_mib;
   std::optional<int> disk_gib;
   std::optional<std::string> share_transport;  // "serial" or "vsock" (validated on save)
+  std::optional<std::string> agent_transport;  // "tcp" or "vsock" (validated on save)
   // Added to config.json's shares (saved); one with the same host_path is replaced.
   std::vector<Share> shares;
 };

@@ -15,7 +15,7 @@ StatusOr<agent::AgentEndpoint> InstanceAgentEndpoint(const std::string& instance
   if (state.agent_vsock_port != 0 && !state.agent_vsock_connect.empty()) {
     ep.address =
         SocketAddress{.kind = SocketAddress::Kind::kUnix, .path = state.agent_vsock_connect};
-    ep.hyperkit_vsock_port = state.agent_vsock_port;
+    ep.vsock_connect_port = state.agent_vsock_port;
   } else if (state.agent_port != 0) {
     ep.address = SocketAddress{
         .kind = SocketAddress::Kind::kTcp, .host = "127.0.0.1", .port = state.agent_port};

@@ -350,7 +350,7 @@ TEST_F(InstanceTest, TheAgentEndpointFollowsTheBackendInStateJson) {
   auto qemu = InstanceAgentEndpoint(dir, "dev");
   ASSERT_TRUE(qemu.ok()) << qemu.status();
   EXPECT_EQ(qemu->address.ToString(), "tcp:127.0.0.1:41234");
-  EXPECT_EQ(qemu->hyperkit_vsock_port, 0u);
+  EXPECT_EQ(qemu->vsock_connect_port, 0u);
   // hyperkit: the virtio-sock connect socket and the guest's vsock port, kept through a reload.
   InstanceState hk{.phase = Phase::kRunning,
                    .backend = "hyperkit",
@@ -363,7 +363,7 @@ TEST_F(InstanceTest, TheAgentEndpointFollowsTheBackendInStateJson) {
   auto ep = InstanceAgentEndpoint(dir, "dev");
   ASSERT_TRUE(ep.ok()) << ep.status();
   EXPECT_EQ(ep->address.ToString(), "unix:" + dir + "/vsock/connect");
-  EXPECT_EQ(ep->hyperkit_vsock_port, 7070u);
+  EXPECT_EQ(ep->vsock_connect_port, 7070u);
   EXPECT_FALSE(StateFromJson(R"({"agent_vsock_port": "x"})").ok());
 }
 

@@ -68,6 +68,7 @@ struct Stream {
   // When the guest's latest bytes arrived, while the host has not answered them yet: the
   // reply latency clock (VsockDeviceStats::replies).
   std::optional<std::chrono::steady_clock::time_point> unanswered_since;
+  bool guest_opened = true;  // false: through the connect socket (not timed)
 };
 
 bool ReadFull(int fd, uint8_t* p, size_t n) {
@@ -191,6 +192,9 @@ class VsockDevice::Impl {
   // Each returns whether it moved anything.
   StatusOr<bool> DrainTx();
   void HandleEvents(const std::vector<Event>& events);
+  // Watches a connected stream's fd and adds it (false, with the connection reset, when
+  // epoll refuses it).
+  bool AddStream(const ConnKey& k, UniqueFd fd);
   void CloseStream(const ConnKey& k);
   bool FlushToHost();
   StatusOr<bool> FillRx();
@@ -338,9 +342,13 @@ void VsockDevice::Impl::AcceptDialers() {
   }
 }
 
+// Logged the first few times, then every 100th: a booting guest refuses the agent's dials
+// every 100 ms until it listens.
 void VsockDevice::Impl::FailConnect(const std::string& why) {
-  ++connects_failed_;
-  Log("connect socket: " + why);
+  const uint64_t n = ++connects_failed_;
+  if (n <= 8 || n % 100 == 0) {
+    Log(fmt::format("connect socket: {} ({} failed so far)", why, n));
+  }
 }
 
 // Reads no further than the line: what the client sends next is the stream's.
@@ -716,7 +724,9 @@ StatusOr<bool> VsockDevice::Impl::DrainTx() {
             !payload.empty()) {
           bytes_from_guest_ += payload.size();
           auto it = streams_.find(ConnKey{h->src_port, h->dst_port});
-          if (it != streams_.end()) it->second.unanswered_since = std::chrono::steady_clock::now();
+          if (it != streams_.end() && it->second.guest_opened) {
+            it->second.unanswered_since = std::chrono::steady_clock::now();
+          }
         }
       }
     }
@@ -738,15 +748,7 @@ void VsockDevice::Impl::HandleEvents(const std::vector<Event>& events) {
         }
         UniqueFd mine(sv[0]), theirs(sv[1]);
         (void)::fcntl(mine.get(), F_SETFL, O_NONBLOCK);
-        if (!Watch(mine.get(), EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
-                   MakeTag(kStream, mine.get()))
-                 .ok()) {
-          mux_->Reset(e.key);
-          break;
-        }
-        Stream s;
-        s.fd = std::move(mine);
-        streams_[e.key] = std::move(s);
+        if (!AddStream(e.key, std::move(mine))) break;
         ++streams_opened_;
         if (o_.on_connection) o_.on_connection(e.key.host_port, std::move(theirs));
         break;
@@ -762,15 +764,10 @@ void VsockDevice::Impl::HandleEvents(const std::vector<Event>& events) {
         UniqueFd fd = std::move(it->second);
         connecting_.erase(it);
         Unwatch(fd.get());
-        if (!Watch(fd.get(), EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, MakeTag(kStream, fd.get()))
-                 .ok()) {
-          mux_->Reset(e.key);
-          break;
+        if (AddStream(e.key, std::move(fd))) {
+          streams_[e.key].guest_opened = false;
+          ++connects_;
         }
-        Stream s;
-        s.fd = std::move(fd);
-        streams_[e.key] = std::move(s);
-        ++connects_;
         break;
       }
       case Event::Kind::kClosed:
@@ -787,6 +784,18 @@ void VsockDevice::Impl::HandleEvents(const std::vector<Event>& events) {
         break;  // the pump moves the bytes
     }
   }
+}
+
+bool VsockDevice::Impl::AddStream(const ConnKey& k, UniqueFd fd) {
+  if (!Watch(fd.get(), EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, MakeTag(kStream, fd.get()))
+           .ok()) {
+    mux_->Reset(k);
+    return false;
+  }
+  Stream s;
+  s.fd = std::move(fd);
+  streams_[k] = std::move(s);
+  return true;
 }
 
 void VsockDevice::Impl::CloseStream(const ConnKey& k) {

@@ -67,10 +67,11 @@ struct VsockDeviceStats {
   uint64_t bytes_from_guest = 0;
   uint64_t notifies = 0;         // interrupts requested from QEMU
   uint64_t protocol_errors = 0;  // front-ends dropped for a bad message or a broken ring
-  // The host's reply latency: on a stream, the time from the guest's latest bytes to the first
-  // bytes the host sends after them (for a request/response protocol such as 9P: from the
-  // whole request to its reply, including the hand-off to the owner of the stream and back).
-  // Host time only: the guest's share of a round trip (its kick, its interrupt) is not in it.
+  // The host's reply latency: on a stream the guest opened, the time from the guest's latest
+  // bytes to the first bytes the host sends after them (for a request/response protocol such as
+  // 9P: from the whole request to its reply, including the hand-off to the owner of the stream
+  // and back). Host time only: the guest's share of a round trip (its kick, its interrupt) is
+  // not in it. Streams opened through the connect socket are not timed: there the guest answers.
   uint64_t replies = 0;
   uint64_t reply_latency_ns = 0;  // the sum over `replies`
 };

@@ -558,6 +558,11 @@ TEST_F(VsockDeviceTest, AConnectSocketClientReachesAGuestPortAndBytesFlowBothWay
   EXPECT_EQ(rx[0].h.src_port, host_port);
   fe.SendTx(fe.FromGuest(Op::kRw, kAgentPort, host_port), "reply from the guest");
   EXPECT_EQ(ReadSome(c.get(), 20), "reply from the guest");
+  // The host's next bytes after the guest's: not a timed reply on a stream the host opened.
+  ASSERT_TRUE(WriteAll(c.get(), "next").ok());
+  rx = fe.WaitRx(1);
+  ASSERT_EQ(rx.size(), 1u) << Logs();
+  EXPECT_EQ(rx[0].payload, "next");
 
   // The client closes: the guest is told, and the connection ends (SHUTDOWN, then RST).
   c.reset();
@@ -569,6 +574,7 @@ TEST_F(VsockDeviceTest, AConnectSocketClientReachesAGuestPortAndBytesFlowBothWay
   EXPECT_EQ(st.connects, 1u);
   EXPECT_EQ(st.connects_failed, 0u);
   EXPECT_EQ(st.streams, 0u);  // on_connection is for the guest's connections
+  EXPECT_EQ(st.replies, 0u);  // the guest answers here: not timed
   EXPECT_FALSE(TakeStream(nullptr, 100ms).valid());
 }
 

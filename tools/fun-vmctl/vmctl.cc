@@ -237,6 +237,9 @@ int Start(const std::vector<std::string>& args, const PathsInput& env, std::ostr
   std::string share_transport;
   flags.String("share-transport", &share_transport,
                "serial or vsock: how the shares reach the VM under QEMU (saved in config.json)");
+  std::string agent_transport;
+  flags.String("agent-transport", &agent_transport,
+               "tcp or vsock: how fun reaches the guest agent under QEMU (saved in config.json)");
   std::vector<std::string> shares;
   flags.Repeated("share", &shares,
                  "HOST[:GUEST][:ro][:cache=MODE]: also share this host folder (saved in "
@@ -265,6 +268,13 @@ int Start(const std::vector<std::string>& args, const PathsInput& env, std::ostr
                                              ": use serial or vsock"));
     }
     o.overrides.share_transport = share_transport;
+  }
+  if (!agent_transport.empty()) {
+    if (agent_transport != "tcp" && agent_transport != "vsock") {
+      return Usage(
+          err, InvalidArgumentError("--agent-transport " + agent_transport + ": use tcp or vsock"));
+    }
+    o.overrides.agent_transport = agent_transport;
   }
   o.overrides.shares = std::move(add_shares);
   o.image_dir = image_dir;
