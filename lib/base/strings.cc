@@ -24,4 +24,23 @@ std::string_view TrimSpace(std::string_view text) {
   return text.substr(start, text.find_last_not_of(kSpace) - start + 1);
 }
 
+std::optional<uint32_t> ParseHex32(std::string_view text) {
+  if (text.empty() || text.size() > 8) return std::nullopt;
+  uint32_t v = 0;
+  for (char c : text) {
+    uint32_t d;
+    if (c >= '0' && c <= '9') {
+      d = static_cast<uint32_t>(c - '0');
+    } else if (c >= 'a' && c <= 'f') {
+      d = static_cast<uint32_t>(c - 'a' + 10);
+    } else if (c >= 'A' && c <= 'F') {
+      d = static_cast<uint32_t>(c - 'A' + 10);
+    } else {
+      return std::nullopt;
+    }
+    v = (v << 4) | d;
+  }
+  return v;
+}
+
 }  // namespace fun

@@ -6,6 +6,8 @@
 // Thread-safety: pure functions.
 #pragma once
 
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -17,5 +19,8 @@ std::vector<std::string> SplitWords(std::string_view text, std::string_view sepa
 
 // `text` without the spaces, tabs, CRs and newlines at either end (a view into `text`).
 std::string_view TrimSpace(std::string_view text);
+
+// 1 to 8 hex digits (either case) as a number; nullopt for anything else ("", "0x1", "1 ").
+std::optional<uint32_t> ParseHex32(std::string_view text);
 
 }  // namespace fun

@@ -23,5 +23,15 @@ TEST(TrimSpaceTest, TrimsBothEnds) {
   EXPECT_EQ(TrimSpace(" \n\t\r"), "");
 }
 
+TEST(ParseHex32Test, OneToEightHexDigitsOfEitherCase) {
+  EXPECT_EQ(ParseHex32("0"), 0u);
+  EXPECT_EQ(ParseHex32("1b9E"), 0x1b9eu);
+  EXPECT_EQ(ParseHex32("FFFFFFFF"), 0xffffffffu);
+  EXPECT_EQ(ParseHex32("0100007F"), 0x0100007fu);
+  for (const char* bad : {"", "123456789", "0x1", "1 ", "-1", "g", "1b9e\n"}) {
+    EXPECT_EQ(ParseHex32(bad), std::nullopt) << bad;
+  }
+}
+
 }  // namespace
 }  // namespace fun

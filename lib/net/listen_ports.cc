@@ -7,6 +7,7 @@
 #include <cstring>
 #include <optional>
 
+#include "lib/base/strings.h"
 #include "lib/net/agent_protocol.h"
 
 namespace fun::net {
@@ -35,25 +36,6 @@ std::string Excerpt(std::string_view s) {
   return out;
 }
 
-std::optional<uint32_t> ParseHex(std::string_view s) {
-  if (s.empty() || s.size() > 8) return std::nullopt;
-  uint32_t v = 0;
-  for (char c : s) {
-    int d;
-    if (c >= '0' && c <= '9') {
-      d = c - '0';
-    } else if (c >= 'A' && c <= 'F') {
-      d = c - 'A' + 10;
-    } else if (c >= 'a' && c <= 'f') {
-      d = c - 'a' + 10;
-    } else {
-      return std::nullopt;
-    }
-    v = (v << 4) | static_cast<uint32_t>(d);
-  }
-  return v;
-}
-
 struct Endpoint {
   std::string address;
   uint16_t port = 0;
@@ -66,11 +48,11 @@ std::optional<Endpoint> ParseEndpoint(std::string_view s, bool ipv6) {
   if (s.size() != words * 8 + 1 + 4 || s[words * 8] != ':') return std::nullopt;
   unsigned char bytes[16];
   for (size_t i = 0; i < words; ++i) {
-    auto w = ParseHex(s.substr(i * 8, 8));
+    auto w = ParseHex32(s.substr(i * 8, 8));
     if (!w) return std::nullopt;
     std::memcpy(bytes + 4 * i, &*w, 4);
   }
-  auto port = ParseHex(s.substr(words * 8 + 1));
+  auto port = ParseHex32(s.substr(words * 8 + 1));
   if (!port) return std::nullopt;
   char text[INET6_ADDRSTRLEN];
   if (inet_ntop(ipv6 ? AF_INET6 : AF_INET, bytes, text, sizeof(text)) == nullptr) {
@@ -138,7 +120,7 @@ StatusOr<std::vector<ListenPort>> ParseProcNetSockets(std::string_view text, Pro
     auto local = ParseEndpoint(f[1], ipv6);
     if (!local) return bad(ipv6 ? "not a local IPv6 address:port" : "not a local address:port");
     if (!ParseEndpoint(f[2], ipv6)) return bad("not a remote address:port");
-    auto state = f[3].size() == 2 ? ParseHex(f[3]) : std::nullopt;
+    auto state = f[3].size() == 2 ? ParseHex32(f[3]) : std::nullopt;
     if (!state) return bad("no socket state");
     const unsigned wanted = protocol == Protocol::kTcp ? kTcpListen : kUdpUnconnected;
     if (*state != wanted || local->port == 0) continue;

@@ -4,6 +4,8 @@
 
 #include <algorithm>
 
+#include "lib/base/strings.h"
+
 namespace fun::vsock {
 namespace {
 
@@ -98,23 +100,9 @@ StatusOr<ConnectTarget> ParseConnectLine(std::span<const uint8_t> line) {
   if (line.size() != kConnectLineSize) return bad(fmt::format("{} bytes", line.size()));
   if (line[8] != '.' || line[17] != '\n') return bad("no '.' at byte 9 or newline at byte 18");
   auto hex = [&](size_t at, uint32_t* out) {
-    uint32_t v = 0;
-    for (size_t i = at; i < at + 8; ++i) {
-      const uint8_t c = line[i];
-      uint32_t d;
-      if (c >= '0' && c <= '9') {
-        d = c - '0';
-      } else if (c >= 'a' && c <= 'f') {
-        d = c - 'a' + 10;
-      } else if (c >= 'A' && c <= 'F') {
-        d = c - 'A' + 10;
-      } else {
-        return false;
-      }
-      v = (v << 4) | d;
-    }
-    *out = v;
-    return true;
+    auto v = ParseHex32(std::string_view(reinterpret_cast<const char*>(line.data()) + at, 8));
+    if (v) *out = *v;
+    return v.has_value();
   };
   ConnectTarget t;
   if (!hex(0, &t.cid) || !hex(9, &t.port)) return bad("not 8 hex digits");
