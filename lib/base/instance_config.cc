@@ -466,7 +466,6 @@ Status CheckCrossFields(const InstanceConfig& c) {
                       fmt::format("is not supported by backend {}", Quote(BackendName(c.backend))),
                       OneOf(AccelNamesFor(c.backend)));
   }
-  FUN_RETURN_IF_ERROR(CheckTransports(c));
   for (size_t i = 0; i < c.shares.size(); ++i) {
     const Share& s = c.shares[i];
     for (size_t j = 0; j < i; ++j) {
