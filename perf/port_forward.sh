@@ -18,19 +18,37 @@
 # the CPU the relay processes spent per GB of the one-stream run (fun: fun-forward plus
 # fun-guestd; socat: the listener and its forked children; from /proc/PID/stat).
 #
+# Congestion control: every path runs under the host's default (net.ipv4.tcp_congestion_control,
+# printed in the header), except that fun's relays switch their own loopback sockets from bbr to
+# cubic (lib/base/socket.h, UnpaceIfLoopback): bbr paces from a timer, which on loopback is pure
+# cost. iperf3's client, socat and haproxy keep the host's choice. --congestion NAME runs the
+# whole measurement in a private network namespace whose default is NAME (needs root), to see
+# the paths under another host default without touching this host's.
+#
 #   perf/port_forward.sh [--build DIR] [--seconds N] [--rr-count M] [--json FILE]
+#                        [--congestion cubic|bbr|reno]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-build=build seconds=5 rr_count=10000 json=""
+build=build seconds=5 rr_count=10000 json="" congestion=""
+args=("$@")
 while [ $# -gt 0 ]; do
   case "$1" in
     --build) build=$2; shift 2 ;;
     --seconds) seconds=$2; shift 2 ;;
     --rr-count) rr_count=$2; shift 2 ;;
     --json) json=$2; shift 2 ;;
+    --congestion) congestion=$2; shift 2 ;;
     *) echo "port_forward.sh: unknown argument $1 (see the header of this script)" >&2; exit 2 ;;
   esac
 done
+if [ -n "$congestion" ] && [ -z "${FUN_PERF_IN_NETNS:-}" ]; then
+  # Again, in a network namespace of its own: loopback up, the default congestion control set.
+  exec unshare --net env FUN_PERF_IN_NETNS=1 bash -c '
+    ip link set lo up &&
+    sysctl -qw net.ipv4.tcp_congestion_control="$1" ||
+      { echo "port_forward.sh: --congestion $1: no such congestion control here, or not root" >&2; exit 2; }
+    shift; exec "$@"' _ "$congestion" "$0" "${args[@]}"
+fi
 for b in bin/fun-forward bin/fun-guestd perf/tcp_rr; do
   [ -x "$build/$b" ] || { echo "port_forward.sh: $build/$b not built: run cmake --build $build" >&2; exit 1; }
 done
@@ -133,8 +151,10 @@ names=("direct" "fun" "fun --direct" "socat" "haproxy")
 iperf_ports=("$iperf_port" "$fun_iperf" "$fund_iperf" "$socat_iperf" "$ha_iperf")
 rr_ports=("$rr_port" "$fun_rr" "$fund_rr" "$socat_rr" "$ha_rr")
 relay_pids=("" "$pid_fun $pid_guestd" "$pid_fun_direct" "$pid_socat_iperf" "$pid_haproxy")
+host_cc=$(cat /proc/sys/net/ipv4/tcp_congestion_control)
 echo "port_forward: iperf3 ${seconds}s per run, tcp_rr $rr_count exchanges of 1 byte," \
-  "$(nproc) cpus, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+  "$(nproc) cpus, load average $(cut -d' ' -f1-3 /proc/loadavg)," \
+  "congestion control $host_cc${congestion:+ (a private network namespace)}"
 one=() four=() rr=() cpu=()
 for i in "${!names[@]}"; do
   # shellcheck disable=SC2086  # relay_pids holds several pids
@@ -168,7 +188,7 @@ echo "(the one-stream run; lower is better)"
 
 if [ -n "$json" ]; then
   {
-    echo "{\"seconds\": $seconds, \"rr_count\": $rr_count, \"paths\": ["
+    echo "{\"seconds\": $seconds, \"rr_count\": $rr_count, \"congestion_control\": \"$host_cc\", \"paths\": ["
     for i in "${!names[@]}"; do
       sep=","; [ "$i" -eq $((${#names[@]} - 1)) ] && sep=""
       echo "  {\"path\": \"${names[$i]}\", \"gbits_1\": ${one[$i]}, \"gbits_4\": ${four[$i]}, \"rr_median_us\": ${rr[$i]}, \"relay_cpu_s_per_gb\": ${cpu[$i]}}$sep"

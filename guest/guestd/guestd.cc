@@ -81,6 +81,7 @@ StatusOr<UniqueFd> ConnectWithTimeout(const SocketAddress& addr, std::chrono::mi
   FUN_ASSIGN_OR_RETURN(SockAddr sa, ToSockAddr(addr));
   UniqueFd fd(::socket(sa.ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
   if (!fd.valid()) return ErrnoError(errno, "socket for " + name);
+  UnpaceIfLoopback(fd.get(), sa.ss);
   if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&sa.ss), sa.len) != 0) {
     if (errno != EINPROGRESS && errno != EINTR) {
       return ErrnoError(errno, "connecting to " + name);

@@ -127,6 +127,32 @@ std::string FormatIpPort(const sockaddr_storage& ss) {
   return "unknown";
 }
 
+bool IsLoopback(const sockaddr_storage& ss) {
+  if (ss.ss_family == AF_INET) {
+    const auto* v4 = reinterpret_cast<const sockaddr_in*>(&ss);
+    return (ntohl(v4->sin_addr.s_addr) >> 24) == 127;
+  }
+  if (ss.ss_family == AF_INET6) {
+    const in6_addr& a = reinterpret_cast<const sockaddr_in6*>(&ss)->sin6_addr;
+    return IN6_IS_ADDR_LOOPBACK(&a) || (IN6_IS_ADDR_V4MAPPED(&a) && a.s6_addr[12] == 127);
+  }
+  return false;
+}
+
+void UnpaceIfLoopback(int fd, const sockaddr_storage& addr) {
+  if (!IsLoopback(addr)) return;
+  char name[16] = {};  // TCP_CA_NAME_MAX
+  socklen_t len = sizeof(name);
+  if (::getsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, name, &len) != 0) return;
+  if (std::string_view(name, strnlen(name, sizeof(name))).rfind("bbr", 0) != 0) return;
+  for (const char* unpaced : {"cubic", "reno"}) {
+    if (::setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, unpaced,
+                     static_cast<socklen_t>(std::strlen(unpaced))) == 0) {
+      return;
+    }
+  }
+}
+
 StatusOr<UniqueFd> Listen(const SocketAddress& addr, int backlog, unsigned unix_mode) {
   FUN_ASSIGN_OR_RETURN(SockAddr sa, ToSockAddr(addr));
   UniqueFd fd(::socket(sa.ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
@@ -134,6 +160,7 @@ StatusOr<UniqueFd> Listen(const SocketAddress& addr, int backlog, unsigned unix_
   if (addr.kind == SocketAddress::Kind::kTcp) {
     int one = 1;
     ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    UnpaceIfLoopback(fd.get(), sa.ss);  // the connections it accepts inherit this
   } else {
     // A socket file left by a dead server is replaced; a live one is not stolen.
     struct stat st {};
@@ -181,6 +208,7 @@ StatusOr<UniqueFd> Accept(int listen_fd, std::string* peer) {
       if (ss.ss_family == AF_INET || ss.ss_family == AF_INET6) {
         int one = 1;
         ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        UnpaceIfLoopback(fd, ss);  // a loopback client of a wildcard listener
       }
       return UniqueFd(fd);
     }
@@ -193,6 +221,7 @@ StatusOr<UniqueFd> Connect(const SocketAddress& addr) {
   FUN_ASSIGN_OR_RETURN(SockAddr sa, ToSockAddr(addr));
   UniqueFd fd(::socket(sa.ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (!fd.valid()) return ErrnoError(errno, "socket for " + addr.ToString());
+  UnpaceIfLoopback(fd.get(), sa.ss);
   int rc;
   do {
     rc = ::connect(fd.get(), reinterpret_cast<const sockaddr*>(&sa.ss), sa.len);

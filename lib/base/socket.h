@@ -57,6 +57,19 @@ StatusOr<UniqueFd> BindUdp(const SocketAddress& addr);
 // log lines about UDP peers; "unknown" for other families.
 std::string FormatIpPort(const sockaddr_storage& ss);
 
+// True for loopback addresses: 127.0.0.0/8, ::1, and 127.0.0.0/8 mapped into IPv6.
+bool IsLoopback(const sockaddr_storage& ss);
+
+// A TCP socket that talks over loopback (`addr`: its peer, or a listener's bound address) stops
+// pacing: a socket using BBR is switched to cubic (reno where cubic is not allowed); any other
+// congestion control is left as the host chose it, and so is every non-loopback socket. BBR
+// paces each socket from a timer (without the fq qdisc); between two processes on one machine
+// there is no link to pace for, and the pacing cost fun's two-relay port forward a third of its
+// throughput on a host whose default is bbr (perf/port_forward.sh, 11 -> 16 Gbit/s). Best
+// effort: a refusal leaves the socket as it was. Listen, Connect and Accept call it; code that
+// makes its own TCP sockets calls it before connect() or listen(), so BBR never starts.
+void UnpaceIfLoopback(int fd, const sockaddr_storage& addr);
+
 // Writes all of `data` (retries short writes and EINTR; no SIGPIPE).
 Status WriteAll(int fd, std::string_view data);
 // Reads exactly n bytes into buf. A clean EOF before the first byte is OutOfRange "EOF"; an EOF

@@ -2,10 +2,13 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <thread>
 
 namespace fun {
@@ -66,6 +69,78 @@ TEST(SocketTest, TcpEchoOnAnyPort) {
   char one;
   Status eof = ReadExactly(c->get(), &one, 1);
   EXPECT_EQ(eof.code(), Code::kOutOfRange);
+}
+
+sockaddr_storage Ip(const std::string& spec) {
+  auto a = ParseSocketAddress(spec);
+  EXPECT_TRUE(a.ok()) << spec;
+  return a.ok() ? ToSockAddr(*a)->ss : sockaddr_storage{};
+}
+
+TEST(SocketTest, LoopbackAddresses) {
+  for (const char* yes :
+       {"tcp:127.0.0.1:1", "tcp:127.255.0.9:1", "tcp:[::1]:1", "tcp:[::ffff:127.0.0.1]:1"}) {
+    EXPECT_TRUE(IsLoopback(Ip(yes))) << yes;
+  }
+  for (const char* no : {"tcp:10.0.2.2:1", "tcp:0.0.0.0:1", "tcp:128.0.0.1:1", "tcp:[::]:1",
+                         "tcp:[fe80::1]:1", "tcp:[::ffff:10.0.0.1]:1", "tcp:[::2]:1"}) {
+    EXPECT_FALSE(IsLoopback(Ip(no))) << no;
+  }
+  sockaddr_storage unix_addr{};
+  unix_addr.ss_family = AF_UNIX;
+  EXPECT_FALSE(IsLoopback(unix_addr));
+}
+
+std::string Congestion(int fd) {
+  char name[16] = {};
+  socklen_t len = sizeof(name);
+  if (::getsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, name, &len) != 0) return "?";
+  return std::string(name, strnlen(name, sizeof(name)));
+}
+
+bool SetCongestion(int fd, const std::string& name) {
+  return ::setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, name.data(),
+                      static_cast<socklen_t>(name.size())) == 0;
+}
+
+TEST(SocketTest, LoopbackSocketsStopPacingOnlyWhenTheyUseBbr) {
+  UniqueFd paced(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  ASSERT_TRUE(paced.valid());
+  if (!SetCongestion(paced.get(), "bbr")) {
+    GTEST_SKIP() << "this kernel has no bbr (" << std::strerror(errno)
+                 << "): nothing paces, nothing to switch off";
+  }
+  UnpaceIfLoopback(paced.get(), Ip("tcp:10.0.2.2:80"));
+  EXPECT_EQ(Congestion(paced.get()), "bbr") << "not loopback: the host's choice stays";
+  UnpaceIfLoopback(paced.get(), Ip("tcp:127.0.0.1:80"));
+  EXPECT_THAT(Congestion(paced.get()), ::testing::AnyOf("cubic", "reno"));
+
+  UniqueFd reno(::socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  ASSERT_TRUE(reno.valid());
+  ASSERT_TRUE(SetCongestion(reno.get(), "reno"));
+  UnpaceIfLoopback(reno.get(), Ip("tcp:[::1]:80"));
+  EXPECT_EQ(Congestion(reno.get()), "reno") << "an unpaced choice is left alone";
+}
+
+// On a host whose default congestion control is bbr (net.ipv4.tcp_congestion_control, as on
+// this project's CI machines) every loopback socket fun makes would pace without
+// UnpaceIfLoopback; elsewhere none does and this holds trivially.
+TEST(SocketTest, ListenConnectAndAcceptLeaveNoLoopbackSocketOnBbr) {
+  for (const char* listen_on : {"tcp:127.0.0.1:0", "tcp:0.0.0.0:0"}) {
+    SCOPED_TRACE(listen_on);
+    auto l = Listen(*ParseSocketAddress(listen_on));
+    ASSERT_TRUE(l.ok()) << l.status();
+    if (std::string(listen_on).find("127.") != std::string::npos) {
+      EXPECT_NE(Congestion(l->get()), "bbr");
+    }
+    auto port = ParseSocketAddress(*LocalAddress(l->get()))->port;
+    auto c = Connect(SocketAddress{.host = "127.0.0.1", .port = port});
+    ASSERT_TRUE(c.ok()) << c.status();
+    auto a = Accept(l->get());
+    ASSERT_TRUE(a.ok()) << a.status();
+    EXPECT_NE(Congestion(c->get()), "bbr");
+    EXPECT_NE(Congestion(a->get()), "bbr");
+  }
 }
 
 TEST(SocketTest, PortInUseIsAClearError) {
