@@ -19,12 +19,13 @@
 //
 // Two data paths, picked per direction:
 //   - splice(2) through a pipe (the pipe is the buffer; bytes never enter user space), used by
-//     default when both fds of a direction are unix sockets;
-//   - read(2)/write(2) through a user-space ring buffer, for everything else (TCP, pipes, ttys)
-//     and as a fallback when the kernel refuses splice(2) for an fd.
-// perf/splice_bench.cc compares them, 1 GiB per run, on Linux 6.18: unix <-> unix, splice(2)
-// is faster (4.4 vs 3.9 GB/s) with ~40% less relay CPU; TCP <-> unix (the containerd relay) and
-// TCP <-> TCP, read/write is faster (1.8 vs 1.4 GB/s; 1.1 vs 0.8 GB/s) and cheaper in total.
+//     default when both fds of a direction are sockets (unix, TCP, vsock);
+//   - read(2)/write(2) through a user-space ring buffer, for everything else (pipes, ttys,
+//     virtio-serial ports) and as a fallback when the kernel refuses splice(2) for an fd.
+// perf/splice_bench.cc compares them, 1 GiB per run, on Linux 6.18 with unpaced loopback TCP
+// (UnpaceIfLoopback in lib/base/socket.h): TCP <-> TCP, splice(2) 4.8 vs 4.1 GB/s with a quarter
+// of the relay CPU (59 vs 233 ms/GiB) and less in total; TCP <-> unix both ways (the containerd
+// relay, a port over vsock) 4.6 vs 3.2 GB/s.
 //
 // While it runs, Splice puts the fds in non-blocking mode (it restores their flags before it
 // returns) and blocks SIGPIPE on its own thread (a write to a closed peer is an EPIPE error,
@@ -54,23 +55,25 @@ namespace fun::net {
 struct SpliceStats {
   uint64_t a_to_b = 0;
   uint64_t b_to_a = 0;
-  // The most bytes one direction held at once (never more than buffer_size).
+  // The most bytes one direction held at once (never more than buffer_size, which a pipe rounds
+  // up to a power of two pages).
   size_t max_buffered = 0;
 };
 
 enum class SpliceMethod {
-  kAuto,       // splice(2) between two unix sockets, read/write otherwise
+  kAuto,       // splice(2) between two sockets, read/write otherwise
   kPipe,       // splice(2) wherever the kernel accepts it (read/write where it refuses)
   kReadWrite,  // read(2)/write(2) through a user-space buffer everywhere
 };
 
 struct SpliceOptions {
-  // The most each direction holds at once. With read/write the ring starts at 64 KiB and
+  // The most each direction holds at once. The buffer (a ring, or a pipe) starts at 64 KiB and
   // doubles each time a read fills it, up to this: an idle or chatty relay costs 64 KiB a
   // direction, a bulk one gets the big reads it needs (perf/port_forward.sh, iperf3 through one
-  // relay on this 2-core host: 64 KiB 6.4-6.9 Gbit/s at 1.1 CPU s/GB, 1 MiB 11.8-12.2 Gbit/s at
-  // 0.4). With kPipe this is the pipe's size, which the kernel may round up to a power of two
-  // pages, or cap at /proc/sys/fs/pipe-max-size.
+  // read/write relay on this 2-core host: 64 KiB 6.4-6.9 Gbit/s at 1.1 CPU s/GB, 1 MiB
+  // 11.8-12.2 Gbit/s at 0.4). A pipe's size is rounded up to a power of two pages; it stops
+  // growing at fs.pipe-max-size, or where the user's pipe budget (fs.pipe-user-pages-soft) is
+  // spent.
   size_t buffer_size = 1024 * 1024;
   // Ends the relay when no byte moved in either direction for this long; 0: never.
   std::chrono::milliseconds idle_timeout{0};
