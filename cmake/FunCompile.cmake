@@ -40,14 +40,18 @@ function(fun_tool name)
   install(TARGETS ${name} RUNTIME DESTINATION bin)
 endfunction()
 
-# fun_test(NAME <test> SOURCES ... DEPS ... [LABELS ...] [TEST_PREFIX p]): a GoogleTest binary
-# in build/tests, each TEST() registered with ctest (its name prefixed with p, so two binaries
-# built from one test source can both be registered).
+# fun_test(NAME <test> SOURCES ... DEPS ... [LABELS ...] [TEST_PREFIX p] [BINARIES MACRO=target ...]
+#          [DEFINES ...] [DEPENDS target ...]): a GoogleTest binary in build/tests, each TEST()
+# registered with ctest (its name prefixed with p, so two binaries built from one test source
+# can both be registered). BINARIES: programs of this build the test runs, their paths compiled
+# in as MACRO; DEFINES: more compile definitions; DEPENDS: targets built first. With
+# FUN_BUILD_TESTS off it does nothing, so callers never touch a test target themselves.
 function(fun_test name)
   if(NOT FUN_BUILD_TESTS)
     return()
   endif()
-  cmake_parse_arguments(A "" "TIMEOUT;TEST_PREFIX" "SOURCES;DEPS;LABELS" ${ARGN})
+  cmake_parse_arguments(A "" "TIMEOUT;TEST_PREFIX" "SOURCES;DEPS;LABELS;BINARIES;DEFINES;DEPENDS"
+                        ${ARGN})
   if(NOT A_TIMEOUT)
     set(A_TIMEOUT 120)
   endif()
@@ -57,6 +61,20 @@ function(fun_test name)
   add_executable(${name} ${A_SOURCES})
   target_link_libraries(${name} PRIVATE fun_warnings ${A_DEPS} GTest::gmock GTest::gtest_main)
   set_target_properties(${name} PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${FUN_TEST_OUTPUT_DIRECTORY})
+  # BINARIES MACRO=target ...: the test runs that real program, found through MACRO (its path).
+  foreach(_binary IN LISTS A_BINARIES)
+    string(REPLACE "=" ";" _pair "${_binary}")
+    list(GET _pair 0 _macro)
+    list(GET _pair 1 _target)
+    target_compile_definitions(${name} PRIVATE ${_macro}="$<TARGET_FILE:${_target}>")
+    add_dependencies(${name} ${_target})
+  endforeach()
+  if(A_DEFINES)
+    target_compile_definitions(${name} PRIVATE ${A_DEFINES})
+  endif()
+  if(A_DEPENDS)
+    add_dependencies(${name} ${A_DEPENDS})
+  endif()
   gtest_discover_tests(${name} DISCOVERY_TIMEOUT 60 TEST_PREFIX "${A_TEST_PREFIX}"
                        PROPERTIES TIMEOUT ${A_TIMEOUT})
   # Labels are set once ctest has read the discovered list: handed to gtest_discover_tests'
