@@ -6,21 +6,25 @@
 #   echo throughput  perf/tcp_rr stream: 64 KiB writes for N seconds, the echoed bytes per
 #                    second (each byte crosses the path both ways)
 #   RR latency       perf/tcp_rr ping: 1 byte each way, one connection, median of M
+#   connection rate  perf/tcp_rr churn: C connections, 8 at a time, each connect, 1 byte each
+#                    way, close (every one is an agent channel dialed into the VM)
 # The VM side is fun/echo:1.0 (images/echo/echo.c) behind `fun run -p`, pulled from a
 # registry this script starts on 127.0.0.1:5000 (the port must be free), in a temp FUN_HOME.
 #
 # --agent-transport tcp|vsock starts the VM with that agent channel first (fun-vmctl start
 # --agent-transport): QEMU's hostfwd to the guest's tcp:7070, or fun-hostd's vsock device.
 #
-#   perf/port_forward_vm.sh [--build DIR] [--seconds N] [--rr-count M] [--agent-transport T]
+#   perf/port_forward_vm.sh [--build DIR] [--seconds N] [--rr-count M] [--churn C]
+#                           [--agent-transport T]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-build=build seconds=5 rr_count=2000 agent=""
+build=build seconds=5 rr_count=2000 churn=2000 agent=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --build) build=$2; shift 2 ;;
     --seconds) seconds=$2; shift 2 ;;
     --rr-count) rr_count=$2; shift 2 ;;
+    --churn) churn=$2; shift 2 ;;
     --agent-transport) agent=$2; shift 2 ;;
     *) echo "port_forward_vm.sh: unknown argument $1 (see the header of this script)" >&2; exit 2 ;;
   esac
@@ -64,11 +68,12 @@ echo "port_forward_vm: ready after $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN
 field() { python3 -c "import json,sys; print(json.load(sys.stdin)[\"$1\"])"; }
 mibs() { "$build/perf/tcp_rr" stream --connect "127.0.0.1:$1" --seconds "$seconds" | field mib_per_s; }
 rr() { "$build/perf/tcp_rr" ping --connect "127.0.0.1:$1" --count "$rr_count" | field median_us; }
-d_mib=$(mibs "$direct_port"); d_rr=$(rr "$direct_port")
-v_mib=$(mibs "$vm_port"); v_rr=$(rr "$vm_port")
+conns() { "$build/perf/tcp_rr" churn --connect "127.0.0.1:$1" --count "$churn" --clients 8 | field per_s; }
+d_mib=$(mibs "$direct_port"); d_rr=$(rr "$direct_port"); d_conn=$(conns "$direct_port")
+v_mib=$(mibs "$vm_port"); v_rr=$(rr "$vm_port"); v_conn=$(conns "$vm_port")
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", (b > 0 ? a / b : 0)}'; }
 echo "agent channel: $(python3 -c 'import json,sys; c=json.load(open(sys.argv[1])); print(c.get("agent_transport", "tcp"))' "$FUN_HOME/instances/default/config.json")"
-printf '\n%-34s %14s %12s\n' "path ($(nproc) cpus, load $(cut -d' ' -f1 /proc/loadavg))" "echo MiB/s" "RR med µs"
-printf '%-34s %14s %12s\n' "direct loopback (tcp_rr serve)" "$d_mib" "$d_rr"
-printf '%-34s %14s %12s\n' "-p through the VM (fun/echo)" "$v_mib" "$v_rr"
-printf '%-34s %14s %12s\n' "VM / direct" "$(ratio "$v_mib" "$d_mib")" "$(ratio "$v_rr" "$d_rr")"
+printf '\n%-34s %14s %12s %10s\n' "path ($(nproc) cpus, load $(cut -d' ' -f1 /proc/loadavg))" "echo MiB/s" "RR med µs" "conn/s"
+printf '%-34s %14s %12s %10s\n' "direct loopback (tcp_rr serve)" "$d_mib" "$d_rr" "$d_conn"
+printf '%-34s %14s %12s %10s\n' "-p through the VM (fun/echo)" "$v_mib" "$v_rr" "$v_conn"
+printf '%-34s %14s %12s %10s\n' "VM / direct" "$(ratio "$v_mib" "$d_mib")" "$(ratio "$v_rr" "$d_rr")" "$(ratio "$v_conn" "$d_conn")"
