@@ -26,9 +26,13 @@ using Steady = std::chrono::steady_clock;
 // cannot starve the other one (or the stop fd) between two polls.
 constexpr int kRoundsPerWakeup = 16;
 // A read/write ring starts this small (most relays carry little) and doubles each time a read
-// fills it, up to the buffer size asked for. A pipe starts at the kernel's default size (16
-// pages: the same 64 KiB) and grows the same way.
+// fills it, up to the buffer size asked for.
 constexpr size_t kFirstRingSize = 64 * 1024;
+// A pipe starts smaller and grows the same way. Its pages are only taken while bytes are in it,
+// but its size counts against the user's pipe budget (fs.pipe-user-pages-soft, 16384 pages by
+// default) shared with every other pipe the user has: at the kernel's default of 16 pages, 1024
+// pipes (512 idle relays) would spend it all and leave the user's next pipes 2 pages each.
+constexpr size_t kFirstPipeSize = 16 * 1024;
 
 // A ring's memory, mapped and unmapped whole: a relay that ends gives its pages back to the
 // system at once (malloc would keep big freed blocks in its arenas).
@@ -223,12 +227,13 @@ class Direction {
     if (::pipe2(p, O_NONBLOCK | O_CLOEXEC) != 0) return false;
     pipe_r_ = p[0];
     pipe_w_ = p[1];
-    // The kernel's default size to start with (less when buffer_size asks for less; a user over
-    // fs.pipe-user-pages-soft gets 2 pages), grown by Grow() while a bulk transfer fills it.
+    // kFirstPipeSize to start with (less when buffer_size asks for less; a user over
+    // fs.pipe-user-pages-soft has 2 pages), grown by Grow() while a bulk transfer fills it.
     max_cap_ = std::min<size_t>(std::max<size_t>(buffer_size, 1), size_t{1} << 30);
     int size = ::fcntl(pipe_w_, F_GETPIPE_SZ);
-    if (size > 0 && static_cast<size_t>(size) > max_cap_) {
-      int smaller = ::fcntl(pipe_w_, F_SETPIPE_SZ, static_cast<int>(max_cap_));
+    const size_t first = std::min(max_cap_, kFirstPipeSize);
+    if (size > 0 && static_cast<size_t>(size) > first) {
+      int smaller = ::fcntl(pipe_w_, F_SETPIPE_SZ, static_cast<int>(first));
       if (smaller > 0) size = smaller;
     }
     if (size <= 0) {

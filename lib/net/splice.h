@@ -67,9 +67,9 @@ enum class SpliceMethod {
 };
 
 struct SpliceOptions {
-  // The most each direction holds at once. The buffer (a ring, or a pipe) starts at 64 KiB and
-  // doubles each time a read fills it, up to this: an idle or chatty relay costs 64 KiB a
-  // direction, a bulk one gets the big reads it needs (perf/port_forward.sh, iperf3 through one
+  // The most each direction holds at once. The buffer (a ring of 64 KiB, or a pipe of 16 KiB)
+  // doubles each time a read fills it, up to this: an idle or chatty relay costs little, a
+  // bulk one gets the big reads it needs (perf/port_forward.sh, iperf3 through one
   // read/write relay on this 2-core host: 64 KiB 6.4-6.9 Gbit/s at 1.1 CPU s/GB, 1 MiB
   // 11.8-12.2 Gbit/s at 0.4). A pipe's size is rounded up to a power of two pages; it stops
   // growing at fs.pipe-max-size, or where the user's pipe budget (fs.pipe-user-pages-soft) is
