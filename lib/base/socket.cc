@@ -140,6 +140,10 @@ bool IsLoopback(const sockaddr_storage& ss) {
 }
 
 void UnpaceIfLoopback(int fd, const sockaddr_storage& addr) {
+#ifndef TCP_CONGESTION  // macOS: no per-socket congestion control to choose
+  (void)fd;
+  (void)addr;
+#else
   if (!IsLoopback(addr)) return;
   char name[16] = {};  // TCP_CA_NAME_MAX
   socklen_t len = sizeof(name);
@@ -151,6 +155,7 @@ void UnpaceIfLoopback(int fd, const sockaddr_storage& addr) {
       return;
     }
   }
+#endif
 }
 
 StatusOr<UniqueFd> Listen(const SocketAddress& addr, int backlog, unsigned unix_mode) {

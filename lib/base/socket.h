@@ -68,6 +68,7 @@ bool IsLoopback(const sockaddr_storage& ss);
 // throughput on a host whose default is bbr (perf/port_forward.sh, 11 -> 16 Gbit/s). Best
 // effort: a refusal leaves the socket as it was. Listen, Connect and Accept call it; code that
 // makes its own TCP sockets calls it before connect() or listen(), so BBR never starts.
+// Linux only (macOS has no TCP_CONGESTION: there it does nothing).
 void UnpaceIfLoopback(int fd, const sockaddr_storage& addr);
 
 // Writes all of `data` (retries short writes and EINTR; no SIGPIPE).
